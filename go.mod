@@ -1,0 +1,3 @@
+module github.com/hatgt/hatgt
+
+go 1.26.8

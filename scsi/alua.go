@@ -1,0 +1,3 @@
+package scsi
+
+func portGroupCommands() []opInfo { return nil }

@@ -1,0 +1,3 @@
+package scsi
+
+func atomicCommands() []opInfo { return nil }

@@ -1,0 +1,3 @@
+package scsi
+
+func coreCommands() []opInfo { return nil }

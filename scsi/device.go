@@ -1,0 +1,130 @@
+package scsi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+)
+
+// DeviceConfig configures a SCSI target device.
+type DeviceConfig struct {
+	Logger *slog.Logger
+}
+
+// Device is a SCSI target device: the logical units one iSCSI target
+// exposes, addressed by LUN. It routes commands to LUs, answers REPORT LUNS
+// and commands to absent LUNs, and runs task management across all nexuses.
+type Device struct {
+	log   *slog.Logger
+	table *opTable
+
+	mu  sync.RWMutex
+	lus map[uint64]*LU
+}
+
+// NewDevice returns an empty device.
+func NewDevice(cfg DeviceConfig) *Device {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Device{log: cfg.Logger, table: newOpTable(), lus: map[uint64]*LU{}}
+}
+
+// AddLU exposes lu as lun.
+func (d *Device) AddLU(lun uint64, lu *LU) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.lus[lun]; ok {
+		return fmt.Errorf("scsi: LUN %d already exists", lun)
+	}
+	d.lus[lun] = lu
+	return nil
+}
+
+// RemoveLU stops exposing lun.
+func (d *Device) RemoveLU(lun uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.lus, lun)
+}
+
+// LUNs returns the exposed LUNs in ascending order.
+func (d *Device) LUNs() []uint64 {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	out := make([]uint64, 0, len(d.lus))
+	for l := range d.lus {
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+func (d *Device) lu(lun uint64) *LU {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.lus[lun]
+}
+
+// Execute runs one command to completion and returns its response. It is
+// safe to call concurrently; ctx cancellation aborts a command that has not
+// started (the response is then TASK ABORTED and the transport sends none).
+func (d *Device) Execute(ctx context.Context, cmd *Command) *Response {
+	t := &task{ctx: ctx, dev: d, cmd: cmd, cdb: cmd.CDB, lu: d.lu(cmd.LUN)}
+	err := d.run(t)
+	return toResponse(t, err)
+}
+
+func (d *Device) run(t *task) error {
+	if len(t.cdb) == 0 {
+		return InvalidCDBField(0, -1)
+	}
+	op := d.table.lookup(t.cdb)
+	if op == nil {
+		return NewSense(KeyIllegalRequest, ASCInvalidOpcode)
+	}
+	t.op = op
+	if t.lu == nil {
+		// TODO(core): INQUIRY/REPORT LUNS/REQUEST SENSE to an absent LUN.
+		return NewSense(KeyIllegalRequest, ASCLUNotSupported)
+	}
+	return op.fn(t)
+}
+
+func (t *opTable) lookup(cdb []byte) *opInfo {
+	k := opKey{opcode: cdb[0]}
+	if t.withSA[cdb[0]] {
+		k.sa = serviceAction(cdb)
+	}
+	return t.byKey[k]
+}
+
+// serviceAction extracts the service action of a CDB whose opcode has one.
+func serviceAction(cdb []byte) uint16 {
+	if cdb[0] == 0x7f && len(cdb) >= 10 {
+		return uint16(cdb[8])<<8 | uint16(cdb[9])
+	}
+	if len(cdb) < 2 {
+		return 0
+	}
+	return uint16(cdb[1] & 0x1f)
+}
+
+func toResponse(t *task, err error) *Response {
+	if err == nil {
+		return &Response{Status: StatusGood, Data: t.data}
+	}
+	var se *SenseError
+	if errors.As(err, &se) {
+		return &Response{Status: StatusCheckCondition, Sense: se.Fixed(), Data: t.data}
+	}
+	var st *StatusError
+	if errors.As(err, &st) {
+		return &Response{Status: st.Status}
+	}
+	t.dev.log.Error("command failed", "op", fmt.Sprintf("%x", t.cdb[:1]), "err", err)
+	return &Response{Status: StatusCheckCondition, Sense: NewSense(KeyHardwareError, ASCInternalTargetFailure).Fixed()}
+}

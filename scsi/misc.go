@@ -1,0 +1,3 @@
+package scsi
+
+func miscCommands() []opInfo { return nil }

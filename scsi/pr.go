@@ -1,0 +1,3 @@
+package scsi
+
+func reservationCommands() []opInfo { return nil }

@@ -1,0 +1,3 @@
+package scsi
+
+func thinCommands() []opInfo { return nil }

@@ -1,0 +1,3 @@
+package scsi
+
+func copyCommands() []opInfo { return nil }
