@@ -72,6 +72,12 @@ type LU struct {
 	backend Backend
 	blocks  uint64 // capacity in logical blocks
 	shift   uint   // log2(BlockSize)
+
+	ua     uaState     // ua.go: pending unit attentions per nexus
+	pr     prState     // pr.go: persistent reservations, RESERVE/RELEASE
+	alua   aluaState   // alua.go: port groups and access states
+	atomic atomicState // atomic.go: COMPARE AND WRITE / WRITE ATOMIC serialisation
+	copy   copyState   // xcopy.go: EXTENDED COPY operations and results
 }
 
 // NewLU returns a logical unit serving backend.
@@ -84,6 +90,11 @@ func NewLU(backend Backend, cfg LUConfig) (*LU, error) {
 	for lu.shift = 0; 1<<lu.shift < cfg.BlockSize; lu.shift++ {
 	}
 	lu.blocks = uint64(backend.Size()) >> lu.shift
+	for _, init := range []func(*LU) error{lu.pr.init, lu.alua.init, lu.atomic.init, lu.copy.init} {
+		if err := init(lu); err != nil {
+			return nil, err
+		}
+	}
 	return lu, nil
 }
 
