@@ -6,3 +6,9 @@ func atomicCommands() []opInfo { return nil }
 type atomicState struct{}
 
 func (s *atomicState) init(lu *LU) error { return nil }
+
+// Limits reported in the Block Limits VPD page (0xB0).
+const (
+	maxCompareAndWriteLength = 255  // blocks (MAXIMUM COMPARE AND WRITE LENGTH)
+	maxAtomicTransferLength  = 2048 // blocks
+)

@@ -3,6 +3,7 @@ package scsi
 import (
 	"errors"
 	"io"
+	"syscall"
 )
 
 // checkRange returns LOGICAL BLOCK ADDRESS OUT OF RANGE if [lba, lba+n)
@@ -85,6 +86,10 @@ func (lu *LU) backendSense(err error, read bool) error {
 	kind := BackendErrOther
 	if k, ok := lu.backend.(ErrorKinder); ok {
 		kind = k.ErrorKind(err)
+	} else if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		kind = BackendErrNoSpace
+	} else if errors.Is(err, syscall.EROFS) {
+		kind = BackendErrReadOnly
 	}
 	lu.cfg.Logger.Error("backend I/O failed", "read", read, "err", err)
 	switch kind {
