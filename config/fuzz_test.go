@@ -1,0 +1,66 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// FuzzParse checks that Parse never panics and that what it accepts keeps
+// the invariants the package documents.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"",
+		"Target iqn.2026-11.io.example:d1\nLun 0 Path=/a,Size=1G\n",
+		"Portal [::]:3260\nTarget eui.0123456789abcdef\nLun 3 Path=/dev/sdb,Type=blockio,IOMode=ro\nIncomingUser u 0123456789ab\nOutgoingUser t 0123456789abc\n",
+		"Target naa.0123456789abcdef\nlun 1 path=/x,sector=4096,size=1M,thin=no,scsisn=X\nInitiatorAllow iqn.2026-11.a:b,iqn.2026-11.a:c\n",
+		"Target iqn.2026-11.io.example:d1\nLun 0 Path=/a,Sise=10G\n#c\n  Alias x y z\n",
+		"Target iqn.2026-11.io.example:d1\nLun 0 Path=/a,Size=99999999999999P\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		cfg, err := Parse("f.conf", strings.NewReader(text))
+		if err != nil {
+			if cfg != nil {
+				t.Fatal("config and error both returned")
+			}
+			var list ErrorList
+			if !errors.As(err, &list) || len(list) == 0 {
+				t.Fatalf("error %v is not a non-empty ErrorList", err)
+			}
+			return
+		}
+		if len(cfg.Targets) == 0 || len(cfg.Portals) == 0 {
+			t.Fatalf("accepted config without targets or portals: %+v", cfg)
+		}
+		names := map[string]bool{}
+		paths := map[string]bool{}
+		for _, tg := range cfg.Targets {
+			if CheckName(tg.Name) != nil || tg.Name != strings.ToLower(tg.Name) || names[tg.Name] {
+				t.Fatalf("bad or duplicate target name %q", tg.Name)
+			}
+			names[tg.Name] = true
+			if tg.IncomingUser != nil && len(tg.IncomingUser.Secret) < MinSecretLen {
+				t.Fatalf("short secret accepted")
+			}
+			luns := map[uint64]bool{}
+			for _, l := range tg.LUNs {
+				if luns[l.Number] || l.Number > MaxLUN {
+					t.Fatalf("bad or duplicate LUN %d", l.Number)
+				}
+				luns[l.Number] = true
+				if l.Path == "" || paths[l.Path] {
+					t.Fatalf("empty or duplicate path %q", l.Path)
+				}
+				paths[l.Path] = true
+				if (l.Sector != 512 && l.Sector != 4096) || l.Size < 0 || l.Size%int64(l.Sector) != 0 {
+					t.Fatalf("bad geometry %+v", l)
+				}
+				if l.Type != FileIO && l.Type != BlockIO || l.IOMode != WriteBack && l.IOMode != WriteThrough && l.IOMode != ReadOnly {
+					t.Fatalf("bad type or mode %+v", l)
+				}
+			}
+		}
+	})
+}
