@@ -24,6 +24,10 @@ type SessionParams struct {
 	DataSequenceInOrder  bool
 	ErrorRecoveryLevel   uint32
 	TargetPortalGroupTag uint16
+	// CmdSNWindow is how many commands the target accepts ahead
+	// (MaxCmdSN - ExpCmdSN + 1) when a session starts. Only the target's
+	// Defaults set it; zero means 128.
+	CmdSNWindow uint32
 }
 
 // ConnParams are the negotiated per-connection parameters.
@@ -101,6 +105,10 @@ type LoginResult struct {
 	// expected CmdSN for a new session); ExpStatSN the initiator's.
 	CmdSN     uint32
 	ExpStatSN uint32
+	// NextStatSN is the StatSN of the first response after login (the
+	// last Login Response carried NextStatSN-1); the connection continues
+	// from it.
+	NextStatSN uint32
 }
 
 // LoginEnv is what the login phase asks of the server around it.
