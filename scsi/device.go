@@ -70,28 +70,58 @@ func (d *Device) lu(lun uint64) *LU {
 }
 
 // Execute runs one command to completion and returns its response. It is
-// safe to call concurrently; ctx cancellation aborts a command that has not
-// started (the response is then TASK ABORTED and the transport sends none).
+// safe to call concurrently; ctx cancellation, or a task management
+// function, aborts the command: the response is then TASK ABORTED and the
+// transport sends none.
 func (d *Device) Execute(ctx context.Context, cmd *Command) *Response {
-	t := &task{ctx: ctx, dev: d, cmd: cmd, cdb: cmd.CDB, lu: d.lu(cmd.LUN)}
-	err := d.run(t)
+	n := cmd.Nexus
+	if n == nil {
+		n = &Nexus{}
+	}
+	t := &task{ctx: ctx, dev: d, cmd: cmd, cdb: cmd.CDB, lu: d.lu(cmd.LUN), nexus: n}
+	if t.lu == nil {
+		return toResponse(t, d.runAbsent(t))
+	}
+	t.lu.noteNexus(n)
+	ok := t.lu.tasks.enter(t)
+	var err error
+	if ok {
+		err = d.run(t)
+	}
+	if aborted := t.lu.tasks.leave(t.entry); aborted || !ok {
+		return &Response{Status: StatusTaskAborted}
+	}
 	return toResponse(t, err)
 }
 
+// run passes t through the gate chain and executes it.
 func (d *Device) run(t *task) error {
-	if len(t.cdb) == 0 {
-		return InvalidCDBField(0, -1)
+	op, err := d.decode(t)
+	if err != nil {
+		return err
 	}
-	op := d.table.lookup(t.cdb)
-	if op == nil {
-		return NewSense(KeyIllegalRequest, ASCInvalidOpcode)
-	}
-	t.op = op
-	if t.lu == nil {
-		// TODO(core): INQUIRY/REPORT LUNS/REQUEST SENSE to an absent LUN.
-		return NewSense(KeyIllegalRequest, ASCLUNotSupported)
+	if err := t.lu.gates(t); err != nil {
+		return err
 	}
 	return op.fn(t)
+}
+
+// runAbsent answers a command addressed to a LUN that does not exist
+// (SPC-4 4.6.1 / SAM-5 5.9.2): INQUIRY reports peripheral qualifier 011b,
+// REPORT LUNS works, REQUEST SENSE returns LOGICAL UNIT NOT SUPPORTED as
+// parameter data, everything else ends with that sense.
+func (d *Device) runAbsent(t *task) error {
+	op, err := d.decode(t)
+	if err != nil {
+		return err
+	}
+	switch op.opcode {
+	case opInquiry, opReportLUNs:
+		return op.fn(t)
+	case opRequestSense:
+		return requestSenseAbsent(t)
+	}
+	return NewSense(KeyIllegalRequest, ASCLUNotSupported)
 }
 
 func (t *opTable) lookup(cdb []byte) *opInfo {
@@ -113,18 +143,31 @@ func serviceAction(cdb []byte) uint16 {
 	return uint16(cdb[1] & 0x1f)
 }
 
+// toResponse turns a handler's result into the response: GOOD with
+// Data-In, CHECK CONDITION with sense data (descriptor format when the
+// control mode page has D_SENSE=1, fixed format otherwise), or another
+// status.
 func toResponse(t *task, err error) *Response {
 	if err == nil {
 		return &Response{Status: StatusGood, Data: t.data}
 	}
 	var se *SenseError
 	if errors.As(err, &se) {
-		return &Response{Status: StatusCheckCondition, Sense: se.Fixed(), Data: t.data}
+		return &Response{Status: StatusCheckCondition, Sense: t.lu.senseBytes(se), Data: t.data}
 	}
 	var st *StatusError
 	if errors.As(err, &st) {
 		return &Response{Status: st.Status}
 	}
-	t.dev.log.Error("command failed", "op", fmt.Sprintf("%x", t.cdb[:1]), "err", err)
-	return &Response{Status: StatusCheckCondition, Sense: NewSense(KeyHardwareError, ASCInternalTargetFailure).Fixed()}
+	t.dev.log.Error("command failed", "cdb", fmt.Sprintf("%x", t.cdb), "err", err)
+	return &Response{Status: StatusCheckCondition, Sense: t.lu.senseBytes(NewSense(KeyHardwareError, ASCInternalTargetFailure))}
+}
+
+// senseBytes formats se as the LU's control mode page asks (D_SENSE). A
+// nil LU (absent LUN) uses fixed format.
+func (lu *LU) senseBytes(se *SenseError) []byte {
+	if lu != nil && lu.mode.descriptorSense() {
+		return se.Descriptor()
+	}
+	return se.Fixed()
 }

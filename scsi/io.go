@@ -46,7 +46,7 @@ func (lu *LU) writeBlocks(p []byte, lba uint64, fua bool) error {
 		return nil
 	}
 	off := int64(lba << lu.shift)
-	durable := fua || !lu.cfg.WriteCache
+	durable := fua || !lu.mode.writeCache()
 	if durable {
 		if fw, ok := lu.backend.(ForceUnitAccessWriter); ok {
 			if _, err := fw.WriteAtFUA(p, off); err != nil {

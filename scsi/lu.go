@@ -74,6 +74,8 @@ type LU struct {
 	shift   uint   // log2(BlockSize)
 
 	ua     uaState     // ua.go: pending unit attentions per nexus
+	tasks  taskSet     // taskset.go: commands in execution, task attributes
+	mode   modeState   // mode.go: mode pages (current, default, changeable)
 	pr     prState     // pr.go: persistent reservations, RESERVE/RELEASE
 	alua   aluaState   // alua.go: port groups and access states
 	atomic atomicState // atomic.go: COMPARE AND WRITE / WRITE ATOMIC serialisation
@@ -90,6 +92,7 @@ func NewLU(backend Backend, cfg LUConfig) (*LU, error) {
 	for lu.shift = 0; 1<<lu.shift < cfg.BlockSize; lu.shift++ {
 	}
 	lu.blocks = uint64(backend.Size()) >> lu.shift
+	lu.mode.init(lu)
 	for _, init := range []func(*LU) error{lu.pr.init, lu.alua.init, lu.atomic.init, lu.copy.init} {
 		if err := init(lu); err != nil {
 			return nil, err

@@ -75,6 +75,9 @@ const (
 	ASCSpaceAllocFailedWriteProt ASC = 0x2707
 	ASCOverlappedCommands        ASC = 0x4e00
 	ASCInvalidMessageError       ASC = 0x4900
+	ASCInvalidFieldInIU          ASC = 0x0e03 // INVALID FIELD IN COMMAND INFORMATION UNIT
+	ASCInitCommandRequired       ASC = 0x0402 // LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED
+	ASCMicrocodeChanged          ASC = 0x3f01
 )
 
 // SenseError is a command failure with sense data: the device server
@@ -147,6 +150,31 @@ func (e *SenseError) Fixed() []byte {
 		b[16] = byte(e.FieldPointer >> 8)
 		b[17] = byte(e.FieldPointer)
 	}
+	return b
+}
+
+// Descriptor returns the descriptor-format sense data (SPC-4 4.5.2): an
+// information descriptor when InfoValid and a sense-key specific
+// descriptor when SKSV.
+func (e *SenseError) Descriptor() []byte {
+	b := make([]byte, 8, 8+12+8)
+	b[0] = 0x72
+	b[1] = byte(e.Key) & 0x0f
+	b[2] = byte(e.ASC >> 8)
+	b[3] = byte(e.ASC)
+	if e.InfoValid {
+		d := make([]byte, 12)
+		d[0], d[1], d[2] = 0x00, 0x0a, 0x80
+		for i := 0; i < 8; i++ {
+			d[4+i] = byte(e.Info >> (56 - 8*i))
+		}
+		b = append(b, d...)
+	}
+	if e.SKSV {
+		f := e.Fixed()
+		b = append(b, 0x02, 0x06, 0, 0, f[15], f[16], f[17], 0)
+	}
+	b[7] = byte(len(b) - 8)
 	return b
 }
 

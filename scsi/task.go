@@ -11,4 +11,30 @@ type task struct {
 	cdb  []byte
 	op   *opInfo
 	data []byte // Data-In produced by the handler
+
+	nexus *Nexus   // never nil (an empty Nexus when the transport gave none)
+	entry *tsEntry // the task's place in the LU's task set
+}
+
+// nexusKey names the task's I_T nexus.
+func (t *task) nexusKey() string { return t.nexus.Key() }
+
+// dataIn sets the Data-In of t to b truncated to the allocation length
+// alloc (SPC-4 4.2.5.6: never return more than the initiator allocated).
+func (t *task) dataIn(b []byte, alloc int) {
+	if alloc < len(b) {
+		b = b[:alloc]
+	}
+	t.data = b
+}
+
+// dataOut returns the first n bytes of the Data-Out buffer, or INVALID
+// FIELD IN COMMAND INFORMATION UNIT when the initiator sent fewer (its
+// expected transfer length was shorter than the CDB asks for): the command
+// then writes nothing, as FCP-4/iSCSI allow for an overflow.
+func (t *task) dataOut(n int) ([]byte, error) {
+	if len(t.cmd.Data) < n {
+		return nil, NewSense(KeyIllegalRequest, ASCInvalidFieldInIU)
+	}
+	return t.cmd.Data[:n], nil
 }

@@ -1,0 +1,93 @@
+package scsi
+
+// Task management functions (SAM-5 7). Each returns only after every task
+// it aborts has ended; an aborted task's Execute returns TASK ABORTED,
+// which the transport does not send.
+
+// AbortTask aborts the task with tag from nexus n on lun.
+func (d *Device) AbortTask(n *Nexus, lun uint64, tag uint32) TMFResponse {
+	lu := d.lu(lun)
+	if lu == nil {
+		return TMFLUNNotExist
+	}
+	k := n.Key()
+	if len(lu.tasks.abort(func(e *tsEntry) bool { return e.key == k && e.tag == tag })) == 0 {
+		return TMFTaskNotExist
+	}
+	return TMFComplete
+}
+
+// AbortTaskSet aborts every task from nexus n on lun.
+func (d *Device) AbortTaskSet(n *Nexus, lun uint64) TMFResponse {
+	lu := d.lu(lun)
+	if lu == nil {
+		return TMFLUNNotExist
+	}
+	k := n.Key()
+	lu.tasks.abort(func(e *tsEntry) bool { return e.key == k })
+	return TMFComplete
+}
+
+// ClearTaskSet aborts every task on lun, from every nexus; the other
+// nexuses that lost tasks get COMMANDS CLEARED BY ANOTHER INITIATOR.
+func (d *Device) ClearTaskSet(n *Nexus, lun uint64) TMFResponse {
+	lu := d.lu(lun)
+	if lu == nil {
+		return TMFLUNNotExist
+	}
+	k := n.Key()
+	for _, o := range lu.tasks.abort(func(*tsEntry) bool { return true }) {
+		if o != k {
+			lu.addUA(o, ASCCommandsClearedByAnother)
+		}
+	}
+	return TMFComplete
+}
+
+// LUNReset performs a logical unit reset of lun (SAM-5 6.3.3): all its
+// tasks are aborted, an SPC-2 reservation is released, and every other
+// nexus gets BUS DEVICE RESET FUNCTION OCCURRED. Mode parameters and
+// persistent reservations stay.
+func (d *Device) LUNReset(n *Nexus, lun uint64) TMFResponse {
+	lu := d.lu(lun)
+	if lu == nil {
+		return TMFLUNNotExist
+	}
+	lu.reset(n.Key())
+	return TMFComplete
+}
+
+// TargetReset resets every LU of the device, as LUNReset does for one.
+func (d *Device) TargetReset(n *Nexus) TMFResponse {
+	k := n.Key()
+	for _, lun := range d.LUNs() {
+		if lu := d.lu(lun); lu != nil {
+			lu.reset(k)
+		}
+	}
+	return TMFComplete
+}
+
+// NexusLost is called by the transport when the I_T nexus n is gone
+// (session closed or reinstated, I_T NEXUS RESET): its tasks are aborted
+// and its unit attention state forgotten, so a new nexus with the same
+// name starts with POWER ON, RESET. Persistent reservations registrations
+// are kept (SPC-4 5.13).
+func (d *Device) NexusLost(n *Nexus) {
+	k := n.Key()
+	for _, lun := range d.LUNs() {
+		if lu := d.lu(lun); lu != nil {
+			lu.tasks.abort(func(e *tsEntry) bool { return e.key == k })
+			lu.forgetNexus(k)
+		}
+	}
+}
+
+// reset is the logical unit reset; by is the nexus that asked for it.
+func (lu *LU) reset(by string) {
+	lu.tasks.abort(func(*tsEntry) bool { return true })
+	if r, ok := any(lu).(interface{ resetReservations() }); ok {
+		r.resetReservations()
+	}
+	lu.addUAAll(by, ASCBusDeviceReset)
+}
