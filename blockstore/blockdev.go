@@ -154,7 +154,8 @@ func newBlockDevice(f *os.File, path string, opts Options, direct bool, geo *geo
 func (d *BlockDevice) control(fn func(fd int) error) error {
 	var ferr error
 	if err := d.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return pathError("control", d.path, err)
+		// Control fails only once the file is closed.
+		return os.ErrClosed
 	}
 	return ferr
 }

@@ -136,7 +136,8 @@ func newFile(f *os.File, path string, opts Options) (*File, error) {
 func (s *File) control(fn func(fd int) error) error {
 	var ferr error
 	if err := s.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return pathError("control", s.path, err)
+		// Control fails only once the file is closed.
+		return os.ErrClosed
 	}
 	return ferr
 }
