@@ -43,7 +43,7 @@ func cmdReadCapacity16(t *task) error {
 	}
 	put64(b, last)
 	put32(b[8:], lu.cfg.BlockSize)
-	if lu.cfg.Thin {
+	if lu.thin() {
 		b[14] = 0x80 | 0x40 // LBPME, LBPRZ
 	}
 	t.dataIn(b, int(be32(t.cdb[10:])))

@@ -41,7 +41,8 @@ func (d *Device) decode(t *task) (*opInfo, error) {
 
 // gates is the one gate chain every command on an LU passes before its
 // handler runs, in SAM-5/SPC-4 order: a pending unit attention (except for
-// the commands that do not report one), the ALUA access state of the
+// the commands that do not report one), a sanitize in progress, the ALUA
+// access state of the
 // nexus's port group, the reservation, then write protection.
 func (lu *LU) gates(t *task) error {
 	op := t.op
@@ -49,6 +50,9 @@ func (lu *LU) gates(t *task) error {
 		if asc, ok := lu.takeUA(t.nexusKey()); ok {
 			return NewSense(KeyUnitAttention, asc)
 		}
+	}
+	if err := lu.sanitizeGate(t); err != nil {
+		return err
 	}
 	if err := lu.aluaGate(t); err != nil {
 		return err

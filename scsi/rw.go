@@ -93,7 +93,9 @@ func cmdRead(t *task) error {
 	if err := lu.checkBlockCDB(b); err != nil {
 		return err
 	}
+	unlock := lu.lockRangeShared(b.lba, b.blocks)
 	data, err := lu.readBlocks(b.lba, b.blocks)
+	unlock()
 	if err != nil {
 		return err
 	}
@@ -111,6 +113,7 @@ func cmdWrite(t *task) error {
 	if err != nil {
 		return err
 	}
+	defer lu.lockRange(b.lba, b.blocks)()
 	return lu.writeBlocks(data, b.lba, b.byte1&0x08 != 0)
 }
 
@@ -139,7 +142,9 @@ func cmdVerify(t *task) error {
 	if err != nil {
 		return err
 	}
+	unlock := lu.lockRangeShared(b.lba, b.blocks)
 	medium, err := lu.readBlocks(b.lba, b.blocks)
+	unlock()
 	if err != nil {
 		return err
 	}
@@ -178,5 +183,6 @@ func cmdWriteVerify(t *task) error {
 	if err != nil {
 		return err
 	}
+	defer lu.lockRange(b.lba, b.blocks)()
 	return lu.writeBlocks(data, b.lba, true)
 }

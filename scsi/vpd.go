@@ -6,7 +6,7 @@ import (
 )
 
 // vpdPages lists the supported VPD pages in ascending order (SPC-4 7.8).
-var vpdPages = []byte{0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2}
+var vpdPages = []byte{0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2}
 
 // vpdPage builds VPD page code for t's LU and nexus.
 func (t *task) vpdPage(code byte) ([]byte, error) {
@@ -24,6 +24,8 @@ func (t *task) vpdPage(code byte) ([]byte, error) {
 		body[1] = 0x04 | 0x02 | 0x01 // HEADSUP, ORDSUP, SIMPSUP
 		body[2] = 0x01               // V_SUP: volatile cache
 		body[3] = 0x01               // LUICLR
+	case 0x8f:
+		return lu.thirdPartyCopyVPD(), nil
 	case 0xb0:
 		body = lu.blockLimits()
 	case 0xb1:
@@ -31,7 +33,7 @@ func (t *task) vpdPage(code byte) ([]byte, error) {
 		put16(body, 0x0001) // MEDIUM ROTATION RATE: non-rotating
 	case 0xb2:
 		body = make([]byte, 4)
-		if lu.cfg.Thin {
+		if lu.thin() {
 			body[1] = 0x80 | 0x40 | 0x20 | 0x04 // LBPU, LBPWS, LBPWS10, LBPRZ
 			body[2] = 0x02                      // PROVISIONING TYPE: thin
 		}
@@ -126,7 +128,7 @@ func (lu *LU) blockLimits() []byte {
 	put32(b[4:], uint32(lu.maxTransferBlocks()))
 	put32(b[8:], uint32((1<<20)>>lu.shift)) // OPTIMAL TRANSFER LENGTH: 1 MiB
 	put32(b[12:], uint32(lu.maxTransferBlocks()))
-	if lu.cfg.Thin {
+	if lu.thin() {
 		// Reported limits may be lower than what UNMAP accepts; at most
 		// 1M blocks keeps initiators' requests small.
 		unmap := uint32(maxUnmapLBACount)
@@ -139,7 +141,7 @@ func (lu *LU) blockLimits() []byte {
 	}
 	put64(b[32:], maxWriteSameLength)
 	put32(b[40:], maxAtomicTransferLength)
-	put32(b[44:], 1) // ATOMIC ALIGNMENT
-	put32(b[48:], 1) // ATOMIC TRANSFER LENGTH GRANULARITY
+	put32(b[44:], atomicAlignment)
+	put32(b[48:], atomicGranularity)
 	return b
 }
