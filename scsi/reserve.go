@@ -1,0 +1,100 @@
+package scsi
+
+// SPC-2 RESERVE and RELEASE (SPC-2 7.21, 7.17; third-party reservations
+// and extents are not supported). The reservation belongs to one I_T
+// nexus; the reservation gate refuses other nexuses' commands except those
+// allowed (INQUIRY, REPORT LUNS, REQUEST SENSE, RELEASE and the opcodes
+// flagged opAllowedRR). With a persistent reservation present the rules
+// of SPC-4 5.13.3 apply (compatible reservation handling, CRH=1).
+
+// reserveSPC2 executes RESERVE(6) and RESERVE(10).
+func reserveSPC2(t *task) error {
+	if err := spc2CheckCDB(t); err != nil {
+		return err
+	}
+	lu := t.lu
+	n := taskNexus(t)
+	k, id := lu.pr.note(n)
+	st, err := lu.pr.load()
+	if err != nil {
+		return err
+	}
+	if st.Reservation != nil {
+		// SPC-4 5.13.3: GOOD without effect from the PR holder or, for
+		// a Registrants Only / All Registrants reservation, from a
+		// registrant; RESERVATION CONFLICT from anyone else.
+		if i := st.find(id); i >= 0 && (st.isHolder(i) || st.Reservation.Type.registrantsOnly()) {
+			return nil
+		}
+		return ErrReservationConflict
+	}
+	lu.pr.mu.Lock()
+	defer lu.pr.mu.Unlock()
+	if lu.pr.spc2Holder != "" && lu.pr.spc2Holder != k {
+		return ErrReservationConflict
+	}
+	lu.pr.spc2Holder = k
+	return nil
+}
+
+// releaseSPC2 executes RELEASE(6) and RELEASE(10): it releases the
+// reservation if this nexus holds it, and does nothing otherwise (a
+// persistent reservation is never released by it).
+func releaseSPC2(t *task) error {
+	if err := spc2CheckCDB(t); err != nil {
+		return err
+	}
+	lu := t.lu
+	k, _ := lu.pr.note(taskNexus(t))
+	lu.pr.mu.Lock()
+	defer lu.pr.mu.Unlock()
+	if lu.pr.spc2Holder == k {
+		lu.pr.spc2Holder = ""
+	}
+	return nil
+}
+
+// spc2CheckCDB refuses third-party reservations (3RDPTY, RESERVE(10)/
+// RELEASE(10) byte 1 bit 4; LONGID bit 1) and extents (RESERVE(6)/
+// RELEASE(6) byte 1 bit 0).
+func spc2CheckCDB(t *task) error {
+	c := t.cdb
+	if len(c) < 6 {
+		return InvalidCDBField(0, -1)
+	}
+	switch c[0] {
+	case opcReserve10, opcRelease10:
+		if c[1]&0x10 != 0 {
+			return InvalidCDBField(1, 4)
+		}
+		if c[1]&0x02 != 0 {
+			return InvalidCDBField(1, 1)
+		}
+	default:
+		if c[1]&0x01 != 0 {
+			return InvalidCDBField(1, 0)
+		}
+	}
+	return nil
+}
+
+// resetReservations releases the SPC-2 reservation, as a LOGICAL UNIT
+// RESET, a target reset or a power on does (SPC-2 5.5.1). Persistent
+// reservations are not affected.
+func (lu *LU) resetReservations() {
+	lu.pr.mu.Lock()
+	lu.pr.spc2Holder = ""
+	lu.pr.mu.Unlock()
+}
+
+// nexusLost releases the SPC-2 reservation held by the I_T nexus with key
+// k, on I_T nexus loss or logout (SPC-2 5.5.1), and forgets the nexus.
+// Persistent reservations and registrations are kept.
+func (lu *LU) nexusLost(k string) {
+	lu.pr.mu.Lock()
+	defer lu.pr.mu.Unlock()
+	if lu.pr.spc2Holder == k {
+		lu.pr.spc2Holder = ""
+	}
+	delete(lu.pr.nexuses, k)
+}
