@@ -1,0 +1,126 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// CommandVersion is the payload version every command is written with. Apply
+// accepts versions 1..CommandVersion of each type.
+const CommandVersion = 1
+
+// Command types.
+const (
+	CmdNodeRegister = "node.register"
+	CmdNodeHealth   = "node.health"
+	CmdNodeRemove   = "node.remove"
+	CmdTargetCreate = "target.create"
+	CmdTargetDelete = "target.delete"
+	CmdLUNCreate    = "lun.create"
+	CmdLUNDelete    = "lun.delete"
+	CmdLUNSetOwner  = "lun.set_owner"
+	CmdACLAdd       = "acl.add"
+	CmdACLRemove    = "acl.remove"
+	CmdCHAPSet      = "chap.set"
+	CmdCHAPClear    = "chap.clear"
+)
+
+// Command is the envelope of every Raft log entry: a type, the version of its
+// payload's encoding, and the payload.
+type Command struct {
+	Type    string          `json:"type"`
+	Version int             `json:"version"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// NewCommand wraps payload in an envelope of the current version.
+func NewCommand(typ string, payload any) (Command, error) {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return Command{}, fmt.Errorf("cluster: encode %s: %w", typ, err)
+	}
+	return Command{Type: typ, Version: CommandVersion, Payload: b}, nil
+}
+
+// Encode returns the log entry bytes of c.
+func (c Command) Encode() []byte {
+	b, _ := json.Marshal(c) // a struct of strings, an int and raw JSON: cannot fail
+	return b
+}
+
+// DecodeCommand parses a log entry.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	if err := json.Unmarshal(b, &c); err != nil {
+		return Command{}, errf(ErrBadCommand, "malformed command: %v", err)
+	}
+	return c, nil
+}
+
+// Payloads, one per command type.
+
+// NodeRegister adds a node or updates its addresses; it is recorded alive.
+type NodeRegister struct {
+	Node NodeInfo `json:"node"`
+}
+
+// NodeHealth records the health the leader saw for a node.
+type NodeHealth struct {
+	ID     string `json:"id"`
+	Health string `json:"health"`
+}
+
+// NodeRemove removes a node and its copies. A LUN it owned gets a new owner
+// from its in-sync set and a new epoch.
+type NodeRemove struct {
+	ID string `json:"id"`
+}
+
+// TargetCreate creates an empty target.
+type TargetCreate struct {
+	IQN   string `json:"iqn"`
+	Alias string `json:"alias,omitempty"`
+}
+
+// TargetDelete deletes a target that has no LUNs.
+type TargetDelete struct {
+	IQN string `json:"iqn"`
+}
+
+// LUNCreate creates a LUN. Placement must already be chosen (State.Place),
+// by the leader, before the command is proposed.
+type LUNCreate struct {
+	LUN LUN `json:"lun"`
+}
+
+// LUNDelete deletes a LUN.
+type LUNDelete struct {
+	IQN string `json:"iqn"`
+	LUN uint64 `json:"lun"`
+}
+
+// LUNSetOwner moves ownership to a node of the in-sync set and bumps the
+// epoch. Epoch must be the LUN's current epoch (compare and set).
+type LUNSetOwner struct {
+	IQN   string `json:"iqn"`
+	LUN   uint64 `json:"lun"`
+	Owner string `json:"owner"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// ACLChange adds or removes one initiator name of a target's ACL.
+type ACLChange struct {
+	IQN       string `json:"iqn"`
+	Initiator string `json:"initiator"`
+}
+
+// CHAPSet sets a target's CHAP credentials.
+type CHAPSet struct {
+	IQN  string `json:"iqn"`
+	CHAP CHAP   `json:"chap"`
+}
+
+// CHAPClear removes a target's CHAP credentials.
+type CHAPClear struct {
+	IQN string `json:"iqn"`
+}

@@ -1,0 +1,65 @@
+// Package cluster is the control plane of a hatgt node: a Raft-replicated
+// state machine (hashicorp/raft, raft-boltdb log and stable store, file
+// snapshots, TCP transport) holding the cluster's nodes, targets, LUNs,
+// ACLs and CHAP credentials; memberlist for membership and failure
+// detection; and the HTTP/JSON admin API that the hatgt CLI talks to.
+//
+// # State machine
+//
+// Every change is a Command: {type, version, payload}. FSM.Apply is
+// deterministic — it reads no clock, no randomness and no local disk — so
+// every node that applies the same log holds the same State. Apply checks
+// a command against the state and either applies all of it or nothing and
+// returns a typed *Error (ErrTargetExists, ErrUnknownTarget, ErrLUNExists,
+// ErrBadSize, ...; compare with errors.Is). Decisions that need more than
+// the state, such as where the copies of a new LUN go (State.Place: alive
+// nodes, fewest copies first), are taken by the leader before it proposes
+// the command, and travel inside it. Snapshot writes the whole State as
+// JSON; Restore replaces the whole state.
+//
+// Invariants kept by Apply: a LUN's owner is in its placement and in its
+// in-sync set when the LUN is created; an owner change (lun.set_owner) only
+// picks a node of the in-sync set, is a compare-and-set on the epoch and
+// bumps it; removing a node drops its copies and, if it owned a LUN, moves
+// ownership to the first in-sync copy under a new epoch.
+//
+// # Changes go through the leader
+//
+// Node.Apply (and AddNode, RemoveNode, Leave) run on the leader. A follower
+// forwards the change to the leader's API (POST /v1/internal/forward, with
+// the admin token); the leader prepares and proposes it. When no leader is
+// reachable within Config.ApplyTimeout the caller gets ErrNoLeader,
+// "no cluster leader: quorum lost? N of M voters reachable", never a hang.
+//
+// # Membership and health
+//
+// memberlist carries each node's addresses as metadata (JSON of NodeInfo)
+// and detects failures; gossip can be encrypted with Config.GossipKey. The
+// leader turns what memberlist sees into node.health commands (level
+// triggered: on events, on becoming leader, and periodically), so the
+// recorded health converges after leader changes and missed events.
+//
+// # Wiring (for the serve command)
+//
+//	cfg := cluster.DefaultConfig()
+//	cfg.NodeID, cfg.DataDir = "n1", "/var/lib/hatgt"
+//	cfg.RaftAddr, cfg.GossipAddr, cfg.APIAddr = "10.0.0.1:3271", "10.0.0.1:3272", "10.0.0.1:3270"
+//	cfg.ISCSIPortal = "10.0.0.1:3260"
+//	cfg.Bootstrap = true          // first node of a new cluster only
+//	cfg.Token = token             // empty: keep the API on loopback
+//	cfg.Reconciler = myReconciler // keeps local targets/LUNs = desired state
+//	node, err := cluster.Start(ctx, cfg)
+//	ln, _ := net.Listen("tcp", cfg.APIAddr)
+//	go cluster.NewAPI(node).Serve(ctx, ln) // also serves DATA/hatgt.sock
+//	// a new node joins through any member:
+//	err = node.JoinVia(ctx, "10.0.0.2:3270")
+//
+// The Reconciler is called with the node's Desired state (every target,
+// with ACL and CHAP, and the LUNs placed on this node, each marked Owned or
+// mirror) after every change and every ReconcileInterval; it creates
+// backing files for the LUNs placed here, serves those owned here, and
+// stops whatever is no longer desired.
+//
+// Secrets: CHAP secrets and the admin token never appear in logs, status
+// or error messages; Status shows a set secret as "set".
+package cluster

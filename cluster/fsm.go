@@ -1,0 +1,393 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// FSM is the hatgt state machine. It implements raft.FSM.
+//
+// Apply is deterministic: it reads only the state and the command, never a
+// clock, randomness or the local disk, so every node that applies the same
+// log holds the same state. A command that fails validation changes nothing
+// and returns an *Error (as the Apply response) instead.
+type FSM struct {
+	log hclog.Logger
+
+	mu      sync.RWMutex
+	state   *State
+	applied uint64 // index of the last applied entry
+	changed chan struct{}
+}
+
+// NewFSM returns an FSM with an empty state.
+func NewFSM(logger hclog.Logger) *FSM {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &FSM{log: logger, state: NewState(), changed: make(chan struct{}, 1)}
+}
+
+// State returns a deep copy of the current state (with secrets).
+func (f *FSM) State() *State {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Clone()
+}
+
+// AppliedIndex returns the index of the last applied log entry.
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied
+}
+
+// Changed is signalled (without blocking, coalesced) after every apply and
+// restore.
+func (f *FSM) Changed() <-chan struct{} { return f.changed }
+
+func (f *FSM) notify() {
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Apply applies one log entry. It returns nil or an *Error.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	cmd, err := DecodeCommand(l.Data)
+	f.mu.Lock()
+	if err == nil {
+		err = f.applyLocked(cmd)
+	}
+	f.applied = l.Index
+	f.mu.Unlock()
+	f.notify()
+	if err != nil {
+		// The message names objects, never secrets.
+		f.log.Debug("command refused", "index", l.Index, "type", cmd.Type, "error", err)
+		return err
+	}
+	f.log.Trace("command applied", "index", l.Index, "type", cmd.Type)
+	return nil
+}
+
+// ApplyCommand applies cmd outside Raft (tests, tools). Same rules as Apply.
+func (f *FSM) ApplyCommand(cmd Command) error {
+	f.mu.Lock()
+	err := f.applyLocked(cmd)
+	f.mu.Unlock()
+	f.notify()
+	if err != nil {
+		return err
+	}
+	return nil
+}
+
+func decodePayload(cmd Command, v any) error {
+	if cmd.Version < 1 || cmd.Version > CommandVersion {
+		return errf(ErrUnsupportedVersion, "%s version %d not supported (max %d)", cmd.Type, cmd.Version, CommandVersion)
+	}
+	if err := json.Unmarshal(cmd.Payload, v); err != nil {
+		return errf(ErrBadCommand, "%s: bad payload", cmd.Type)
+	}
+	return nil
+}
+
+// applyLocked validates cmd against the state and changes it only when the
+// whole command is valid.
+func (f *FSM) applyLocked(cmd Command) error {
+	s := f.state
+	switch cmd.Type {
+	case CmdNodeRegister:
+		var p NodeRegister
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		if err := checkNodeInfo(&p.Node); err != nil {
+			return err
+		}
+		n := p.Node
+		n.Health = HealthAlive
+		s.Nodes[n.ID] = &n
+	case CmdNodeHealth:
+		var p NodeHealth
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		n, ok := s.Nodes[p.ID]
+		if !ok {
+			return errf(ErrUnknownNode, "no node %q", p.ID)
+		}
+		switch p.Health {
+		case HealthAlive, HealthDead, HealthLeft:
+		default:
+			return errf(ErrInvalid, "health %q: want alive, dead or left", p.Health)
+		}
+		n.Health = p.Health
+	case CmdNodeRemove:
+		var p NodeRemove
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		if _, ok := s.Nodes[p.ID]; !ok {
+			return errf(ErrUnknownNode, "no node %q", p.ID)
+		}
+		delete(s.Nodes, p.ID)
+		for _, t := range s.Targets {
+			for _, l := range t.LUNs {
+				dropCopy(l, p.ID)
+			}
+		}
+	case CmdTargetCreate:
+		var p TargetCreate
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		if !validName(p.IQN) {
+			return errf(ErrInvalid, "bad target name %q", p.IQN)
+		}
+		if len(p.Alias) > 255 {
+			return errf(ErrInvalid, "alias too long")
+		}
+		if _, ok := s.Targets[p.IQN]; ok {
+			return errf(ErrTargetExists, "target %s already exists", p.IQN)
+		}
+		s.Targets[p.IQN] = &Target{IQN: p.IQN, Alias: p.Alias, LUNs: map[uint64]*LUN{}}
+	case CmdTargetDelete:
+		var p TargetDelete
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		t, ok := s.Targets[p.IQN]
+		if !ok {
+			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		}
+		if len(t.LUNs) > 0 {
+			return errf(ErrTargetHasLUNs, "target %s still has %d LUNs", p.IQN, len(t.LUNs))
+		}
+		delete(s.Targets, p.IQN)
+	case CmdLUNCreate:
+		var p LUNCreate
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		return f.lunCreate(&p.LUN)
+	case CmdLUNDelete:
+		var p LUNDelete
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		t, ok := s.Targets[p.IQN]
+		if !ok {
+			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		}
+		if _, ok := t.LUNs[p.LUN]; !ok {
+			return errf(ErrUnknownLUN, "no LUN %d on %s", p.LUN, p.IQN)
+		}
+		delete(t.LUNs, p.LUN)
+	case CmdLUNSetOwner:
+		var p LUNSetOwner
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		t, ok := s.Targets[p.IQN]
+		if !ok {
+			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		}
+		l, ok := t.LUNs[p.LUN]
+		if !ok {
+			return errf(ErrUnknownLUN, "no LUN %d on %s", p.LUN, p.IQN)
+		}
+		if p.Epoch != l.Epoch {
+			return errf(ErrStaleEpoch, "LUN %d on %s is at epoch %d, not %d", p.LUN, p.IQN, l.Epoch, p.Epoch)
+		}
+		if !slices.Contains(l.InSync, p.Owner) {
+			return errf(ErrInvalid, "node %q is not in the in-sync set of LUN %d on %s", p.Owner, p.LUN, p.IQN)
+		}
+		l.Owner = p.Owner
+		l.Epoch++
+	case CmdACLAdd, CmdACLRemove:
+		var p ACLChange
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		t, ok := s.Targets[p.IQN]
+		if !ok {
+			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		}
+		if !validName(p.Initiator) {
+			return errf(ErrInvalid, "bad initiator name %q", p.Initiator)
+		}
+		i := slices.Index(t.ACL, p.Initiator)
+		if cmd.Type == CmdACLAdd {
+			if i >= 0 {
+				return errf(ErrACLExists, "initiator %s already in the ACL of %s", p.Initiator, p.IQN)
+			}
+			t.ACL = append(t.ACL, p.Initiator)
+			sort.Strings(t.ACL)
+		} else {
+			if i < 0 {
+				return errf(ErrUnknownACL, "initiator %s not in the ACL of %s", p.Initiator, p.IQN)
+			}
+			t.ACL = slices.Delete(t.ACL, i, i+1)
+		}
+	case CmdCHAPSet:
+		var p CHAPSet
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		t, ok := s.Targets[p.IQN]
+		if !ok {
+			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		}
+		if err := checkCHAP(&p.CHAP); err != nil {
+			return err
+		}
+		c := p.CHAP
+		t.CHAP = &c
+	case CmdCHAPClear:
+		var p CHAPClear
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		t, ok := s.Targets[p.IQN]
+		if !ok {
+			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		}
+		t.CHAP = nil
+	default:
+		return errf(ErrUnknownCommand, "unknown command type %q", cmd.Type)
+	}
+	return nil
+}
+
+func (f *FSM) lunCreate(l *LUN) error {
+	s := f.state
+	t, ok := s.Targets[l.Target]
+	if !ok {
+		return errf(ErrUnknownTarget, "no target %s", l.Target)
+	}
+	if err := checkLUNSettings(l); err != nil {
+		return err
+	}
+	if _, ok := t.LUNs[l.LUN]; ok {
+		return errf(ErrLUNExists, "LUN %d already exists on %s", l.LUN, l.Target)
+	}
+	if len(l.Placement) != l.Replicas {
+		return errf(ErrInvalid, "placement has %d nodes for %d replicas", len(l.Placement), l.Replicas)
+	}
+	seen := map[string]bool{}
+	for _, id := range l.Placement {
+		if _, ok := s.Nodes[id]; !ok {
+			return errf(ErrUnknownNode, "placement names unknown node %q", id)
+		}
+		if seen[id] {
+			return errf(ErrInvalid, "placement names node %q twice", id)
+		}
+		seen[id] = true
+	}
+	if !seen[l.Owner] {
+		return errf(ErrInvalid, "owner %q is not in the placement", l.Owner)
+	}
+	n := l.clone()
+	// A new LUN's copies are all empty, so all are in sync; epoch 1 is the
+	// first owner's.
+	n.InSync = slices.Clone(n.Placement)
+	n.Epoch = 1
+	t.LUNs[n.LUN] = n
+	return nil
+}
+
+// dropCopy removes node id from l's placement and in-sync set. If it owned
+// l, the first remaining in-sync node (in placement order) takes over under
+// a new epoch; with none left the LUN has no owner.
+func dropCopy(l *LUN, id string) {
+	if !slices.Contains(l.Placement, id) {
+		return
+	}
+	l.Placement = slices.DeleteFunc(l.Placement, func(s string) bool { return s == id })
+	l.InSync = slices.DeleteFunc(l.InSync, func(s string) bool { return s == id })
+	if l.Owner == id {
+		l.Owner = ""
+		for _, p := range l.Placement {
+			if slices.Contains(l.InSync, p) {
+				l.Owner = p
+				break
+			}
+		}
+		l.Epoch++
+	}
+}
+
+// Snapshot returns a point-in-time copy of the state.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &fsmSnapshot{state: f.state.Clone()}, nil
+}
+
+// Restore replaces the whole state with the snapshot in rc.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s, err := DecodeState(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.state = s
+	f.mu.Unlock()
+	f.notify()
+	return nil
+}
+
+// EncodeState writes s in the snapshot encoding (JSON, map keys sorted, so
+// equal states encode to equal bytes).
+func EncodeState(w io.Writer, s *State) error {
+	return json.NewEncoder(w).Encode(s)
+}
+
+// DecodeState reads a snapshot written by EncodeState.
+func DecodeState(r io.Reader) (*State, error) {
+	s := NewState()
+	if err := json.NewDecoder(r).Decode(s); err != nil {
+		return nil, fmt.Errorf("cluster: decode snapshot: %w", err)
+	}
+	if s.Format < 1 || s.Format > StateFormat {
+		return nil, fmt.Errorf("cluster: snapshot format %d not supported (max %d)", s.Format, StateFormat)
+	}
+	if s.Nodes == nil {
+		s.Nodes = map[string]*NodeInfo{}
+	}
+	if s.Targets == nil {
+		s.Targets = map[string]*Target{}
+	}
+	for _, t := range s.Targets {
+		if t.LUNs == nil {
+			t.LUNs = map[uint64]*LUN{}
+		}
+	}
+	return s, nil
+}
+
+type fsmSnapshot struct{ state *State }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := EncodeState(sink, s.state); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

@@ -1,0 +1,89 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// JoinResult is the answer to a join: the gossip addresses of the members,
+// to join memberlist through.
+type JoinResult struct {
+	Index       uint64   `json:"index"`
+	GossipAddrs []string `json:"gossip_addrs"`
+}
+
+// AddNode adds node as a Raft voter and registers its addresses (run on any
+// member; it is forwarded to the leader). It is what a joining node asks a
+// member to do.
+func (n *Node) AddNode(ctx context.Context, node NodeInfo) (JoinResult, error) {
+	idx, err := n.submit(ctx, &Op{Kind: OpJoin, Node: &node})
+	if err != nil {
+		return JoinResult{}, err
+	}
+	res := JoinResult{Index: idx}
+	for _, ni := range n.fsm.State().SortedNodes() {
+		if ni.ID != node.ID && ni.GossipAddr != "" {
+			res.GossipAddrs = append(res.GossipAddrs, ni.GossipAddr)
+		}
+	}
+	if len(res.GossipAddrs) == 0 {
+		res.GossipAddrs = []string{n.gossipAddr()}
+	}
+	return res, nil
+}
+
+// JoinVia makes this node join the cluster that the member at peerAPI
+// belongs to: the member adds it as a voter, then this node joins gossip.
+func (n *Node) JoinVia(ctx context.Context, peerAPI string) error {
+	c := NewClient(peerAPI, n.cfg.Token, n.hc)
+	res, err := c.AddNode(ctx, n.Info())
+	if err != nil {
+		return err
+	}
+	return n.JoinGossip(res.GossipAddrs)
+}
+
+// JoinGossip joins memberlist through the given gossip addresses.
+func (n *Node) JoinGossip(addrs []string) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	if _, err := n.ml.Join(addrs); err != nil {
+		return fmt.Errorf("cluster: join gossip: %w", err)
+	}
+	return nil
+}
+
+// RemoveNode removes a (dead) node from Raft and the state machine. Its
+// LUN copies are dropped; LUNs it owned move to an in-sync copy.
+func (n *Node) RemoveNode(ctx context.Context, id string) error {
+	if id == n.cfg.NodeID {
+		return errf(ErrInvalid, "a node cannot remove itself; use leave")
+	}
+	_, err := n.submit(ctx, &Op{Kind: OpRemove, NodeID: id})
+	return err
+}
+
+// Leave removes this node from the cluster gracefully: out of the Raft
+// configuration and the state, then out of memberlist. The node is shut
+// down afterwards.
+func (n *Node) Leave(ctx context.Context) error {
+	if n.IsLeader() && len(n.voters()) > 1 {
+		// Hand leadership over first, so that the removal is committed by
+		// a leader that stays.
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			n.log.Warn("leadership transfer before leave", "error", err)
+		}
+	}
+	if len(n.voters()) > 1 {
+		if _, err := n.submit(ctx, &Op{Kind: OpRemove, NodeID: n.cfg.NodeID}); err != nil {
+			return err
+		}
+	}
+	if err := n.ml.Leave(2 * n.cfg.GossipProbeInterval); err != nil {
+		n.log.Warn("gossip leave", "error", err)
+	}
+	time.Sleep(n.cfg.GossipProbeInterval / 2) // let the leave message spread
+	return n.Shutdown()
+}

@@ -1,0 +1,536 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Deps are the pieces of a Node that tests replace: Raft's transport and
+// stores, memberlist's transport, and the HTTP client used to forward
+// changes to the leader. Start builds the production ones.
+type Deps struct {
+	Transport     raft.Transport
+	LogStore      raft.LogStore
+	StableStore   raft.StableStore
+	SnapshotStore raft.SnapshotStore
+	// GossipTransport nil means memberlist's own UDP+TCP transport bound to
+	// Config.GossipAddr.
+	GossipTransport memberlist.Transport
+	// HTTPClient nil means a client with Config.ApplyTimeout as timeout.
+	HTTPClient *http.Client
+	// Closers are closed, in order, after Raft shut down.
+	Closers []io.Closer
+}
+
+// Node is one member of a hatgt cluster: the Raft replica of the state
+// machine, its memberlist agent and the loops around them.
+type Node struct {
+	cfg   Config
+	log   hclog.Logger
+	fsm   *FSM
+	raft  *raft.Raft
+	trans raft.Transport
+	ml    *memberlist.Memberlist
+	hc    *http.Client
+	deps  Deps
+
+	started  time.Time
+	notifyCh chan bool     // raft leadership changes
+	kick     chan struct{} // memberlist events: re-check health
+
+	mu         sync.Mutex
+	lastSeen   map[string]time.Time // memberlist ping acks, by node ID
+	hbFailed   map[string]time.Time // leader only: followers whose heartbeats fail
+	observer   *raft.Observer
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	shutdownCh chan struct{}
+}
+
+// Start opens the node's stores under cfg.DataDir (raft/raft.db for log and
+// stable store, raft/snapshots/), binds Raft's TCP transport on RaftAddr and
+// memberlist on GossipAddr, and starts the node. ctx bounds only the start;
+// stop the node with Shutdown or Leave.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	dir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	store, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, cfg.SnapshotRetain, logger.Named("snapshot"))
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("cluster: open snapshot store: %w", err)
+	}
+	adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("cluster: raft address: %w", err)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, logger.Named("raft-net"))
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("cluster: raft transport: %w", err)
+	}
+	n, err := NewNode(cfg, Deps{
+		Transport: trans, LogStore: store, StableStore: store, SnapshotStore: snaps,
+		Closers: []io.Closer{trans, store},
+	})
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// NewNode starts a node over the given dependencies.
+func NewNode(cfg Config, deps Deps) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	log := cfg.Logger.With("node", cfg.NodeID)
+	n := &Node{
+		cfg:        cfg,
+		log:        log,
+		fsm:        NewFSM(log.Named("fsm")),
+		trans:      deps.Transport,
+		deps:       deps,
+		hc:         deps.HTTPClient,
+		started:    time.Now(),
+		notifyCh:   make(chan bool, 16),
+		kick:       make(chan struct{}, 1),
+		lastSeen:   map[string]time.Time{},
+		hbFailed:   map[string]time.Time{},
+		shutdownCh: make(chan struct{}),
+	}
+	if n.hc == nil {
+		n.hc = &http.Client{Timeout: cfg.ApplyTimeout}
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.NotifyCh = n.notifyCh
+	rc.Logger = log.Named("raft")
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("cluster: raft config: %w", err)
+	}
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(deps.LogStore, deps.StableStore, deps.SnapshotStore)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: read raft state: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{
+				Suffrage: raft.Voter, ID: rc.LocalID, Address: deps.Transport.LocalAddr(),
+			}}}
+			if err := raft.BootstrapCluster(rc, deps.LogStore, deps.StableStore, deps.SnapshotStore, deps.Transport, conf); err != nil {
+				return nil, fmt.Errorf("cluster: bootstrap: %w", err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, n.fsm, deps.LogStore, deps.StableStore, deps.SnapshotStore, deps.Transport)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start raft: %w", err)
+	}
+	n.raft = r
+	obsCh := make(chan raft.Observation, 64)
+	n.observer = raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+			return true
+		}
+		return false
+	})
+	r.RegisterObserver(n.observer)
+
+	if err := n.startGossip(deps.GossipTransport); err != nil {
+		r.Shutdown().Error()
+		return nil, err
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.wg.Add(3)
+	go n.observeLoop(ctx, obsCh)
+	go n.healthLoop(ctx)
+	go n.rejoinGossip(ctx)
+	if cfg.Reconciler != nil {
+		n.wg.Add(1)
+		go n.reconcileLoop(ctx, cfg.Reconciler)
+	}
+	return n, nil
+}
+
+// ID returns the node's ID.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// FSM returns the node's state machine (read it with State).
+func (n *Node) FSM() *FSM { return n.fsm }
+
+// Raft returns the underlying Raft instance (for status and tests).
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// Info returns this node's addresses as the state machine records them.
+func (n *Node) Info() NodeInfo {
+	return NodeInfo{
+		ID: n.cfg.NodeID, APIAddr: n.cfg.APIAddr, ISCSIPortal: n.cfg.ISCSIPortal,
+		RaftAddr: string(n.trans.LocalAddr()), GossipAddr: n.gossipAddr(),
+		ReplicationAddr: n.cfg.ReplicationAddr,
+	}
+}
+
+func (n *Node) gossipAddr() string {
+	if n.ml == nil {
+		return n.cfg.GossipAddr
+	}
+	ln := n.ml.LocalNode()
+	return net.JoinHostPort(ln.Addr.String(), fmt.Sprint(ln.Port))
+}
+
+// IsLeader reports whether this node is the Raft leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Shutdown stops the node without leaving the cluster (a crash, as the
+// others see it, or a restart).
+func (n *Node) Shutdown() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.shutdownCh)
+		n.cancel()
+		if n.ml != nil {
+			if e := n.ml.Shutdown(); e != nil {
+				err = e
+			}
+		}
+		if e := n.raft.Shutdown().Error(); e != nil && err == nil {
+			err = e
+		}
+		n.raft.DeregisterObserver(n.observer)
+		n.wg.Wait()
+		for _, c := range n.deps.Closers {
+			if e := c.Close(); e != nil && err == nil {
+				err = e
+			}
+		}
+	})
+	return err
+}
+
+// observeLoop tracks, on the leader, which followers miss heartbeats.
+func (n *Node) observeLoop(ctx context.Context, ch <-chan raft.Observation) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case lead := <-n.notifyCh:
+			n.mu.Lock()
+			clear(n.hbFailed)
+			n.mu.Unlock()
+			if lead {
+				n.log.Info("became leader")
+				n.kickHealth()
+			}
+		case o := <-ch:
+			n.mu.Lock()
+			switch d := o.Data.(type) {
+			case raft.FailedHeartbeatObservation:
+				n.hbFailed[string(d.PeerID)] = d.LastContact
+			case raft.ResumedHeartbeatObservation:
+				delete(n.hbFailed, string(d.PeerID))
+			}
+			n.mu.Unlock()
+		}
+	}
+}
+
+// voters returns the IDs of the voters of the current Raft configuration.
+func (n *Node) voters() []string {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var ids []string
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			ids = append(ids, string(s.ID))
+		}
+	}
+	return ids
+}
+
+// reachableVoters counts the voters this node can reach: itself, plus those
+// memberlist sees alive, minus (on the leader) those missing heartbeats.
+func (n *Node) reachableVoters() (reach, total int) {
+	vs := n.voters()
+	alive := n.gossipAlive()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, id := range vs {
+		if id == n.cfg.NodeID {
+			reach++
+			continue
+		}
+		if _, failed := n.hbFailed[id]; failed {
+			continue
+		}
+		if alive[id] {
+			reach++
+		}
+	}
+	return reach, len(vs)
+}
+
+func (n *Node) noLeaderError() error {
+	r, m := n.reachableVoters()
+	return errf(ErrNoLeader, "no cluster leader: quorum lost? %d of %d voters reachable", r, m)
+}
+
+// Leader returns the ID and API address of the current leader, or "" when
+// none is known.
+func (n *Node) Leader() (id, apiAddr string) {
+	_, lid := n.raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	id = string(lid)
+	if id == n.cfg.NodeID {
+		return id, n.cfg.APIAddr
+	}
+	n.fsm.mu.RLock()
+	if ni, ok := n.fsm.state.Nodes[id]; ok {
+		apiAddr = ni.APIAddr
+	}
+	n.fsm.mu.RUnlock()
+	if apiAddr == "" {
+		if meta, ok := n.gossipMeta(id); ok {
+			apiAddr = meta.APIAddr
+		}
+	}
+	return id, apiAddr
+}
+
+var errRetry = errors.New("retry")
+
+// Apply makes a change through the leader: it runs the command here if this
+// node leads, or forwards it to the leader's API. It waits at most
+// Config.ApplyTimeout (or until ctx ends) for a leader and the commit, then
+// fails with ErrNoLeader saying how many voters were reachable. A command
+// that the state machine refuses returns its *Error.
+func (n *Node) Apply(ctx context.Context, cmd Command) (uint64, error) {
+	return n.submit(ctx, &Op{Kind: OpCommand, Command: &cmd})
+}
+
+// Op is a change as forwarded from a follower to the leader.
+type Op struct {
+	Kind    string    `json:"kind"`
+	Command *Command  `json:"command,omitempty"`
+	Node    *NodeInfo `json:"node,omitempty"` // join
+	NodeID  string    `json:"node_id,omitempty"`
+}
+
+// Op kinds.
+const (
+	OpCommand = "command"
+	OpJoin    = "join"   // add Node as a voter and register it
+	OpRemove  = "remove" // remove NodeID from Raft and the state
+)
+
+// OpResult is the leader's answer to an Op.
+type OpResult struct {
+	Index uint64 `json:"index"`
+	Error *Error `json:"error,omitempty"`
+}
+
+func (n *Node) submit(ctx context.Context, op *Op) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	for {
+		var (
+			idx uint64
+			err error
+		)
+		if n.IsLeader() {
+			idx, err = n.execute(ctx, op)
+		} else if _, addr := n.Leader(); addr != "" {
+			idx, err = n.forward(ctx, addr, op)
+		} else {
+			err = errRetry
+		}
+		if !errors.Is(err, errRetry) {
+			return idx, err
+		}
+		select {
+		case <-n.shutdownCh:
+			return 0, ErrShutdown
+		case <-ctx.Done():
+			return 0, n.noLeaderError()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// execute runs op on the leader. Raft errors that another leader may not
+// have (lost leadership, not leader) become errRetry.
+func (n *Node) execute(ctx context.Context, op *Op) (uint64, error) {
+	switch op.Kind {
+	case OpCommand:
+		if op.Command == nil {
+			return 0, errf(ErrBadCommand, "command op without command")
+		}
+		cmd, err := n.prepare(*op.Command)
+		if err != nil {
+			return 0, err
+		}
+		return n.applyRaft(ctx, cmd)
+	case OpJoin:
+		if op.Node == nil {
+			return 0, errf(ErrBadCommand, "join without node")
+		}
+		ni := *op.Node
+		if err := checkNodeInfo(&ni); err != nil {
+			return 0, err
+		}
+		if err := n.addVoter(ctx, ni.ID, ni.RaftAddr); err != nil {
+			return 0, err
+		}
+		cmd, _ := NewCommand(CmdNodeRegister, NodeRegister{Node: ni})
+		return n.applyRaft(ctx, cmd)
+	case OpRemove:
+		known := false
+		for _, id := range n.voters() {
+			if id == op.NodeID {
+				known = true
+			}
+		}
+		if known {
+			f := n.raft.RemoveServer(raft.ServerID(op.NodeID), 0, timeLeft(ctx))
+			if err := raftErr(f.Error()); err != nil {
+				return 0, err
+			}
+		}
+		cmd, _ := NewCommand(CmdNodeRemove, NodeRemove{ID: op.NodeID})
+		idx, err := n.applyRaft(ctx, cmd)
+		if known && errors.Is(err, ErrUnknownNode) {
+			return idx, nil // was a voter that never registered
+		}
+		return idx, err
+	}
+	return 0, errf(ErrBadCommand, "unknown op kind %q", op.Kind)
+}
+
+func (n *Node) addVoter(ctx context.Context, id, addr string) error {
+	f := n.raft.GetConfiguration()
+	if err := raftErr(f.Error()); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id && string(s.Address) == addr && s.Suffrage == raft.Voter {
+			return nil
+		}
+	}
+	return raftErr(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeLeft(ctx)).Error())
+}
+
+// prepare fills in what the leader decides before proposing: the placement
+// and owner of a new LUN.
+func (n *Node) prepare(cmd Command) (Command, error) {
+	if cmd.Type != CmdLUNCreate {
+		return cmd, nil
+	}
+	var p LUNCreate
+	if err := decodePayload(cmd, &p); err != nil {
+		return cmd, err
+	}
+	if len(p.LUN.Placement) > 0 {
+		if p.LUN.Owner == "" {
+			p.LUN.Owner = p.LUN.Placement[0]
+		}
+		return NewCommand(CmdLUNCreate, p)
+	}
+	if p.LUN.Replicas == 0 {
+		p.LUN.Replicas = 1
+	}
+	n.fsm.mu.RLock()
+	pl, err := n.fsm.state.Place(p.LUN.Replicas)
+	n.fsm.mu.RUnlock()
+	if err != nil {
+		return cmd, err
+	}
+	p.LUN.Placement = pl
+	p.LUN.Owner = pl[0]
+	return NewCommand(CmdLUNCreate, p)
+}
+
+func (n *Node) applyRaft(ctx context.Context, cmd Command) (uint64, error) {
+	f := n.raft.Apply(cmd.Encode(), timeLeft(ctx))
+	if err := raftErr(f.Error()); err != nil {
+		return 0, err
+	}
+	if resp, ok := f.Response().(error); ok && resp != nil {
+		return f.Index(), resp
+	}
+	return f.Index(), nil
+}
+
+// raftErr turns the Raft errors that a retry (maybe with another leader)
+// can cure into errRetry.
+func raftErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrLeadershipTransferInProgress),
+		errors.Is(err, raft.ErrAbortedByRestore):
+		return errRetry
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrShutdown
+	}
+	return err
+}
+
+func timeLeft(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		if t := time.Until(d); t > 0 {
+			return t
+		}
+		return time.Millisecond
+	}
+	return 0
+}

@@ -1,0 +1,100 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// Reconciler keeps a node's running iSCSI targets and LUNs equal to what the
+// state machine says. The node calls it from one goroutine (never
+// concurrently) after every state change and every Config.ReconcileInterval;
+// an error is logged and the call retried later. Reconcile must be
+// idempotent: it gets the whole desired state each time, not a diff.
+type Reconciler interface {
+	Reconcile(ctx context.Context, desired *Desired) error
+}
+
+// ReconcilerFunc adapts a function to Reconciler.
+type ReconcilerFunc func(ctx context.Context, desired *Desired) error
+
+// Reconcile calls f.
+func (f ReconcilerFunc) Reconcile(ctx context.Context, d *Desired) error { return f(ctx, d) }
+
+// Desired is what one node must run.
+type Desired struct {
+	NodeID string
+	// Index is the Raft index of the state this was derived from.
+	Index uint64
+	// Targets holds every target of the cluster (each node is a target port
+	// group of every target), with its ACL and CHAP credentials (secrets
+	// included: the node needs them to authenticate initiators), and only
+	// the LUNs that have a copy on this node. Sorted by IQN.
+	Targets []DesiredTarget
+}
+
+// DesiredTarget is a target as one node must run it.
+type DesiredTarget struct {
+	IQN   string
+	Alias string
+	ACL   []string
+	CHAP  *CHAP
+	LUNs  []DesiredLUN // sorted by LUN number
+}
+
+// DesiredLUN is a LUN with a copy on this node. Owned tells whether this
+// node serves it (Active/Optimized); otherwise it holds a mirror. The node
+// creates the backing file of every LUN here and stops what is not here.
+type DesiredLUN struct {
+	LUN
+	Owned bool
+}
+
+// DesiredFor derives node id's desired state from s.
+func DesiredFor(s *State, id string, index uint64) *Desired {
+	d := &Desired{NodeID: id, Index: index}
+	for _, t := range s.SortedTargets() {
+		dt := DesiredTarget{IQN: t.IQN, Alias: t.Alias, ACL: slices.Clone(t.ACL)}
+		if t.CHAP != nil {
+			c := *t.CHAP
+			dt.CHAP = &c
+		}
+		for _, l := range t.SortedLUNs() {
+			if slices.Contains(l.Placement, id) {
+				dt.LUNs = append(dt.LUNs, DesiredLUN{LUN: *l.clone(), Owned: l.Owner == id})
+			}
+		}
+		d.Targets = append(d.Targets, dt)
+	}
+	return d
+}
+
+// reconcileLoop calls r after every FSM change and every interval until ctx
+// ends.
+func (n *Node) reconcileLoop(ctx context.Context, r Reconciler) {
+	defer n.wg.Done()
+	tick := time.NewTicker(n.cfg.ReconcileInterval)
+	defer tick.Stop()
+	var last uint64
+	failed := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.fsm.Changed():
+		case <-tick.C:
+			if !failed && n.fsm.AppliedIndex() == last {
+				continue
+			}
+		}
+		idx := n.fsm.AppliedIndex()
+		d := DesiredFor(n.fsm.State(), n.cfg.NodeID, idx)
+		if err := r.Reconcile(ctx, d); err != nil {
+			failed = true
+			n.log.Warn("reconcile failed", "index", idx, "error", err)
+			continue
+		}
+		failed = false
+		last = idx
+	}
+}

@@ -1,0 +1,216 @@
+package cluster
+
+import (
+	"slices"
+	"sort"
+)
+
+// StateFormat is the version of the snapshot encoding of State.
+const StateFormat = 1
+
+// Node health as recorded by the leader.
+const (
+	HealthAlive = "alive"
+	HealthDead  = "dead"
+	HealthLeft  = "left"
+)
+
+// LUN settings.
+const (
+	IOModeWriteBack    = "wb"
+	IOModeWriteThrough = "wt"
+	IOModeReadOnly     = "ro"
+	BackingFile        = "fileio"
+	BackingBlock       = "blockio"
+	MaxLUN             = 16383 // flat space addressing, SAM-5 4.7.7
+)
+
+// NodeInfo is a cluster member as the state machine knows it.
+type NodeInfo struct {
+	ID              string `json:"id"`
+	APIAddr         string `json:"api_addr"`
+	ISCSIPortal     string `json:"iscsi_portal"`
+	RaftAddr        string `json:"raft_addr"`
+	GossipAddr      string `json:"gossip_addr"`
+	ReplicationAddr string `json:"replication_addr,omitempty"`
+	// Health is alive, dead or left, as the leader recorded it from
+	// memberlist events.
+	Health string `json:"health"`
+}
+
+// CHAP holds a target's CHAP credentials. Secrets never leave the state
+// machine through status or logs: see Redact.
+type CHAP struct {
+	User         string `json:"user"`
+	Secret       string `json:"secret"`
+	MutualUser   string `json:"mutual_user,omitempty"`
+	MutualSecret string `json:"mutual_secret,omitempty"`
+}
+
+// Target is an iSCSI target and its LUNs.
+type Target struct {
+	IQN   string `json:"iqn"`
+	Alias string `json:"alias,omitempty"`
+	// ACL lists the initiator names allowed to log in, sorted. Empty means
+	// any initiator.
+	ACL  []string        `json:"acl,omitempty"`
+	CHAP *CHAP           `json:"chap,omitempty"`
+	LUNs map[uint64]*LUN `json:"luns,omitempty"`
+}
+
+// LUN is one logical unit of a target and where its copies live.
+type LUN struct {
+	Target     string `json:"target"`
+	LUN        uint64 `json:"lun"`
+	Size       uint64 `json:"size"`
+	SectorSize uint32 `json:"sector_size"`
+	IOMode     string `json:"io_mode"`
+	Backing    string `json:"backing"`
+	// Path is the backing file or device; empty means the node picks a
+	// file under its data dir.
+	Path     string `json:"path,omitempty"`
+	Replicas int    `json:"replicas"`
+	// Placement lists the nodes that hold a copy; Owner is one of them and
+	// serves the LUN Active/Optimized.
+	Placement []string `json:"placement"`
+	Owner     string   `json:"owner"`
+	// Epoch grows with every change of owner; mirrors refuse writes of an
+	// older epoch.
+	Epoch uint64 `json:"epoch"`
+	// InSync lists the copies known identical to the owner's.
+	InSync []string `json:"in_sync"`
+}
+
+// State is the whole replicated state. It is a plain value: the FSM owns the
+// live copy and hands out deep copies.
+type State struct {
+	Format  int                  `json:"format"`
+	Nodes   map[string]*NodeInfo `json:"nodes"`
+	Targets map[string]*Target   `json:"targets"`
+}
+
+// NewState returns an empty state.
+func NewState() *State {
+	return &State{Format: StateFormat, Nodes: map[string]*NodeInfo{}, Targets: map[string]*Target{}}
+}
+
+// Clone returns a deep copy of s.
+func (s *State) Clone() *State {
+	c := NewState()
+	c.Format = s.Format
+	for id, n := range s.Nodes {
+		nn := *n
+		c.Nodes[id] = &nn
+	}
+	for iqn, t := range s.Targets {
+		c.Targets[iqn] = t.clone()
+	}
+	return c
+}
+
+func (t *Target) clone() *Target {
+	c := *t
+	c.ACL = slices.Clone(t.ACL)
+	if t.CHAP != nil {
+		ch := *t.CHAP
+		c.CHAP = &ch
+	}
+	c.LUNs = make(map[uint64]*LUN, len(t.LUNs))
+	for n, l := range t.LUNs {
+		c.LUNs[n] = l.clone()
+	}
+	return &c
+}
+
+func (l *LUN) clone() *LUN {
+	c := *l
+	c.Placement = slices.Clone(l.Placement)
+	c.InSync = slices.Clone(l.InSync)
+	return &c
+}
+
+// Redact blanks every secret in s (in place) and returns s.
+func (s *State) Redact() *State {
+	for _, t := range s.Targets {
+		if t.CHAP != nil {
+			if t.CHAP.Secret != "" {
+				t.CHAP.Secret = "set"
+			}
+			if t.CHAP.MutualSecret != "" {
+				t.CHAP.MutualSecret = "set"
+			}
+		}
+	}
+	return s
+}
+
+// SortedNodes returns the nodes ordered by ID.
+func (s *State) SortedNodes() []*NodeInfo {
+	out := make([]*NodeInfo, 0, len(s.Nodes))
+	for _, n := range s.Nodes {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// SortedTargets returns the targets ordered by IQN.
+func (s *State) SortedTargets() []*Target {
+	out := make([]*Target, 0, len(s.Targets))
+	for _, t := range s.Targets {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IQN < out[j].IQN })
+	return out
+}
+
+// SortedLUNs returns t's LUNs ordered by number.
+func (t *Target) SortedLUNs() []*LUN {
+	out := make([]*LUN, 0, len(t.LUNs))
+	for _, l := range t.LUNs {
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].LUN < out[j].LUN })
+	return out
+}
+
+// copiesPerNode counts the LUN copies placed on each node.
+func (s *State) copiesPerNode() map[string]int {
+	n := map[string]int{}
+	for _, t := range s.Targets {
+		for _, l := range t.LUNs {
+			for _, id := range l.Placement {
+				n[id]++
+			}
+		}
+	}
+	return n
+}
+
+// Place chooses the nodes for a new LUN with the given number of replicas:
+// alive nodes, fewest LUN copies first, ties broken by node ID. The first
+// is the owner. It is a pure function of s, so the leader can run it before
+// proposing and Apply stays deterministic.
+func (s *State) Place(replicas int) ([]string, error) {
+	if replicas < 1 {
+		return nil, errf(ErrInvalid, "replicas must be at least 1, got %d", replicas)
+	}
+	count := s.copiesPerNode()
+	var alive []string
+	for id, n := range s.Nodes {
+		if n.Health == HealthAlive {
+			alive = append(alive, id)
+		}
+	}
+	sort.Slice(alive, func(i, j int) bool {
+		a, b := alive[i], alive[j]
+		if count[a] != count[b] {
+			return count[a] < count[b]
+		}
+		return a < b
+	})
+	if len(alive) < replicas {
+		return nil, errf(ErrNotEnoughNodes, "%d replicas requested, %d nodes alive", replicas, len(alive))
+	}
+	return alive[:replicas], nil
+}
