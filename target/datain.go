@@ -1,0 +1,110 @@
+package target
+
+import (
+	"encoding/binary"
+
+	"github.com/hatgt/hatgt/scsi"
+)
+
+// Residual flags of SCSI Response and Data-In PDUs (RFC 7143 sections
+// 11.4.1 and 11.7.1).
+const (
+	flagOverflow  = 0x04
+	flagUnderflow = 0x02
+	flagStatus    = 0x01 // Data-In S bit
+)
+
+// sendResult sends the outcome of a command: Data-In PDUs for read data,
+// split at the initiator's MaxRecvDataSegmentLength and in sequences of
+// MaxBurstLength, with GOOD status folded into the last one; otherwise a
+// SCSI Response (with sense data for CHECK CONDITION).
+func (t *task) sendResult(resp *scsi.Response) {
+	c := t.conn
+	var data []byte
+	var resFlags byte
+	var residual uint32
+	good := resp.Status == scsi.StatusGood || resp.Status == scsi.StatusConditionMet
+	switch {
+	case t.read:
+		if good {
+			data = resp.Data
+		}
+		if uint32(len(data)) > t.edtl || uint64(len(data)) > uint64(t.edtl) {
+			residual = uint32(min(uint64(len(data))-uint64(t.edtl), 0xffffffff))
+			resFlags = flagOverflow
+			data = data[:t.edtl]
+		} else if uint32(len(data)) < t.edtl {
+			residual = t.edtl - uint32(len(data))
+			resFlags = flagUnderflow
+		}
+	case t.write:
+		if t.got < t.edtl {
+			residual = t.edtl - t.got
+			resFlags = flagUnderflow
+		}
+	}
+
+	foldStatus := good && len(data) > 0 && len(resp.Sense) == 0
+	dataSN := t.sendDataIn(data, foldStatus, resp.Status, resFlags, residual)
+	if foldStatus {
+		return
+	}
+	p := NewPDU(OpSCSIResponse)
+	p.SetFinal(true)
+	p.BHS[1] |= resFlags
+	p.BHS[2] = 0x00 // command completed at target
+	p.BHS[3] = byte(resp.Status)
+	p.SetITT(t.itt)
+	p.SetTTT(0)         // SNACK Tag
+	p.SetDataSN(dataSN) // ExpDataSN
+	p.SetU32(offResidual, residual)
+	if len(resp.Sense) > 0 {
+		p.Data = make([]byte, 2+len(resp.Sense))
+		binary.BigEndian.PutUint16(p.Data, uint16(len(resp.Sense)))
+		copy(p.Data[2:], resp.Sense)
+	}
+	c.send(p, stampStatus)
+}
+
+// sendDataIn queues the Data-In PDUs for data and returns how many it
+// sent. With withStatus the last one carries status and residual.
+func (t *task) sendDataIn(data []byte, withStatus bool, status scsi.Status, resFlags byte, residual uint32) uint32 {
+	c := t.conn
+	seg := c.params.InitiatorMaxRecvDataSegmentLength
+	burst := t.sess.params.MaxBurstLength
+	if seg == 0 {
+		seg = 8192
+	}
+	if burst == 0 {
+		burst = seg
+	}
+	var dataSN uint32
+	total := uint32(len(data))
+	for off := uint32(0); off < total; {
+		seqEnd := min(off-off%burst+burst, total)
+		end := min(off+seg, seqEnd)
+		p := NewPDU(OpDataIn)
+		p.SetITT(t.itt)
+		p.SetTTT(ReservedTag)
+		p.SetDataSN(dataSN)
+		p.SetBufferOffset(off)
+		p.Data = data[off:end]
+		last := end == total
+		if end == seqEnd {
+			p.SetFinal(true)
+		}
+		st := stampWindow
+		if last && withStatus {
+			p.BHS[1] |= flagStatus | resFlags
+			p.BHS[3] = byte(status)
+			p.SetU32(offResidual, residual)
+			st = stampStatus
+		}
+		if !c.send(p, st) {
+			return dataSN
+		}
+		dataSN++
+		off = end
+	}
+	return dataSN
+}

@@ -1,0 +1,115 @@
+package target
+
+// solicitLocked issues R2Ts for data still to be solicited, keeping at
+// most MaxOutstandingR2T outstanding, each for at most MaxBurstLength
+// (RFC 7143 section 11.8). It returns the R2T PDUs to send. Solicitation
+// starts once the unsolicited data has ended.
+func (t *task) solicitLocked() []*PDU {
+	if !t.write || !t.unsolDone || t.failSense != nil || t.aborted {
+		return nil
+	}
+	ss := t.sess
+	var out []*PDU
+	for uint32(len(t.r2ts)) < ss.params.MaxOutstandingR2T && t.r2tNext < t.edtl {
+		n := min(t.edtl-t.r2tNext, ss.params.MaxBurstLength)
+		r := &r2tState{ttt: t.conn.newTTT(), offset: t.r2tNext, length: n}
+		t.r2ts = append(t.r2ts, r)
+		p := NewPDU(OpR2T)
+		p.SetFinal(true)
+		p.SetLUN(t.rawLUN)
+		p.SetITT(t.itt)
+		p.SetTTT(r.ttt)
+		p.SetDataSN(t.r2tSN)
+		p.SetBufferOffset(r.offset)
+		p.SetU32(offDesiredLen, n)
+		t.r2tSN++
+		t.r2tNext += n
+		out = append(out, p)
+	}
+	return out
+}
+
+// handleDataOut files one Data-Out PDU (RFC 7143 section 11.7) into its
+// task. With DataPDUInOrder and DataSequenceInOrder, every PDU of a
+// sequence must continue exactly where the previous one ended, with the
+// next DataSN; anything else fails the task with CHECK CONDITION, which
+// is how error recovery level 0 ends a task with a broken data phase.
+// badDigest marks a PDU whose data failed its digest: it counts for the
+// sequence, its data is discarded and the task fails once all solicited
+// data has arrived.
+func (c *conn) handleDataOut(p *PDU, badDigest bool) {
+	t := c.sess.task(p.ITT())
+	if t == nil {
+		// Data for a task that ended (aborted, failed): drop it.
+		c.log.Debug("Data-Out for unknown task", "itt", p.ITT())
+		return
+	}
+	if t.conn != c {
+		c.reject(rejectProtocolError, p)
+		return
+	}
+	t.mu.Lock()
+	if !t.write || t.started || t.aborted || t.buf == nil {
+		t.mu.Unlock()
+		return
+	}
+	ok := t.fileDataLocked(p, badDigest)
+	if !ok {
+		t.fail(senseDataPhaseError(), true)
+	} else if badDigest {
+		t.fail(senseCRCError(), false)
+	}
+	r2ts := t.solicitLocked()
+	t.maybeStartLocked()
+	t.mu.Unlock()
+	for _, r := range r2ts {
+		c.send(r, stampPeek)
+	}
+}
+
+// fileDataLocked checks p against the task's data state and copies its
+// data. It returns false on a protocol violation.
+func (t *task) fileDataLocked(p *PDU, badDigest bool) bool {
+	off, n := p.BufferOffset(), uint32(len(p.Data))
+	if ttt := p.TTT(); ttt == ReservedTag {
+		// Unsolicited data (InitialR2T=No).
+		if t.unsolDone || off != t.unsolGot || n > t.unsolEnd-off || p.DataSN() != t.unsolDataSN {
+			return false
+		}
+		if !badDigest {
+			copy(t.buf[off:], p.Data)
+		}
+		t.unsolGot += n
+		t.got += n
+		t.unsolDataSN++
+		if p.Final() {
+			t.unsolDone = true
+			t.r2tNext = t.unsolGot
+		}
+		return true
+	}
+	var r *r2tState
+	idx := -1
+	for i, x := range t.r2ts {
+		if x.ttt == p.TTT() {
+			r, idx = x, i
+			break
+		}
+	}
+	if r == nil || off != r.offset+r.got || n > r.length-r.got || p.DataSN() != r.dataSN {
+		return false
+	}
+	if !badDigest {
+		copy(t.buf[off:], p.Data)
+	}
+	r.got += n
+	t.got += n
+	r.dataSN++
+	if p.Final() {
+		if r.got != r.length {
+			return false
+		}
+		t.r2ts = append(t.r2ts[:idx], t.r2ts[idx+1:]...)
+	}
+	return true
+}

@@ -1,0 +1,311 @@
+package target
+
+import (
+	"context"
+	"sync"
+
+	"github.com/hatgt/hatgt/scsi"
+)
+
+// SCSI Command flags (RFC 7143 section 11.3.1).
+const (
+	cmdFinal = 0x80
+	cmdRead  = 0x40
+	cmdWrite = 0x20
+	cmdAttr  = 0x07
+)
+
+// task is one SCSI command from receipt to its last response PDU. A
+// write task collects Data-Out (immediate, unsolicited, then solicited
+// by R2Ts) into buf; it executes once it has been delivered in CmdSN order
+// and all its data is in.
+type task struct {
+	sess   *session
+	conn   *conn
+	itt    uint32
+	rawLUN uint64
+	lun    uint64
+	cdb    []byte
+	attr   scsi.TaskAttr
+	read   bool
+	write  bool
+	edtl   uint32
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+
+	mu sync.Mutex
+	// Data-Out state (dataout.go).
+	buf         []byte
+	got         uint32 // bytes received
+	unsolGot    uint32 // next offset of immediate+unsolicited data
+	unsolEnd    uint32 // unsolicited data may go up to here
+	unsolDone   bool
+	unsolDataSN uint32
+	r2tNext     uint32 // next offset to solicit
+	r2tSN       uint32
+	r2ts        []*r2tState
+	// failSense, when set, ends the task with CHECK CONDITION instead of
+	// executing it; failNow says not to wait for outstanding data first.
+	failSense []byte
+	failNow   bool
+
+	delivered  bool // its turn in CmdSN order has come
+	started    bool // handed to execution
+	aborted    bool
+	responding bool // past the point where an abort can stop its response
+}
+
+// r2tState is one outstanding R2T.
+type r2tState struct {
+	ttt, offset, length uint32
+	got                 uint32
+	dataSN              uint32
+}
+
+// device is what the target needs of a SCSI target device; *scsi.Device
+// implements it. Task management and nexus loss are optional (tmf.go).
+type device interface {
+	Execute(ctx context.Context, cmd *scsi.Command) *scsi.Response
+	LUNs() []uint64
+}
+
+func senseOf(key scsi.SenseKey, asc scsi.ASC) []byte { return scsi.NewSense(key, asc).Fixed() }
+
+var (
+	senseInvalidCDB      = func() []byte { return senseOf(scsi.KeyIllegalRequest, scsi.ASCInvalidFieldInCDB) }
+	senseDataPhaseError  = func() []byte { return senseOf(scsi.KeyAbortedCommand, scsi.ASC(0x4b00)) }
+	senseCRCError        = func() []byte { return senseOf(scsi.KeyAbortedCommand, scsi.ASC(0x4705)) }
+	senseInternalFailure = func() []byte { return senseOf(scsi.KeyHardwareError, scsi.ASCInternalTargetFailure) }
+)
+
+// handleSCSICommand starts a SCSI Command (RFC 7143 section 11.3).
+func (c *conn) handleSCSICommand(p *PDU) {
+	ss := c.sess
+	flags := p.Flags()
+	t := &task{
+		sess:   ss,
+		conn:   c,
+		itt:    p.ITT(),
+		rawLUN: p.LUN(),
+		lun:    decodeLUN(p.LUN()),
+		cdb:    p.CDB(),
+		attr:   taskAttr(flags & cmdAttr),
+		read:   flags&cmdRead != 0,
+		write:  flags&cmdWrite != 0,
+		edtl:   p.ExpectedDataTransferLength(),
+		done:   make(chan struct{}),
+	}
+	final := flags&cmdFinal != 0
+	imm := uint32(len(p.Data))
+
+	// Protocol errors: Reject the PDU; a non-immediate command still
+	// consumes its CmdSN, so that the window does not stall.
+	protoErr := func(reason byte) {
+		c.reject(reason, p)
+		c.order(p, nil)
+	}
+	switch {
+	case t.itt == ReservedTag:
+		protoErr(rejectInvalidPDUField)
+		return
+	case imm > 0 && !t.write:
+		protoErr(rejectProtocolError)
+		return
+	case imm > 0 && !ss.params.ImmediateData:
+		protoErr(rejectProtocolError)
+		return
+	case imm > ss.params.FirstBurstLength || imm > t.edtl:
+		protoErr(rejectProtocolError)
+		return
+	case !final && (!t.write || ss.params.InitialR2T):
+		protoErr(rejectProtocolError)
+		return
+	}
+
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	switch {
+	case t.read && t.write:
+		t.fail(senseInvalidCDB(), true) // bidirectional commands are not supported
+	case t.write && t.edtl > c.srv.cfg.MaxCommandData:
+		t.fail(senseInvalidCDB(), true)
+	case t.write:
+		t.buf = make([]byte, t.edtl)
+		copy(t.buf, p.Data)
+		t.got, t.unsolGot = imm, imm
+		t.unsolEnd, t.unsolDone = imm, true
+		if !final {
+			t.unsolEnd = min(ss.params.FirstBurstLength, t.edtl)
+			t.unsolDone = false
+		}
+		t.r2tNext = t.unsolEnd
+	}
+
+	if !ss.addTask(t) {
+		t.cancel()
+		protoErr(rejectProtocolError) // ITT already in use
+		return
+	}
+	c.active.Add(1)
+	if !c.order(p, t.deliver) {
+		t.finish()
+		return
+	}
+	if t.write {
+		t.mu.Lock()
+		r2ts := t.solicitLocked()
+		t.mu.Unlock()
+		for _, r := range r2ts {
+			c.send(r, stampPeek)
+		}
+	}
+}
+
+func taskAttr(a byte) scsi.TaskAttr {
+	switch a {
+	case 0, 1: // untagged, simple
+		return scsi.TaskSimple
+	case 2:
+		return scsi.TaskOrdered
+	case 3:
+		return scsi.TaskHeadOfQueue
+	case 4:
+		return scsi.TaskACA
+	}
+	return scsi.TaskSimple
+}
+
+// fail makes the task end with CHECK CONDITION and sense instead of
+// executing. With now false it still waits for the data the initiator
+// has been asked for (RFC 7143 section 7.8).
+func (t *task) fail(sense []byte, now bool) {
+	if t.failSense == nil {
+		t.failSense = sense
+	}
+	t.failNow = t.failNow || now
+}
+
+// readyLocked reports whether the task can be started now.
+func (t *task) readyLocked() bool {
+	if !t.delivered || t.started || t.aborted {
+		return false
+	}
+	if t.failSense != nil {
+		return t.failNow || (t.unsolDone && len(t.r2ts) == 0)
+	}
+	return !t.write || t.got == t.edtl
+}
+
+// deliver is called when the task's CmdSN turn has come.
+func (t *task) deliver() {
+	t.mu.Lock()
+	t.delivered = true
+	t.maybeStartLocked()
+	t.mu.Unlock()
+}
+
+// maybeStartLocked starts execution if the task is ready.
+func (t *task) maybeStartLocked() {
+	if t.readyLocked() {
+		t.started = true
+		go t.execute()
+	}
+}
+
+// execute runs the command and sends its response.
+func (t *task) execute() {
+	defer t.finish()
+	if t.failSense != nil {
+		t.respond(&scsi.Response{Status: scsi.StatusCheckCondition, Sense: t.failSense})
+		return
+	}
+	var dev device
+	if t.sess.tgt != nil {
+		dev = t.sess.tgt.dev
+	}
+	if dev == nil {
+		t.respond(&scsi.Response{Status: scsi.StatusCheckCondition, Sense: senseInternalFailure()})
+		return
+	}
+	cmd := &scsi.Command{
+		Nexus: t.sess.nexus,
+		LUN:   t.lun,
+		CDB:   t.cdb,
+		Attr:  t.attr,
+		Tag:   t.itt,
+	}
+	if t.write {
+		cmd.Data = t.buf[:t.got]
+		cmd.DataOutLen = t.edtl
+	}
+	if t.read {
+		cmd.DataInLen = t.edtl
+	}
+	resp := t.run(dev, cmd)
+	if resp.Status == scsi.StatusTaskAborted {
+		return // aborted by task management: no response (SAM-5 5.6)
+	}
+	t.respond(resp)
+}
+
+// run executes cmd, turning a panic or a nil response of the device into
+// an internal target failure.
+func (t *task) run(dev device, cmd *scsi.Command) (resp *scsi.Response) {
+	defer func() {
+		if r := recover(); r != nil {
+			t.conn.log.Error("device panicked", "itt", t.itt, "panic", r)
+			resp = &scsi.Response{Status: scsi.StatusCheckCondition, Sense: senseInternalFailure()}
+		}
+	}()
+	resp = dev.Execute(t.ctx, cmd)
+	if resp == nil {
+		resp = &scsi.Response{Status: scsi.StatusCheckCondition, Sense: senseInternalFailure()}
+	}
+	return resp
+}
+
+// respond sends the response unless the task was aborted meanwhile.
+func (t *task) respond(resp *scsi.Response) {
+	t.mu.Lock()
+	if t.aborted {
+		t.mu.Unlock()
+		return
+	}
+	t.responding = true
+	t.mu.Unlock()
+	t.sendResult(resp)
+}
+
+// abort stops the task: a task not yet executing ends now; an executing
+// one has its context cancelled and will send no response. Callers wait
+// on t.done.
+func (t *task) abort() {
+	t.mu.Lock()
+	if t.responding || t.aborted {
+		t.mu.Unlock()
+		return
+	}
+	t.aborted = true
+	started := t.started
+	t.mu.Unlock()
+	if t.cancel != nil {
+		t.cancel()
+	}
+	if !started {
+		t.finish()
+	}
+}
+
+// finish forgets the task; it runs once.
+func (t *task) finish() {
+	t.once.Do(func() {
+		if t.cancel != nil {
+			t.cancel()
+		}
+		t.sess.removeTask(t)
+		t.conn.active.Add(-1)
+		close(t.done)
+	})
+}
