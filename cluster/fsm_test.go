@@ -1,0 +1,360 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+const (
+	iqnA = "iqn.2026-01.org.hatgt:a"
+	iqnB = "iqn.2026-01.org.hatgt:b"
+	ini1 = "iqn.1994-05.com.redhat:host1"
+)
+
+func mustCmd(t *testing.T, typ string, p any) Command {
+	t.Helper()
+	c, err := NewCommand(typ, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func node(id string) NodeInfo {
+	return NodeInfo{ID: id, APIAddr: "127.0.0.1:3270", RaftAddr: "127.0.0.1:3271", GossipAddr: "127.0.0.1:3272", ISCSIPortal: "127.0.0.1:3260"}
+}
+
+func lun(n uint64, placement ...string) LUN {
+	return LUN{Target: iqnA, LUN: n, Size: 1 << 20, SectorSize: 512, IOMode: "wb", Backing: "fileio",
+		Replicas: len(placement), Placement: placement, Owner: first(placement)}
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+// baseLog registers three nodes and a target.
+func baseLog(t *testing.T) []Command {
+	return []Command{
+		mustCmd(t, CmdNodeRegister, NodeRegister{Node: node("n1")}),
+		mustCmd(t, CmdNodeRegister, NodeRegister{Node: node("n2")}),
+		mustCmd(t, CmdNodeRegister, NodeRegister{Node: node("n3")}),
+		mustCmd(t, CmdTargetCreate, TargetCreate{IQN: iqnA, Alias: "a"}),
+	}
+}
+
+func applyAll(t *testing.T, f *FSM, cmds []Command) {
+	t.Helper()
+	for i, c := range cmds {
+		if r := f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: c.Encode()}); r != nil {
+			t.Fatalf("command %d (%s): %v", i, c.Type, r)
+		}
+	}
+}
+
+func TestFSMCommands(t *testing.T) {
+	bad := func(m func(*LUN)) LUN { l := lun(1, "n1"); m(&l); return l }
+	cases := []struct {
+		name  string
+		cmd   Command
+		want  *Error // nil: success
+		check func(t *testing.T, s *State)
+	}{
+		{"register updates addresses", mustCmd(t, CmdNodeRegister, NodeRegister{Node: NodeInfo{ID: "n1", APIAddr: "10.0.0.1:1", RaftAddr: "10.0.0.1:2"}}), nil,
+			func(t *testing.T, s *State) {
+				if s.Nodes["n1"].APIAddr != "10.0.0.1:1" || s.Nodes["n1"].Health != HealthAlive {
+					t.Errorf("n1 = %+v", s.Nodes["n1"])
+				}
+			}},
+		{"register bad id", mustCmd(t, CmdNodeRegister, NodeRegister{Node: NodeInfo{ID: "-x", APIAddr: "a:1", RaftAddr: "a:2"}}), ErrInvalid, nil},
+		{"register bad address", mustCmd(t, CmdNodeRegister, NodeRegister{Node: NodeInfo{ID: "n9", APIAddr: "nope", RaftAddr: "a:2"}}), ErrInvalid, nil},
+		{"health dead", mustCmd(t, CmdNodeHealth, NodeHealth{ID: "n2", Health: HealthDead}), nil,
+			func(t *testing.T, s *State) {
+				if s.Nodes["n2"].Health != HealthDead {
+					t.Errorf("n2 health %q", s.Nodes["n2"].Health)
+				}
+			}},
+		{"health unknown node", mustCmd(t, CmdNodeHealth, NodeHealth{ID: "zz", Health: HealthDead}), ErrUnknownNode, nil},
+		{"health bad value", mustCmd(t, CmdNodeHealth, NodeHealth{ID: "n2", Health: "sleepy"}), ErrInvalid, nil},
+		{"remove node", mustCmd(t, CmdNodeRemove, NodeRemove{ID: "n3"}), nil,
+			func(t *testing.T, s *State) {
+				if _, ok := s.Nodes["n3"]; ok {
+					t.Error("n3 still there")
+				}
+			}},
+		{"remove unknown node", mustCmd(t, CmdNodeRemove, NodeRemove{ID: "zz"}), ErrUnknownNode, nil},
+		{"create target", mustCmd(t, CmdTargetCreate, TargetCreate{IQN: iqnB}), nil,
+			func(t *testing.T, s *State) {
+				if s.Targets[iqnB] == nil {
+					t.Error("target missing")
+				}
+			}},
+		{"duplicate target", mustCmd(t, CmdTargetCreate, TargetCreate{IQN: iqnA}), ErrTargetExists, nil},
+		{"bad target name", mustCmd(t, CmdTargetCreate, TargetCreate{IQN: "target1"}), ErrInvalid, nil},
+		{"delete target", mustCmd(t, CmdTargetDelete, TargetDelete{IQN: iqnA}), nil,
+			func(t *testing.T, s *State) {
+				if len(s.Targets) != 0 {
+					t.Error("target still there")
+				}
+			}},
+		{"delete unknown target", mustCmd(t, CmdTargetDelete, TargetDelete{IQN: iqnB}), ErrUnknownTarget, nil},
+		{"create LUN", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(0, "n2", "n1")}), nil,
+			func(t *testing.T, s *State) {
+				l := s.Targets[iqnA].LUNs[0]
+				if l == nil || l.Owner != "n2" || l.Epoch != 1 || strings.Join(l.InSync, ",") != "n2,n1" {
+					t.Errorf("LUN = %+v", l)
+				}
+			}},
+		{"LUN unknown target", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: func() LUN { l := lun(0, "n1"); l.Target = iqnB; return l }()}), ErrUnknownTarget, nil},
+		{"LUN zero size", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.Size = 0 })}), ErrBadSize, nil},
+		{"LUN size not sector multiple", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.SectorSize = 4096; l.Size = 4096*3 + 512 })}), ErrBadSize, nil},
+		{"LUN bad sector", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.SectorSize = 1024 })}), ErrBadSize, nil},
+		{"LUN bad io mode", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.IOMode = "fast" })}), ErrInvalid, nil},
+		{"LUN bad backing", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.Backing = "nullio" })}), ErrInvalid, nil},
+		{"LUN blockio without path", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.Backing = "blockio" })}), ErrInvalid, nil},
+		{"LUN number too big", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.LUN = MaxLUN + 1 })}), ErrInvalid, nil},
+		{"LUN unknown node", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(1, "n7")}), ErrUnknownNode, nil},
+		{"LUN node twice", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(1, "n1", "n1")}), ErrInvalid, nil},
+		{"LUN owner not placed", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.Owner = "n2" })}), ErrInvalid, nil},
+		{"LUN placement/replicas mismatch", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.Replicas = 2 })}), ErrInvalid, nil},
+		{"ACL add", mustCmd(t, CmdACLAdd, ACLChange{IQN: iqnA, Initiator: ini1}), nil,
+			func(t *testing.T, s *State) {
+				if strings.Join(s.Targets[iqnA].ACL, ",") != ini1 {
+					t.Errorf("ACL = %v", s.Targets[iqnA].ACL)
+				}
+			}},
+		{"ACL remove absent", mustCmd(t, CmdACLRemove, ACLChange{IQN: iqnA, Initiator: ini1}), ErrUnknownACL, nil},
+		{"ACL bad initiator", mustCmd(t, CmdACLAdd, ACLChange{IQN: iqnA, Initiator: "host 1"}), ErrInvalid, nil},
+		{"ACL unknown target", mustCmd(t, CmdACLAdd, ACLChange{IQN: iqnB, Initiator: ini1}), ErrUnknownTarget, nil},
+		{"CHAP set", mustCmd(t, CmdCHAPSet, CHAPSet{IQN: iqnA, CHAP: CHAP{User: "u", Secret: "0123456789ab"}}), nil,
+			func(t *testing.T, s *State) {
+				if c := s.Targets[iqnA].CHAP; c == nil || c.User != "u" {
+					t.Errorf("CHAP = %+v", c)
+				}
+			}},
+		{"CHAP short secret", mustCmd(t, CmdCHAPSet, CHAPSet{IQN: iqnA, CHAP: CHAP{User: "u", Secret: "short"}}), ErrInvalid, nil},
+		{"CHAP mutual same secret", mustCmd(t, CmdCHAPSet, CHAPSet{IQN: iqnA, CHAP: CHAP{User: "u", Secret: "0123456789ab", MutualUser: "t", MutualSecret: "0123456789ab"}}), ErrInvalid, nil},
+		{"CHAP mutual half", mustCmd(t, CmdCHAPSet, CHAPSet{IQN: iqnA, CHAP: CHAP{User: "u", Secret: "0123456789ab", MutualUser: "t"}}), ErrInvalid, nil},
+		{"CHAP clear", mustCmd(t, CmdCHAPClear, CHAPClear{IQN: iqnA}), nil, nil},
+		{"CHAP clear unknown target", mustCmd(t, CmdCHAPClear, CHAPClear{IQN: iqnB}), ErrUnknownTarget, nil},
+		{"unknown type", Command{Type: "lun.teleport", Version: 1, Payload: []byte(`{}`)}, ErrUnknownCommand, nil},
+		{"future version", Command{Type: CmdTargetCreate, Version: 99, Payload: []byte(`{"iqn":"` + iqnB + `"}`)}, ErrUnsupportedVersion, nil},
+		{"bad payload", Command{Type: CmdTargetCreate, Version: 1, Payload: []byte(`[1,2]`)}, ErrBadCommand, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := NewFSM(nil)
+			applyAll(t, f, baseLog(t))
+			before := snapshotBytes(t, f)
+			r := f.Apply(&raft.Log{Index: 100, Type: raft.LogCommand, Data: tc.cmd.Encode()})
+			if tc.want == nil {
+				if r != nil {
+					t.Fatalf("got %v, want success", r)
+				}
+				if tc.check != nil {
+					tc.check(t, f.State())
+				}
+				return
+			}
+			err, ok := r.(error)
+			if !ok || !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %s", r, tc.want.Code)
+			}
+			if after := snapshotBytes(t, f); !bytes.Equal(before, after) {
+				t.Errorf("refused command changed the state:\n%s\n%s", before, after)
+			}
+		})
+	}
+}
+
+func TestFSMRawGarbage(t *testing.T) {
+	f := NewFSM(nil)
+	for _, data := range [][]byte{nil, []byte("{"), []byte(`"x"`), []byte(`{"type":1}`)} {
+		r := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
+		if err, ok := r.(error); !ok || !errors.Is(err, ErrBadCommand) && !errors.Is(err, ErrUnknownCommand) {
+			t.Errorf("Apply(%q) = %v", data, r)
+		}
+	}
+}
+
+func TestFSMLUNLifecycle(t *testing.T) {
+	f := NewFSM(nil)
+	log := append(baseLog(t),
+		mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(0, "n1", "n2")}),
+		mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(1, "n2", "n3")}),
+	)
+	applyAll(t, f, log)
+	if err := f.ApplyCommand(mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(0, "n3")})); !errors.Is(err, ErrLUNExists) {
+		t.Errorf("duplicate LUN: %v", err)
+	}
+	if err := f.ApplyCommand(mustCmd(t, CmdTargetDelete, TargetDelete{IQN: iqnA})); !errors.Is(err, ErrTargetHasLUNs) {
+		t.Errorf("delete busy target: %v", err)
+	}
+	// Owner change: compare-and-set on the epoch, only to an in-sync node.
+	if err := f.ApplyCommand(mustCmd(t, CmdLUNSetOwner, LUNSetOwner{IQN: iqnA, LUN: 0, Owner: "n2", Epoch: 7})); !errors.Is(err, ErrStaleEpoch) {
+		t.Errorf("stale epoch: %v", err)
+	}
+	if err := f.ApplyCommand(mustCmd(t, CmdLUNSetOwner, LUNSetOwner{IQN: iqnA, LUN: 0, Owner: "n3", Epoch: 1})); !errors.Is(err, ErrInvalid) {
+		t.Errorf("owner outside in-sync set: %v", err)
+	}
+	if err := f.ApplyCommand(mustCmd(t, CmdLUNSetOwner, LUNSetOwner{IQN: iqnA, LUN: 0, Owner: "n2", Epoch: 1})); err != nil {
+		t.Fatal(err)
+	}
+	if l := f.State().Targets[iqnA].LUNs[0]; l.Owner != "n2" || l.Epoch != 2 {
+		t.Errorf("after set_owner: %+v", l)
+	}
+	// Removing the owner of LUN 1 moves it to its other in-sync copy.
+	if err := f.ApplyCommand(mustCmd(t, CmdNodeRemove, NodeRemove{ID: "n2"})); err != nil {
+		t.Fatal(err)
+	}
+	s := f.State()
+	l0, l1 := s.Targets[iqnA].LUNs[0], s.Targets[iqnA].LUNs[1]
+	if l0.Owner != "n1" || l0.Epoch != 3 || strings.Join(l0.Placement, ",") != "n1" {
+		t.Errorf("LUN 0 after removing n2: %+v", l0)
+	}
+	if l1.Owner != "n3" || l1.Epoch != 2 || strings.Join(l1.InSync, ",") != "n3" {
+		t.Errorf("LUN 1 after removing n2: %+v", l1)
+	}
+	if err := f.ApplyCommand(mustCmd(t, CmdLUNDelete, LUNDelete{IQN: iqnA, LUN: 5})); !errors.Is(err, ErrUnknownLUN) {
+		t.Errorf("delete unknown LUN: %v", err)
+	}
+	for _, n := range []uint64{0, 1} {
+		if err := f.ApplyCommand(mustCmd(t, CmdLUNDelete, LUNDelete{IQN: iqnA, LUN: n})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.ApplyCommand(mustCmd(t, CmdTargetDelete, TargetDelete{IQN: iqnA})); err != nil {
+		t.Errorf("delete emptied target: %v", err)
+	}
+}
+
+func TestPlace(t *testing.T) {
+	f := NewFSM(nil)
+	applyAll(t, f, append(baseLog(t),
+		mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(0, "n1", "n2")}),
+		mustCmd(t, CmdNodeHealth, NodeHealth{ID: "n2", Health: HealthDead}),
+	))
+	s := f.State()
+	got, err := s.Place(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// n3 has no copy, n1 has one, n2 is dead.
+	if strings.Join(got, ",") != "n3,n1" {
+		t.Errorf("Place(2) = %v, want n3,n1", got)
+	}
+	if _, err := s.Place(3); !errors.Is(err, ErrNotEnoughNodes) {
+		t.Errorf("Place(3) with 2 alive: %v", err)
+	}
+	if _, err := s.Place(0); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Place(0): %v", err)
+	}
+}
+
+func snapshotBytes(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
+
+type memSink struct{ bytes.Buffer }
+
+func (*memSink) ID() string    { return "mem" }
+func (*memSink) Cancel() error { return nil }
+func (*memSink) Close() error  { return nil }
+
+// fullLog exercises every kind of object, secrets included.
+func fullLog(t *testing.T) []Command {
+	return append(baseLog(t),
+		mustCmd(t, CmdTargetCreate, TargetCreate{IQN: iqnB}),
+		mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(0, "n1", "n2")}),
+		mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(3, "n3")}),
+		mustCmd(t, CmdACLAdd, ACLChange{IQN: iqnA, Initiator: ini1}),
+		mustCmd(t, CmdACLAdd, ACLChange{IQN: iqnA, Initiator: "iqn.1993-08.org.debian:01:abc"}),
+		mustCmd(t, CmdCHAPSet, CHAPSet{IQN: iqnA, CHAP: CHAP{User: "u", Secret: "very-secret-1", MutualUser: "t", MutualSecret: "very-secret-2"}}),
+		mustCmd(t, CmdNodeHealth, NodeHealth{ID: "n3", Health: HealthDead}),
+	)
+}
+
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	f := NewFSM(nil)
+	applyAll(t, f, fullLog(t))
+	snap := snapshotBytes(t, f)
+
+	g := NewFSM(nil)
+	// Restore must replace, not merge: give g state that is not in snap.
+	applyAll(t, g, []Command{mustCmd(t, CmdNodeRegister, NodeRegister{Node: node("stale")})})
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := g.State().Nodes["stale"]; ok {
+		t.Error("Restore kept state that was not in the snapshot")
+	}
+	if again := snapshotBytes(t, g); !bytes.Equal(snap, again) {
+		t.Errorf("round trip differs:\n%s\n%s", snap, again)
+	}
+	if c := g.State().Targets[iqnA].CHAP; c == nil || c.MutualSecret != "very-secret-2" {
+		t.Errorf("CHAP lost in round trip: %+v", c)
+	}
+	if err := g.Restore(io.NopCloser(strings.NewReader(`{"format":42}`))); err == nil {
+		t.Error("Restore accepted an unknown format")
+	}
+	if err := g.Restore(io.NopCloser(strings.NewReader(`not json`))); err == nil {
+		t.Error("Restore accepted garbage")
+	}
+}
+
+func TestDeterminism(t *testing.T) {
+	log := fullLog(t)
+	// Refused commands are part of the log too.
+	log = append(log, mustCmd(t, CmdTargetCreate, TargetCreate{IQN: iqnA}), mustCmd(t, CmdNodeRemove, NodeRemove{ID: "n2"}))
+	a, b := NewFSM(nil), NewFSM(nil)
+	for i, c := range log {
+		l := &raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: c.Encode()}
+		ra, rb := a.Apply(l), b.Apply(l)
+		if (ra == nil) != (rb == nil) {
+			t.Fatalf("entry %d: results differ: %v vs %v", i, ra, rb)
+		}
+	}
+	sa, sb := snapshotBytes(t, a), snapshotBytes(t, b)
+	if !bytes.Equal(sa, sb) {
+		t.Fatalf("same log, different states:\n%s\n%s", sa, sb)
+	}
+	var st State
+	if err := json.Unmarshal(sa, &st); err != nil || len(st.Nodes) != 2 {
+		t.Errorf("unexpected final state (%v): %s", err, sa)
+	}
+}
+
+func TestRedactAndDesired(t *testing.T) {
+	f := NewFSM(nil)
+	applyAll(t, f, fullLog(t))
+	d := DesiredFor(f.State(), "n2", 9)
+	if len(d.Targets) != 2 || len(d.Targets[0].LUNs) != 1 || d.Targets[0].LUNs[0].Owned || d.Targets[0].LUNs[0].LUN.LUN != 0 {
+		t.Errorf("desired for n2: %+v", d)
+	}
+	if d.Targets[0].CHAP == nil || d.Targets[0].CHAP.Secret != "very-secret-1" {
+		t.Error("desired state must carry the CHAP secret the node needs")
+	}
+	red := f.State().Redact()
+	b, _ := json.Marshal(red)
+	if bytes.Contains(b, []byte("very-secret")) {
+		t.Errorf("redacted state holds a secret: %s", b)
+	}
+}
