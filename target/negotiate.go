@@ -163,16 +163,6 @@ func newNegotiator(leading bool, tgtSess SessionParams, tgtConn ConnParams) *neg
 	return &negotiator{leading: leading, tgtSess: ts, tgtConn: tc, sess: s, conn: c, offered: map[string]string{}}
 }
 
-// isOperationalKey reports whether the negotiator answers key (every key
-// that is not a security key or a login declaration).
-func isOperationalKey(key string) bool {
-	switch key {
-	case "AuthMethod", "InitiatorName", "TargetName", "SessionType", "InitiatorAlias":
-		return false
-	}
-	return !strings.HasPrefix(key, "CHAP_")
-}
-
 // parseNumber parses a numerical value: decimal, or hexadecimal with a
 // "0x" prefix (RFC 7143 section 6.1).
 func parseNumber(s string) (uint64, bool) {
@@ -266,10 +256,19 @@ func (n *negotiator) negotiate(kvs []KV) []KV {
 		out = append(out, KV{Key: kv.Key, Value: v})
 	}
 	// FirstBurstLength is irrelevant when InitialR2T=Yes and
-	// ImmediateData=No, which may be settled later in the same request.
+	// ImmediateData=No, and never exceeds MaxBurstLength; both may be
+	// settled later in the same request.
 	for i := range out {
-		if out[i].Key == "FirstBurstLength" && out[i].Value != valReject && n.sess.InitialR2T && !n.sess.ImmediateData {
+		if out[i].Key != "FirstBurstLength" || out[i].Value == valReject || out[i].Value == valIrrelevant {
+			continue
+		}
+		if n.sess.InitialR2T && !n.sess.ImmediateData {
 			out[i].Value = valIrrelevant
+			continue
+		}
+		if n.sess.FirstBurstLength > n.sess.MaxBurstLength {
+			n.sess.FirstBurstLength = n.sess.MaxBurstLength
+			out[i].Value = numValue(n.sess.FirstBurstLength)
 		}
 	}
 	return out
