@@ -4,21 +4,87 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 )
 
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+const usage = `hatgt is a clustered, highly available iSCSI target.
+
+Usage:
+  hatgt serve --dev [--data-dir DIR] [--iscsi-addr HOST:PORT]
+  hatgt serve --config FILE
+  hatgt version
+  hatgt help [COMMAND]
+
+Commands:
+  serve     run an iSCSI target node (see "hatgt help serve")
+  version   print the version
+  help      print this help, or a command's
+
+Cluster commands (join, leave, status, node, target, lun, acl, chap) are
+being written; see README.md.
+`
+
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: hatgt serve --dev")
-		os.Exit(2)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command line and returns the process exit status: 0 on
+// success, 1 when the command failed, 2 for a usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
 	}
-	if ok, err := clusterCommand(os.Args[1], os.Args[2:]); ok {
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "hatgt:", err)
-			os.Exit(1)
+	switch name, rest := args[0], args[1:]; name {
+	case "serve":
+		return serveCommand(rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		if len(rest) > 0 && rest[0] == "serve" {
+			return serveCommand([]string{"--help"}, stdout, stderr)
 		}
-		return
+		if len(rest) > 0 {
+			if ok, err := clusterCommand(rest[0], []string{"--help"}); ok {
+				return exitStatus(err, stderr)
+			}
+			fmt.Fprintf(stderr, "hatgt: no help for unknown command %q\n", rest[0])
+			return 2
+		}
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		if ok, err := clusterCommand(name, rest); ok {
+			return exitStatus(err, stderr)
+		}
+		fmt.Fprintf(stderr, "hatgt: unknown command %q (run \"hatgt help\")\n", name)
+		return 2
 	}
-	fmt.Fprintln(os.Stderr, "hatgt: unknown command", os.Args[1])
-	os.Exit(2)
+}
+
+func exitStatus(err error, stderr io.Writer) int {
+	if err != nil {
+		fmt.Fprintln(stderr, "hatgt:", err)
+		return 1
+	}
+	return 0
+}
+
+func versionString() string {
+	s := fmt.Sprintf("hatgt %s (%s %s/%s", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, kv := range bi.Settings {
+			if kv.Key == "vcs.revision" && len(kv.Value) >= 12 {
+				s += ", commit " + kv.Value[:12]
+			}
+		}
+	}
+	return s + ")"
 }

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"syscall"
+
+	"github.com/hatgt/hatgt/blockstore"
+	"github.com/hatgt/hatgt/config"
+	"github.com/hatgt/hatgt/scsi"
+	"github.com/hatgt/hatgt/target"
+)
+
+// store is what a node opens for each LUN: a blockstore backend.
+type store interface {
+	scsi.Backend
+	Close() error
+}
+
+// node is a running single-node hatgt: one iSCSI server, its portals and
+// the stores under its LUNs.
+type node struct {
+	log       *slog.Logger
+	srv       *target.Server
+	listeners []net.Listener
+	stores    []openStore
+	sizes     map[lunKey]int64
+}
+
+type openStore struct {
+	name string // "target/lun" for messages
+	s    store
+	ro   bool
+}
+
+type lunKey struct {
+	target string
+	lun    uint64
+}
+
+// startNode listens on the portals of cfg and opens every LUN. On error
+// nothing is left open.
+func startNode(cfg *config.Config, log *slog.Logger) (_ *node, err error) {
+	srv, err := target.NewServer(target.ServerConfig{Logger: log.With("component", "target")})
+	if err != nil {
+		return nil, err
+	}
+	n := &node{log: log, srv: srv, sizes: map[lunKey]int64{}}
+	defer func() {
+		if err != nil {
+			n.closeAll()
+		}
+	}()
+	// Listen first: a busy port is the commonest start-up failure, and
+	// nothing should be created on disk before it is found.
+	for _, p := range cfg.Portals {
+		l, err := net.Listen("tcp", p)
+		if err != nil {
+			return nil, fmt.Errorf("portal %s: %w", p, listenError(err))
+		}
+		n.listeners = append(n.listeners, l)
+	}
+	for _, t := range cfg.Targets {
+		dev := scsi.NewDevice(scsi.DeviceConfig{Logger: log.With("target", t.Name)})
+		for _, l := range t.LUNs {
+			lu, err := n.openLUN(t.Name, l)
+			if err != nil {
+				return nil, fmt.Errorf("target %s LUN %d: %w", t.Name, l.Number, err)
+			}
+			if err := dev.AddLU(l.Number, lu); err != nil {
+				return nil, err
+			}
+		}
+		tc := target.TargetConfig{Name: t.Name, Alias: t.Alias, Device: dev, ACL: t.InitiatorAllow}
+		if t.IncomingUser != nil {
+			tc.CHAP = &target.CHAPConfig{User: t.IncomingUser.Name, Secret: t.IncomingUser.Secret}
+			if t.OutgoingUser != nil {
+				tc.CHAP.MutualUser = t.OutgoingUser.Name
+				tc.CHAP.MutualSecret = t.OutgoingUser.Secret
+			}
+		}
+		if err := srv.AddTarget(tc); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// listenError shortens the usual listen failures to what to do about them.
+func listenError(err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return errors.New("address already in use (another hatgt, tgtd or iscsitarget running? pick another port)")
+	case errors.Is(err, syscall.EACCES):
+		return errors.New("permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)")
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return errors.New("no such address on this machine")
+	}
+	return err
+}
+
+func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
+	mode, err := blockstore.ParseMode(string(l.IOMode))
+	if err != nil {
+		return nil, err
+	}
+	opts := blockstore.Options{Mode: mode, Logger: n.log}
+	var s store
+	switch l.Type {
+	case config.BlockIO:
+		s, err = blockstore.OpenBlockDevice(l.Path, opts)
+	default:
+		opts.Size = l.Size
+		opts.Create = l.Size > 0 && mode != blockstore.ReadOnly
+		s, err = blockstore.OpenFile(l.Path, opts)
+	}
+	if err != nil {
+		return nil, storeError(l.Path, err)
+	}
+	n.stores = append(n.stores, openStore{name: fmt.Sprintf("%s/%d", targetName, l.Number), s: s, ro: mode == blockstore.ReadOnly})
+	if s.Size() < int64(l.Sector) {
+		return nil, fmt.Errorf("%s: %d bytes is smaller than one %d-byte sector", l.Path, s.Size(), l.Sector)
+	}
+	serial, naa := lunIdentity(targetName, l.Number)
+	if l.SerialNumber != "" {
+		serial = l.SerialNumber
+	}
+	lu, err := scsi.NewLU(s, scsi.LUConfig{
+		BlockSize:    l.Sector,
+		ReadOnly:     mode == blockstore.ReadOnly,
+		WriteCache:   mode == blockstore.WriteBack,
+		Thin:         l.Thin,
+		SerialNumber: serial,
+		DeviceID:     naa,
+		Logger:       n.log.With("target", targetName, "lun", l.Number),
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.sizes[lunKey{targetName, l.Number}] = s.Size()
+	return lu, nil
+}
+
+// storeError explains the usual reasons a store does not open.
+func storeError(path string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("%s: no space left on device to create the LUN: %w", path, err)
+	case errors.Is(err, blockstore.ErrInUse):
+		return fmt.Errorf("%s is in use by another process (another hatgt?)", path)
+	case errors.Is(err, blockstore.ErrSize):
+		return fmt.Errorf("%w (hatgt never shrinks a LUN; fix Size or move the file away)", err)
+	}
+	return err
+}
+
+func (n *node) lunSize(targetName string, lun uint64) int64 {
+	return n.sizes[lunKey{targetName, lun}]
+}
+
+// addrs returns the addresses the node listens on (with the real port when
+// port 0 was asked for).
+func (n *node) addrs() []string {
+	out := make([]string, len(n.listeners))
+	for i, l := range n.listeners {
+		out[i] = l.Addr().String()
+	}
+	return out
+}
+
+// serve accepts connections on every portal. The channel receives the first
+// error of a portal that stopped on its own (not by shutdown).
+func (n *node) serve() <-chan error {
+	errc := make(chan error, len(n.listeners))
+	for _, l := range n.listeners {
+		n.log.Info("serving", "portal", l.Addr().String())
+		go func() {
+			if err := n.srv.Serve(l); err != nil && !errors.Is(err, target.ErrServerClosed) {
+				errc <- fmt.Errorf("portal %s: %w", l.Addr(), err)
+			}
+		}()
+	}
+	return errc
+}
+
+// shutdown drains the server (commands in flight finish until ctx is done),
+// then flushes and closes every store. It reports the first failure, but
+// always flushes and closes everything it can.
+func (n *node) shutdown(ctx context.Context) error {
+	var first error
+	if err := n.srv.Shutdown(ctx); err != nil {
+		n.log.Warn("commands still in flight when the shutdown timeout expired; connections closed", "err", err)
+	}
+	for _, l := range n.listeners {
+		l.Close()
+	}
+	n.listeners = nil
+	for _, st := range n.stores {
+		if !st.ro {
+			if err := st.s.Flush(); err != nil {
+				n.log.Error("flush failed: recent writes may be lost", "lun", st.name, "err", err)
+				first = cmpOr(first, fmt.Errorf("flush %s: %w", st.name, err))
+			}
+		}
+		if err := st.s.Close(); err != nil {
+			n.log.Error("close failed", "lun", st.name, "err", err)
+			first = cmpOr(first, fmt.Errorf("close %s: %w", st.name, err))
+		}
+	}
+	n.stores = nil
+	return first
+}
+
+// closeAll releases everything after a failed start.
+func (n *node) closeAll() {
+	for _, l := range n.listeners {
+		l.Close()
+	}
+	for _, st := range n.stores {
+		st.s.Close()
+	}
+	n.listeners, n.stores = nil, nil
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hatgt/hatgt/config"
+)
+
+const serveUsage = `Usage:
+  hatgt serve --dev [--data-dir DIR] [--iscsi-addr HOST:PORT]
+  hatgt serve --config FILE
+
+--dev serves one target, ` + devTargetName + `, with LUN 0: a 1 GiB sparse
+file DIR/dev/lun0.img (created on first start, kept across restarts),
+write-back, 512-byte sectors, thin provisioned, no authentication.
+
+--config serves what FILE describes (format: README.md, "Config file").
+
+SIGTERM or SIGINT stops the node: commands in flight finish (up to
+--shutdown-timeout), then every LUN is flushed and closed.
+
+Flags:
+`
+
+// serveFlags are the parsed flags of "hatgt serve".
+type serveFlags struct {
+	dev             bool
+	configFile      string
+	dataDir         string
+	iscsiAddr       string
+	logLevel        slog.Level
+	shutdownTimeout time.Duration
+}
+
+func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
+	f := &serveFlags{}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, serveUsage)
+		fs.PrintDefaults()
+	}
+	fs.BoolVar(&f.dev, "dev", false, "serve the development target "+devTargetName)
+	fs.StringVar(&f.configFile, "config", "", "serve the targets described in this config `file`")
+	fs.StringVar(&f.dataDir, "data-dir", defaultDataDir, "with --dev: `directory` holding dev/lun0.img")
+	fs.StringVar(&f.iscsiAddr, "iscsi-addr", "", "with --dev: iSCSI portal `host:port` (default "+config.DefaultPortal+"; port 0 picks a free one)")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to wait for commands in flight when stopping")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := f.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+	}
+	switch {
+	case f.dev && f.configFile != "":
+		return nil, errors.New("use either --dev or --config, not both")
+	case !f.dev && f.configFile == "":
+		return nil, errors.New("say what to serve: --dev, or --config FILE")
+	case f.configFile != "" && f.iscsiAddr != "":
+		return nil, errors.New("--iscsi-addr is for --dev; with --config use Portal lines in the file")
+	case f.shutdownTimeout <= 0:
+		return nil, errors.New("--shutdown-timeout must be positive")
+	}
+	if f.iscsiAddr == "" {
+		f.iscsiAddr = config.DefaultPortal
+	}
+	return f, nil
+}
+
+func serveCommand(args []string, stdout, stderr io.Writer) int {
+	f, err := parseServeFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "hatgt serve: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.logLevel}))
+
+	var cfg *config.Config
+	if f.dev {
+		cfg, err = devConfig(f.dataDir, f.iscsiAddr)
+	} else {
+		cfg, err = config.ParseFile(f.configFile)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "hatgt: %v\n", err)
+		return 1
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn("config: " + w.Error())
+	}
+
+	// Catch signals before anything is opened, so a SIGTERM that arrives
+	// during start-up still closes the LUNs cleanly.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	n, err := startNode(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "hatgt: %v\n", err)
+		return 1
+	}
+	printBanner(stdout, cfg, n, f.dev)
+
+	serveErr := n.serve()
+	var failed error
+	select {
+	case <-ctx.Done():
+		log.Info("signal received, shutting down", "timeout", f.shutdownTimeout)
+	case err := <-serveErr:
+		failed = err
+		log.Error("portal failed, shutting down", "err", err)
+	}
+	stop() // a second signal now kills the process the default way
+
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := n.shutdown(sctx); err != nil {
+		log.Error("shutdown", "err", err)
+		if failed == nil {
+			failed = err
+		}
+	}
+	if failed != nil {
+		fmt.Fprintf(stderr, "hatgt: %v\n", failed)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// printBanner tells the user what is served and how to connect to it.
+func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
+	var b strings.Builder
+	portals := n.addrs()
+	fmt.Fprintf(&b, "hatgt %s is serving\n", version)
+	for _, p := range portals {
+		fmt.Fprintf(&b, "  portal  %s\n", p)
+	}
+	for _, t := range cfg.Targets {
+		fmt.Fprintf(&b, "  target  %s\n", t.Name)
+		for _, l := range t.LUNs {
+			fmt.Fprintf(&b, "  lun %-4d%s\n", l.Number, describeLUN(l, n.lunSize(t.Name, l.Number)))
+		}
+	}
+	if len(portals) > 0 && len(cfg.Targets) > 0 {
+		p := connectAddr(portals[0])
+		t := cfg.Targets[0]
+		fmt.Fprintf(&b, "connect with (from another machine, use its address instead of %s):\n", hostOf(p))
+		fmt.Fprintf(&b, "  iscsiadm -m discovery -t sendtargets -p %s\n", p)
+		fmt.Fprintf(&b, "  iscsiadm -m node -T %s -p %s --login\n", t.Name, p)
+		fmt.Fprintf(&b, "  iscsi-ls -s iscsi://%s\n", p)
+		if len(t.LUNs) > 0 {
+			fmt.Fprintf(&b, "  qemu-img info iscsi://%s/%s/%d\n", p, t.Name, t.LUNs[0].Number)
+		}
+		if dev {
+			fmt.Fprintf(&b, "stop with Ctrl-C; the disk is kept in %s\n", t.LUNs[0].Path)
+		}
+	}
+	io.WriteString(w, b.String())
+	if f, ok := w.(*os.File); ok {
+		f.Sync()
+	}
+}
+
+func describeLUN(l config.LUN, size int64) string {
+	mode := map[config.IOMode]string{config.WriteBack: "write-back", config.WriteThrough: "write-through", config.ReadOnly: "read-only"}[l.IOMode]
+	s := fmt.Sprintf("%s, %s, %d-byte sectors", humanSize(size), mode, l.Sector)
+	if l.Thin {
+		s += ", thin"
+	}
+	return fmt.Sprintf("%s (%s %s)", s, l.Type, l.Path)
+}
+
+func humanSize(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+	f, i := float64(n), 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	if f == float64(int64(f)) {
+		return fmt.Sprintf("%d %s", int64(f), units[i])
+	}
+	return fmt.Sprintf("%.1f %s", f, units[i])
+}

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Runs libiscsi's conformance suite (iscsi-test-cu) against a fresh
+# "hatgt serve --dev" on a free loopback port, then again against a
+# read-only LUN for the write-protect tests. Fails when any test fails, or
+# when fewer than HATGT_CU_MIN_PASSED (default 1) tests passed in the main
+# run. There is no list of known failures: a failure is a failure.
+#
+# Environment:
+#   HATGT_CU_MIN_PASSED   minimum passed tests in the read-write run (default 1)
+#   HATGT_CU_TESTS        iscsi-test-cu -t filter for the read-write run (default: all)
+#   HATGT_CU_RO_TESTS     -t list for the read-only run (default: the write-protect
+#                         tests: ALL.ReadOnly and ALL.Write1{0,2,6}.WriteProtect)
+#   HATGT_CU_LOG_DIR      where logs go (default: a temp dir, kept on failure)
+set -euo pipefail
+
+root="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
+cd "$root"
+
+for tool in iscsi-test-cu stdbuf; do
+	if ! command -v "$tool" >/dev/null; then
+		echo "conformance: $tool not found (apt-get install libiscsi-bin coreutils)" >&2
+		exit 1
+	fi
+done
+
+work="$(mktemp -d /tmp/hatgt-conformance.XXXXXX)"
+logdir="${HATGT_CU_LOG_DIR:-$work}"
+mkdir -p "$logdir"
+pid=""
+cleanup() {
+	local rc=$?
+	if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	fi
+	rm -rf "$work/data" "$work/ro.img" "$work/hatgt"
+	if [[ $rc -eq 0 && -z "${HATGT_CU_LOG_DIR:-}" ]]; then
+		rm -rf "$work"
+	else
+		echo "conformance: logs kept in $logdir" >&2
+	fi
+}
+trap cleanup EXIT
+
+go build -o "$work/hatgt" ./cmd/hatgt
+
+# start_hatgt LOG ARGS...: starts hatgt on 127.0.0.1 port 0 and sets $pid
+# and $portal from the "portal" line it prints.
+start_hatgt() {
+	local log="$1"
+	shift
+	"$work/hatgt" serve "$@" >"$log.out" 2>"$log.err" &
+	pid=$!
+	portal=""
+	for _ in $(seq 1 600); do
+		portal="$(awk '$1 == "portal" { print $2; exit }' "$log.out")"
+		[[ -n "$portal" ]] && return 0
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "conformance: hatgt exited at start:" >&2
+			cat "$log.err" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+	echo "conformance: hatgt printed no portal" >&2
+	return 1
+}
+
+stop_hatgt() {
+	local rc=0
+	kill -TERM "$pid"
+	wait "$pid" || rc=$?
+	pid=""
+	if [[ $rc -ne 0 ]]; then
+		echo "conformance: hatgt exited $rc after SIGTERM" >&2
+		return 1
+	fi
+}
+
+summary_tool="$root/../shared/tools/cu-summary"
+# summarize LOG: prints "conformance: N passed, N skipped, N failed, N total"
+# and sets $passed and $failed.
+summarize() {
+	local log="$1" line
+	if [[ -x "$summary_tool" ]]; then
+		line="$("$summary_tool" "$log" | tail -n 1)" || true
+		"$summary_tool" "$log" --list failed | grep '^failed' || true
+	else
+		# Fallback: count CUnit's per-test verdicts ourselves.
+		local p f s
+		p=$(grep -cE '^\s+Test: \S+ \.\.\.passed' "$log" || true)
+		f=$(grep -cE '^\s+Test: \S+ \.\.\..*FAILED' "$log" || true)
+		s=0
+		line="conformance: $p passed, $s skipped, $f failed, $((p + f)) total"
+		grep -q 'Run Summary' "$log" || line="$line, incomplete"
+	fi
+	echo "$line"
+	passed=$(sed -nE 's/^conformance: ([0-9]+) passed.*/\1/p' <<<"$line")
+	failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
+	if [[ -z "$passed" || -z "$failed" || "$line" == *incomplete* ]]; then
+		echo "conformance: $log is incomplete or unreadable" >&2
+		failed=${failed:-1}
+		[[ "$failed" -eq 0 ]] && failed=1
+		passed=${passed:-0}
+	fi
+}
+
+status=0
+
+# 1. Read-write: the dev target.
+start_hatgt "$logdir/hatgt-rw" --dev --data-dir "$work/data" --iscsi-addr 127.0.0.1:0
+url="iscsi://$portal/iqn.2026-11.io.hatgt:dev/0"
+echo "conformance: iscsi-test-cu against $url"
+args=(-d -S -v)
+[[ -n "${HATGT_CU_TESTS:-}" ]] && args+=(-t "$HATGT_CU_TESTS")
+stdbuf -o0 -e0 iscsi-test-cu "${args[@]}" "$url" >"$logdir/cu-rw.log" 2>&1 || true
+stop_hatgt || status=1
+summarize "$logdir/cu-rw.log"
+min="${HATGT_CU_MIN_PASSED:-1}"
+if [[ "$failed" -ne 0 ]]; then
+	echo "conformance: FAIL: $failed tests failed (read-write run)" >&2
+	status=1
+fi
+if [[ "$passed" -lt "$min" ]]; then
+	echo "conformance: FAIL: $passed tests passed, fewer than HATGT_CU_MIN_PASSED=$min" >&2
+	status=1
+fi
+
+# 2. Read-only: a config file with IOMode=ro over an existing image.
+ro_tests="ALL.ReadOnly,ALL.Write10.WriteProtect,ALL.Write12.WriteProtect,ALL.Write16.WriteProtect,ALL.Sanitize.Readonly"
+truncate -s 256M "$work/ro.img"
+cat >"$work/ro.conf" <<EOF
+Portal 127.0.0.1:0
+Target iqn.2026-11.io.hatgt:ro
+    Lun 0 Path=$work/ro.img,Type=fileio,IOMode=ro,Sector=512
+EOF
+start_hatgt "$logdir/hatgt-ro" --config "$work/ro.conf"
+url="iscsi://$portal/iqn.2026-11.io.hatgt:ro/0"
+echo "conformance: iscsi-test-cu (write protect) against $url"
+stdbuf -o0 -e0 iscsi-test-cu -d -S -v -t "${HATGT_CU_RO_TESTS:-$ro_tests}" "$url" >"$logdir/cu-ro.log" 2>&1 || true
+stop_hatgt || status=1
+summarize "$logdir/cu-ro.log"
+if [[ "$failed" -ne 0 ]]; then
+	echo "conformance: FAIL: $failed tests failed (read-only run)" >&2
+	status=1
+fi
+if [[ "$passed" -lt 1 ]]; then
+	echo "conformance: FAIL: no write-protect test passed" >&2
+	status=1
+fi
+
+exit $status
