@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -42,7 +43,7 @@ func (n *Node) startGossip(tr memberlist.Transport) error {
 	mc.Events = gossipEvents{n}
 	mc.Ping = gossipPing{n}
 	mc.Logger = nil
-	mc.LogOutput = n.log.Named("memberlist").StandardWriter(nil)
+	mc.LogOutput = n.log.Named("memberlist").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("cluster: start memberlist: %w", err)
