@@ -227,8 +227,8 @@ func (c *conn) login() (uint32, bool) {
 			return 0, false
 		}
 		c.params = res.Conn
-		next := res.ExpStatSN
-		if resp != nil {
+		next := res.NextStatSN
+		if next == 0 && resp != nil {
 			next = resp.StatSN() + 1
 		}
 		c.log = c.log.With("initiator", res.InitiatorName, "tsih", c.sess.tsih, "cid", c.cid)
@@ -486,6 +486,7 @@ func (e loginEnv) Defaults() (SessionParams, ConnParams) {
 			DataSequenceInOrder:  true,
 			ErrorRecoveryLevel:   0,
 			TargetPortalGroupTag: 1,
+			CmdSNWindow:          cfg.CmdWindow,
 		}, ConnParams{
 			HeaderDigest:                      true,
 			DataDigest:                        true,

@@ -1,6 +1,7 @@
 package target
 
 import (
+	"cmp"
 	"fmt"
 	"sync"
 	"time"
@@ -36,7 +37,7 @@ func newSession(srv *Server, key sessionKey, tsih uint16, r *LoginResult, tgt *t
 		typ:    r.SessionType,
 		tgt:    tgt,
 		params: r.Session,
-		seq:    newSequencer(r.CmdSN, srv.cfg.CmdWindow),
+		seq:    newSequencer(r.CmdSN, cmp.Or(r.Session.CmdSNWindow, srv.cfg.CmdWindow)),
 		conns:  map[uint16]*conn{},
 		tasks:  map[uint32]*task{},
 	}
