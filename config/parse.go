@@ -173,8 +173,8 @@ func checkPortal(addr string) error {
 		return fmt.Errorf("want HOST:PORT (IPv6 as [ADDR]:PORT)")
 	}
 	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("port must be a number from 1 to 65535 (iSCSI's is 3260)")
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port must be a number from 0 to 65535 (iSCSI's is 3260; 0 picks a free port)")
 	}
 	if strings.ContainsAny(host, " \t/") {
 		return fmt.Errorf("bad host %q", host)

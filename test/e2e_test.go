@@ -226,3 +226,57 @@ func TestBadInputDoesNotKillServer(t *testing.T) {
 		t.Errorf("iscsi-ls after bad input does not list the target:\n%s", out)
 	}
 }
+
+// TestConfigFileTargets serves two targets from a config file: one with a
+// read-write and a read-only 4096-byte-sector LUN, one behind CHAP.
+func TestConfigFileTargets(t *testing.T) {
+	needTools(t, "iscsi-ls", "iscsi-inq", "iscsi-readcapacity16")
+	dir := t.TempDir()
+	ro := filepath.Join(dir, "ro.img")
+	if err := os.WriteFile(ro, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "hatgt.conf")
+	text := "Portal 127.0.0.1:0\n" +
+		"Target iqn.2026-11.io.hatgt:open\n" +
+		"    Lun 0 Path=" + filepath.Join(dir, "a.img") + ",Size=64M,IOMode=wt\n" +
+		"    Lun 3 Path=" + ro + ",Sector=4096,IOMode=ro\n" +
+		"Target iqn.2026-11.io.hatgt:chap\n" +
+		"    Lun 0 Path=" + filepath.Join(dir, "c.img") + ",Size=16M\n" +
+		"    IncomingUser alice alice-secret-1\n"
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, "serve", "--config", conf)
+
+	out := runTool(t, "iscsi-ls", "iscsi://"+s.addr)
+	for _, want := range []string{"Target:iqn.2026-11.io.hatgt:open", "Target:iqn.2026-11.io.hatgt:chap"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("discovery does not list %q:\n%s", want, out)
+		}
+	}
+	out = runTool(t, "iscsi-readcapacity16", "iscsi://"+s.addr+"/iqn.2026-11.io.hatgt:open/3")
+	for _, want := range []string{"LOGICAL BLOCK LENGTH IN BYTES:4096", "Total size:1048576"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("READ CAPACITY (16) of LUN 3 lacks %q:\n%s", want, out)
+		}
+	}
+	out = runTool(t, "iscsi-readcapacity16", "iscsi://"+s.addr+"/iqn.2026-11.io.hatgt:open/0")
+	if !strings.Contains(out, "Total size:67108864") {
+		t.Errorf("READ CAPACITY (16) of LUN 0 is not 64 MiB:\n%s", out)
+	}
+	chapURL := func(cred string) string {
+		return "iscsi://" + cred + s.addr + "/iqn.2026-11.io.hatgt:chap/0"
+	}
+	if out := runTool(t, "iscsi-inq", chapURL("alice%alice-secret-1@")); !strings.Contains(out, "DIRECT_ACCESS") {
+		t.Errorf("INQUIRY with the right CHAP secret:\n%s", out)
+	}
+	for _, cred := range []string{"", "alice%wrong-secret-1@", "bob%alice-secret-1@"} {
+		if out, err := tool("iscsi-inq", chapURL(cred)); err == nil {
+			t.Errorf("login with credentials %q succeeded:\n%s", cred, out)
+		}
+	}
+	if code := s.stop(); code != 0 {
+		t.Errorf("exit status after SIGTERM = %d", code)
+	}
+}

@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 // needTools skips the test when a client program is missing.
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
-	pkgs := map[string]string{"iscsi-ls": "libiscsi-bin", "iscsi-inq": "libiscsi-bin", "iscsi-test-cu": "libiscsi-bin", "qemu-img": "qemu-utils and qemu-block-extra"}
+	pkgs := map[string]string{"iscsi-ls": "libiscsi-bin", "iscsi-inq": "libiscsi-bin", "iscsi-readcapacity16": "libiscsi-bin", "iscsi-test-cu": "libiscsi-bin", "qemu-img": "qemu-utils and qemu-block-extra"}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (apt-get install %s); skipping", tool, pkgs[tool])

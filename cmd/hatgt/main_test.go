@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hatgt/hatgt/config"
+)
+
+func TestLunIdentity(t *testing.T) {
+	s0, n0 := lunIdentity(devTargetName, 0)
+	s0again, n0again := lunIdentity(strings.ToUpper(devTargetName), 0)
+	if s0 != s0again || n0 != n0again {
+		t.Errorf("identity depends on call or on name case: %s %x vs %s %x", s0, n0, s0again, n0again)
+	}
+	s1, n1 := lunIdentity(devTargetName, 1)
+	s2, n2 := lunIdentity("iqn.2026-11.io.hatgt:other", 0)
+	if s0 == s1 || s0 == s2 || n0 == n1 || n0 == n2 {
+		t.Errorf("identities collide: %s %s %s", s0, s1, s2)
+	}
+	if len(s0) != 16 || strings.Trim(s0, "0123456789ABCDEF") != "" {
+		t.Errorf("serial %q is not 16 upper-case hex digits", s0)
+	}
+	for _, naa := range [][16]byte{n0, n1, n2} {
+		if naa[0]>>4 != 6 {
+			t.Errorf("NAA field = %d, want 6 (IEEE Registered Extended)", naa[0]>>4)
+		}
+		oui := uint32(naa[0]&0x0f)<<20 | uint32(naa[1])<<12 | uint32(naa[2])<<4 | uint32(naa[3]>>4)
+		if oui != identityOUI {
+			t.Errorf("company ID = %06x, want %06x", oui, identityOUI)
+		}
+	}
+}
+
+func TestParseServeFlags(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr string
+		check   func(*serveFlags) bool
+	}{
+		{[]string{"--dev"}, "", func(f *serveFlags) bool {
+			return f.dev && f.iscsiAddr == config.DefaultPortal && f.dataDir == defaultDataDir
+		}},
+		{[]string{"--dev", "--iscsi-addr", "127.0.0.1:3261", "--data-dir", "/d", "--log-level", "debug"}, "", func(f *serveFlags) bool {
+			return f.iscsiAddr == "127.0.0.1:3261" && f.dataDir == "/d" && f.logLevel.String() == "DEBUG"
+		}},
+		{[]string{"--config", "x.conf"}, "", func(f *serveFlags) bool { return f.configFile == "x.conf" && !f.dev }},
+		{nil, "--dev, or --config", nil},
+		{[]string{"--dev", "--config", "x"}, "not both", nil},
+		{[]string{"--config", "x", "--iscsi-addr", ":1"}, "Portal lines", nil},
+		{[]string{"--dev", "--log-level", "chatty"}, "--log-level", nil},
+		{[]string{"--dev", "extra"}, "unexpected argument", nil},
+		{[]string{"--dev", "--shutdown-timeout", "0s"}, "must be positive", nil},
+	}
+	for _, tc := range tests {
+		f, err := parseServeFlags(tc.args, &bytes.Buffer{})
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.wantErr)
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case tc.check != nil && !tc.check(f):
+			t.Errorf("%v: parsed %+v", tc.args, f)
+		}
+	}
+}
+
+func TestConnectAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"0.0.0.0:3260":  "127.0.0.1:3260",
+		":3260":         "127.0.0.1:3260",
+		"[::]:3260":     "[::1]:3260",
+		"10.0.0.5:3260": "10.0.0.5:3260",
+		"[fd00::1]:1":   "[fd00::1]:1",
+	} {
+		if got := connectAddr(in); got != want {
+			t.Errorf("connectAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDevConfig(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	cfg, err := devConfig(dir, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "dev")); err != nil || !st.IsDir() {
+		t.Errorf("data dir not created: %v", err)
+	}
+	if len(cfg.Targets) != 1 || cfg.Targets[0].Name != devTargetName || len(cfg.Targets[0].LUNs) != 1 {
+		t.Fatalf("dev config = %+v", cfg)
+	}
+	l := cfg.Targets[0].LUNs[0]
+	if l.Size != 1<<30 || l.Sector != 512 || l.IOMode != config.WriteBack || !l.Thin || l.Path != filepath.Join(dir, "dev", "lun0.img") {
+		t.Errorf("dev LUN = %+v", l)
+	}
+	if _, err := devConfig(dir, "no-port"); err == nil {
+		t.Errorf("devConfig accepted an address without a port")
+	}
+}
+
+func TestRunCommands(t *testing.T) {
+	tests := []struct {
+		args   []string
+		status int
+		out    string
+	}{
+		{[]string{"version"}, 0, "hatgt " + version},
+		{[]string{"help"}, 0, "hatgt serve --dev"},
+		{[]string{"help", "serve"}, 0, "--data-dir"},
+		{[]string{"serve", "-h"}, 0, "--iscsi-addr"},
+		{nil, 2, "Usage"},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"help", "frobnicate"}, 2, "unknown command"},
+		{[]string{"serve"}, 2, "--dev, or --config"},
+	}
+	for _, tc := range tests {
+		var stdout, stderr bytes.Buffer
+		status := run(tc.args, &stdout, &stderr)
+		if status != tc.status || !strings.Contains(stdout.String()+stderr.String(), tc.out) {
+			t.Errorf("run(%v) = %d, output:\n%s%s\nwant %d and %q", tc.args, status, stdout.String(), stderr.String(), tc.status, tc.out)
+		}
+	}
+}
+
+func TestHumanSize(t *testing.T) {
+	for n, want := range map[int64]string{512: "512 B", 1 << 30: "1 GiB", 3 << 29: "1.5 GiB", 10 << 40: "10 TiB"} {
+		if got := humanSize(n); got != want {
+			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
