@@ -514,3 +514,19 @@ func ftPattern(n int, seed byte) []byte {
 	}
 	return b
 }
+
+// bytes returns a copy of the backend's bytes [from, to).
+func (m *ftBackend) bytes(from, to int) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]byte(nil), m.data[from:to]...)
+}
+
+// fill copies p into the backend at off.
+func (m *ftBackend) fill(off int, p []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	copy(m.data[off:], p)
+}
+
+func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 2*time.Second) }

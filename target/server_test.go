@@ -41,7 +41,7 @@ func TestWriteReadImmediateData(t *testing.T) {
 	if r := in.exec(cdbWrite10(10, 8), false, data, uint32(len(data))); r.status != scsi.StatusGood {
 		t.Fatalf("write status %v sense %x", r.status, r.sense)
 	}
-	if !bytes.Equal(env.backend.data[10*512:18*512], data) {
+	if !bytes.Equal(env.backend.bytes(10*512, 18*512), data) {
 		t.Fatal("backend does not hold the written data")
 	}
 	r := in.exec(cdbRead10(10, 8), true, nil, uint32(len(data)))
@@ -84,7 +84,7 @@ func TestWriteWithR2TsAndSmallBursts(t *testing.T) {
 	if next != uint32(len(data)) {
 		t.Fatalf("R2Ts cover up to %d, want %d", next, len(data))
 	}
-	if !bytes.Equal(env.backend.data[100*512:(100+n)*512], data) {
+	if !bytes.Equal(env.backend.bytes(100*512, (100+n)*512), data) {
 		t.Fatal("backend does not hold the written data")
 	}
 }
@@ -99,7 +99,7 @@ func TestWriteInitialR2TNoImmediateData(t *testing.T) {
 	if r.status != scsi.StatusGood || len(r.r2ts) == 0 || r.r2ts[0].BufferOffset() != 0 {
 		t.Fatalf("status %v, %d R2Ts", r.status, len(r.r2ts))
 	}
-	if !bytes.Equal(env.backend.data[:16*512], data) {
+	if !bytes.Equal(env.backend.bytes(0, 16*512), data) {
 		t.Fatal("backend does not hold the written data")
 	}
 }
@@ -117,20 +117,20 @@ func TestUnsolicitedDataOut(t *testing.T) {
 	if len(r.r2ts) == 0 || r.r2ts[0].BufferOffset() != 8192 {
 		t.Fatalf("first R2T should start after the unsolicited burst: %d R2Ts", len(r.r2ts))
 	}
-	if !bytes.Equal(env.backend.data[200*512:232*512], data) {
+	if !bytes.Equal(env.backend.bytes(200*512, 232*512), data) {
 		t.Fatal("backend does not hold the written data")
 	}
 }
 
 func TestDataInSplitting(t *testing.T) {
 	env := newFTEnv(t, func(c *ServerConfig) { c.MaxBurstLength = 8192; c.FirstBurstLength = 4096 })
-	copy(env.backend.data, ftPattern(64*512, 5))
+	env.backend.fill(0, ftPattern(64*512, 5))
 	in := ftDial(t, env.addr)
 	in.mustLogin(loginOpts{keys: []KV{{"MaxRecvDataSegmentLength", "2048"}, {"MaxBurstLength", "8192"}, {"FirstBurstLength", "4096"}}})
 	in.ready()
 	r := in.exec(cdbRead10(0, 64), true, nil, 64*512)
-	if r.status != scsi.StatusGood || !bytes.Equal(r.data, env.backend.data[:64*512]) {
-		t.Fatalf("status %v, data equal %v", r.status, bytes.Equal(r.data, env.backend.data[:64*512]))
+	if r.status != scsi.StatusGood || !bytes.Equal(r.data, env.backend.bytes(0, 64*512)) {
+		t.Fatalf("status %v, data equal %v", r.status, bytes.Equal(r.data, env.backend.bytes(0, 64*512)))
 	}
 	if len(r.dataIns) != 64*512/2048 {
 		t.Fatalf("%d Data-In PDUs, want %d", len(r.dataIns), 64*512/2048)
