@@ -624,3 +624,104 @@ func TestLoginDefaultWindow(t *testing.T) {
 		t.Fatalf("zero Defaults must mean RFC defaults: %v", k)
 	}
 }
+
+// TestLoginReplaysLibiscsi replays the login requests libiscsi sent to
+// tgt (testdata/README.md) through the login phase.
+func TestLoginReplaysLibiscsi(t *testing.T) {
+	const captured = "iqn.2026-01.io.hatgt:capture"
+	streams := capturedStreams(t)
+	requests := func(name string) []*PDU {
+		pdus, _ := splitPDUs(t, name, streams[name])
+		var out []*PDU
+		for _, p := range pdus {
+			if p.Opcode() == OpLoginReq {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	newEnv := func(chap *CHAPConfig) *fakeLoginEnv {
+		env := newFakeLoginEnv()
+		env.targets[captured] = &LoginTarget{Name: captured, PortalGroupTag: 1, CHAP: chap}
+		return env
+	}
+	// Every offered key except the declarations gets exactly one answer.
+	checkAnswered := func(t *testing.T, req, resp *PDU) {
+		t.Helper()
+		offered, err := ParseText(req.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answers := respKeys(t, resp)
+		for _, kv := range offered {
+			switch kv.Key {
+			case "InitiatorName", "TargetName", "SessionType", "MaxRecvDataSegmentLength":
+				continue
+			}
+			if v, ok := answers[kv.Key]; !ok || v == valNotUnderstood || v == valReject {
+				t.Errorf("%s=%s answered %q", kv.Key, kv.Value, v)
+			}
+		}
+	}
+
+	t.Run("discovery", func(t *testing.T) {
+		reqs := requests("libiscsi-discovery.i2t")
+		l := newLoginPhase(newEnv(nil))
+		resp, done, err := l.handle(reqs[0])
+		if err != nil || !done {
+			t.Fatalf("done %v err %v", done, err)
+		}
+		checkAnswered(t, reqs[0], resp)
+		r := l.result()
+		if r.SessionType != SessionDiscovery || r.Conn.InitiatorMaxRecvDataSegmentLength != 262144 {
+			t.Fatalf("result %+v", r)
+		}
+	})
+	t.Run("normal", func(t *testing.T) {
+		reqs := requests("libiscsi-normal.i2t")
+		l := newLoginPhase(newEnv(nil))
+		resp, done, err := l.handle(reqs[0])
+		if err != nil || !done {
+			t.Fatalf("done %v err %v", done, err)
+		}
+		checkAnswered(t, reqs[0], resp)
+		k := respKeys(t, resp)
+		if k["TargetPortalGroupTag"] != "1" || k["HeaderDigest"] != "None" || k["InitialR2T"] != "No" {
+			t.Fatalf("answers %v", k)
+		}
+		if r := l.result(); r.Target.Name != captured || r.Session.FirstBurstLength != 262144 || r.Session.InitialR2T {
+			t.Fatalf("result %+v", r)
+		}
+	})
+	t.Run("chap", func(t *testing.T) {
+		reqs := requests("libiscsi-chap.i2t")
+		if len(reqs) != 4 {
+			t.Fatalf("%d login requests", len(reqs))
+		}
+		l := newLoginPhase(newEnv(&CHAPConfig{User: "alice", Secret: "s3cret-initiator-pw"}))
+		l.rand = &seqReader{}
+		resp, _, err := l.handle(reqs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := respKeys(t, resp); k["AuthMethod"] != "CHAP" || k["TargetPortalGroupTag"] != "1" {
+			t.Fatalf("answers %v", k)
+		}
+		if tr, _, _, _ := respFlags(resp); tr {
+			t.Fatal("transit before CHAP")
+		}
+		resp, _, err = l.handle(reqs[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := respKeys(t, resp); k["CHAP_A"] != "5" || k["CHAP_I"] != "0" || len(k["CHAP_C"]) != 2+32 {
+			t.Fatalf("answers %v", k)
+		}
+		// The captured response answers tgt's challenge, not ours.
+		_, _, err = l.handle(reqs[2])
+		var le *LoginError
+		if !errors.As(err, &le) || le.Status != LoginAuthFailed {
+			t.Fatalf("replayed CHAP response: %v", err)
+		}
+	})
+}
