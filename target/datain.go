@@ -38,9 +38,18 @@ func (t *task) sendResult(resp *scsi.Response) {
 			resFlags = flagUnderflow
 		}
 	case t.write:
-		if t.got < t.edtl {
-			residual = t.edtl - t.got
-			resFlags = flagUnderflow
+		want, known := t.got, false
+		if sz, ok := t.sess.tgt.dev.(dataOutSizer); ok {
+			want, known = sz.DataOutLength(t.lun, t.cdb)
+		}
+		if !known {
+			want = t.got
+		}
+		switch {
+		case want > t.edtl:
+			residual, resFlags = want-t.edtl, flagOverflow
+		case want < t.edtl:
+			residual, resFlags = t.edtl-want, flagUnderflow
 		}
 	}
 

@@ -72,6 +72,15 @@ type device interface {
 	LUNs() []uint64
 }
 
+// dataOutSizer is an optional device capability: the number of Data-Out
+// bytes the command in cdb transfers on lun (its SCSI-presented data
+// transfer length), so that the transport can report write residuals
+// against the Expected Data Transfer Length (RFC 7143 section 11.4.5.1)
+// without decoding CDBs itself. ok is false when the device cannot tell.
+type dataOutSizer interface {
+	DataOutLength(lun uint64, cdb []byte) (n uint32, ok bool)
+}
+
 func senseOf(key scsi.SenseKey, asc scsi.ASC) []byte { return scsi.NewSense(key, asc).Fixed() }
 
 var (

@@ -214,3 +214,37 @@ func TestBidirectionalCommandRefused(t *testing.T) {
 	}
 	in.ready() // the connection still works
 }
+
+// sizedDevice adds the optional DataOutLength capability to a device, the
+// way the scsi package is expected to offer it.
+type sizedDevice struct {
+	*scsi.Device
+}
+
+func (d sizedDevice) DataOutLength(lun uint64, cdb []byte) (uint32, bool) {
+	if len(cdb) >= 10 && cdb[0] == 0x2a { // WRITE(10) of 512-byte blocks
+		return (uint32(cdb[7])<<8 | uint32(cdb[8])) * 512, true
+	}
+	return 0, false
+}
+
+func TestWriteResidualsFromDevice(t *testing.T) {
+	env := newFTEnv(t, nil)
+	const name = ftIQN + "-sized"
+	if err := env.srv.addTarget(TargetConfig{Name: name, Device: env.dev}, sizedDevice{env.dev}); err != nil {
+		t.Fatal(err)
+	}
+	in := ftDial(t, env.addr)
+	in.mustLogin(loginOpts{target: name})
+	in.ready()
+	// One block written, two expected: underflow of one block.
+	r := in.exec(cdbWrite10(0, 1), false, ftPattern(1024, 1), 1024)
+	if r.status != scsi.StatusGood || r.flags != flagUnderflow || r.residual != 512 {
+		t.Fatalf("underflow: status %v flags %#x residual %d", r.status, r.flags, r.residual)
+	}
+	// One block written, 200 bytes expected: overflow of 312 bytes.
+	r = in.exec(cdbWrite10(0, 1), false, ftPattern(200, 1), 200)
+	if r.flags != flagOverflow || r.residual != 312 {
+		t.Fatalf("overflow: status %v flags %#x residual %d", r.status, r.flags, r.residual)
+	}
+}
