@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 
@@ -142,10 +143,28 @@ func newFile(f *os.File, path string, opts Options, wt wtMethod) (*File, error) 
 		if err := f.Sync(); err != nil {
 			return nil, fmt.Errorf("blockstore: %w", err)
 		}
+		if cur == 0 {
+			// Possibly a new file: make its directory entry durable too.
+			if err := syncDir(filepath.Dir(path)); err != nil {
+				return nil, err
+			}
+		}
 		s.size = opts.Size
 		s.log.Info("blockstore: sized file", "path", path, "from", cur, "to", opts.Size)
 	}
 	return s, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("blockstore: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("blockstore: %w", err)
+	}
+	return nil
 }
 
 // control runs fn with the file descriptor, holding it open against a
