@@ -98,7 +98,11 @@ type LoginResult struct {
 	CID         uint16
 	SessionType SessionType
 	// Target is nil for discovery sessions.
-	Target  *LoginTarget
+	Target *LoginTarget
+	// Session holds the negotiated session-wide parameters. On a
+	// connection that joins an existing session (TSIH != 0) the
+	// leading-only keys were answered Irrelevant and Session holds RFC
+	// defaults: the session's own parameters apply.
 	Session SessionParams
 	Conn    ConnParams
 	// CmdSN is the CmdSN of the login request (the session's next

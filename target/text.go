@@ -13,8 +13,8 @@ type KV struct{ Key, Value string }
 const (
 	// MaxKeyLen is the longest key name: 63 bytes.
 	MaxKeyLen = 63
-	// MaxValueLen is the longest value of a key unless the key says
-	// otherwise: 255 bytes.
+	// MaxValueLen is the longest simple value unless the key says
+	// otherwise: 255 bytes. In a list value it bounds each element.
 	MaxValueLen = 255
 	// MaxLargeValueLen bounds the encoded large-binary values (CHAP_C,
 	// CHAP_R: up to 1024 bytes, hex encoded with a "0x" prefix) and the
@@ -39,6 +39,26 @@ func maxValueLen(key string) int {
 		return MaxLargeValueLen
 	}
 	return MaxValueLen
+}
+
+// checkValueLen applies the value length limits of RFC 7143 section 6.1:
+// a simple value, and each element of a list value, is at most 255 bytes
+// unless the key allows more; no value exceeds MaxLargeValueLen.
+func checkValueLen(key, value string) error {
+	limit := maxValueLen(key)
+	if len(value) > MaxLargeValueLen {
+		return fmt.Errorf("%w: value of %s is %d bytes, limit %d", ErrMalformedText, key, len(value), MaxLargeValueLen)
+	}
+	for rest := value; ; {
+		elem, tail, more := strings.Cut(rest, ",")
+		if len(elem) > limit {
+			return fmt.Errorf("%w: value of %s has a %d-byte element, limit %d", ErrMalformedText, key, len(elem), limit)
+		}
+		if !more {
+			return nil
+		}
+		rest = tail
+	}
 }
 
 // validKeyName reports whether k is a well-formed key name: 1 to 63 bytes
@@ -109,8 +129,8 @@ func parseTextList(data []byte) ([]KV, error) {
 		if !validKeyName(key) {
 			return nil, fmt.Errorf("%w: invalid key name %q", ErrMalformedText, truncate(key, MaxKeyLen+1))
 		}
-		if len(value) > maxValueLen(key) {
-			return nil, fmt.Errorf("%w: value of %s is %d bytes, limit %d", ErrMalformedText, key, len(value), maxValueLen(key))
+		if err := checkValueLen(key, value); err != nil {
+			return nil, err
 		}
 		kvs = append(kvs, KV{Key: key, Value: value})
 	}
