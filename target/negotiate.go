@@ -34,17 +34,17 @@ const (
 type negKind uint8
 
 const (
-	negBoolAnd    negKind = iota // Yes/No, result AND
-	negBoolOr                    // Yes/No, result OR
-	negNumMin                    // number, result minimum
-	negNumMax                    // number, result maximum
-	negDigest                    // list of CRC32C/None, target picks
-	negDeclNum                   // declarative number (MaxRecvDataSegmentLength)
-	negIrrelevant                // answered Irrelevant (target-only keys, full-feature-only keys)
-	negReject                    // answered Reject (obsolete marker intervals)
-	negNo                        // answered No (obsolete markers, RDMAExtensions)
-	negTaskReporting             // list, target supports RFC3720 only
-	negProtocolLevel             // number 0..31, result minimum with ours
+	negBoolAnd       negKind = iota // Yes/No, result AND
+	negBoolOr                       // Yes/No, result OR
+	negNumMin                       // number, result minimum
+	negNumMax                       // number, result maximum
+	negDigest                       // list of CRC32C/None, target picks
+	negDeclNum                      // declarative number (MaxRecvDataSegmentLength)
+	negIrrelevant                   // answered Irrelevant (target-only keys, full-feature-only keys)
+	negReject                       // answered Reject (obsolete marker intervals)
+	negNo                           // answered No (obsolete markers, RDMAExtensions)
+	negTaskReporting                // list, target supports RFC3720 only
+	negProtocolLevel                // number 0..31, result minimum with ours
 )
 
 // negKey describes one operational key.

@@ -8,11 +8,11 @@ import (
 // testTargetLimits are the target's values in the negotiation tables.
 func testTargetLimits() (SessionParams, ConnParams) {
 	return SessionParams{
-			MaxConnections: 8, InitialR2T: false, ImmediateData: true,
-			MaxBurstLength: 1 << 20, FirstBurstLength: 1 << 17,
-			DefaultTime2Wait: 5, DefaultTime2Retain: 30, MaxOutstandingR2T: 4,
-			DataPDUInOrder: false, DataSequenceInOrder: false, ErrorRecoveryLevel: 2,
-		}, ConnParams{HeaderDigest: true, DataDigest: false, TargetMaxRecvDataSegmentLength: 65536}
+		MaxConnections: 8, InitialR2T: false, ImmediateData: true,
+		MaxBurstLength: 1 << 20, FirstBurstLength: 1 << 17,
+		DefaultTime2Wait: 5, DefaultTime2Retain: 30, MaxOutstandingR2T: 4,
+		DataPDUInOrder: false, DataSequenceInOrder: false, ErrorRecoveryLevel: 2,
+	}, ConnParams{HeaderDigest: true, DataDigest: false, TargetMaxRecvDataSegmentLength: 65536}
 }
 
 func TestNegotiateKeys(t *testing.T) {
