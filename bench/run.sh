@@ -237,6 +237,7 @@ rows=(
 )
 
 mkdir -p "$work/samples"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 failed=0
 for ((round = 1; round <= ROUNDS; round++)); do
 	if ((round % 2)); then order=(hatgt tgt); else order=(tgt hatgt); fi
@@ -275,7 +276,7 @@ num() {
 
 table() {
 	echo "hatgt vs tgt: medians of $ROUNDS rounds, $(date -u '+%Y-%m-%d %H:%M UTC')"
-	echo "host: $(nproc) CPUs, Linux $(uname -r), $(df -hT "$work" | awk 'NR == 2 {print $2 " on " $1}')"
+	echo "host: $(nproc) CPUs, Linux $(uname -r), $(df -hT "$work" | awk 'NR == 2 {print $2 " on " $1}'), load average $load_start at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
 	echo "hatgt $(git -C "$repo" rev-parse --short HEAD 2>/dev/null)$(git -C "$repo" diff --quiet HEAD 2>/dev/null || echo '+dirty') --dev (fileio wb); $(tgtd -V 2>&1 | head -1) rdwr"
 	echo "$(qemu-img --version | head -1); $(iscsi-perf 2>&1 | grep -m1 -o 'iscsi-perf version [0-9.]*')"
 	echo "counts: 4KiB QD1 $COUNT_4K_QD1, 4KiB QD32 $COUNT_4K_QD32, 1MiB $COUNT_1M requests; iscsi-perf $PERF_SECONDS s"
