@@ -1,0 +1,59 @@
+package cluster
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestParseSize(t *testing.T) {
+	good := map[string]uint64{"4096": 4096, "1K": 1024, "10M": 10 << 20, "10MiB": 10 << 20, "2g": 2 << 30, "1TB": 1 << 40, "3P": 3 << 50}
+	for in, want := range good {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+		if back, _ := ParseSize(FormatSize(want)); back != want {
+			t.Errorf("FormatSize(%d) = %q does not parse back", want, FormatSize(want))
+		}
+	}
+	for _, in := range []string{"", "0", "-1", "1.5G", "G", "12X", "99999999999P", "1KK"} {
+		if v, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want error", in, v)
+		}
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"1", "10G", "4KiB", "", "18446744073709551615", "16384P"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := ParseSize(s)
+		if err != nil {
+			return
+		}
+		if v == 0 {
+			t.Fatalf("ParseSize(%q) = 0 without error", s)
+		}
+		if back, err := ParseSize(FormatSize(v)); err != nil || back != v {
+			t.Fatalf("round trip of %d: %d, %v", v, back, err)
+		}
+	})
+}
+
+func TestWriteStatusTable(t *testing.T) {
+	s := Status{Node: "n1", Leader: "n1", Term: 2, Nodes: []NodeStatus{{ID: "n1", RaftRole: "leader", Alive: true, Health: "alive", LastContactMS: 0}},
+		Targets: []TargetStatus{{IQN: iqnA, CHAP: &CHAPStatus{User: "u", Secret: "set"},
+			LUNs: []LUN{{LUN: 3, Size: 1 << 30, SectorSize: 512, IOMode: "wb", Backing: "fileio", Owner: "n1", Placement: []string{"n1", "n2"}, InSync: []string{"n1"}, Epoch: 4}}}}}
+	var b bytes.Buffer
+	if err := WriteStatusTable(&b, s); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"leader n1", "term 2", iqnA, "1GiB", "n1,n2", "leader"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
