@@ -220,6 +220,9 @@ func (p *PDU) EncodedLen(d Digests) int {
 // AppendEncode appends the wire form of p to dst, setting TotalAHSLength and
 // DataSegmentLength from AHS and Data. Digests are little-endian CRC32C as RFC
 // 7143 section 13.1 specifies for the wire (the CRC's natural byte order).
+// The header fields bound what can be encoded: AHS at most 1020 bytes and
+// Data under 16 MiB (the negotiated MaxRecvDataSegmentLength keeps it far
+// below); longer segments are the caller's bug and encode wrong lengths.
 func (p *PDU) AppendEncode(dst []byte, d Digests) []byte {
 	ahsLen := pad4(len(p.AHS))
 	p.BHS[4] = byte(ahsLen / 4)
