@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -277,7 +278,7 @@ func (c *conn) readLoop() {
 func (c *conn) dispatch(p *PDU) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.log.Error("PDU handler panicked; closing connection", "op", p.Opcode(), "panic", r)
+			c.log.Error("PDU handler panicked; closing connection", "op", p.Opcode(), "panic", r, "stack", string(debug.Stack()))
 			c.close()
 		}
 	}()
@@ -327,7 +328,9 @@ func (c *conn) dataDigestError(p *PDU) {
 // outside the window.
 func (c *conn) order(p *PDU, fn func()) bool {
 	if p.Immediate() {
-		fn()
+		if fn != nil {
+			fn()
+		}
 		return true
 	}
 	if !c.sess.seq.submit(p.CmdSN(), fn) {

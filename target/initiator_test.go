@@ -59,6 +59,22 @@ func (m *ftBackend) WriteAt(p []byte, off int64) (int, error) {
 func (m *ftBackend) Flush() error { return nil }
 func (m *ftBackend) Size() int64  { return int64(len(m.data)) }
 
+// newFTDevice returns a SCSI device with one 4 MiB LU 0 in memory.
+func newFTDevice(t testing.TB) (*scsi.Device, *ftBackend) {
+	dev := scsi.NewDevice(scsi.DeviceConfig{Logger: ftLogger()})
+	be := &ftBackend{data: make([]byte, ftBlocks*512)}
+	lu, err := scsi.NewLU(be, scsi.LUConfig{BlockSize: 512, SerialNumber: "test0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.AddLU(0, lu); err != nil {
+		t.Fatal(err)
+	}
+	return dev, be
+}
+
+func newReader(nc net.Conn) *bufio.Reader { return bufio.NewReader(nc) }
+
 // ftEnv is a running Server with one target of one 4 MiB LU.
 type ftEnv struct {
 	srv     *Server
@@ -84,15 +100,7 @@ func newFTEnv(t *testing.T, mod func(*ServerConfig)) *ftEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := scsi.NewDevice(scsi.DeviceConfig{Logger: ftLogger()})
-	be := &ftBackend{data: make([]byte, ftBlocks*512)}
-	lu, err := scsi.NewLU(be, scsi.LUConfig{BlockSize: 512, SerialNumber: "test0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dev.AddLU(0, lu); err != nil {
-		t.Fatal(err)
-	}
+	dev, be := newFTDevice(t)
 	if err := srv.AddTarget(TargetConfig{Name: ftIQN, Device: dev}); err != nil {
 		t.Fatal(err)
 	}
