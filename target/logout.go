@@ -39,6 +39,9 @@ func (c *conn) logout(p *PDU) {
 	switch reason {
 	case logoutCloseSession:
 		ss.quiesce(func(*task) bool { return true })
+		// The I_T nexus ends before the initiator hears so: whatever it
+		// does next (a new login, another path) sees it gone.
+		ss.loseNexus()
 		r.BHS[2] = logoutOK
 		after = func() { ss.terminate("logout") }
 	case logoutCloseConnection:
@@ -51,6 +54,12 @@ func (c *conn) logout(p *PDU) {
 			break
 		}
 		ss.quiesce(func(t *task) bool { return t.conn == target })
+		ss.mu.Lock()
+		last := len(ss.conns) == 1
+		ss.mu.Unlock()
+		if last {
+			ss.loseNexus() // the session ends with this connection
+		}
 		r.BHS[2] = logoutOK
 		if target == c {
 			after = c.close

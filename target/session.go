@@ -22,6 +22,8 @@ type session struct {
 	nexus  *scsi.Nexus
 	seq    *sequencer
 
+	nexusOnce sync.Once
+
 	mu     sync.Mutex
 	conns  map[uint16]*conn
 	tasks  map[uint32]*task // by ITT
@@ -227,12 +229,20 @@ func (ss *session) end(reason string) {
 		delete(s.byTSIH, ss.tsih)
 	}
 	s.mu.Unlock()
-	if ss.tgt != nil {
+	ss.loseNexus()
+	s.log.Debug("session ended", "initiator", ss.key.initiator, "tsih", ss.tsih, "reason", reason)
+}
+
+// loseNexus tells the device, once, that the session's I_T nexus is gone.
+func (ss *session) loseNexus() {
+	ss.nexusOnce.Do(func() {
+		if ss.tgt == nil {
+			return
+		}
 		if nl, ok := ss.tgt.dev.(nexusLoser); ok {
 			nl.NexusLost(ss.nexus)
 		}
-	}
-	s.log.Debug("session ended", "initiator", ss.key.initiator, "tsih", ss.tsih, "reason", reason)
+	})
 }
 
 // waitConns waits (at most d) until every connection has finished.
