@@ -71,7 +71,7 @@ func prInCmd(d *Device, n *Nexus, sa byte, alloc uint16) *Response {
 }
 
 // readKeys returns the generation and keys READ KEYS reports.
-func readKeys(t *testing.T, d *Device, n *Nexus) (uint32, []uint64) {
+func prReadKeys(t *testing.T, d *Device, n *Nexus) (uint32, []uint64) {
 	t.Helper()
 	r := prInCmd(d, n, prinReadKeys, 4096)
 	prGood(t, r)
@@ -90,7 +90,7 @@ func readKeys(t *testing.T, d *Device, n *Nexus) (uint32, []uint64) {
 }
 
 // readReservation returns (reserved, key, type).
-func readReservation(t *testing.T, d *Device, n *Nexus) (bool, uint64, PRType) {
+func prReadReservation(t *testing.T, d *Device, n *Nexus) (bool, uint64, PRType) {
 	t.Helper()
 	r := prInCmd(d, n, prinReadResv, 4096)
 	prGood(t, r)
@@ -108,19 +108,19 @@ func readReservation(t *testing.T, d *Device, n *Nexus) (bool, uint64, PRType) {
 	return false, 0, 0
 }
 
-func read10(d *Device, n *Nexus) *Response {
+func prRead10(d *Device, n *Nexus) *Response {
 	c := make([]byte, 10)
 	c[0], c[5], c[8] = 0x28, 1, 1
 	return run(d, n, c, nil, 512)
 }
 
-func write10(d *Device, n *Nexus) *Response {
+func prWrite10(d *Device, n *Nexus) *Response {
 	c := make([]byte, 10)
 	c[0], c[5], c[8] = 0x2a, 1, 1
 	return run(d, n, c, make([]byte, 512), 0)
 }
 
-func tur(d *Device, n *Nexus) *Response { return run(d, n, make([]byte, 6), nil, 0) }
+func prTUR(d *Device, n *Nexus) *Response { return run(d, n, make([]byte, 6), nil, 0) }
 
 // prSetup returns a device and nexuses with their power-on UAs cleared.
 func prSetup(t *testing.T, cfg LUConfig, nexuses ...*Nexus) (*Device, *LU) {
@@ -135,12 +135,12 @@ func prSetup(t *testing.T, cfg LUConfig, nexuses ...*Nexus) (*Device, *LU) {
 func TestPRRegisterReadKeysUnregister(t *testing.T) {
 	a := testNexus(0)
 	d, _ := prSetup(t, LUConfig{}, a)
-	gen0, keys := readKeys(t, d, a)
+	gen0, keys := prReadKeys(t, d, a)
 	if len(keys) != 0 {
 		t.Fatalf("fresh LU has keys %x", keys)
 	}
 	prGood(t, prOutCmd(d, a, proRegister, 0, 0, 0x1111, 0))
-	gen, keys := readKeys(t, d, a)
+	gen, keys := prReadKeys(t, d, a)
 	if len(keys) != 1 || keys[0] != 0x1111 || gen != gen0+1 {
 		t.Fatalf("after REGISTER: gen %d keys %x", gen, keys)
 	}
@@ -151,19 +151,19 @@ func TestPRRegisterReadKeysUnregister(t *testing.T) {
 	prGood(t, prOutCmd(d, a, proRegister, 0, 0x1111, 0x2222, 0))
 	// REGISTER AND IGNORE EXISTING KEY needs no key.
 	prGood(t, prOutCmd(d, a, proRegisterIgnore, 0, 0xdead, 0x3333, 0))
-	gen, keys = readKeys(t, d, a)
+	gen, keys = prReadKeys(t, d, a)
 	if len(keys) != 1 || keys[0] != 0x3333 || gen != gen0+3 {
 		t.Fatalf("after key changes: gen %d keys %x", gen, keys)
 	}
 	// Unregister.
 	prGood(t, prOutCmd(d, a, proRegister, 0, 0x3333, 0, 0))
-	gen, keys = readKeys(t, d, a)
+	gen, keys = prReadKeys(t, d, a)
 	if len(keys) != 0 || gen != gen0+4 {
 		t.Fatalf("after unregister: gen %d keys %x", gen, keys)
 	}
 	// An unregistered nexus registering key 0 does nothing.
 	prGood(t, prOutCmd(d, a, proRegister, 0, 0, 0, 0))
-	if g, _ := readKeys(t, d, a); g != gen {
+	if g, _ := prReadKeys(t, d, a); g != gen {
 		t.Fatalf("no-op REGISTER changed the generation %d -> %d", gen, g)
 	}
 	// An unregistered nexus giving a reservation key conflicts.
@@ -199,10 +199,10 @@ func TestPRReserveReleaseEveryType(t *testing.T) {
 	d, _ := prSetup(t, LUConfig{}, a)
 	const k = 0xabc
 	prGood(t, prOutCmd(d, a, proRegister, 0, 0, k, 0))
-	gen, _ := readKeys(t, d, a)
+	gen, _ := prReadKeys(t, d, a)
 	for _, typ := range allPRTypes {
 		prGood(t, prOutCmd(d, a, proReserve, typ, k, 0, 0))
-		ok, key, got := readReservation(t, d, a)
+		ok, key, got := prReadReservation(t, d, a)
 		want := uint64(k)
 		if typ.allRegistrants() {
 			want = 0
@@ -222,12 +222,12 @@ func TestPRReserveReleaseEveryType(t *testing.T) {
 		prSense(t, prOutCmd(d, a, proRelease, other, k, 0, 0), KeyIllegalRequest, ASCInvalidReleaseOfPR)
 		prConflict(t, prOutCmd(d, a, proRelease, typ, k+1, 0, 0))
 		prGood(t, prOutCmd(d, a, proRelease, typ, k, 0, 0))
-		if ok, _, _ := readReservation(t, d, a); ok {
+		if ok, _, _ := prReadReservation(t, d, a); ok {
 			t.Fatalf("type %d: still reserved after RELEASE", typ)
 		}
 	}
 	// RESERVE and RELEASE do not bump the generation.
-	if g, _ := readKeys(t, d, a); g != gen {
+	if g, _ := prReadKeys(t, d, a); g != gen {
 		t.Fatalf("generation %d -> %d across RESERVE/RELEASE", gen, g)
 	}
 	// RELEASE without a reservation is GOOD.
@@ -267,15 +267,15 @@ func TestPRAccess(t *testing.T) {
 		prGood(t, prOutCmd(d, a, proRegisterIgnore, 0, 0, 0xa, 0))
 		prGood(t, prOutCmd(d, b, proRegisterIgnore, 0, 0, 0xb, 0))
 		prGood(t, prOutCmd(d, a, proReserve, c.typ, 0xa, 0, 0))
-		prGood(t, read10(d, a))
-		prGood(t, write10(d, a))
-		check(t, read10(d, b), c.regRead)
-		check(t, write10(d, b), c.regWrite)
+		prGood(t, prRead10(d, a))
+		prGood(t, prWrite10(d, a))
+		check(t, prRead10(d, b), c.regRead)
+		check(t, prWrite10(d, b), c.regWrite)
 		prGood(t, prOutCmd(d, b, proRegister, 0, 0xb, 0, 0))
-		check(t, read10(d, b), c.unRead)
-		check(t, write10(d, b), c.unWrite)
+		check(t, prRead10(d, b), c.unRead)
+		check(t, prWrite10(d, b), c.unWrite)
 		// Commands every column of table 69 allows.
-		prGood(t, tur(d, b))
+		prGood(t, prTUR(d, b))
 		prGood(t, run(d, b, []byte{0x12, 0, 0, 0, 36, 0}, nil, 36))
 		prGood(t, prInCmd(d, b, prinReadKeys, 64))
 		// RESERVE(6) from a non-holder conflicts under a PR.
@@ -293,7 +293,7 @@ func TestPROwnership(t *testing.T) {
 		prGood(t, prOutCmd(d, b, proRegisterIgnore, 0, 0, 0xb, 0))
 		prGood(t, prOutCmd(d, a, proReserve, typ, 0xa, 0, 0))
 		prGood(t, prOutCmd(d, a, proRegister, 0, 0xa, 0, 0))
-		ok, _, got := readReservation(t, d, a)
+		ok, _, got := prReadReservation(t, d, a)
 		if typ.allRegistrants() {
 			if !ok || got != typ {
 				t.Fatalf("type %d: reservation lost when one registrant left", typ)
@@ -303,7 +303,7 @@ func TestPROwnership(t *testing.T) {
 			t.Fatalf("type %d: reservation kept after its holder unregistered", typ)
 		}
 		// RO holders leaving tell the remaining registrants.
-		r := tur(d, b)
+		r := prTUR(d, b)
 		if typ == PRWriteExclusiveRegsOnly || typ == PRExclusiveAccessRegsOnly {
 			prSense(t, r, KeyUnitAttention, ASCReservationsReleased)
 		} else {
@@ -315,7 +315,7 @@ func TestPROwnership(t *testing.T) {
 			prGood(t, prOutCmd(d, a, proReserve, typ, 0xa, 0, 0))
 			prGood(t, prOutCmd(d, a, proRegister, 0, 0xa, 0, 0))
 			prGood(t, prOutCmd(d, b, proRegister, 0, 0xb, 0, 0))
-			if ok, _, _ := readReservation(t, d, a); ok {
+			if ok, _, _ := prReadReservation(t, d, a); ok {
 				t.Fatalf("type %d: reservation outlived every registrant", typ)
 			}
 		}
@@ -330,13 +330,13 @@ func TestPRReleaseUnitAttention(t *testing.T) {
 	prGood(t, prOutCmd(d, a, proReserve, PRExclusiveAccessRegsOnly, 0xa, 0, 0))
 	// b is registered and so a holder-like registrant, but only a holds it.
 	prGood(t, prOutCmd(d, b, proRelease, PRExclusiveAccessRegsOnly, 0xb, 0, 0))
-	if ok, _, _ := readReservation(t, d, a); !ok {
+	if ok, _, _ := prReadReservation(t, d, a); !ok {
 		t.Fatal("RELEASE from a non-holder released the reservation")
 	}
 	prGood(t, prOutCmd(d, a, proRelease, PRExclusiveAccessRegsOnly, 0xa, 0, 0))
-	prSense(t, tur(d, b), KeyUnitAttention, ASCReservationsReleased)
-	prGood(t, tur(d, a)) // not the releasing nexus
-	prGood(t, tur(d, c)) // not registered
+	prSense(t, prTUR(d, b), KeyUnitAttention, ASCReservationsReleased)
+	prGood(t, prTUR(d, a)) // not the releasing nexus
+	prGood(t, prTUR(d, c)) // not registered
 }
 
 func TestPRClear(t *testing.T) {
@@ -345,20 +345,20 @@ func TestPRClear(t *testing.T) {
 	prGood(t, prOutCmd(d, a, proRegisterIgnore, 0, 0, 0xa, 0))
 	prGood(t, prOutCmd(d, b, proRegisterIgnore, 0, 0, 0xb, 0))
 	prGood(t, prOutCmd(d, a, proReserve, PRExclusiveAccess, 0xa, 0, 0))
-	gen, _ := readKeys(t, d, a)
+	gen, _ := prReadKeys(t, d, a)
 	prConflict(t, prOutCmd(d, c, proClear, 0, 0xc, 0, 0)) // not registered
 	prConflict(t, prOutCmd(d, b, proClear, 0, 0xa, 0, 0)) // wrong key
 	prGood(t, prOutCmd(d, b, proClear, 0, 0xb, 0, 0))
-	g, keys := readKeys(t, d, c)
+	g, keys := prReadKeys(t, d, c)
 	if len(keys) != 0 || g != gen+1 {
 		t.Fatalf("after CLEAR: gen %d (was %d) keys %x", g, gen, keys)
 	}
-	if ok, _, _ := readReservation(t, d, c); ok {
+	if ok, _, _ := prReadReservation(t, d, c); ok {
 		t.Fatal("reservation survived CLEAR")
 	}
-	prSense(t, tur(d, a), KeyUnitAttention, ASCReservationsPreempted)
-	prGood(t, tur(d, b))
-	prGood(t, tur(d, c))
+	prSense(t, prTUR(d, a), KeyUnitAttention, ASCReservationsPreempted)
+	prGood(t, prTUR(d, b))
+	prGood(t, prTUR(d, c))
 }
 
 // TestPRPreemptRegistration is libiscsi's prout_preempt_rm_reg: no
@@ -368,20 +368,20 @@ func TestPRPreemptRegistration(t *testing.T) {
 	d, _ := prSetup(t, LUConfig{}, a, b)
 	prGood(t, prOutCmd(d, a, proRegisterIgnore, 0, 0, 0xa, 0))
 	prGood(t, prOutCmd(d, b, proRegisterIgnore, 0, 0, 0xb, 0))
-	gen, _ := readKeys(t, d, a)
+	gen, _ := prReadKeys(t, d, a)
 	// Preempting a key nobody has conflicts; key 0 is invalid.
 	prConflict(t, prOutCmd(d, b, proPreempt, PRExclusiveAccess, 0xb, 0x77, 0))
 	prSense(t, prOutCmd(d, b, proPreempt, PRExclusiveAccess, 0xb, 0, 0), KeyIllegalRequest, ASCInvalidFieldInParam)
 	prGood(t, prOutCmd(d, b, proPreempt, PRExclusiveAccess, 0xb, 0xa, 0))
-	g, keys := readKeys(t, d, b)
+	g, keys := prReadKeys(t, d, b)
 	if len(keys) != 1 || keys[0] != 0xb || g != gen+1 {
 		t.Fatalf("after PREEMPT: gen %d (was %d) keys %x", g, gen, keys)
 	}
-	if ok, _, _ := readReservation(t, d, b); ok {
+	if ok, _, _ := prReadReservation(t, d, b); ok {
 		t.Fatal("PREEMPT without a reservation created one")
 	}
-	prSense(t, tur(d, a), KeyUnitAttention, ASCRegistrationsPreempted)
-	prGood(t, tur(d, b))
+	prSense(t, prTUR(d, a), KeyUnitAttention, ASCRegistrationsPreempted)
+	prGood(t, prTUR(d, b))
 }
 
 func TestPRPreemptHolder(t *testing.T) {
@@ -391,23 +391,23 @@ func TestPRPreemptHolder(t *testing.T) {
 	prGood(t, prOutCmd(d, b, proRegisterIgnore, 0, 0, 0xb, 0))
 	prGood(t, prOutCmd(d, c, proRegisterIgnore, 0, 0, 0xc, 0))
 	prGood(t, prOutCmd(d, a, proReserve, PRWriteExclusive, 0xa, 0, 0))
-	prConflict(t, write10(d, b))
+	prConflict(t, prWrite10(d, b))
 	// b takes the reservation over with another type.
 	prGood(t, prOutCmd(d, b, proPreempt, PRExclusiveAccessRegsOnly, 0xb, 0xa, 0))
-	ok, key, typ := readReservation(t, d, b)
+	ok, key, typ := prReadReservation(t, d, b)
 	if !ok || key != 0xb || typ != PRExclusiveAccessRegsOnly {
 		t.Fatalf("after PREEMPT: reserved %v key %x type %d", ok, key, typ)
 	}
-	_, keys := readKeys(t, d, b)
+	_, keys := prReadKeys(t, d, b)
 	if len(keys) != 2 {
 		t.Fatalf("keys after PREEMPT %x", keys)
 	}
-	prSense(t, tur(d, a), KeyUnitAttention, ASCRegistrationsPreempted)
+	prSense(t, prTUR(d, a), KeyUnitAttention, ASCRegistrationsPreempted)
 	// c kept its registration but lost the old reservation type.
-	prSense(t, tur(d, c), KeyUnitAttention, ASCReservationsReleased)
-	prGood(t, write10(d, b))
-	prGood(t, write10(d, c)) // registrant under EA-RO
-	prConflict(t, read10(d, a))
+	prSense(t, prTUR(d, c), KeyUnitAttention, ASCReservationsReleased)
+	prGood(t, prWrite10(d, b))
+	prGood(t, prWrite10(d, c)) // registrant under EA-RO
+	prConflict(t, prRead10(d, a))
 }
 
 func TestPRPreemptAllRegistrants(t *testing.T) {
@@ -419,30 +419,30 @@ func TestPRPreemptAllRegistrants(t *testing.T) {
 	prGood(t, prOutCmd(d, a, proReserve, PRExclusiveAccessAllRegistrants, 0xa, 0, 0))
 	// A non-zero key only removes that registration; the AR reservation stays.
 	prGood(t, prOutCmd(d, b, proPreempt, PRExclusiveAccessAllRegistrants, 0xb, 0xc, 0))
-	if ok, _, typ := readReservation(t, d, a); !ok || typ != PRExclusiveAccessAllRegistrants {
+	if ok, _, typ := prReadReservation(t, d, a); !ok || typ != PRExclusiveAccessAllRegistrants {
 		t.Fatal("AR reservation lost")
 	}
 	// Key 0 removes every other registration and makes b the only holder.
 	prGood(t, prOutCmd(d, b, proPreempt, PRWriteExclusive, 0xb, 0, 0))
-	ok, key, typ := readReservation(t, d, b)
+	ok, key, typ := prReadReservation(t, d, b)
 	if !ok || key != 0xb || typ != PRWriteExclusive {
 		t.Fatalf("after PREEMPT 0: %v %x %d", ok, key, typ)
 	}
-	if _, keys := readKeys(t, d, b); len(keys) != 1 {
+	if _, keys := prReadKeys(t, d, b); len(keys) != 1 {
 		t.Fatalf("keys %x", keys)
 	}
-	prSense(t, tur(d, a), KeyUnitAttention, ASCRegistrationsPreempted)
+	prSense(t, prTUR(d, a), KeyUnitAttention, ASCRegistrationsPreempted)
 }
 
-// blockingBackend blocks reads while armed, so a test can hold a task in
+// prBlockingBackend blocks reads while armed, so a test can hold a task in
 // execution.
-type blockingBackend struct {
+type prBlockingBackend struct {
 	*memBackend
 	started chan struct{}
 	release chan struct{}
 }
 
-func (b *blockingBackend) ReadAt(p []byte, off int64) (int, error) {
+func (b *prBlockingBackend) ReadAt(p []byte, off int64) (int, error) {
 	if b.started != nil {
 		close(b.started)
 		b.started = nil
@@ -452,7 +452,7 @@ func (b *blockingBackend) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func TestPRPreemptAndAbort(t *testing.T) {
-	bb := &blockingBackend{memBackend: newMemBackend(64 * 512), started: make(chan struct{}), release: make(chan struct{})}
+	bb := &prBlockingBackend{memBackend: newMemBackend(64 * 512), started: make(chan struct{}), release: make(chan struct{})}
 	lu, err := NewLU(bb, LUConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -470,32 +470,32 @@ func TestPRPreemptAndAbort(t *testing.T) {
 
 	started := bb.started
 	readDone := make(chan *Response)
-	go func() { readDone <- read10(d, a) }()
+	go func() { readDone <- prRead10(d, a) }()
 	<-started // a's READ is executing
 	paDone := make(chan *Response)
 	go func() { paDone <- prOutCmd(d, b, proPreemptAbort, PRExclusiveAccess, 0xb, 0xa, 0) }()
 	// The abort waits for a's task to end; let the read finish once it is
 	// marked aborted.
-	for !taskMarkedAborted(lu) {
+	for !prTaskAborted(lu) {
 		select {
 		case r := <-paDone:
 			t.Fatalf("PREEMPT AND ABORT ended before a's task: %v", r.Status)
 		default:
 		}
-		yield()
+		prYield()
 	}
 	close(bb.release)
 	if r := <-readDone; r.Status != StatusTaskAborted {
 		t.Fatalf("a's READ ended with %v, want TASK ABORTED", r.Status)
 	}
 	prGood(t, <-paDone)
-	ok, key, _ := readReservation(t, d, b)
+	ok, key, _ := prReadReservation(t, d, b)
 	if !ok || key != 0xb {
 		t.Fatalf("after PREEMPT AND ABORT: %v %x", ok, key)
 	}
 }
 
-func taskMarkedAborted(lu *LU) bool {
+func prTaskAborted(lu *LU) bool {
 	lu.tasks.mu.Lock()
 	defer lu.tasks.mu.Unlock()
 	for _, e := range lu.tasks.active {
@@ -507,7 +507,7 @@ func taskMarkedAborted(lu *LU) bool {
 }
 
 // iscsiTID builds an iSCSI TransportID: format 01b when isid != "".
-func iscsiTID(name, isid string) []byte {
+func prTID(name, isid string) []byte {
 	p := PRPort{InitiatorName: name, ISID: isid}
 	return appendTransportID(nil, &p)
 }
@@ -517,7 +517,7 @@ func TestPRRegisterAndMove(t *testing.T) {
 	d, _ := prSetup(t, LUConfig{}, a, b)
 	prGood(t, prOutCmd(d, a, proRegisterIgnore, 0, 0, 0xa, 0))
 	prGood(t, prOutCmd(d, a, proReserve, PRExclusiveAccess, 0xa, 0, 0))
-	prConflict(t, write10(d, b))
+	prConflict(t, prWrite10(d, b))
 
 	move := func(n *Nexus, resKey, saKey uint64, unreg bool, rtpi uint16, tid []byte) *Response {
 		p := make([]byte, 24, 24+len(tid))
@@ -534,35 +534,35 @@ func TestPRRegisterAndMove(t *testing.T) {
 	isid := b.InitiatorPort[len(b.InitiatorPort)-12:]
 	// Only the holder may move; not to itself; key must be non-zero;
 	// the target port must exist.
-	prConflict(t, move(b, 0, 0xb, false, 1, iscsiTID(b.InitiatorName, isid)))
-	prSense(t, move(a, 0xa, 0xb, false, 1, iscsiTID(a.InitiatorName, a.InitiatorPort[len(a.InitiatorPort)-12:])),
+	prConflict(t, move(b, 0, 0xb, false, 1, prTID(b.InitiatorName, isid)))
+	prSense(t, move(a, 0xa, 0xb, false, 1, prTID(a.InitiatorName, a.InitiatorPort[len(a.InitiatorPort)-12:])),
 		KeyIllegalRequest, ASCInvalidFieldInParam)
-	prSense(t, move(a, 0xa, 0, false, 1, iscsiTID(b.InitiatorName, isid)), KeyIllegalRequest, ASCInvalidFieldInParam)
-	prSense(t, move(a, 0xa, 0xb, false, 99, iscsiTID(b.InitiatorName, isid)), KeyIllegalRequest, ASCInvalidFieldInParam)
+	prSense(t, move(a, 0xa, 0, false, 1, prTID(b.InitiatorName, isid)), KeyIllegalRequest, ASCInvalidFieldInParam)
+	prSense(t, move(a, 0xa, 0xb, false, 99, prTID(b.InitiatorName, isid)), KeyIllegalRequest, ASCInvalidFieldInParam)
 
-	gen, _ := readKeys(t, d, a)
-	prGood(t, move(a, 0xa, 0xb, true, 1, iscsiTID(b.InitiatorName, isid)))
-	g, keys := readKeys(t, d, a)
+	gen, _ := prReadKeys(t, d, a)
+	prGood(t, move(a, 0xa, 0xb, true, 1, prTID(b.InitiatorName, isid)))
+	g, keys := prReadKeys(t, d, a)
 	if len(keys) != 1 || keys[0] != 0xb || g != gen+1 {
 		t.Fatalf("after REGISTER AND MOVE: gen %d keys %x", g, keys)
 	}
-	ok, key, typ := readReservation(t, d, b)
+	ok, key, typ := prReadReservation(t, d, b)
 	if !ok || key != 0xb || typ != PRExclusiveAccess {
 		t.Fatalf("reservation after move: %v %x %d", ok, key, typ)
 	}
-	prGood(t, write10(d, b))
-	prConflict(t, write10(d, a))
+	prGood(t, prWrite10(d, b))
+	prConflict(t, prWrite10(d, a))
 	// An All Registrants reservation cannot be moved.
 	prGood(t, prOutCmd(d, b, proRelease, PRExclusiveAccess, 0xb, 0, 0))
 	prGood(t, prOutCmd(d, b, proReserve, PRWriteExclusiveAllRegistrants, 0xb, 0, 0))
-	prConflict(t, move(b, 0xb, 0xa, false, 1, iscsiTID(a.InitiatorName, "")))
+	prConflict(t, move(b, 0xb, 0xa, false, 1, prTID(a.InitiatorName, "")))
 }
 
 func TestPRSpecIPT(t *testing.T) {
 	a, b, c := testNexus(0), testNexus(1), testNexus(2)
 	d, _ := prSetup(t, LUConfig{}, a, b, c)
 	bISID := b.InitiatorPort[len(b.InitiatorPort)-12:]
-	tids := append(iscsiTID(b.InitiatorName, bISID), iscsiTID(c.InitiatorName, "")...)
+	tids := append(prTID(b.InitiatorName, bISID), prTID(c.InitiatorName, "")...)
 	p := prParams(0, 0x5, flagSpecIPT)
 	p = binary.BigEndian.AppendUint32(p, uint32(len(tids)))
 	p = append(p, tids...)
@@ -574,7 +574,7 @@ func TestPRSpecIPT(t *testing.T) {
 	// SPEC_I_PT is only for REGISTER.
 	prSense(t, run(d, a, prOutCDB(proRegisterIgnore, 0, len(p)), p, 0), KeyIllegalRequest, ASCParameterListLength)
 	prGood(t, run(d, a, prOutCDB(proRegister, 0, len(p)), p, 0))
-	if _, keys := readKeys(t, d, a); len(keys) != 3 {
+	if _, keys := prReadKeys(t, d, a); len(keys) != 3 {
 		t.Fatalf("SPEC_I_PT registered %d keys, want 3", len(keys))
 	}
 	// b and c are registered: they can reserve with the key.
@@ -604,7 +604,7 @@ func TestPRAllTargetPorts(t *testing.T) {
 	// With it, every target port.
 	prGood(t, prOutCmd(d, a1, proRegister, 0, 0, 0x2, flagAllTgPt))
 	prGood(t, prOutCmd(d, a2, proReserve, PRExclusiveAccess, 0x2, 0, 0))
-	prGood(t, write10(d, a1))
+	prGood(t, prWrite10(d, a1))
 	r := prInCmd(d, a1, prinFullStat, 4096)
 	prGood(t, r)
 	if len(r.Data) < 32 || r.Data[8+12] != 0x03 {
@@ -725,27 +725,27 @@ func TestPRAPTPLSurvivesRestart(t *testing.T) {
 	prGood(t, prOutCmd(d, a, proRegister, 0, 0, 0xa, flagAPTPL))
 	prGood(t, prOutCmd(d, b, proRegister, 0, 0, 0xb, flagAPTPL))
 	prGood(t, prOutCmd(d, a, proReserve, PRExclusiveAccess, 0xa, 0, 0))
-	gen, _ := readKeys(t, d, a)
+	gen, _ := prReadKeys(t, d, a)
 
 	d = open() // restart
-	g, keys := readKeys(t, d, a)
+	g, keys := prReadKeys(t, d, a)
 	if len(keys) != 2 || g != gen {
 		t.Fatalf("after restart with APTPL=1: gen %d (was %d) keys %x", g, gen, keys)
 	}
-	if ok, key, typ := readReservation(t, d, a); !ok || key != 0xa || typ != PRExclusiveAccess {
+	if ok, key, typ := prReadReservation(t, d, a); !ok || key != 0xa || typ != PRExclusiveAccess {
 		t.Fatalf("reservation after restart: %v %x %d", ok, key, typ)
 	}
-	prConflict(t, write10(d, b))
+	prConflict(t, prWrite10(d, b))
 	if r := prInCmd(d, a, prinReportCap, 8); r.Data[3]&0x01 == 0 {
 		t.Fatal("PTPL_A not reported")
 	}
 	// The last REGISTER sets APTPL=0: a restart drops everything.
 	prGood(t, prOutCmd(d, b, proRegister, 0, 0xb, 0xbb, 0))
 	d = open()
-	if _, keys := readKeys(t, d, a); len(keys) != 0 {
+	if _, keys := prReadKeys(t, d, a); len(keys) != 0 {
 		t.Fatalf("after restart with APTPL=0: keys %x", keys)
 	}
-	if ok, _, _ := readReservation(t, d, a); ok {
+	if ok, _, _ := prReadReservation(t, d, a); ok {
 		t.Fatal("reservation survived a restart with APTPL=0")
 	}
 }
@@ -754,7 +754,7 @@ func TestFileReservationStoreRejectsGarbage(t *testing.T) {
 	dir := t.TempDir()
 	for _, content := range []string{"", "{", `{"format":2,"state":{}}`, `{"format":1}`, `{"format":1,"state":{},"x":1}`} {
 		path := filepath.Join(dir, "bad.json")
-		if err := writeFileForTest(path, content); err != nil {
+		if err := prWriteFile(path, content); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := NewFileReservationStore(path); err == nil {
@@ -766,7 +766,7 @@ func TestFileReservationStoreRejectsGarbage(t *testing.T) {
 func TestReservationStoreUpdateFailureChangesNothing(t *testing.T) {
 	for name, s := range map[string]ReservationStore{
 		"memory": NewMemoryReservationStore(),
-		"file":   mustFileStore(t),
+		"file":   prFileStore(t),
 	} {
 		if err := s.Update(func(st *PRState) error {
 			st.Registrations = append(st.Registrations, PRRegistration{Key: 1})
@@ -799,7 +799,7 @@ func TestPRStoreErrorIsInternalFailure(t *testing.T) {
 	prSense(t, r, KeyHardwareError, ASCInternalTargetFailure)
 	// A store may choose the sense itself.
 	d, _ = prSetup(t, LUConfig{Reservations: failingStore{err: NewSense(KeyNotReady, ASCLUNotReadyTransition)}}, a)
-	prSense(t, read10(d, a), KeyNotReady, ASCLUNotReadyTransition)
+	prSense(t, prRead10(d, a), KeyNotReady, ASCLUNotReadyTransition)
 }
 
 type failingStore struct{ err error }
@@ -813,9 +813,9 @@ func (f failingStore) Load() (*PRState, error) {
 
 func (f failingStore) Update(func(*PRState) error) error { _, err := f.Load(); return err }
 
-func writeFileForTest(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
+func prWriteFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
 
-func mustFileStore(t *testing.T) *FileReservationStore {
+func prFileStore(t *testing.T) *FileReservationStore {
 	t.Helper()
 	s, err := NewFileReservationStore(filepath.Join(t.TempDir(), "pr.json"))
 	if err != nil {
@@ -825,7 +825,7 @@ func mustFileStore(t *testing.T) *FileReservationStore {
 }
 
 // yield lets other goroutines run while a test polls for a state.
-func yield() {
+func prYield() {
 	runtime.Gosched()
 	time.Sleep(time.Millisecond)
 }
