@@ -111,7 +111,13 @@ func TestCompareAndWriteErrors(t *testing.T) {
 // old+1, retrying on miscompare. Without atomicity two swaps of the same
 // old value both succeed and an increment is lost.
 func TestCompareAndWriteCounter(t *testing.T) {
-	d, _, mb, _ := readyDevice(t, 8, LUConfig{})
+	mb := newMemBackend(8 * 512)
+	lu, err := NewLU(yieldingBackend{mb}, LUConfig{BlockSize: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDevice(DeviceConfig{})
+	d.AddLU(0, lu)
 	const workers, perWorker = 8, 40
 	var wg sync.WaitGroup
 	var failures atomic.Int32
@@ -147,6 +153,18 @@ func TestCompareAndWriteCounter(t *testing.T) {
 	if got := binary.BigEndian.Uint64(mb.bytesAt(3*512, 8)); got != workers*perWorker {
 		t.Fatalf("counter = %d, want %d: increments lost", got, workers*perWorker)
 	}
+}
+
+// yieldingBackend gives other goroutines a chance to run between a read
+// and the write that follows it, widening any race a missing lock leaves.
+type yieldingBackend struct{ *memBackend }
+
+func (y yieldingBackend) ReadAt(p []byte, off int64) (int, error) {
+	n, err := y.memBackend.ReadAt(p, off)
+	for i := 0; i < 3; i++ {
+		runtime.Gosched()
+	}
+	return n, err
 }
 
 func TestORWrite(t *testing.T) {

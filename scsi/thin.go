@@ -31,7 +31,7 @@ func thinCommands() []opInfo {
 const (
 	maxUnmapLBACount        = 0x400000 // blocks per UNMAP descriptor range total
 	maxUnmapDescriptorCount = 256
-	maxWriteSameLength      = 0x400000 // blocks
+	maxWriteSameLength      = 0xffff // blocks (as LIO; WRITE SAME (10) cannot say more)
 	// writeSameNonZero is the WSNZ bit of the Block Limits page: a WRITE
 	// SAME with NUMBER OF LOGICAL BLOCKS 0 is refused.
 	writeSameNonZero = true

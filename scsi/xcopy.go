@@ -101,16 +101,18 @@ func (s *copyState) hold(k copyKey, r *copyResult) {
 	}
 }
 
-// luByDesignator returns the LU of the device whose NAA designator is id,
-// preferring self when several match.
+// luByDesignator returns the LU of the device whose NAA designator (as VPD
+// page 0x83 reports it) is id, preferring self when several match.
 func (d *Device) luByDesignator(self *LU, id []byte) *LU {
-	if self != nil && bytes.Equal(self.cfg.DeviceID[:], id) {
-		return self
+	if self != nil {
+		if own := self.deviceID(); bytes.Equal(own[:], id) {
+			return self
+		}
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	for _, lu := range d.lus {
-		if bytes.Equal(lu.cfg.DeviceID[:], id) {
+		if own := lu.deviceID(); bytes.Equal(own[:], id) {
 			return lu
 		}
 	}

@@ -294,3 +294,15 @@ func TestThirdPartyCopyVPD(t *testing.T) {
 		t.Fatal("no General Copy Operations descriptor")
 	}
 }
+
+// An LU configured with only a serial number is named by the designator
+// VPD page 0x83 derives from it.
+func TestExtendedCopyFindsDerivedDesignator(t *testing.T) {
+	d, lu, mb, n := readyDevice(t, 16, LUConfig{SerialNumber: "sn-xcopy"})
+	mb.WriteAt(fill(512, 'k'), 0)
+	p := xcopyParams(1, 0, [][]byte{identCSCD(lu.deviceID())}, [][]byte{b2bSegment(0, 0, 1, 0, 9)})
+	expectGood(t, run(d, n, xcopyCDB(len(p)), p, 0))
+	if !bytes.Equal(mb.bytesAt(9*512, 512), fill(512, 'k')) {
+		t.Fatal("copy by derived designator did not copy")
+	}
+}
