@@ -43,6 +43,7 @@ func NewAPI(node *Node) *API {
 func (a *API) Handler(local bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", a.status)
+	mux.HandleFunc("GET /v1/ping", a.ping)
 	mux.HandleFunc("GET /v1/targets", a.listTargets)
 	mux.HandleFunc("POST /v1/targets", a.mutate(a.createTarget))
 	mux.HandleFunc("DELETE /v1/targets/{iqn}", a.mutate(a.deleteTarget))
@@ -139,6 +140,15 @@ func decodeBody(r *http.Request, v any) error {
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, a.node.Status())
+}
+
+// PingAnswer is the answer of GET /v1/ping.
+type PingAnswer struct {
+	ID string `json:"id"`
+}
+
+func (a *API) ping(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, PingAnswer{ID: a.node.cfg.NodeID})
 }
 
 func (a *API) listTargets(w http.ResponseWriter, r *http.Request) {

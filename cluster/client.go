@@ -109,6 +109,13 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return s, err
 }
 
+// Ping returns the ID of the node that answers.
+func (c *Client) Ping(ctx context.Context) (string, error) {
+	var p PingAnswer
+	err := c.do(ctx, http.MethodGet, "/v1/ping", nil, &p)
+	return p.ID, err
+}
+
 // CreateTarget creates a target.
 func (c *Client) CreateTarget(ctx context.Context, iqn, alias string) error {
 	return c.do(ctx, http.MethodPost, "/v1/targets", TargetCreate{IQN: iqn, Alias: alias}, nil)

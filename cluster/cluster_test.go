@@ -98,7 +98,7 @@ func TestClusterMajorityLost(t *testing.T) {
 	}
 	cmd, _ := NewCommand(CmdTargetCreate, TargetCreate{IQN: iqnA})
 	_, err := f.Apply(context.Background(), cmd)
-	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), "of 3 voters reachable") {
+	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), "1 of 3 voters reachable") {
 		t.Fatalf("got %v, want ErrNoLeader with voter count", err)
 	}
 }

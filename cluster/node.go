@@ -223,6 +223,10 @@ func (n *Node) gossipAddr() string {
 	return net.JoinHostPort(ln.Addr.String(), fmt.Sprint(ln.Port))
 }
 
+// Done is closed when the node has shut down (Shutdown, or Leave): the
+// serve command exits then.
+func (n *Node) Done() <-chan struct{} { return n.shutdownCh }
+
 // IsLeader reports whether this node is the Raft leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
@@ -260,10 +264,12 @@ func (n *Node) observeLoop(ctx context.Context, ch <-chan raft.Observation) {
 		case <-ctx.Done():
 			return
 		case lead := <-n.notifyCh:
-			n.mu.Lock()
-			clear(n.hbFailed)
-			n.mu.Unlock()
 			if lead {
+				// Fresh heartbeat bookkeeping for this term; after a
+				// step-down the last view is kept for error messages.
+				n.mu.Lock()
+				clear(n.hbFailed)
+				n.mu.Unlock()
 				n.log.Info("became leader")
 				n.kickHealth()
 			}
@@ -295,22 +301,36 @@ func (n *Node) voters() []string {
 	return ids
 }
 
-// reachableVoters counts the voters this node can reach: itself, plus those
-// memberlist sees alive, minus (on the leader) those missing heartbeats.
+// reachableVoters counts the voters this node can reach now: itself, plus
+// each voter that memberlist does not see dead, that (on the leader) is not
+// missing heartbeats, and whose API answers a probe within a second.
 func (n *Node) reachableVoters() (reach, total int) {
 	vs := n.voters()
-	alive := n.gossipAlive()
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	st := n.fsm.State()
+	health := n.gossipHealth()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	results := make(chan bool, len(vs))
 	for _, id := range vs {
 		if id == n.cfg.NodeID {
-			reach++
+			results <- true
 			continue
 		}
-		if _, failed := n.hbFailed[id]; failed {
+		n.mu.Lock()
+		_, failed := n.hbFailed[id]
+		n.mu.Unlock()
+		ni, known := st.Nodes[id]
+		if failed || (health[id] != "" && health[id] != HealthAlive) || !known || ni.APIAddr == "" {
+			results <- false
 			continue
 		}
-		if alive[id] {
+		go func(id, addr string) {
+			got, err := NewClient(addr, "", n.hc).Ping(ctx)
+			results <- err == nil && got == id
+		}(id, ni.APIAddr)
+	}
+	for range vs {
+		if <-results {
 			reach++
 		}
 	}

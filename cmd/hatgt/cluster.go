@@ -1,8 +1,384 @@
 package main
 
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hatgt/hatgt/cluster"
+)
+
+// defaultAPIAddr is the admin API address when HATGT_ADDR is not set.
+const defaultAPIAddr = "127.0.0.1:3270"
+
+const clusterUsage = `Cluster commands talk to a node's admin API: HATGT_ADDR (host:port, or
+unix:/DATA/hatgt.sock; default 127.0.0.1:3270) picks the node, HATGT_TOKEN
+or --token-file gives the admin token that changes need.
+
+  hatgt status [--json]
+  hatgt target create IQN [--alias A] | delete IQN | list
+  hatgt lun create IQN --lun N --size SIZE [--sector 512|4096] [--io-mode wb|wt|ro]
+                       [--type fileio|blockio] [--path P] [--replicas N]
+  hatgt lun delete IQN --lun N | list [IQN]
+  hatgt acl add IQN INITIATOR | remove IQN INITIATOR | list IQN
+  hatgt chap set IQN --user U [--secret-file F] [--mutual-user U --mutual-secret-file F]
+                 (without --secret-file the secret is read from standard input)
+  hatgt chap clear IQN
+  hatgt join PEER-API-ADDR     make the node join the cluster of PEER
+  hatgt leave                  make the node leave its cluster and stop
+  hatgt node remove ID         remove a dead node from the cluster
+
+Common flags: --addr ADDR (overrides HATGT_ADDR), --token-file FILE,
+--timeout DURATION (default 30s).
+`
+
 // clusterCommand runs a cluster management subcommand (join, leave,
-// status, node, target, lun, acl, chap, dev). handled is false when name is
-// not one of them.
+// status, node, target, lun, acl, chap). handled is false when name is not
+// one of them.
 func clusterCommand(name string, args []string) (handled bool, err error) {
-	return false, nil
+	switch name {
+	case "status", "target", "lun", "acl", "chap", "join", "leave", "node":
+	default:
+		return false, nil
+	}
+	return true, runClusterCommand(name, args, os.Stdin, os.Stdout, os.Getenv)
+}
+
+// clusterCLI is one invocation's connection settings and output.
+type clusterCLI struct {
+	addr      string
+	tokenFile string
+	timeout   time.Duration
+	getenv    func(string) string
+	stdin     io.Reader
+	out       io.Writer
+}
+
+func runClusterCommand(name string, args []string, stdin io.Reader, stdout io.Writer, getenv func(string) string) error {
+	c := &clusterCLI{getenv: getenv, stdin: stdin, out: stdout}
+	sub := ""
+	switch name {
+	case "target", "lun", "acl", "chap", "node":
+		if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+			if len(args) > 0 && isHelp(args[0]) {
+				fmt.Fprint(stdout, clusterUsage)
+				return nil
+			}
+			return fmt.Errorf("%s: missing subcommand (run \"hatgt help %s\")", name, name)
+		}
+		sub, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("hatgt "+strings.TrimSpace(name+" "+sub), flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.addr, "addr", "", "admin API address (default $HATGT_ADDR or "+defaultAPIAddr+")")
+	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the admin token (default $HATGT_TOKEN)")
+	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long to wait for the cluster")
+	run, err := c.command(fs, name, sub)
+	if err != nil {
+		return err
+	}
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, clusterUsage)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %v", fs.Name(), err)
+	}
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	return run(ctx, cl, pos)
+}
+
+func isHelp(s string) bool { return s == "-h" || s == "-help" || s == "--help" }
+
+// parseInterspersed parses flags that may come after positional arguments
+// ("lun create IQN --lun 0") and returns the positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if rest[0] == "--" {
+			return append(pos, rest[1:]...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func (c *clusterCLI) client() (*cluster.Client, error) {
+	addr := c.addr
+	if addr == "" {
+		addr = c.getenv("HATGT_ADDR")
+	}
+	if addr == "" {
+		addr = defaultAPIAddr
+	}
+	token := c.getenv("HATGT_TOKEN")
+	if c.tokenFile != "" {
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("token file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return nil, fmt.Errorf("token file %s is empty", c.tokenFile)
+		}
+	}
+	return cluster.NewClient(addr, token, nil), nil
+}
+
+type clusterRun func(ctx context.Context, cl *cluster.Client, args []string) error
+
+// command declares the flags of one subcommand on fs and returns its body.
+func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, error) {
+	nargs := func(n int, usage string, f clusterRun) clusterRun {
+		return func(ctx context.Context, cl *cluster.Client, args []string) error {
+			if len(args) != n {
+				return fmt.Errorf("usage: hatgt %s", usage)
+			}
+			return f(ctx, cl, args)
+		}
+	}
+	switch name + " " + sub {
+	case "status ":
+		asJSON := fs.Bool("json", false, "print JSON")
+		return nargs(0, "status [--json]", func(ctx context.Context, cl *cluster.Client, _ []string) error {
+			s, err := cl.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return c.printJSON(s)
+			}
+			return cluster.WriteStatusTable(c.out, s)
+		}), nil
+	case "join ":
+		return nargs(1, "join PEER-API-ADDR", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			return cl.Join(ctx, a[0])
+		}), nil
+	case "leave ":
+		return nargs(0, "leave", func(ctx context.Context, cl *cluster.Client, _ []string) error {
+			return cl.Leave(ctx)
+		}), nil
+	case "node remove":
+		return nargs(1, "node remove ID", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			return cl.RemoveNode(ctx, a[0])
+		}), nil
+	case "target create":
+		alias := fs.String("alias", "", "target alias")
+		return nargs(1, "target create IQN [--alias A]", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			return cl.CreateTarget(ctx, a[0], *alias)
+		}), nil
+	case "target delete":
+		return nargs(1, "target delete IQN", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			return cl.DeleteTarget(ctx, a[0])
+		}), nil
+	case "target list":
+		return nargs(0, "target list", func(ctx context.Context, cl *cluster.Client, _ []string) error {
+			s, err := cl.Status(ctx)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TARGET\tALIAS\tLUNS\tACL\tCHAP")
+			for _, t := range s.Targets {
+				chap := "-"
+				if t.CHAP != nil {
+					chap = t.CHAP.User
+					if t.CHAP.MutualUser != "" {
+						chap += " (mutual)"
+					}
+				}
+				acl := "any"
+				if len(t.ACL) > 0 {
+					acl = strconv.Itoa(len(t.ACL)) + " initiators"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", t.IQN, orDash(t.Alias), len(t.LUNs), acl, chap)
+			}
+			return tw.Flush()
+		}), nil
+	case "lun create":
+		q := cluster.LUNRequest{}
+		lun := fs.Int64("lun", -1, "LUN number")
+		size := fs.String("size", "", "size (bytes, or with K/M/G/T suffix)")
+		sector := fs.Uint("sector", 512, "sector size: 512 or 4096")
+		fs.StringVar(&q.IOMode, "io-mode", "wb", "IO mode: wb, wt or ro")
+		fs.StringVar(&q.Backing, "type", "fileio", "backing type: fileio or blockio")
+		fs.StringVar(&q.Path, "path", "", "backing file or device (default: a file in the data dir)")
+		fs.IntVar(&q.Replicas, "replicas", 1, "number of copies")
+		return nargs(1, "lun create IQN --lun N --size SIZE [...]", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			if *lun < 0 {
+				return errors.New("lun create: --lun N is required")
+			}
+			n, err := cluster.ParseSize(*size)
+			if err != nil {
+				return fmt.Errorf("lun create: --size: %v", err)
+			}
+			if *sector > 1<<16 {
+				return fmt.Errorf("lun create: bad --sector %d", *sector)
+			}
+			q.LUN, q.Size, q.SectorSize = uint64(*lun), n, uint32(*sector)
+			return cl.CreateLUN(ctx, a[0], q)
+		}), nil
+	case "lun delete":
+		lun := fs.Int64("lun", -1, "LUN number")
+		return func(ctx context.Context, cl *cluster.Client, a []string) error {
+			if len(a) == 2 && *lun < 0 { // also "lun delete IQN N"
+				n, err := strconv.ParseInt(a[1], 10, 64)
+				if err != nil {
+					return fmt.Errorf("lun delete: bad LUN number %q", a[1])
+				}
+				*lun, a = n, a[:1]
+			}
+			if len(a) != 1 || *lun < 0 {
+				return errors.New("usage: hatgt lun delete IQN --lun N")
+			}
+			return cl.DeleteLUN(ctx, a[0], uint64(*lun))
+		}, nil
+	case "lun list":
+		return func(ctx context.Context, cl *cluster.Client, a []string) error {
+			if len(a) > 1 {
+				return errors.New("usage: hatgt lun list [IQN]")
+			}
+			s, err := cl.Status(ctx)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TARGET\tLUN\tSIZE\tSECTOR\tIO\tTYPE\tREPLICAS\tOWNER\tPLACEMENT\tIN SYNC\tEPOCH")
+			found := len(a) == 0
+			for _, t := range s.Targets {
+				if len(a) == 1 && t.IQN != a[0] {
+					continue
+				}
+				found = true
+				for _, l := range t.LUNs {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", t.IQN, l.LUN, cluster.FormatSize(l.Size),
+						l.SectorSize, l.IOMode, l.Backing, l.Replicas, orDash(l.Owner), strings.Join(l.Placement, ","),
+						strings.Join(l.InSync, ","), l.Epoch)
+				}
+			}
+			if !found {
+				return fmt.Errorf("no target %s", a[0])
+			}
+			return tw.Flush()
+		}, nil
+	case "acl add":
+		return nargs(2, "acl add IQN INITIATOR", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			return cl.AddACL(ctx, a[0], a[1])
+		}), nil
+	case "acl remove":
+		return nargs(2, "acl remove IQN INITIATOR", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			return cl.RemoveACL(ctx, a[0], a[1])
+		}), nil
+	case "acl list":
+		return nargs(1, "acl list IQN", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			s, err := cl.Status(ctx)
+			if err != nil {
+				return err
+			}
+			for _, t := range s.Targets {
+				if t.IQN == a[0] {
+					if len(t.ACL) == 0 {
+						fmt.Fprintln(c.out, "(empty: any initiator may log in)")
+					}
+					for _, i := range t.ACL {
+						fmt.Fprintln(c.out, i)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("no target %s", a[0])
+		}), nil
+	case "chap set":
+		user := fs.String("user", "", "CHAP user name (the initiator's)")
+		secretFile := fs.String("secret-file", "", "file holding the CHAP secret (default: read standard input)")
+		mutualUser := fs.String("mutual-user", "", "mutual CHAP user name (the target's)")
+		mutualFile := fs.String("mutual-secret-file", "", "file holding the mutual CHAP secret")
+		return nargs(1, "chap set IQN --user U [--secret-file F]", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			if *user == "" {
+				return errors.New("chap set: --user is required")
+			}
+			ch := cluster.CHAP{User: *user, MutualUser: *mutualUser}
+			var err error
+			if *secretFile != "" {
+				ch.Secret, err = readSecretFile(*secretFile)
+			} else {
+				ch.Secret, err = readSecretLine(c.stdin)
+			}
+			if err != nil {
+				return fmt.Errorf("chap set: %w", err)
+			}
+			if *mutualUser != "" {
+				if *mutualFile == "" {
+					return errors.New("chap set: --mutual-user needs --mutual-secret-file")
+				}
+				if ch.MutualSecret, err = readSecretFile(*mutualFile); err != nil {
+					return fmt.Errorf("chap set: %w", err)
+				}
+			}
+			return cl.SetCHAP(ctx, a[0], ch)
+		}), nil
+	case "chap clear":
+		return nargs(1, "chap clear IQN", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			return cl.ClearCHAP(ctx, a[0])
+		}), nil
+	}
+	return nil, fmt.Errorf("unknown command %q (run \"hatgt help %s\")", strings.TrimSpace(name+" "+sub), name)
+}
+
+func (c *clusterCLI) printJSON(v any) error {
+	enc := json.NewEncoder(c.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// readSecretFile reads a secret (its first line) from a file. Errors never
+// include the file's content.
+func readSecretFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("secret file: %w", err)
+	}
+	defer f.Close()
+	return readSecretLine(f)
+}
+
+func readSecretLine(r io.Reader) (string, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read secret: %w", err)
+	}
+	s := strings.TrimRight(line, "\r\n")
+	if s == "" {
+		return "", errors.New("empty secret")
+	}
+	return s, nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
