@@ -33,12 +33,15 @@ var (
 	_ store       = (*BlockDevice)(nil)
 )
 
+// pattern returns n pseudo-random bytes, the same for the same seed.
 func pattern(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
+	var key [32]byte
+	for i := range 4 {
+		key[i*8] = byte(seed >> (8 * i))
+		key[i*8+4] = byte(seed >> (8 * (i + 4)))
 	}
+	b := make([]byte, n)
+	rand.NewChaCha8(key).Read(b)
 	return b
 }
 
