@@ -175,10 +175,7 @@ func (lu *LU) reservationGate(t *task) error {
 	k, id := p.note(taskNexus(t))
 	opc, flags := t.cdb[0], t.op.flags
 
-	p.mu.Lock()
-	holder := p.spc2Holder
-	p.mu.Unlock()
-	if holder != "" && holder != k && flags&opAllowedRR == 0 && !spc2AlwaysAllowed[opc] {
+	if holder := lu.spc2HolderOf(); holder != "" && holder != k && flags&opAllowedRR == 0 && !spc2AlwaysAllowed[opc] {
 		return ErrReservationConflict
 	}
 

@@ -28,6 +28,9 @@ func reserveSPC2(t *task) error {
 		}
 		return ErrReservationConflict
 	}
+	if h := lu.spc2HolderOf(); h != "" && h != k {
+		return ErrReservationConflict
+	}
 	lu.pr.mu.Lock()
 	defer lu.pr.mu.Unlock()
 	if lu.pr.spc2Holder != "" && lu.pr.spc2Holder != k {
@@ -97,4 +100,27 @@ func (lu *LU) nexusLost(k string) {
 		lu.pr.spc2Holder = ""
 	}
 	delete(lu.pr.nexuses, k)
+}
+
+// spc2HolderOf returns the key of the nexus holding the SPC-2 reservation,
+// or "". A holder the LU no longer knows (its unit attention state was
+// dropped by forgetNexus on I_T nexus loss or logout) has lost the
+// reservation (SPC-2 5.5.1), so it is released here too, should the
+// nexus-loss path not have called nexusLost.
+func (lu *LU) spc2HolderOf() string {
+	lu.pr.mu.Lock()
+	defer lu.pr.mu.Unlock()
+	h := lu.pr.spc2Holder
+	if h == "" {
+		return ""
+	}
+	lu.ua.mu.Lock()
+	known := lu.ua.seen[h]
+	lu.ua.mu.Unlock()
+	if !known {
+		lu.pr.spc2Holder = ""
+		delete(lu.pr.nexuses, h)
+		return ""
+	}
+	return h
 }

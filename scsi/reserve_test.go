@@ -94,3 +94,17 @@ func TestSPC2UnderPersistentReservation(t *testing.T) {
 	prGood(t, spc2Release6(d, c))
 	prGood(t, prOutCmd(d, a, proReserve, PRExclusiveAccess, 0xa, 0, 0))
 }
+
+// TestSPC2ReleasedWhenHolderForgotten: the transport's nexus-loss path
+// (Device.NexusLost) drops the holder's nexus; its reservation goes too.
+func TestSPC2ReleasedWhenHolderForgotten(t *testing.T) {
+	a, b := testNexus(0), testNexus(1)
+	d, _ := prSetup(t, LUConfig{}, a, b)
+	prGood(t, spc2Reserve6(d, a))
+	prConflict(t, prWrite10(d, b))
+	d.NexusLost(a)
+	prGood(t, prWrite10(d, b))
+	prGood(t, spc2Reserve6(d, b))
+	clearUA(d, a)
+	prConflict(t, spc2Reserve6(d, a))
+}
