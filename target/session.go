@@ -24,24 +24,26 @@ type session struct {
 
 	nexusOnce sync.Once
 
-	mu     sync.Mutex
-	conns  map[uint16]*conn
-	tasks  map[uint32]*task // by ITT
-	ended  bool
-	endErr string
+	mu      sync.Mutex
+	conns   map[uint16]*conn
+	tasks   map[uint32]*task // by ITT
+	ended   bool
+	endErr  string
+	endDone chan struct{}
 }
 
 func newSession(srv *Server, key sessionKey, tsih uint16, r *LoginResult, tgt *targetEntry) *session {
 	ss := &session{
-		srv:    srv,
-		key:    key,
-		tsih:   tsih,
-		typ:    r.SessionType,
-		tgt:    tgt,
-		params: r.Session,
-		seq:    newSequencer(r.CmdSN, cmp.Or(r.Session.CmdSNWindow, srv.cfg.CmdWindow)),
-		conns:  map[uint16]*conn{},
-		tasks:  map[uint32]*task{},
+		srv:     srv,
+		key:     key,
+		tsih:    tsih,
+		typ:     r.SessionType,
+		tgt:     tgt,
+		params:  r.Session,
+		seq:     newSequencer(r.CmdSN, cmp.Or(r.Session.CmdSNWindow, srv.cfg.CmdWindow)),
+		conns:   map[uint16]*conn{},
+		tasks:   map[uint32]*task{},
+		endDone: make(chan struct{}),
 	}
 	p := &ss.params
 	if p.MaxBurstLength == 0 {
@@ -207,19 +209,24 @@ func (ss *session) terminate(reason string) {
 	ss.end(reason)
 }
 
-// end aborts every task, forgets the session and tells the device the
-// I_T nexus is gone. It runs once.
+// end aborts every task, tells the device the I_T nexus is gone and then
+// forgets the session. It runs once; a concurrent caller waits until the
+// first is done, so that a reinstating login never overlaps the device's
+// nexus-loss handling of the session it replaces (same nexus name).
 func (ss *session) end(reason string) {
 	ss.mu.Lock()
 	if ss.ended {
 		ss.mu.Unlock()
+		<-ss.endDone
 		return
 	}
 	ss.ended = true
 	ss.endErr = reason
 	ss.mu.Unlock()
+	defer close(ss.endDone)
 	ss.abortTasks(func(*task) bool { return true }, nil)
 	ss.seq.reset()
+	ss.loseNexus()
 	s := ss.srv
 	s.mu.Lock()
 	if s.sessions[ss.key] == ss {
@@ -229,7 +236,6 @@ func (ss *session) end(reason string) {
 		delete(s.byTSIH, ss.tsih)
 	}
 	s.mu.Unlock()
-	ss.loseNexus()
 	s.log.Debug("session ended", "initiator", ss.key.initiator, "tsih", ss.tsih, "reason", reason)
 }
 
