@@ -238,6 +238,7 @@ func (c *testCluster) start(id string, bootstrap bool, mod func(*Config)) *testN
 		mod(&cfg)
 	}
 	hc := &http.Client{Timeout: cfg.ApplyTimeout, Transport: &http.Transport{
+		DisableKeepAlives: true, // every request dials, so a partition applies at once
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c.net.mu.Lock()
 			to, ok := c.net.apiNode[addr]
