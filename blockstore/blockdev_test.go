@@ -14,7 +14,7 @@ import (
 // loopDevice backs a loop device with a sparse file of size bytes and
 // returns the device and backing file paths; it skips the test, saying
 // why, when loop devices cannot be set up here.
-func loopDevice(t *testing.T, size int64, sector int) (dev, backing string) {
+func loopDevice(t testing.TB, size int64, sector int) (dev, backing string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to set up a loop device")
@@ -60,7 +60,7 @@ func itoa(n int) string {
 	}
 }
 
-func openTestDevice(t *testing.T, dev string, opts Options) *BlockDevice {
+func openTestDevice(t testing.TB, dev string, opts Options) *BlockDevice {
 	t.Helper()
 	d, err := OpenBlockDevice(dev, opts)
 	if err != nil {
