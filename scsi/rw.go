@@ -109,7 +109,7 @@ func cmdWrite(t *task) error {
 	if err := lu.checkBlockCDB(b); err != nil {
 		return err
 	}
-	data, err := t.dataOut(int(b.blocks << lu.shift))
+	data, err := t.dataOutBlocks(b.blocks)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func cmdWriteVerify(t *task) error {
 	if err := lu.checkBlockCDB(b); err != nil {
 		return err
 	}
-	data, err := t.dataOut(int(b.blocks << lu.shift))
+	data, err := t.dataOutBlocks(b.blocks)
 	if err != nil {
 		return err
 	}

@@ -79,7 +79,7 @@ func TestBlockCommandErrors(t *testing.T) {
 		{"vrprotect", cdb10(opVerify10, 0x40, 0, 1), nil, KeyIllegalRequest, ASCInvalidFieldInCDB},
 		{"too long", cdb16(opRead16, 0, 0, 1<<20), nil, KeyIllegalRequest, ASCInvalidFieldInCDB},
 		{"write beyond end", cdb10(opWrite10, 0, 64, 1), blk, KeyIllegalRequest, ASCLBAOutOfRange},
-		{"write short data", cdb10(opWrite10, 0, 0, 2), blk, KeyIllegalRequest, ASCInvalidFieldInIU},
+		{"write partial block", cdb10(opWrite10, 0, 0, 2), blk[:100], KeyIllegalRequest, ASCInvalidFieldInIU},
 		{"bytchk 2", cdb10(opVerify10, 0x04, 0, 1), blk, KeyIllegalRequest, ASCInvalidFieldInCDB},
 	}
 	for _, tc := range cases {
@@ -92,13 +92,23 @@ func TestBlockCommandErrors(t *testing.T) {
 	wantGood(t, run(d, n, cdb10(opWrite10, 0, 0, 0), nil, 0))
 }
 
-func TestShortWriteWritesNothing(t *testing.T) {
+func TestShortWrite(t *testing.T) {
 	d, _, mb := testDevice(t, 64, LUConfig{})
 	n := testNexus(0)
 	clearUA(d, n)
+	// A partial block fails before anything is written.
 	wantSense(t, run(d, n, cdb10(opWrite10, 0, 0, 1), bytes.Repeat([]byte{'b'}, 200), 0), KeyIllegalRequest, ASCInvalidFieldInIU)
 	if !bytes.Equal(mb.bytesAt(0, 512), make([]byte, 512)) {
 		t.Fatal("a short write changed the medium")
+	}
+	// Whole blocks short of the transfer length: those are written, no more.
+	wantGood(t, run(d, n, cdb10(opWrite10, 0, 0, 2), bytes.Repeat([]byte{'b'}, 512), 0))
+	if mb.bytesAt(0, 512)[511] != 'b' || mb.bytesAt(512, 1)[0] != 0 {
+		t.Fatal("overflowing write wrote the wrong blocks")
+	}
+	wantGood(t, run(d, n, cdb10(opWriteVerify10, 0, 4, 1), nil, 0))
+	if mb.bytesAt(4*512, 512)[0] != 0 {
+		t.Fatal("write with no data changed the medium")
 	}
 	// More data than needed: only the CDB's length is written.
 	wantGood(t, run(d, n, cdb10(opWrite10, 0, 0, 1), bytes.Repeat([]byte{'c'}, 1024), 0))

@@ -28,6 +28,27 @@ func (t *task) dataIn(b []byte, alloc int) {
 	t.data = b
 }
 
+// dataOutBlocks returns the Data-Out for a write of n blocks. When the
+// initiator sent less (its expected transfer length was shorter than the
+// CDB's transfer length: an overflow), only the whole blocks it sent are
+// returned - the command writes those and no more, as FCP-4 and libiscsi's
+// residual tests expect ("process the command normally except that data
+// beyond the expected length shall not be transferred"); a trailing partial
+// block fails the command with INVALID FIELD IN COMMAND INFORMATION UNIT
+// before anything is written.
+func (t *task) dataOutBlocks(n uint64) ([]byte, error) {
+	lu := t.lu
+	need := n << lu.shift
+	have := uint64(len(t.cmd.Data))
+	if have >= need {
+		return t.cmd.Data[:need], nil
+	}
+	if have&(uint64(lu.cfg.BlockSize)-1) != 0 {
+		return nil, NewSense(KeyIllegalRequest, ASCInvalidFieldInIU)
+	}
+	return t.cmd.Data[:have], nil
+}
+
 // dataOut returns the first n bytes of the Data-Out buffer, or INVALID
 // FIELD IN COMMAND INFORMATION UNIT when the initiator sent fewer (its
 // expected transfer length was shorter than the CDB asks for): the command

@@ -71,13 +71,15 @@ func (d *Device) TargetReset(n *Nexus) TMFResponse {
 // NexusLost is called by the transport when the I_T nexus n is gone
 // (session closed or reinstated, I_T NEXUS RESET): its tasks are aborted
 // and its unit attention state forgotten, so a new nexus with the same
-// name starts with POWER ON, RESET. Persistent reservations registrations
-// are kept (SPC-4 5.13).
+// name starts with POWER ON, RESET; an SPC-2 reservation it held is
+// released. Persistent reservations and registrations are kept (SPC-4
+// 5.13).
 func (d *Device) NexusLost(n *Nexus) {
 	k := n.Key()
 	for _, lun := range d.LUNs() {
 		if lu := d.lu(lun); lu != nil {
 			lu.tasks.abort(func(e *tsEntry) bool { return e.key == k })
+			lu.nexusLost(k)
 			lu.forgetNexus(k)
 		}
 	}
@@ -86,8 +88,6 @@ func (d *Device) NexusLost(n *Nexus) {
 // reset is the logical unit reset; by is the nexus that asked for it.
 func (lu *LU) reset(by string) {
 	lu.tasks.abort(func(*tsEntry) bool { return true })
-	if r, ok := any(lu).(interface{ resetReservations() }); ok {
-		r.resetReservations()
-	}
+	lu.resetReservations()
 	lu.addUAAll(by, ASCBusDeviceReset)
 }

@@ -31,6 +31,7 @@ func (t *task) vpdPage(code byte) ([]byte, error) {
 	case 0xb1:
 		body = make([]byte, 0x3c)
 		put16(body, 0x0001) // MEDIUM ROTATION RATE: non-rotating
+		body[3] = 0x40      // WABEREQ 01b: reads after a BLOCK ERASE sanitize succeed
 	case 0xb2:
 		body = make([]byte, 4)
 		if lu.thin() {
