@@ -64,7 +64,7 @@ type prState struct {
 	store ReservationStore
 	ptpl  bool // store keeps APTPL state through a power loss
 
-	mu sync.Mutex
+	mu sync.RWMutex
 	// nexuses maps the key of every I_T nexus seen by the gate or a PR
 	// command to its identity, to deliver unit attentions to the nexuses a
 	// registration covers.
@@ -101,13 +101,16 @@ func taskNexus(t *task) *Nexus {
 // note records n and returns its key and PR identity.
 func (s *prState) note(n *Nexus) (string, prNexusID) {
 	k := n.Key()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
 	id, ok := s.nexuses[k]
-	if !ok {
-		id = prIDOf(n)
-		s.nexuses[k] = id
+	s.mu.RUnlock()
+	if ok {
+		return k, id
 	}
+	id = prIDOf(n)
+	s.mu.Lock()
+	s.nexuses[k] = id
+	s.mu.Unlock()
 	return k, id
 }
 

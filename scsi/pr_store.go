@@ -9,36 +9,35 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 )
 
 // MemoryReservationStore is a ReservationStore that lives in memory: the
 // state is lost when the process ends, whatever APTPL says.
 type MemoryReservationStore struct {
-	mu    sync.Mutex
-	state *PRState // immutable snapshot; replaced on every Update
+	mu    sync.Mutex              // serialises Updates
+	state atomic.Pointer[PRState] // immutable snapshot; replaced on every Update
 }
 
 // NewMemoryReservationStore returns an empty in-memory store.
 func NewMemoryReservationStore() *MemoryReservationStore {
-	return &MemoryReservationStore{state: &PRState{}}
+	m := &MemoryReservationStore{}
+	m.state.Store(&PRState{})
+	return m
 }
 
-// Load returns the current snapshot.
-func (m *MemoryReservationStore) Load() (*PRState, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.state, nil
-}
+// Load returns the current snapshot without locking.
+func (m *MemoryReservationStore) Load() (*PRState, error) { return m.state.Load(), nil }
 
 // Update applies fn to a copy of the state and installs it if fn succeeds.
 func (m *MemoryReservationStore) Update(fn func(*PRState) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	next := m.state.Clone()
+	next := m.state.Load().Clone()
 	if err := fn(next); err != nil {
 		return err
 	}
-	m.state = next
+	m.state.Store(next)
 	return nil
 }
 
@@ -52,8 +51,8 @@ func (m *MemoryReservationStore) Update(fn func(*PRState) error) error {
 type FileReservationStore struct {
 	path string
 
-	mu        sync.Mutex
-	state     *PRState
+	mu        sync.Mutex // serialises Updates
+	state     atomic.Pointer[PRState]
 	persisted bool // the file holds a state with APTPL=1
 }
 
@@ -71,7 +70,8 @@ type prFile struct {
 // NewFileReservationStore opens (or starts) the store kept in path. The
 // directory must exist.
 func NewFileReservationStore(path string) (*FileReservationStore, error) {
-	s := &FileReservationStore{path: path, state: &PRState{}}
+	s := &FileReservationStore{path: path}
+	s.state.Store(&PRState{})
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, nil
@@ -89,7 +89,8 @@ func NewFileReservationStore(path string) (*FileReservationStore, error) {
 		return nil, fmt.Errorf("scsi: reservation store %s: unsupported format %d", path, f.Format)
 	}
 	if f.State.APTPL {
-		s.state, s.persisted = f.State, true
+		s.state.Store(f.State)
+		s.persisted = true
 	}
 	return s, nil
 }
@@ -97,19 +98,15 @@ func NewFileReservationStore(path string) (*FileReservationStore, error) {
 // PersistsThroughPowerLoss reports that APTPL=1 is honoured.
 func (s *FileReservationStore) PersistsThroughPowerLoss() bool { return true }
 
-// Load returns the current snapshot.
-func (s *FileReservationStore) Load() (*PRState, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.state, nil
-}
+// Load returns the current snapshot without locking.
+func (s *FileReservationStore) Load() (*PRState, error) { return s.state.Load(), nil }
 
 // Update applies fn to a copy of the state and installs it if fn succeeds
 // (and, when APTPL is or was set, once the file holds it).
 func (s *FileReservationStore) Update(fn func(*PRState) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	next := s.state.Clone()
+	next := s.state.Load().Clone()
 	if err := fn(next); err != nil {
 		return err
 	}
@@ -119,7 +116,7 @@ func (s *FileReservationStore) Update(fn func(*PRState) error) error {
 		}
 		s.persisted = next.APTPL
 	}
-	s.state = next
+	s.state.Store(next)
 	return nil
 }
 

@@ -243,7 +243,7 @@ func TestPRReserveReleaseEveryType(t *testing.T) {
 // then unregistered.
 func TestPRAccess(t *testing.T) {
 	cases := []struct {
-		typ                              PRType
+		typ                                PRType
 		regRead, regWrite, unRead, unWrite bool
 	}{
 		{PRExclusiveAccess, false, false, false, false},

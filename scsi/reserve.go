@@ -108,9 +108,15 @@ func (lu *LU) nexusLost(k string) {
 // reservation (SPC-2 5.5.1), so it is released here too, should the
 // nexus-loss path not have called nexusLost.
 func (lu *LU) spc2HolderOf() string {
+	lu.pr.mu.RLock()
+	h := lu.pr.spc2Holder
+	lu.pr.mu.RUnlock()
+	if h == "" {
+		return ""
+	}
 	lu.pr.mu.Lock()
 	defer lu.pr.mu.Unlock()
-	h := lu.pr.spc2Holder
+	h = lu.pr.spc2Holder
 	if h == "" {
 		return ""
 	}
