@@ -67,7 +67,9 @@ func (lu *LU) unmapBlocks(lba, n uint64) error {
 }
 
 // writeRepeated writes block (one logical block) to every block of
-// [lba, lba+n), a chunk of up to writeSameChunk bytes per backend call.
+// [lba, lba+n), a chunk of up to writeSameChunk bytes per backend call;
+// without a write cache the whole range is durable (one flush) before it
+// returns.
 func (lu *LU) writeRepeated(block []byte, lba, n uint64) error {
 	bs := uint64(len(block))
 	per := uint64(writeSameChunk) / bs
@@ -83,13 +85,31 @@ func (lu *LU) writeRepeated(block []byte, lba, n uint64) error {
 	}
 	for n > 0 {
 		c := min(n, per)
-		if err := lu.writeBlocks(buf[:c*bs], lba, false); err != nil {
+		if err := lu.writeCached(buf[:c*bs], lba); err != nil {
 			return err
 		}
 		lba += c
 		n -= c
 	}
+	return lu.settle()
+}
+
+// writeCached writes p at lba without making it durable: callers that
+// write a range in many calls end with settle.
+func (lu *LU) writeCached(p []byte, lba uint64) error {
+	if _, err := lu.backend.WriteAt(p, int64(lba<<lu.shift)); err != nil {
+		return lu.backendSense(err, false)
+	}
 	return nil
+}
+
+// settle makes writeCached data durable when the LU has no write cache
+// (write-through), as a single writeBlocks would have.
+func (lu *LU) settle() error {
+	if lu.cfg.WriteCache {
+		return nil
+	}
+	return lu.flush()
 }
 
 // unmapCmd implements UNMAP (SBC-4 5.32).

@@ -306,3 +306,17 @@ func TestGetLBAStatusEdges(t *testing.T) {
 		t.Fatalf("thick LU: %+v", got)
 	}
 }
+
+// A write-through LU makes a WRITE SAME durable before status, with one
+// flush for the whole range rather than one per chunk.
+func TestWriteSameWriteThroughFlushes(t *testing.T) {
+	d, _, mb, n := readyDevice(t, 4096, LUConfig{})
+	before := mb.flushes
+	expectGood(t, run(d, n, ws16CDB(0, 0, 4096), fill(512, 'f'), 0))
+	if got := mb.flushes - before; got != 1 {
+		t.Fatalf("%d flushes, want 1", got)
+	}
+	if !bytes.Equal(mb.bytesAt(4095*512, 512), fill(512, 'f')) {
+		t.Fatal("last block not written")
+	}
+}

@@ -327,14 +327,14 @@ func copyBlocks(src, dst *LU, sl, dl, n uint64) error {
 			return err
 		}
 		unlock := dst.lockRange(dl+off, c)
-		err := dst.writeBlocks(b, dl+off, false)
+		err := dst.writeCached(b, dl+off)
 		unlock()
 		if err != nil {
 			return err
 		}
 		done += c
 	}
-	return nil
+	return dst.settle()
 }
 
 // receiveCopyResults implements RECEIVE COPY RESULTS for LID1 lists.
