@@ -168,12 +168,7 @@ func prOut(t *task) error {
 // PREEMPT AND ABORT, aborts the tasks of the preempted nexuses (SPC-4
 // 5.13.11.4.4; TAS=0, so they end without status).
 func (lu *LU) prApply(e *prEffects, t *task) {
-	lu.pr.mu.Lock()
-	known := make(map[string]prNexusID, len(lu.pr.nexuses))
-	for k, id := range lu.pr.nexuses {
-		known[k] = id
-	}
-	lu.pr.mu.Unlock()
+	known := lu.pr.knownNexuses(lu)
 	for _, u := range e.uas {
 		for k, id := range known {
 			if k == u.except {
@@ -410,4 +405,27 @@ func (lu *LU) prRegisterMove(st *PRState, p *prOutParams, i int, me PRPort) erro
 	st.APTPL = p.aptpl
 	st.Generation++
 	return nil
+}
+
+// knownNexuses returns the I_T nexuses the LU still knows, dropping from
+// the PR registry those whose unit attention state the LU has forgotten
+// (nexus loss), so the registry does not grow with every new session.
+func (s *prState) knownNexuses(lu *LU) map[string]prNexusID {
+	lu.ua.mu.Lock()
+	seen := make(map[string]bool, len(lu.ua.seen))
+	for k := range lu.ua.seen {
+		seen[k] = true
+	}
+	lu.ua.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	known := make(map[string]prNexusID, len(s.nexuses))
+	for k, id := range s.nexuses {
+		if !seen[k] {
+			delete(s.nexuses, k)
+			continue
+		}
+		known[k] = id
+	}
+	return known
 }
