@@ -6,7 +6,8 @@ import (
 )
 
 // The remaining SBC-4 commands: SANITIZE (5.30), READ DEFECT DATA (10/12)
-// (5.19, 5.20) and PRE-FETCH (10/16) (5.10, 5.11).
+// (5.19, 5.20), PRE-FETCH (10/16) (5.10, 5.11), FORMAT UNIT (5.4) and
+// WRITE LONG (10/16) (5.50, 5.51).
 func miscCommands() []opInfo {
 	sanitizeUsage := func(sa byte) []byte {
 		return []byte{0x48, 0xa0 | sa, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x07}
@@ -30,6 +31,15 @@ func miscCommands() []opInfo {
 		{name: "PRE-FETCH(16)", opcode: 0x90, cdbLen: 16,
 			usage: []byte{0x90, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x07},
 			flags: opReadLike, fn: preFetch16},
+		{name: "FORMAT UNIT", opcode: 0x04, cdbLen: 6,
+			usage: []byte{0x04, 0x3f, 0x00, 0x00, 0x00, 0x07},
+			flags: opWrite, fn: formatUnit},
+		{name: "WRITE LONG(10)", opcode: 0x3f, cdbLen: 10,
+			usage: []byte{0x3f, 0xe0, 0xff, 0xff, 0xff, 0xff, 0x00, 0xff, 0xff, 0x07},
+			flags: opWrite, fn: writeLong10},
+		{name: "WRITE LONG(16)", opcode: 0x9f, sa: 0x11, hasSA: true, cdbLen: 16,
+			usage: []byte{0x9f, 0xf1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0xff, 0xff, 0x00, 0x07},
+			flags: opWrite, fn: writeLong16},
 	}
 }
 
@@ -288,4 +298,103 @@ func preFetch(t *task, lba, n uint64) error {
 		}
 	}
 	return &StatusError{Status: StatusConditionMet}
+}
+
+// formatUnit implements FORMAT UNIT as a validated no-op: the LU has no
+// defect management or protection information to set up, and a virtual
+// medium needs no low-level format. Only the defaults are accepted: no
+// protection information, no defect list, no initialization pattern.
+func formatUnit(t *task) error {
+	if err := needCDB(t, 6); err != nil {
+		return err
+	}
+	b1 := t.cdb[1]
+	if b1&0xc0 != 0 { // FMTPINFO
+		return InvalidCDBField(1, 7)
+	}
+	if b1&0x10 == 0 { // FMTDATA=0: no parameter list
+		if b1&0x0f != 0 { // CMPLST / DEFECT LIST FORMAT need FMTDATA
+			return InvalidCDBField(1, 3)
+		}
+		return nil
+	}
+	hlen := 4
+	if b1&0x20 != 0 { // LONGLIST
+		hlen = 8
+	}
+	p, err := t.dataOut(hlen)
+	if err != nil {
+		return err
+	}
+	if p[0]&0x07 != 0 { // PROTECTION FIELD USAGE
+		return InvalidParamField(0, 2)
+	}
+	if p[1]&0x08 != 0 { // IP: initialization patterns not supported
+		return InvalidParamField(1, 3)
+	}
+	var dll uint32
+	if hlen == 8 {
+		if p[3] != 0 { // P_I_INFORMATION / PROTECTION INTERVAL EXPONENT
+			return InvalidParamField(3, -1)
+		}
+		dll = binary.BigEndian.Uint32(p[4:])
+	} else {
+		dll = uint32(binary.BigEndian.Uint16(p[2:]))
+	}
+	if dll != 0 { // no defect list to merge
+		return InvalidParamField(hlen-2, -1)
+	}
+	return nil
+}
+
+func writeLong10(t *task) error {
+	if err := needCDB(t, 10); err != nil {
+		return err
+	}
+	lba := uint64(binary.BigEndian.Uint32(t.cdb[2:]))
+	n := binary.BigEndian.Uint16(t.cdb[7:])
+	return writeLong(t, lba, n, 7)
+}
+
+func writeLong16(t *task) error {
+	if err := needCDB(t, 16); err != nil {
+		return err
+	}
+	lba := binary.BigEndian.Uint64(t.cdb[2:])
+	n := binary.BigEndian.Uint16(t.cdb[12:])
+	return writeLong(t, lba, n, 12)
+}
+
+// writeLong implements WRITE LONG: a logical block has no ECC bytes here,
+// so the long block is the logical block and WRITE LONG writes one block.
+// Marking a block uncorrectable (WR_UNCOR), disabling correction (COR_DIS)
+// and physical-block writes (PBLOCK, with one logical block per physical
+// block) are not supported. A BYTE TRANSFER LENGTH other than the block
+// size is an invalid field whose INFORMATION is the difference (requested
+// minus actual, two's complement).
+func writeLong(t *task, lba uint64, n uint16, nField int) error {
+	switch b1 := t.cdb[1]; {
+	case b1&0x40 != 0:
+		return InvalidCDBField(1, 6)
+	case b1&0x80 != 0:
+		return InvalidCDBField(1, 7)
+	case b1&0x20 != 0:
+		return InvalidCDBField(1, 5)
+	}
+	lu := t.lu
+	if err := lu.checkRange(lba, 1); err != nil {
+		return err
+	}
+	if bs := uint32(lu.cfg.BlockSize); uint32(n) != bs {
+		e := InvalidCDBField(nField, -1)
+		e.Info, e.InfoValid = uint64(uint32(n)-bs), true
+		return e
+	}
+	p, err := t.dataOut(int(n))
+	if err != nil {
+		return err
+	}
+	unlock := lu.lockRange(lba, 1)
+	defer unlock()
+	return lu.writeBlocks(p, lba, false)
 }

@@ -209,3 +209,62 @@ func TestPreFetch(t *testing.T) {
 	}
 	expectSense(t, run(d, n, prefetchCDB(true, false, ^uint64(0), 1), nil, 0), KeyIllegalRequest, ASCLBAOutOfRange)
 }
+
+func TestFormatUnit(t *testing.T) {
+	d, _, mb, n := readyDevice(t, 16, LUConfig{})
+	mb.WriteAt(fill(16*512, 'f'), 0)
+	fu := func(b1 byte) []byte { return []byte{0x04, b1, 0, 0, 0, 0} }
+	expectGood(t, run(d, n, fu(0), nil, 0))
+	expectGood(t, run(d, n, fu(0x10), []byte{0, 0x02, 0, 0}, 0))                                             // short header, IMMED
+	expectGood(t, run(d, n, fu(0x30), []byte{0, 0, 0, 0, 0, 0, 0, 0}, 0))                                    // long header
+	expectSense(t, run(d, n, fu(0x40), nil, 0), KeyIllegalRequest, ASCInvalidFieldInCDB)                     // FMTPINFO
+	expectSense(t, run(d, n, fu(0x08), nil, 0), KeyIllegalRequest, ASCInvalidFieldInCDB)                     // CMPLST without data
+	expectSense(t, run(d, n, fu(0x10), []byte{0, 0x08, 0, 0}, 0), KeyIllegalRequest, ASCInvalidFieldInParam) // IP
+	expectSense(t, run(d, n, fu(0x10), []byte{0, 0, 0, 8}, 0), KeyIllegalRequest, ASCInvalidFieldInParam)    // defect list
+	expectSense(t, run(d, n, fu(0x10), []byte{1, 0, 0, 0}, 0), KeyIllegalRequest, ASCInvalidFieldInParam)    // protection
+	expectSense(t, run(d, n, fu(0x10), []byte{0, 0}, 0), KeyIllegalRequest, ASCInvalidFieldInIU)
+	if !bytes.Equal(mb.bytesAt(0, 16*512), fill(16*512, 'f')) {
+		t.Fatal("FORMAT UNIT changed the medium")
+	}
+}
+
+func writeLongCDB(sixteen bool, flags byte, lba uint64, n uint16) []byte {
+	if sixteen {
+		c := make([]byte, 16)
+		c[0], c[1] = 0x9f, 0x11|flags
+		binary.BigEndian.PutUint64(c[2:], lba)
+		binary.BigEndian.PutUint16(c[12:], n)
+		return c
+	}
+	c := make([]byte, 10)
+	c[0], c[1] = 0x3f, flags
+	binary.BigEndian.PutUint32(c[2:], uint32(lba))
+	binary.BigEndian.PutUint16(c[7:], n)
+	return c
+}
+
+func TestWriteLong(t *testing.T) {
+	for _, sixteen := range []bool{false, true} {
+		d, _, mb, n := readyDevice(t, 16, LUConfig{})
+		expectGood(t, run(d, n, writeLongCDB(sixteen, 0, 5, 512), fill(512, 'L'), 0))
+		if !bytes.Equal(mb.bytesAt(5*512, 512), fill(512, 'L')) {
+			t.Fatalf("16=%v: WRITE LONG did not write the block", sixteen)
+		}
+		for _, flags := range []byte{0x40, 0x80, 0xc0, 0x20} {
+			expectSense(t, run(d, n, writeLongCDB(sixteen, flags, 5, 0), nil, 0), KeyIllegalRequest, ASCInvalidFieldInCDB)
+		}
+		expectSense(t, run(d, n, writeLongCDB(sixteen, 0, 16, 512), fill(512, 1), 0), KeyIllegalRequest, ASCLBAOutOfRange)
+		r := run(d, n, writeLongCDB(sixteen, 0, 5, 520), fill(520, 1), 0)
+		expectSense(t, r, KeyIllegalRequest, ASCInvalidFieldInCDB)
+		if info, ok := senseInfo(r); !ok || info != 8 {
+			t.Fatalf("16=%v: INFORMATION %d valid %v, want 8", sixteen, info, ok)
+		}
+		r = run(d, n, writeLongCDB(sixteen, 0, 5, 510), fill(510, 1), 0)
+		if info, ok := senseInfo(r); !ok || int32(info) != -2 {
+			t.Fatalf("16=%v: INFORMATION %d valid %v, want -2", sixteen, int32(info), ok)
+		}
+		if !bytes.Equal(mb.bytesAt(5*512, 512), fill(512, 'L')) {
+			t.Fatalf("16=%v: a refused WRITE LONG wrote", sixteen)
+		}
+	}
+}
