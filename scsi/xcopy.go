@@ -447,8 +447,8 @@ func (lu *LU) thirdPartyCopyVPD() []byte {
 	add(0x000c, []byte{0, 0})
 	// General Copy Operations (8001h).
 	g := make([]byte, 32)
-	binary.BigEndian.PutUint32(g[0:], 1)  // TOTAL CONCURRENT COPIES
-	binary.BigEndian.PutUint32(g[4:], 1)  // MAXIMUM IDENTIFIED CONCURRENT COPIES
+	binary.BigEndian.PutUint32(g[0:], 1) // TOTAL CONCURRENT COPIES
+	binary.BigEndian.PutUint32(g[4:], 1) // MAXIMUM IDENTIFIED CONCURRENT COPIES
 	binary.BigEndian.PutUint32(g[8:], xcopyMaxSegmentLength)
 	g[12] = 9 // DATA SEGMENT GRANULARITY
 	add(0x8001, g)
