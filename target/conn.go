@@ -69,6 +69,7 @@ type conn struct {
 	statSN uint32 // writer goroutine only
 
 	active   atomic.Int32 // tasks in progress
+	ffp      atomic.Bool  // in full feature phase
 	lastRecv atomic.Int64 // unix nanoseconds of the last PDU read
 	nextTTT  atomic.Uint32
 
@@ -180,6 +181,7 @@ func (c *conn) fullFeature(statSN uint32) {
 	}
 	c.digests = Digests{Header: c.params.HeaderDigest, Data: c.params.DataDigest}
 	go c.writeLoop()
+	c.ffp.Store(true)
 	if c.srv.cfg.NopInInterval > 0 {
 		go c.pingLoop()
 	}

@@ -678,6 +678,20 @@ func TestShutdownWaitsAndCloses(t *testing.T) {
 	in.ready()
 	ctxDone := make(chan error, 1)
 	go func() { ctxDone <- env.srv.Shutdown(t.Context()) }()
+	// The target asks for a logout; the initiator complies.
+	r := in.mustRecv()
+	if r.Opcode() != OpAsyncMsg || r.BHS[36] != 1 {
+		t.Fatalf("got %v event %d, want a logout request", r.Opcode(), r.BHS[36])
+	}
+	p := NewPDU(OpLogoutReq)
+	p.SetImmediate(true)
+	p.SetFlags(0x80 | logoutCloseSession)
+	p.SetITT(in.nextITT())
+	p.SetCmdSN(in.cmdSN)
+	in.send(p)
+	if r := in.mustRecv(); r.Opcode() != OpLogoutResp || r.BHS[2] != logoutOK {
+		t.Fatalf("got %v response %d", r.Opcode(), r.BHS[2])
+	}
 	in.expectClosed()
 	if err := <-ctxDone; err != nil {
 		t.Fatalf("Shutdown: %v", err)

@@ -108,3 +108,17 @@ func (ss *session) quiesce(match func(*task) bool) {
 		}
 	}
 }
+
+// requestLogout sends an Asynchronous Message asking the initiator to log
+// out this connection's session within time2Logout seconds.
+func (c *conn) requestLogout(time2Logout uint32) {
+	p := NewPDU(OpAsyncMsg)
+	p.SetFinal(true)
+	p.SetITT(ReservedTag)
+	p.BHS[36] = 1 // AsyncEvent: target requests logout
+	p.SetU16(42, uint16(max(time2Logout, 1)))
+	select { // never block Shutdown on a stuck connection
+	case c.out <- outPDU{p: p, st: stampStatus}:
+	default:
+	}
+}

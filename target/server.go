@@ -355,15 +355,47 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
-	s.closeAllConns()
 	done := make(chan struct{})
 	go func() { s.connWG.Wait(); close(done) }()
+	// Ask every initiator to log out (RFC 7143 section 11.9.1, AsyncEvent
+	// 1) and give it a moment to do so before closing what is left.
+	if s.requestLogouts() > 0 {
+		grace := time.NewTimer(shutdownLogoutGrace)
+		select {
+		case <-done:
+		case <-grace.C:
+		case <-ctx.Done():
+		}
+		grace.Stop()
+	}
+	s.closeAllConns()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// shutdownLogoutGrace is how long Shutdown waits for initiators to answer
+// its logout request.
+const shutdownLogoutGrace = 2 * time.Second
+
+// requestLogouts sends an Asynchronous Message "target requests logout" on
+// every connection in full feature phase and returns how many it sent.
+func (s *Server) requestLogouts() int {
+	s.mu.Lock()
+	cs := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		if c.ffp.Load() {
+			cs = append(cs, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		c.requestLogout(s.cfg.DefaultTime2Wait)
+	}
+	return len(cs)
 }
 
 // idle reports whether no connection has a command in flight.
