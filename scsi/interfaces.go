@@ -40,6 +40,16 @@ type PowerLossPersister interface {
 	PersistsThroughPowerLoss() bool
 }
 
+// ReservationWatcher is an optional ReservationStore capability for a
+// store shared by several nodes: Watch registers fn, which the store calls
+// (in commit order, never concurrently) with every state committed by an
+// Update on another node, so the LU can deliver that transition's Events
+// (unit attentions, PREEMPT AND ABORT) to its own I_T nexuses. States
+// committed through this store's own Update must not be passed to fn.
+type ReservationWatcher interface {
+	Watch(fn func(*PRState))
+}
+
 // PortGroupState reports the asymmetric logical unit access (ALUA) state
 // of the target port groups serving one LU (SPC-4 5.15). The device
 // server calls AccessState on every command (it must be cheap, safe for

@@ -83,6 +83,9 @@ func (s *prState) init(lu *LU) error {
 		s.ptpl = p.PersistsThroughPowerLoss()
 	}
 	s.nexuses = map[string]prNexusID{}
+	if w, ok := s.store.(ReservationWatcher); ok {
+		w.Watch(lu.reservationsChangedElsewhere)
+	}
 	return nil
 }
 

@@ -116,18 +116,10 @@ func (lu *LU) prOutDecode(t *task) (*prOutParams, error) {
 
 // prEffects collects what a PR OUT transition does outside the store:
 // unit attentions and tasks to abort. It is rebuilt on every run of the
-// Update callback.
+// Update callback and stored in PRState.Events, so that every node of a
+// cluster can deliver them to its own nexuses.
 type prEffects struct {
-	uas   []prUA
-	abort []PRPort
-}
-
-// prUA queues asc for every known nexus covered by ports, except the
-// nexus with key except.
-type prUA struct {
-	ports  []PRPort
-	except string
-	asc    ASC
+	events []PREvent
 }
 
 func (e *prEffects) ua(asc ASC, except string, regs []PRRegistration) {
@@ -138,7 +130,18 @@ func (e *prEffects) ua(asc ASC, except string, regs []PRRegistration) {
 	for i := range regs {
 		ports[i] = regs[i].PRPort
 	}
-	e.uas = append(e.uas, prUA{ports: ports, except: except, asc: asc})
+	e.events = append(e.events, PREvent{UnitAttention: asc, Ports: ports, Except: except})
+}
+
+func (e *prEffects) abort(except string, regs []PRRegistration) {
+	if len(regs) == 0 {
+		return
+	}
+	ports := make([]PRPort, len(regs))
+	for i := range regs {
+		ports[i] = regs[i].PRPort
+	}
+	e.events = append(e.events, PREvent{Abort: true, Ports: ports, Except: except})
 }
 
 // prOut executes PERSISTENT RESERVE OUT (SPC-4 5.13, 6.16).
@@ -155,45 +158,58 @@ func prOut(t *task) error {
 	var eff prEffects
 	err = lu.pr.store.Update(func(st *PRState) error {
 		eff = prEffects{}
-		return lu.prTransition(st, p, key, id, &eff)
+		if err := lu.prTransition(st, p, key, id, &eff); err != nil {
+			return err
+		}
+		st.Events = eff.events
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	lu.prApply(&eff, t)
+	lu.prDeliver(eff.events, t.entry)
 	return nil
 }
 
-// prApply delivers the unit attentions of a committed transition and, for
-// PREEMPT AND ABORT, aborts the tasks of the preempted nexuses (SPC-4
-// 5.13.11.4.4; TAS=0, so they end without status).
-func (lu *LU) prApply(e *prEffects, t *task) {
+// prDeliver carries out the events of a committed transition on this
+// LU's nexuses: unit attentions, and for PREEMPT AND ABORT the abort of
+// the preempted nexuses' tasks (SPC-4 5.13.11.4.4; TAS=0, so they end
+// without status). self is the PR OUT task itself (never aborted), nil
+// for a transition made elsewhere.
+func (lu *LU) prDeliver(events []PREvent, self *tsEntry) {
+	if len(events) == 0 {
+		return
+	}
 	known := lu.pr.knownNexuses(lu)
-	for _, u := range e.uas {
+	victims := map[string]bool{}
+	for _, ev := range events {
 		for k, id := range known {
-			if k == u.except {
+			if k == ev.Except {
 				continue
 			}
-			for i := range u.ports {
-				if u.ports[i].covers(id) {
-					lu.addUA(k, u.asc)
-					break
+			for i := range ev.Ports {
+				if !ev.Ports[i].covers(id) {
+					continue
 				}
-			}
-		}
-	}
-	if len(e.abort) > 0 {
-		victims := map[string]bool{}
-		for k, id := range known {
-			for i := range e.abort {
-				if e.abort[i].covers(id) {
+				if ev.UnitAttention != 0 {
+					lu.addUA(k, ev.UnitAttention)
+				}
+				if ev.Abort {
 					victims[k] = true
 				}
+				break
 			}
 		}
-		self := t.entry
+	}
+	if len(victims) > 0 {
 		lu.tasks.abort(func(x *tsEntry) bool { return x != self && victims[x.key] })
 	}
+}
+
+// reservationsChangedElsewhere delivers the events of a state st that
+// another node committed (the store's ReservationWatcher calls it).
+func (lu *LU) reservationsChangedElsewhere(st *PRState) {
+	lu.prDeliver(st.Events, nil)
 }
 
 // prTransition applies the service action p from the nexus (key, id) to
@@ -321,9 +337,7 @@ func prPreempt(st *PRState, p *prOutParams, key string, me PRPort, eff *prEffect
 	finish := func(removed []PRRegistration) error {
 		eff.ua(ASCRegistrationsPreempted, key, removed)
 		if p.sa == proPreemptAbort {
-			for _, r := range removed {
-				eff.abort = append(eff.abort, r.PRPort)
-			}
+			eff.abort(key, removed)
 		}
 		st.Generation++
 		return nil

@@ -82,6 +82,23 @@ type PRState struct {
 	APTPL         bool             `json:"aptpl,omitempty"`
 	Registrations []PRRegistration `json:"registrations,omitempty"`
 	Reservation   *PRReservation   `json:"reservation,omitempty"`
+	// Events are what the transition that produced this state asks every
+	// node to do for its own I_T nexuses (unit attentions, task aborts);
+	// each transition replaces them. They are part of the state so that a
+	// replicated store carries them to the nodes that did not run the
+	// command (see ReservationWatcher).
+	Events []PREvent `json:"events,omitempty"`
+}
+
+// PREvent is one effect of a PR OUT transition on I_T nexuses: queue the
+// unit attention UnitAttention (if not zero) and, with Abort, abort the
+// tasks of every I_T nexus covered by Ports, except the nexus whose key
+// is Except (the one that sent the command).
+type PREvent struct {
+	UnitAttention ASC      `json:"ua,omitempty"`
+	Abort         bool     `json:"abort,omitempty"`
+	Ports         []PRPort `json:"ports"`
+	Except        string   `json:"except,omitempty"`
 }
 
 // Clone returns a deep copy of s.
@@ -93,6 +110,10 @@ func (s *PRState) Clone() *PRState {
 	if s.Reservation != nil {
 		r := *s.Reservation
 		c.Reservation = &r
+	}
+	for _, e := range s.Events {
+		e.Ports = append([]PRPort(nil), e.Ports...)
+		c.Events = append(c.Events, e)
 	}
 	return c
 }

@@ -89,6 +89,7 @@ func NewFileReservationStore(path string) (*FileReservationStore, error) {
 		return nil, fmt.Errorf("scsi: reservation store %s: unsupported format %d", path, f.Format)
 	}
 	if f.State.APTPL {
+		f.State.Events = nil // meant for nexuses of the previous run
 		s.state.Store(f.State)
 		s.persisted = true
 	}
