@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestIscsiLsListsDevTarget(t *testing.T) {
@@ -278,5 +279,58 @@ func TestConfigFileTargets(t *testing.T) {
 	}
 	if code := s.stop(); code != 0 {
 		t.Errorf("exit status after SIGTERM = %d", code)
+	}
+}
+
+// TestSigtermDuringWrites stops the server while qemu-img is writing: the
+// server must still exit 0, and serve the same LUN again afterwards.
+func TestSigtermDuringWrites(t *testing.T) {
+	needTools(t, "qemu-img", "iscsi-inq")
+	work := t.TempDir()
+	src := filepath.Join(work, "random.raw")
+	buf := make([]byte, 256<<20)
+	rand.Read(buf[:1<<20])
+	for off := 1 << 20; off < len(buf); off += 1 << 20 {
+		copy(buf[off:off+1<<20], buf[:1<<20])
+		buf[off] ^= byte(off >> 20) // no two MiB alike, so qemu-img must send each
+	}
+	if err := os.WriteFile(src, buf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(work, "data")
+	s := startDev(t, data)
+	writer := exec.Command("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, s.lunURL(0))
+	if err := writer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- writer.Wait() }()
+	// Wait until the writer has logged in, so that the signal finds
+	// commands in flight (if the copy is already over, that is fine too:
+	// either way the server must exit 0).
+	finished := false
+	for !finished && strings.Count(s.stderr.String(), "login complete") == 0 {
+		select {
+		case <-writerDone:
+			finished = true
+		case <-s.done:
+			t.Fatalf("hatgt exited during the copy:\n%s", s.stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Logf("copy finished before SIGTERM: %v", finished)
+	if code := s.stop(); code != 0 {
+		t.Fatalf("exit status after SIGTERM during writes = %d, want 0; stderr:\n%s", code, s.stderr.String())
+	}
+	if !finished {
+		// libiscsi reconnects forever when its connection drops, so the
+		// writer does not end on its own.
+		writer.Process.Kill()
+		<-writerDone
+	}
+
+	s = startDev(t, data)
+	if out := runTool(t, "iscsi-inq", s.lunURL(0)); !strings.Contains(out, "DIRECT_ACCESS") {
+		t.Errorf("LUN not served after restart:\n%s", out)
 	}
 }
