@@ -25,6 +25,7 @@
 #   BENCH_TMPDIR=/var/tmp  where the two 1 GiB sparse images live
 #   RESULTS=bench/results/last.txt  where the table is written too
 #   KEEP=1            keep the work directory (images, server logs)
+#   HATGT_PORT, TGT_PORT  portal ports on 127.0.0.1 (default: free ones)
 #
 # Output: the table on stdout and in $RESULTS; exit status 1 when any run
 # failed (its cell reads "fail").
@@ -138,6 +139,8 @@ wait_listen() {
 		if ss -Hltnp "sport = :$port" | grep -q "127.0.0.1:$port .*pid=$pid,"; then
 			return 0
 		fi
+		# tgtd falls back to 0.0.0.0:3260 when it cannot have the port.
+		ss -Hltnp "sport = :3260" | grep -q "pid=$pid," && break
 		sleep 0.1
 	done
 	log "$name (pid $pid) is not listening on 127.0.0.1:$port; it listens on:"
@@ -148,7 +151,7 @@ wait_listen() {
 # --- hatgt -------------------------------------------------------------
 log "building hatgt"
 go build -o "$work/hatgt" ./cmd/hatgt || die "go build ./cmd/hatgt failed"
-hatgt_port=$(free_port)
+hatgt_port=${HATGT_PORT:-$(free_port)}
 "$work/hatgt" serve --dev --data-dir "$work/hatgt-data" --iscsi-addr "127.0.0.1:$hatgt_port" \
 	>"$work/hatgt.log" 2>&1 &
 hatgt_pid=$!
@@ -159,7 +162,7 @@ wait_listen "$hatgt_pid" "$hatgt_port" hatgt || {
 hatgt_url="iscsi://127.0.0.1:$hatgt_port/$HATGT_IQN/$HATGT_LUN"
 
 # --- tgt ---------------------------------------------------------------
-tgt_port=$(free_port)
+tgt_port=${TGT_PORT:-$(free_port)}
 while :; do
 	tgt_ctl=$((1000 + RANDOM % 9000))
 	[[ -e /var/run/tgtd/socket.$tgt_ctl.lock ]] || break
