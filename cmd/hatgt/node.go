@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"syscall"
 
 	"github.com/hatgt/hatgt/blockstore"
@@ -151,6 +152,10 @@ func storeError(path string, err error) error {
 		return fmt.Errorf("%s: no space left on device to create the LUN: %w", path, err)
 	case errors.Is(err, blockstore.ErrInUse):
 		return fmt.Errorf("%s is in use by another process (another hatgt?)", path)
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%s does not exist (with Type=fileio, give Size= to create it; IOMode=ro never creates)", path)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%s: permission denied", path)
 	case errors.Is(err, blockstore.ErrSize):
 		return fmt.Errorf("%w (hatgt never shrinks a LUN; fix Size or move the file away)", err)
 	}
