@@ -1,5 +1,23 @@
 package scsi
 
+// Persistent reservations (SPC-4 5.13) and SPC-2 RESERVE/RELEASE.
+//
+// The persistent state (registrations, the reservation, PRGENERATION,
+// APTPL) lives behind ReservationStore; every PERSISTENT RESERVE OUT is one
+// Update whose callback is a pure function of the state (prTransition), so
+// a replicated store can retry or replay it. A registration is per I_T
+// nexus: initiator port (iSCSI name + ISID) and relative target port, or
+// every port of an initiator device (TransportID format 00b) or every
+// target port (ALL_TG_PT). The unit attentions and aborts a transition
+// causes travel in PRState.Events and are delivered by each LU to the
+// nexuses it knows. The SPC-2 reservation is node-local: any reset or
+// nexus loss ends it.
+//
+// Invariants: a reservation always has a registered holder (for the All
+// Registrants types: at least one registration); PRGENERATION changes
+// only with registrations; the gate reads one immutable snapshot per
+// command.
+
 import (
 	"encoding/binary"
 	"fmt"

@@ -829,3 +829,33 @@ func prYield() {
 	runtime.Gosched()
 	time.Sleep(time.Millisecond)
 }
+
+// TestFileReservationStoreDeterministic: the same transitions give the
+// same bytes, so replicas and restarts can compare files.
+func TestFileReservationStoreDeterministic(t *testing.T) {
+	var files [][]byte
+	for i := 0; i < 2; i++ {
+		path := filepath.Join(t.TempDir(), "pr.json")
+		s, err := NewFileReservationStore(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := testNexus(0), testNexus(1)
+		d, _ := prSetup(t, LUConfig{Reservations: s}, a, b)
+		prGood(t, prOutCmd(d, a, proRegister, 0, 0, 0xa, flagAPTPL))
+		prGood(t, prOutCmd(d, b, proRegister, 0, 0, 0xb, flagAPTPL|flagAllTgPt))
+		prGood(t, prOutCmd(d, b, proReserve, PRWriteExclusiveAllRegistrants, 0xb, 0, 0))
+		prGood(t, prOutCmd(d, a, proPreempt, PRExclusiveAccess, 0xa, 0xb, 0))
+		b1, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, b1)
+	}
+	if string(files[0]) != string(files[1]) {
+		t.Fatalf("encodings differ:\n%s\n%s", files[0], files[1])
+	}
+	if len(files[0]) == 0 || files[0][0] != '{' {
+		t.Fatalf("file content %q", files[0])
+	}
+}
