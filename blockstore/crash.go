@@ -19,6 +19,31 @@ type Crash struct {
 	durable *sparse            // what survives Crash
 	dirty   map[int64]struct{} // chunks where cur and durable may differ
 	stats   CrashStats
+	fault   Fault
+}
+
+// Fault decides whether an operation on a Crash store fails: it is called
+// with the operation ("read", "write", "writefua", "unmap" or "flush") and
+// its byte range (0, 0 for flush) before the operation runs; a non-nil
+// error is returned to the caller and the store is left unchanged. Faults
+// let tests inject a full disk (an error wrapping syscall.ENOSPC), a
+// medium error (syscall.EIO) or a failed flush, by operation and offset.
+type Fault func(op string, off, length int64) error
+
+// SetFault installs f (nil removes it). f runs under the store's lock, so
+// it must not call back into the store.
+func (c *Crash) SetFault(f Fault) {
+	c.mu.Lock()
+	c.fault = f
+	c.mu.Unlock()
+}
+
+// check runs the fault hook; the caller holds c.mu.
+func (c *Crash) check(op string, off, n int64) error {
+	if c.fault == nil {
+		return nil
+	}
+	return c.fault(op, off, n)
 }
 
 // CrashStats counts calls, so tests can check a layer above flushed.
@@ -40,8 +65,11 @@ func (c *Crash) ReadAt(p []byte, off int64) (int, error) {
 	n, err := readRange(off, len(p), c.cur.size)
 	if n > 0 {
 		c.mu.Lock()
+		defer c.mu.Unlock()
+		if ferr := c.check("read", off, int64(n)); ferr != nil {
+			return 0, ferr
+		}
 		c.cur.readAt(p[:n], off)
-		c.mu.Unlock()
 	}
 	return n, err
 }
@@ -57,6 +85,9 @@ func (c *Crash) WriteAt(p []byte, off int64) (int, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.check("write", off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	c.cur.writeAt(p, off)
 	c.markDirty(off, int64(len(p)))
 	c.stats.Writes++
@@ -72,6 +103,9 @@ func (c *Crash) WriteAtFUA(p []byte, off int64) (int, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.check("writefua", off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	c.cur.writeAt(p, off)
 	c.durable.writeAt(p, off)
 	c.stats.FUAWrites++
@@ -86,6 +120,9 @@ func (c *Crash) Unmap(off, length int64) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.check("unmap", off, length); err != nil {
+		return err
+	}
 	c.cur.unmap(off, length)
 	c.markDirty(off, length)
 	c.stats.Unmaps++
@@ -107,6 +144,9 @@ func (c *Crash) MappedExtent(off int64) (bool, int64, error) {
 func (c *Crash) Flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.check("flush", 0, 0); err != nil {
+		return err
+	}
 	for idx := range c.dirty {
 		copyChunk(c.durable, c.cur, idx)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -385,5 +386,39 @@ func TestOptionsValidate(t *testing.T) {
 		if err != nil && !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("%s: %v does not wrap ErrInvalidOptions", c.name, err)
 		}
+	}
+}
+
+func TestCrashFault(t *testing.T) {
+	c := NewCrash(1 << 20)
+	full := &os.PathError{Op: "write", Path: "crash", Err: syscall.ENOSPC}
+	c.SetFault(func(op string, off, n int64) error {
+		switch {
+		case op == "write" && off >= 512<<10:
+			return full
+		case op == "flush":
+			return syscall.EIO
+		}
+		return nil
+	})
+	mustWrite(t, c, []byte("low"), 0)
+	if n, err := c.WriteAt([]byte("high"), 512<<10); n != 0 || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("faulted write = %d, %v; want ENOSPC", n, err)
+	}
+	if got := mustRead(t, c, 512<<10, 4); !bytes.Equal(got, make([]byte, 4)) {
+		t.Fatal("a faulted write changed the store")
+	}
+	if err := c.Flush(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("faulted flush = %v, want EIO", err)
+	}
+	// A failed flush made nothing durable.
+	c.Crash()
+	if got := mustRead(t, c, 0, 3); !bytes.Equal(got, make([]byte, 3)) {
+		t.Fatal("write survived a crash after a failed flush")
+	}
+	c.SetFault(nil)
+	mustWrite(t, c, []byte("high"), 512<<10)
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
 	}
 }
