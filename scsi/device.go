@@ -171,3 +171,68 @@ func (lu *LU) senseBytes(se *SenseError) []byte {
 	}
 	return se.Fixed()
 }
+
+// DataOutLength returns how many Data-Out bytes the command in cdb
+// transfers on lun according to its CDB (the SCSI-presented data transfer
+// length), so that the transport can report write residuals against its
+// expected data transfer length without decoding CDBs. ok is false when
+// the LUN is absent or the command is not one whose length is known here.
+func (d *Device) DataOutLength(lun uint64, cdb []byte) (n uint32, ok bool) {
+	lu := d.lu(lun)
+	if lu == nil || len(cdb) == 0 {
+		return 0, false
+	}
+	op := d.table.lookup(cdb)
+	if op == nil || len(cdb) < op.cdbLen {
+		return 0, false
+	}
+	cdb = cdb[:op.cdbLen]
+	blocks := func(nb uint64) (uint32, bool) {
+		b := nb << lu.shift
+		if b > 0xffffffff {
+			return 0xffffffff, true
+		}
+		return uint32(b), true
+	}
+	switch op.opcode {
+	case opWrite6, opWrite10, opWrite12, opWrite16, opWriteVerify10, opWriteVerify12, opWriteVerify16:
+		return blocks(decodeBlockCDB(cdb).blocks)
+	case opVerify10, opVerify12, opVerify16:
+		b := decodeBlockCDB(cdb)
+		switch (b.byte1 >> 1) & 3 {
+		case 1:
+			return blocks(b.blocks)
+		case 3:
+			if b.blocks == 0 {
+				return 0, true
+			}
+			return blocks(1)
+		}
+		return 0, true
+	case opModeSelect6:
+		return uint32(cdb[4]), true
+	case opModeSelect10:
+		return uint32(be16(cdb[7:])), true
+	case 0x89: // COMPARE AND WRITE: verify and write data
+		return blocks(2 * uint64(cdb[13]))
+	case 0x8b, 0x9c: // ORWRITE(16), WRITE ATOMIC(16)
+		if op.opcode == 0x9c {
+			return blocks(uint64(be16(cdb[12:])))
+		}
+		return blocks(uint64(be32(cdb[10:])))
+	case 0x41, 0x93: // WRITE SAME (10/16): one block unless NDOB
+		if cdb[1]&0x01 != 0 {
+			return 0, true
+		}
+		return blocks(1)
+	case 0x42: // UNMAP
+		return uint32(be16(cdb[7:])), true
+	case 0x5f: // PERSISTENT RESERVE OUT
+		return be32(cdb[5:]), true
+	case 0x83: // EXTENDED COPY
+		return be32(cdb[10:]), true
+	case 0x48: // SANITIZE
+		return uint32(be16(cdb[7:])), true
+	}
+	return 0, false
+}

@@ -182,3 +182,32 @@ func TestVerify(t *testing.T) {
 	wantGood(t, run(d, n, cdb10(opVerify10, 0x06, 20, 3), same, 0))
 	wantSense(t, run(d, n, cdb10(opVerify10, 0x06, 19, 3), same, 0), KeyMiscompare, ASCMiscompareDuringVerify)
 }
+
+func TestDataOutLength(t *testing.T) {
+	d, _, _ := testDevice(t, 64, LUConfig{BlockSize: 4096})
+	cases := []struct {
+		cdb  []byte
+		n    uint32
+		ok   bool
+		name string
+	}{
+		{cdb10(opWrite10, 0, 0, 2), 8192, true, "WRITE(10)"},
+		{[]byte{opWrite6, 0, 0, 0, 0, 0}, 256 * 4096, true, "WRITE(6) 0 = 256"},
+		{cdb16(opWriteVerify16, 0, 0, 3), 3 * 4096, true, "WRITE AND VERIFY(16)"},
+		{cdb10(opVerify10, 0x02, 0, 2), 8192, true, "VERIFY BYTCHK 1"},
+		{cdb10(opVerify10, 0x06, 0, 2), 4096, true, "VERIFY BYTCHK 3"},
+		{cdb10(opVerify10, 0x00, 0, 2), 0, true, "VERIFY BYTCHK 0"},
+		{[]byte{opModeSelect6, 0x10, 0, 0, 28, 0}, 28, true, "MODE SELECT(6)"},
+		{cdb10(opRead10, 0, 0, 2), 0, false, "READ is not Data-Out"},
+		{[]byte{0xff}, 0, false, "unknown"},
+	}
+	for _, tc := range cases {
+		n, ok := d.DataOutLength(0, tc.cdb)
+		if n != tc.n || ok != tc.ok {
+			t.Errorf("%s: got %d,%v want %d,%v", tc.name, n, ok, tc.n, tc.ok)
+		}
+	}
+	if _, ok := d.DataOutLength(3, cdb10(opWrite10, 0, 0, 1)); ok {
+		t.Error("absent LUN reported a length")
+	}
+}
