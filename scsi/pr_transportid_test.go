@@ -80,8 +80,12 @@ func FuzzPROut(f *testing.F) {
 		r := run(d, n, prOutCDB(sa&0x1f, PRType(typ), len(params)), params, 0)
 		if r.Status == StatusGood || r.Status == StatusReservationConflict || r.Status == StatusCheckCondition {
 			st, _ := lu.pr.store.Load()
-			if st.Reservation != nil && st.find(prIDOf(a)) < 0 && st.find(prIDOf(b)) < 0 {
-				if !st.Reservation.Type.allRegistrants() || len(st.Registrations) == 0 {
+			if r := st.Reservation; r != nil {
+				held := false
+				for _, reg := range st.Registrations {
+					held = held || reg.PRPort == r.Holder
+				}
+				if !held || !r.Type.valid() {
 					t.Fatalf("reservation without a registered holder: %+v", st)
 				}
 			}
