@@ -19,6 +19,7 @@ const (
 	CmdLUNCreate    = "lun.create"
 	CmdLUNDelete    = "lun.delete"
 	CmdLUNSetOwner  = "lun.set_owner"
+	CmdLUNSetInSync = "lun.set_in_sync"
 	CmdACLAdd       = "acl.add"
 	CmdACLRemove    = "acl.remove"
 	CmdCHAPSet      = "chap.set"
@@ -106,6 +107,18 @@ type LUNSetOwner struct {
 	LUN   uint64 `json:"lun"`
 	Owner string `json:"owner"`
 	Epoch uint64 `json:"epoch"`
+}
+
+// LUNSetInSync adds a copy to, or removes it from, a LUN's in-sync set.
+// Epoch must be the LUN's current epoch, so that a change decided under an
+// older owner is refused. The owner cannot leave the in-sync set, and only
+// a node of the placement can join it.
+type LUNSetInSync struct {
+	IQN    string `json:"iqn"`
+	LUN    uint64 `json:"lun"`
+	Epoch  uint64 `json:"epoch"`
+	Node   string `json:"node"`
+	InSync bool   `json:"in_sync"`
 }
 
 // ACLChange adds or removes one initiator name of a target's ACL.

@@ -217,6 +217,39 @@ func (f *FSM) applyLocked(cmd Command) error {
 		}
 		l.Owner = p.Owner
 		l.Epoch++
+	case CmdLUNSetInSync:
+		var p LUNSetInSync
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		t, ok := s.Targets[p.IQN]
+		if !ok {
+			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		}
+		l, ok := t.LUNs[p.LUN]
+		if !ok {
+			return errf(ErrUnknownLUN, "no LUN %d on %s", p.LUN, p.IQN)
+		}
+		if p.Epoch != l.Epoch {
+			return errf(ErrStaleEpoch, "LUN %d on %s is at epoch %d, not %d", p.LUN, p.IQN, l.Epoch, p.Epoch)
+		}
+		if !slices.Contains(l.Placement, p.Node) {
+			return errf(ErrInvalid, "node %q holds no copy of LUN %d on %s", p.Node, p.LUN, p.IQN)
+		}
+		in := slices.Contains(l.InSync, p.Node)
+		switch {
+		case p.InSync && !in:
+			l.InSync = append(l.InSync, p.Node)
+			// Keep placement order, so equal sets look equal everywhere.
+			l.InSync = slices.DeleteFunc(slices.Clone(l.Placement), func(id string) bool {
+				return !slices.Contains(l.InSync, id)
+			})
+		case !p.InSync && in:
+			if p.Node == l.Owner {
+				return errf(ErrInvalid, "the owner %q of LUN %d on %s cannot leave its in-sync set", p.Node, p.LUN, p.IQN)
+			}
+			l.InSync = slices.DeleteFunc(l.InSync, func(id string) bool { return id == p.Node })
+		}
 	case CmdACLAdd, CmdACLRemove:
 		var p ACLChange
 		if err := decodePayload(cmd, &p); err != nil {

@@ -126,6 +126,8 @@ func TestFSMCommands(t *testing.T) {
 		{"LUN node twice", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(1, "n1", "n1")}), ErrInvalid, nil},
 		{"LUN owner not placed", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.Owner = "n2" })}), ErrInvalid, nil},
 		{"LUN placement/replicas mismatch", mustCmd(t, CmdLUNCreate, LUNCreate{LUN: bad(func(l *LUN) { l.Replicas = 2 })}), ErrInvalid, nil},
+		{"in-sync unknown LUN", mustCmd(t, CmdLUNSetInSync, LUNSetInSync{IQN: iqnA, LUN: 9, Epoch: 1, Node: "n1"}), ErrUnknownLUN, nil},
+		{"owner unknown target", mustCmd(t, CmdLUNSetOwner, LUNSetOwner{IQN: iqnB, LUN: 0, Owner: "n1", Epoch: 1}), ErrUnknownTarget, nil},
 		{"ACL add", mustCmd(t, CmdACLAdd, ACLChange{IQN: iqnA, Initiator: ini1}), nil,
 			func(t *testing.T, s *State) {
 				if strings.Join(s.Targets[iqnA].ACL, ",") != ini1 {
@@ -212,6 +214,35 @@ func TestFSMLUNLifecycle(t *testing.T) {
 	if l := f.State().Targets[iqnA].LUNs[0]; l.Owner != "n2" || l.Epoch != 2 {
 		t.Errorf("after set_owner: %+v", l)
 	}
+	// In-sync set: compare-and-set on the epoch, owner stays, only placed
+	// nodes, placement order kept.
+	inSync := func(node string, in bool, epoch uint64) error {
+		return f.ApplyCommand(mustCmd(t, CmdLUNSetInSync, LUNSetInSync{IQN: iqnA, LUN: 0, Epoch: epoch, Node: node, InSync: in}))
+	}
+	if err := inSync("n1", false, 1); !errors.Is(err, ErrStaleEpoch) {
+		t.Errorf("in-sync change at old epoch: %v", err)
+	}
+	if err := inSync("n1", false, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.State().Targets[iqnA].LUNs[0].InSync; strings.Join(got, ",") != "n2" {
+		t.Errorf("in-sync after removing n1: %v", got)
+	}
+	if err := inSync("n2", false, 2); !errors.Is(err, ErrInvalid) {
+		t.Errorf("owner leaving the in-sync set: %v", err)
+	}
+	if err := inSync("n3", true, 2); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unplaced node joining the in-sync set: %v", err)
+	}
+	if err := f.ApplyCommand(mustCmd(t, CmdLUNSetOwner, LUNSetOwner{IQN: iqnA, LUN: 0, Owner: "n1", Epoch: 2})); !errors.Is(err, ErrInvalid) {
+		t.Errorf("ownership to an out-of-sync copy: %v", err)
+	}
+	if err := inSync("n1", true, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.State().Targets[iqnA].LUNs[0].InSync; strings.Join(got, ",") != "n1,n2" {
+		t.Errorf("in-sync after n1 rejoined: %v", got)
+	}
 	// Removing the owner of LUN 1 moves it to its other in-sync copy.
 	if err := f.ApplyCommand(mustCmd(t, CmdNodeRemove, NodeRemove{ID: "n2"})); err != nil {
 		t.Fatal(err)
@@ -289,6 +320,8 @@ func fullLog(t *testing.T) []Command {
 		mustCmd(t, CmdACLAdd, ACLChange{IQN: iqnA, Initiator: "iqn.1993-08.org.debian:01:abc"}),
 		mustCmd(t, CmdCHAPSet, CHAPSet{IQN: iqnA, CHAP: CHAP{User: "u", Secret: "very-secret-1", MutualUser: "t", MutualSecret: "very-secret-2"}}),
 		mustCmd(t, CmdNodeHealth, NodeHealth{ID: "n3", Health: HealthDead}),
+		mustCmd(t, CmdLUNSetInSync, LUNSetInSync{IQN: iqnA, LUN: 0, Epoch: 1, Node: "n2"}),
+		mustCmd(t, CmdLUNSetOwner, LUNSetOwner{IQN: iqnA, LUN: 3, Owner: "n3", Epoch: 1}),
 	)
 }
 
