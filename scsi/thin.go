@@ -52,6 +52,7 @@ func (lu *LU) thin() bool {
 }
 
 // unmapBlocks deallocates [lba, lba+n); the range reads back as zeros.
+// Like writeCached, it leaves durability to a final settle.
 func (lu *LU) unmapBlocks(lba, n uint64) error {
 	if n == 0 {
 		return nil
@@ -176,7 +177,7 @@ func unmapCmd(t *task) error {
 			return err
 		}
 	}
-	return nil
+	return lu.settle()
 }
 
 func writeSame10(t *task) error {
@@ -248,7 +249,10 @@ func writeSame(t *task, lba, n uint64, nField int) error {
 	defer unlock()
 	if unmap && allZero(block) {
 		// LBPRZ=1: deallocated blocks read back as this very data.
-		return lu.unmapBlocks(lba, n)
+		if err := lu.unmapBlocks(lba, n); err != nil {
+			return err
+		}
+		return lu.settle()
 	}
 	return lu.writeRepeated(block, lba, n)
 }

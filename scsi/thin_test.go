@@ -320,3 +320,14 @@ func TestWriteSameWriteThroughFlushes(t *testing.T) {
 		t.Fatal("last block not written")
 	}
 }
+
+// On a write-through LU an UNMAP is durable before status.
+func TestUnmapWriteThroughFlushes(t *testing.T) {
+	d, _, mb, n := readyDevice(t, 64, LUConfig{Thin: true})
+	before := mb.flushes
+	p := unmapParams([2]uint64{0, 8})
+	expectGood(t, run(d, n, unmapCDB(false, len(p)), p, 0))
+	if mb.flushes == before {
+		t.Fatal("UNMAP on a write-through LU did not flush")
+	}
+}
