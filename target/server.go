@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -437,6 +438,7 @@ func (s *Server) sendTargetsEntries(initiator string, own *targetEntry, local ne
 		}
 	}
 	s.mu.Unlock()
+	slices.SortFunc(tes, func(a, b *targetEntry) int { return strings.Compare(a.cfg.Name, b.cfg.Name) })
 	out := make([]SendTargetsEntry, 0, len(tes))
 	for _, te := range tes {
 		var portals []Portal
