@@ -94,3 +94,45 @@ func FuzzPROut(f *testing.F) {
 		t.Fatalf("status %v", r.Status)
 	})
 }
+
+// FuzzPRSequence plays a sequence of PR OUT commands from three nexuses,
+// with small keys so that they collide, checking the state invariants
+// after every step.
+func FuzzPRSequence(f *testing.F) {
+	f.Add([]byte{0, 6, 0, 0, 1, 0, 1, 6, 0, 0, 2, 0, 0, 1, 3, 1, 0, 0, 1, 4, 8, 2, 1, 0})
+	f.Add([]byte{0, 0, 0, 0, 1, 4, 1, 6, 0, 0, 1, 0, 0, 1, 7, 1, 0, 0, 1, 5, 3, 1, 1, 0, 2, 3, 0, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, prog []byte) {
+		ns := []*Nexus{testNexus(0), testNexus(1), testNexus(2)}
+		ns[2].TargetPort, ns[2].RelativeTargetPort = "iqn.2026-11.test:tgt,t,0x0002", 2
+		d, lu := prSetup(t, LUConfig{}, ns...)
+		for len(prog) >= 6 {
+			step := prog[:6]
+			prog = prog[6:]
+			n := ns[int(step[0])%len(ns)]
+			sa, typ := step[1]&7, PRType(step[2]&0xf)
+			flags := step[5] & (flagAllTgPt | flagSpecIPT)
+			r := prOutCmd(d, n, sa, typ, uint64(step[3]&3), uint64(step[4]&3), flags)
+			switch r.Status {
+			case StatusGood, StatusReservationConflict, StatusCheckCondition:
+			default:
+				t.Fatalf("status %v", r.Status)
+			}
+			st, _ := lu.pr.store.Load()
+			for i := range st.Registrations {
+				if st.Registrations[i].Key == 0 {
+					t.Fatalf("registration with key 0: %+v", st)
+				}
+			}
+			if r := st.Reservation; r != nil {
+				held := false
+				for _, reg := range st.Registrations {
+					held = held || reg.PRPort == r.Holder
+				}
+				if !held || !r.Type.valid() {
+					t.Fatalf("reservation without a registered holder: %+v", st)
+				}
+			}
+			clearUA(d, n)
+		}
+	})
+}
