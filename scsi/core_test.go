@@ -102,6 +102,7 @@ func TestReportLUNs(t *testing.T) {
 		}
 	}
 	n := testNexus(0)
+	clearUA(d, n)
 	rl := func(sel byte, alloc uint32) *Response {
 		c := make([]byte, 12)
 		c[0], c[2] = opReportLUNs, sel
@@ -122,6 +123,12 @@ func TestReportLUNs(t *testing.T) {
 	if be32(r.Data) != 0 {
 		t.Fatalf("well-known list not empty: %x", r.Data)
 	}
+	// REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED, and only that.
+	lu.addUA(n.Key(), ASCReportedLUNsDataChanged)
+	lu.addUA(n.Key(), ASCModeParametersChanged)
+	wantGood(t, rl(0, 256))
+	wantSense(t, run(d, n, make([]byte, 6), nil, 0), KeyUnitAttention, ASCModeParametersChanged)
+	wantGood(t, run(d, n, make([]byte, 6), nil, 0))
 	wantSense(t, rl(0, 15), KeyIllegalRequest, ASCInvalidFieldInCDB)
 	wantSense(t, rl(3, 256), KeyIllegalRequest, ASCInvalidFieldInCDB)
 	if r := rl(0, 16); len(r.Data) != 16 {

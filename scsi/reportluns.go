@@ -33,6 +33,9 @@ func cmdReportLUNs(t *task) error {
 	}
 	put32(b, uint32(len(b)-8))
 	t.dataIn(b, int(alloc))
+	if t.lu != nil {
+		t.lu.clearUAOf(t.nexusKey(), ASCReportedLUNsDataChanged)
+	}
 	return nil
 }
 

@@ -71,6 +71,21 @@ func (lu *LU) takeUA(k string) (ASC, bool) {
 	return q[0], true
 }
 
+// clearUAOf removes a pending asc for nexus k (REPORT LUNS clears
+// REPORTED LUNS DATA HAS CHANGED, SPC-4 6.33).
+func (lu *LU) clearUAOf(k string, asc ASC) {
+	s := &lu.ua
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.pending[k]
+	for i, a := range q {
+		if a == asc {
+			s.pending[k] = append(q[:i:i], q[i+1:]...)
+			return
+		}
+	}
+}
+
 // forgetNexus drops a nexus (I_T nexus loss is then reported by the
 // transport calling addUA with ASCITNexusLoss if it wishes).
 func (lu *LU) forgetNexus(k string) {
