@@ -102,7 +102,6 @@ stop_tgtd() {
 	done
 	kill -KILL "$tgtd_pid" 2>/dev/null
 	wait "$tgtd_pid" 2>/dev/null
-	rm -f "/var/run/tgtd/socket.$tgt_ctl" "/var/run/tgtd/socket.$tgt_ctl.lock"
 	tgtd_pid=
 }
 
@@ -152,6 +151,7 @@ wait_listen() {
 log "building hatgt"
 go build -o "$work/hatgt" ./cmd/hatgt || die "go build ./cmd/hatgt failed"
 hatgt_port=${HATGT_PORT:-$(free_port)}
+[[ -n $hatgt_port ]] || die "no free TCP port for hatgt"
 "$work/hatgt" serve --dev --data-dir "$work/hatgt-data" --iscsi-addr "127.0.0.1:$hatgt_port" \
 	>"$work/hatgt.log" 2>&1 &
 hatgt_pid=$!
@@ -163,6 +163,7 @@ hatgt_url="iscsi://127.0.0.1:$hatgt_port/$HATGT_IQN/$HATGT_LUN"
 
 # --- tgt ---------------------------------------------------------------
 tgt_port=${TGT_PORT:-$(free_port)}
+[[ -n $tgt_port ]] || die "no free TCP port for tgt"
 while :; do
 	tgt_ctl=$((1000 + RANDOM % 9000))
 	[[ -e /var/run/tgtd/socket.$tgt_ctl.lock ]] || break
