@@ -410,6 +410,8 @@ func (lu *LU) prRegisterMove(st *PRState, p *prOutParams, i int, me PRPort) erro
 	if j < 0 {
 		st.Registrations = append(st.Registrations, PRRegistration{PRPort: dest, Key: p.saKey})
 	} else {
+		// Not an error: the nexus gets the new key (SPC-4 5.13.8 d).
+		st.Registrations[j].Key = p.saKey
 		dest = st.Registrations[j].PRPort
 	}
 	st.Reservation = &PRReservation{Holder: dest, Type: r.Type}

@@ -552,6 +552,18 @@ func TestPRRegisterAndMove(t *testing.T) {
 	}
 	prGood(t, prWrite10(d, b))
 	prConflict(t, prWrite10(d, a))
+	// Moving to a registered nexus gives it the new key; without UNREG
+	// the source stays registered.
+	prGood(t, prOutCmd(d, a, proRegister, 0, 0, 0xa, 0))
+	aISID := a.InitiatorPort[len(a.InitiatorPort)-12:]
+	prGood(t, move(b, 0xb, 0xaa, false, 1, prTID(a.InitiatorName, aISID)))
+	if ok, key, _ := prReadReservation(t, d, a); !ok || key != 0xaa {
+		t.Fatalf("after move to a registered nexus: %v %x", ok, key)
+	}
+	if _, keys := prReadKeys(t, d, a); len(keys) != 2 {
+		t.Fatalf("keys %x", keys)
+	}
+	prGood(t, move(a, 0xaa, 0xb, true, 1, prTID(b.InitiatorName, isid)))
 	// An All Registrants reservation cannot be moved.
 	prGood(t, prOutCmd(d, b, proRelease, PRExclusiveAccess, 0xb, 0, 0))
 	prGood(t, prOutCmd(d, b, proReserve, PRWriteExclusiveAllRegistrants, 0xb, 0, 0))
