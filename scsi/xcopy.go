@@ -289,9 +289,13 @@ func runCopy(t *task, cscds []byte, segs []segment, res *copyResult) error {
 			res.segFailed = true
 			return copyAborted(ASCNoAdditional)
 		}
-		if dst.cfg.ReadOnly {
+		if err := gateCopyTarget(t, src, false); err != nil {
 			res.segFailed = true
-			return NewSense(KeyDataProtect, ASCWriteProtected)
+			return err
+		}
+		if err := gateCopyTarget(t, dst, true); err != nil {
+			res.segFailed = true
+			return err
 		}
 		if err := copyBlocks(src, dst, s.srcLBA, s.dstLBA, s.blocks); err != nil {
 			res.segFailed = true
@@ -302,6 +306,33 @@ func runCopy(t *task, cscds []byte, segs []segment, res *copyResult) error {
 		}
 		res.segments++
 		res.bytes += s.blocks << src.shift
+	}
+	return nil
+}
+
+// gateCopyTarget applies to a copy target other than the LU that received
+// the EXTENDED COPY the gates a READ (src) or WRITE (dst) from the same I_T
+// nexus would pass there: ALUA access state, reservations, write protect.
+// The receiving LU already passed them for EXTENDED COPY itself.
+func gateCopyTarget(t *task, lu *LU, write bool) error {
+	if lu == t.lu {
+		return nil
+	}
+	op := &opInfo{name: "READ(16)", opcode: 0x88, cdbLen: 16, flags: opReadLike}
+	if write {
+		op = &opInfo{name: "WRITE(16)", opcode: 0x8a, cdbLen: 16, flags: opWrite}
+	}
+	cdb := make([]byte, 16)
+	cdb[0] = op.opcode
+	gt := &task{ctx: t.ctx, dev: t.dev, lu: lu, cmd: t.cmd, cdb: cdb, op: op, nexus: t.nexus}
+	if err := lu.aluaGate(gt); err != nil {
+		return err
+	}
+	if err := lu.reservationGate(gt); err != nil {
+		return err
+	}
+	if write && lu.writeProtected() {
+		return NewSense(KeyDataProtect, ASCWriteProtected)
 	}
 	return nil
 }

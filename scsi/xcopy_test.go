@@ -2,6 +2,7 @@ package scsi
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"testing"
 )
@@ -304,5 +305,59 @@ func TestExtendedCopyFindsDerivedDesignator(t *testing.T) {
 	expectGood(t, run(d, n, xcopyCDB(len(p)), p, 0))
 	if !bytes.Equal(mb.bytesAt(9*512, 512), fill(512, 'k')) {
 		t.Fatal("copy by derived designator did not copy")
+	}
+}
+
+// A copy into another LU passes that LU's gates as a WRITE from the same
+// nexus would: a reservation held by another nexus, or write protection,
+// refuses it and nothing is written.
+func TestExtendedCopyHonoursTargetGates(t *testing.T) {
+	d, mbA, mbB, n := twoLUDevice(t)
+	mbA.WriteAt(fill(512, 'r'), 0)
+	other := testNexus(1)
+	clearUAOn(d, other, 1)
+	clearUAOn(d, n, 1)
+	reserve6 := []byte{0x16, 0, 0, 0, 0, 0}
+	expectGood(t, d.Execute(context.Background(), &Command{Nexus: other, LUN: 1, CDB: reserve6}))
+	p := xcopyParams(1, 0, [][]byte{identCSCD(idA), identCSCD(idB)}, [][]byte{b2bSegment(0, 1, 1, 0, 0)})
+	if r := run(d, n, xcopyCDB(len(p)), p, 0); r.Status != StatusReservationConflict {
+		t.Fatalf("copy into a LU reserved by another nexus: %v %x", r.Status, r.Sense)
+	}
+	if !bytes.Equal(mbB.bytesAt(0, 512), make([]byte, 512)) {
+		t.Fatal("refused copy wrote the reserved LU")
+	}
+	// Reading from it is refused as well under an SPC-2 reservation.
+	p = xcopyParams(1, 0, [][]byte{identCSCD(idA), identCSCD(idB)}, [][]byte{b2bSegment(1, 0, 1, 0, 5)})
+	if r := run(d, n, xcopyCDB(len(p)), p, 0); r.Status != StatusReservationConflict {
+		t.Fatalf("copy from a LU reserved by another nexus: %v %x", r.Status, r.Sense)
+	}
+}
+
+func TestExtendedCopyReadOnlyTarget(t *testing.T) {
+	d, _, mbA := testDevice(t, 16, LUConfig{DeviceID: idA})
+	mbA.WriteAt(fill(512, 'r'), 0)
+	mbB := newMemBackend(16 * 512)
+	luB, err := NewLU(mbB, LUConfig{BlockSize: 512, DeviceID: idB, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.AddLU(1, luB)
+	n := testNexus(0)
+	clearUA(d, n)
+	p := xcopyParams(1, 0, [][]byte{identCSCD(idA), identCSCD(idB)}, [][]byte{b2bSegment(0, 1, 1, 0, 0)})
+	expectSense(t, run(d, n, xcopyCDB(len(p)), p, 0), KeyDataProtect, ASCWriteProtected)
+	if !bytes.Equal(mbB.bytesAt(0, 512), make([]byte, 512)) {
+		t.Fatal("copy wrote a read-only LU")
+	}
+}
+
+// clearUAOn issues TEST UNIT READY on lun until no unit attention is
+// pending for n.
+func clearUAOn(d *Device, n *Nexus, lun uint64) {
+	for i := 0; i < 16; i++ {
+		r := d.Execute(context.Background(), &Command{Nexus: n, LUN: lun, CDB: make([]byte, 6)})
+		if r.Status != StatusCheckCondition || len(r.Sense) < 3 || r.Sense[2]&0xf != byte(KeyUnitAttention) {
+			return
+		}
 	}
 }
