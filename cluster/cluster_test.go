@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -170,4 +171,103 @@ func TestClusterLeave(t *testing.T) {
 	if err := c.apply(nl, CmdTargetCreate, TargetCreate{IQN: iqnA}); err != nil {
 		t.Errorf("cluster after leave: %v", err)
 	}
+}
+
+// recorder is a Reconciler that keeps the last desired state and can fail.
+type recorder struct {
+	mu    sync.Mutex
+	last  *Desired
+	calls int
+	fail  int // fail this many calls first
+}
+
+func (r *recorder) Reconcile(ctx context.Context, d *Desired) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.fail > 0 {
+		r.fail--
+		return errors.New("backing store not ready")
+	}
+	r.last = d
+	return nil
+}
+
+func (r *recorder) get() (*Desired, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last, r.calls
+}
+
+func TestClusterReconciler(t *testing.T) {
+	c := newTestCluster(t)
+	recs := map[string]*recorder{"n1": {}, "n2": {fail: 2}, "n3": {}}
+	with := func(id string) func(*Config) { return func(cfg *Config) { cfg.Reconciler = recs[id] } }
+	n1 := c.start("n1", true, with("n1"))
+	c.leader()
+	for _, id := range []string{"n2", "n3"} {
+		n := c.start(id, false, with(id))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := n.JoinVia(ctx, n1.cfg.APIAddr); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	if err := c.apply(n1, CmdTargetCreate, TargetCreate{IQN: iqnA}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.apply(n1, CmdLUNCreate, LUNCreate{LUN: LUN{Target: iqnA, LUN: 7, Size: 1 << 20, SectorSize: 512,
+		IOMode: "wb", Backing: "fileio", Replicas: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	// Every node converges on its own view: the target everywhere, the LUN
+	// on the two placed nodes, owned by exactly one.
+	owned, held := 0, 0
+	c.waitFor("reconcilers converged", func() bool {
+		owned, held = 0, 0
+		for _, r := range recs {
+			d, _ := r.get()
+			if d == nil || len(d.Targets) != 1 || d.Targets[0].IQN != iqnA {
+				return false
+			}
+			for _, l := range d.Targets[0].LUNs {
+				held++
+				if l.Owned {
+					owned++
+				}
+			}
+		}
+		return held == 2
+	})
+	if owned != 1 {
+		t.Errorf("%d nodes told to own the LUN, want 1", owned)
+	}
+	// A failed reconcile is retried without a further state change: n2
+	// fails on the ACL change and must still end up with the ACL.
+	recs["n2"].mu.Lock()
+	recs["n2"].fail = 1
+	recs["n2"].mu.Unlock()
+	if err := c.apply(n1, CmdACLAdd, ACLChange{IQN: iqnA, Initiator: ini1}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("n2 retried", func() bool {
+		d, _ := recs["n2"].get()
+		r := recs["n2"]
+		r.mu.Lock()
+		failed := r.fail == 0
+		r.mu.Unlock()
+		return failed && len(d.Targets[0].ACL) == 1
+	})
+	// Deleting the LUN removes it from every desired state.
+	if err := c.apply(n1, CmdLUNDelete, LUNDelete{IQN: iqnA, LUN: 7}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("LUN gone from desired states", func() bool {
+		for _, r := range recs {
+			if d, _ := r.get(); d == nil || len(d.Targets) != 1 || len(d.Targets[0].LUNs) != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }

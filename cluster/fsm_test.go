@@ -378,9 +378,12 @@ func TestDeterminism(t *testing.T) {
 func TestRedactAndDesired(t *testing.T) {
 	f := NewFSM(nil)
 	applyAll(t, f, fullLog(t))
-	d := DesiredFor(f.State(), "n2", 9)
+	d := DesiredFor(f.State(), "n2", "/data", 9)
 	if len(d.Targets) != 2 || len(d.Targets[0].LUNs) != 1 || d.Targets[0].LUNs[0].Owned || d.Targets[0].LUNs[0].LUN.LUN != 0 {
 		t.Errorf("desired for n2: %+v", d)
+	}
+	if p := d.Targets[0].LUNs[0].BackingPath; p != "/data/luns/"+iqnA+"/lun0.img" {
+		t.Errorf("default backing path %q", p)
 	}
 	if d.Targets[0].CHAP == nil || d.Targets[0].CHAP.Secret != "very-secret-1" {
 		t.Error("desired state must carry the CHAP secret the node needs")

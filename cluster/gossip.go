@@ -162,6 +162,7 @@ func (n *Node) healthLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		if !n.IsLeader() {
+			n.refreshSelf(ctx)
 			continue
 		}
 		if err := n.syncHealth(ctx); err != nil {
@@ -206,6 +207,24 @@ func (n *Node) syncHealth(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// refreshSelf re-registers this (follower) node through the leader when
+// its recorded addresses differ from its configuration, as after a restart
+// with new addresses.
+func (n *Node) refreshSelf(ctx context.Context) {
+	self := n.Info()
+	n.fsm.mu.RLock()
+	cur, ok := n.fsm.state.Nodes[self.ID]
+	same := ok && sameAddrs(*cur, self)
+	n.fsm.mu.RUnlock()
+	if !ok || same {
+		return // not a member (yet), or nothing to do
+	}
+	cmd, _ := NewCommand(CmdNodeRegister, NodeRegister{Node: self})
+	if _, err := n.Apply(ctx, cmd); err != nil {
+		n.log.Debug("re-register", "error", err)
+	}
 }
 
 func sameAddrs(a, b NodeInfo) bool {

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"slices"
 	"time"
 )
@@ -48,10 +50,20 @@ type DesiredTarget struct {
 type DesiredLUN struct {
 	LUN
 	Owned bool
+	// BackingPath is LUN.Path, or for a fileio LUN without one,
+	// DefaultBackingPath under the node's data dir.
+	BackingPath string
 }
 
-// DesiredFor derives node id's desired state from s.
-func DesiredFor(s *State, id string, index uint64) *Desired {
+// DefaultBackingPath is where a fileio LUN without a path keeps its data:
+// DATA/luns/IQN/lunN.img.
+func DefaultBackingPath(dataDir, iqn string, lun uint64) string {
+	return filepath.Join(dataDir, "luns", iqn, fmt.Sprintf("lun%d.img", lun))
+}
+
+// DesiredFor derives node id's desired state from s; dataDir is the node's
+// data dir (for default backing paths).
+func DesiredFor(s *State, id, dataDir string, index uint64) *Desired {
 	d := &Desired{NodeID: id, Index: index}
 	for _, t := range s.SortedTargets() {
 		dt := DesiredTarget{IQN: t.IQN, Alias: t.Alias, ACL: slices.Clone(t.ACL)}
@@ -61,7 +73,11 @@ func DesiredFor(s *State, id string, index uint64) *Desired {
 		}
 		for _, l := range t.SortedLUNs() {
 			if slices.Contains(l.Placement, id) {
-				dt.LUNs = append(dt.LUNs, DesiredLUN{LUN: *l.clone(), Owned: l.Owner == id})
+				p := l.Path
+				if p == "" {
+					p = DefaultBackingPath(dataDir, t.IQN, l.LUN)
+				}
+				dt.LUNs = append(dt.LUNs, DesiredLUN{LUN: *l.clone(), Owned: l.Owner == id, BackingPath: p})
 			}
 		}
 		d.Targets = append(d.Targets, dt)
@@ -88,7 +104,7 @@ func (n *Node) reconcileLoop(ctx context.Context, r Reconciler) {
 			}
 		}
 		idx := n.fsm.AppliedIndex()
-		d := DesiredFor(n.fsm.State(), n.cfg.NodeID, idx)
+		d := DesiredFor(n.fsm.State(), n.cfg.NodeID, n.cfg.DataDir, idx)
 		if err := r.Reconcile(ctx, d); err != nil {
 			failed = true
 			n.log.Warn("reconcile failed", "index", idx, "error", err)
