@@ -163,3 +163,36 @@ func TestSetTargetPortGroupsNotSupported(t *testing.T) {
 		t.Fatalf("SET TARGET PORT GROUPS: %v %x", r.Status, r.Sense)
 	}
 }
+
+func TestStaticPortGroups(t *testing.T) {
+	ports := []uint16{1, 2}
+	g := NewStaticPortGroups(10,
+		TargetPortGroup{ID: 1, State: ALUAActiveOptimized, Preferred: true, Supported: SupportsClusterStates, RelativePorts: ports},
+		TargetPortGroup{ID: 2, State: ALUAStandby, Supported: SupportsClusterStates, RelativePorts: []uint16{3}})
+	ports[0] = 99 // the caller's slice is not kept
+	a := testNexus(0)
+	unknown := testNexus(1)
+	unknown.TargetPortGroup = 5
+	d, lu := prSetup(t, LUConfig{PortGroups: g}, a, unknown)
+	prGood(t, prRead10(d, a))
+	prSense(t, prRead10(d, unknown), KeyNotReady, ASCLUNotAccessibleUnavail)
+
+	if !g.SetState(1, ALUATransitioning) || g.SetState(7, ALUAStandby) {
+		t.Fatal("SetState on known/unknown group")
+	}
+	lu.PortGroupsChanged()
+	prSense(t, prTUR(d, a), KeyUnitAttention, ASCAsymAccessStateChanged)
+	prSense(t, prRead10(d, a), KeyNotReady, ASCLUNotReadyTransition)
+	r := aluaRTPG(d, a, 1, 1024)
+	prGood(t, r)
+	// Extended header, then group 1: transitioning, preferred, status 02h.
+	if r.Data[5] != 10 || r.Data[8] != 0x8f || r.Data[13] != TPGStatusChangedImplicit ||
+		r.Data[15] != 2 || r.Data[19] != 1 {
+		t.Fatalf("RTPG after transition: %x", r.Data)
+	}
+	groups := g.PortGroups(nil)
+	groups[0].RelativePorts[0] = 42
+	if g.PortGroups(nil)[0].RelativePorts[0] != 1 {
+		t.Fatal("PortGroups returned shared slices")
+	}
+}
