@@ -361,3 +361,26 @@ func clearUAOn(d *Device, n *Nexus, lun uint64) {
 		}
 	}
 }
+
+// A list identifier still running on the nexus is refused with OPERATION
+// IN PROGRESS, and COPY STATUS reports it in progress; another nexus may
+// use the same identifier.
+func TestExtendedCopyListIDInUse(t *testing.T) {
+	d, lu, _, n := readyDevice(t, 16, LUConfig{DeviceID: idA})
+	lu.copy.mu.Lock()
+	lu.copy.running[copyKey{nexus: n.Key(), listID: 7}] = true
+	lu.copy.mu.Unlock()
+	p := xcopyParams(7, 0, [][]byte{identCSCD(idA)}, [][]byte{b2bSegment(0, 0, 1, 0, 1)})
+	expectSense(t, run(d, n, xcopyCDB(len(p)), p, 0), KeyIllegalRequest, ascOperationInProgress)
+	r := run(d, n, rcrCDB(0x00, 7, 64), nil, 64)
+	expectGood(t, r)
+	if len(r.Data) != 12 || r.Data[4] != 0x00 {
+		t.Fatalf("COPY STATUS of a running list: %x", r.Data)
+	}
+	other := testNexus(1)
+	clearUA(d, other)
+	expectGood(t, run(d, other, xcopyCDB(len(p)), p, 0))
+	// LIST ID USAGE 11b ignores identifiers altogether.
+	p = xcopyParams(0, 3, [][]byte{identCSCD(idA)}, [][]byte{b2bSegment(0, 0, 1, 0, 1)})
+	expectGood(t, run(d, n, xcopyCDB(len(p)), p, 0))
+}
