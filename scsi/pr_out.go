@@ -52,10 +52,10 @@ func (lu *LU) prOutDecode(t *task) (*prOutParams, error) {
 	if plen < 24 || (plen != 24 && p.sa != proRegister && p.sa != proRegisterMove) {
 		return nil, NewSense(KeyIllegalRequest, ASCParameterListLength)
 	}
-	if len(t.cmd.Data) < plen {
-		return nil, NewSense(KeyIllegalRequest, ASCParameterListLength)
+	d, err := t.dataOut(plen)
+	if err != nil {
+		return nil, err
 	}
-	d := t.cmd.Data[:plen]
 	p.resKey = binary.BigEndian.Uint64(d[0:8])
 	p.saKey = binary.BigEndian.Uint64(d[8:16])
 

@@ -704,6 +704,8 @@ func TestPROutParameterChecks(t *testing.T) {
 	p := prParams(0, 1, 0)
 	prSense(t, run(d, a, prOutCDB(proRegister, 0, 23), p[:23], 0), KeyIllegalRequest, ASCParameterListLength)
 	prSense(t, run(d, a, prOutCDB(proReserve, PRExclusiveAccess, 25), append(p, 0), 0), KeyIllegalRequest, ASCParameterListLength)
+	// Less Data-Out than the CDB announces.
+	prSense(t, run(d, a, prOutCDB(proRegister, 0, 24), p[:10], 0), KeyIllegalRequest, ASCInvalidFieldInIU)
 	prGood(t, prOutCmd(d, a, proRegister, 0, 0, 1, 0))
 	// Scope other than LU_SCOPE, unknown types.
 	c := prOutCDB(proReserve, PRExclusiveAccess, 24)
