@@ -41,16 +41,16 @@ func (s AccessState) String() string {
 type SupportedStates uint8
 
 const (
-	SupportsTransitioning  SupportedStates = 0x80 // T_SUP
-	SupportsOffline        SupportedStates = 0x40 // O_SUP
-	SupportsUnavailable    SupportedStates = 0x08 // U_SUP
-	SupportsStandby        SupportedStates = 0x04 // S_SUP
-	SupportsNonOptimized   SupportedStates = 0x02 // AN_SUP
-	SupportsActiveOptimzed SupportedStates = 0x01 // AO_SUP
+	SupportsTransitioning   SupportedStates = 0x80 // T_SUP
+	SupportsOffline         SupportedStates = 0x40 // O_SUP
+	SupportsUnavailable     SupportedStates = 0x08 // U_SUP
+	SupportsStandby         SupportedStates = 0x04 // S_SUP
+	SupportsNonOptimized    SupportedStates = 0x02 // AN_SUP
+	SupportsActiveOptimized SupportedStates = 0x01 // AO_SUP
 
 	// SupportsClusterStates is what a hatgt node group can be in.
 	SupportsClusterStates = SupportsTransitioning | SupportsUnavailable | SupportsStandby |
-		SupportsNonOptimized | SupportsActiveOptimzed
+		SupportsNonOptimized | SupportsActiveOptimized
 )
 
 // TPG status codes (SPC-4 table 181).
@@ -92,7 +92,7 @@ func (DefaultPortGroups) PortGroups(n *Nexus) []TargetPortGroup {
 		p = n.RelativeTargetPort
 	}
 	return []TargetPortGroup{{ID: g, State: ALUAActiveOptimized, Preferred: true,
-		Supported: SupportsActiveOptimzed, RelativePorts: []uint16{p}}}
+		Supported: SupportsActiveOptimized, RelativePorts: []uint16{p}}}
 }
 
 const (

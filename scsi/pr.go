@@ -343,3 +343,7 @@ func prInReadFullStatus(t *task) error {
 	}
 	return prInFinish(t, b)
 }
+
+// Reservations returns the LU's persistent reservation state (a snapshot
+// not to be modified), for administration and diagnostics.
+func (lu *LU) Reservations() (*PRState, error) { return lu.pr.load() }
