@@ -4,8 +4,30 @@ package scsi
 // and extents are not supported). The reservation belongs to one I_T
 // nexus; the reservation gate refuses other nexuses' commands except those
 // allowed (INQUIRY, REPORT LUNS, REQUEST SENSE, RELEASE and the opcodes
-// flagged opAllowedRR). With a persistent reservation present the rules
-// of SPC-4 5.13.3 apply (compatible reservation handling, CRH=1).
+// flagged opAllowedRR). While persistent reservation registrations exist,
+// RESERVE and RELEASE conflict (SPC-2 5.5.1), except that they complete
+// with GOOD and no effect from the persistent reservation holder or, under
+// a Registrants Only or All Registrants reservation, from a registrant
+// (SPC-4 5.13.3, compatible reservation handling: CRH=1).
+
+// spc2UnderPR applies SPC-4 5.13.3 and SPC-2 5.5.1 to a RESERVE or
+// RELEASE from nexus id: done=true means the command ends with err (nil:
+// GOOD without effect); done=false means plain SPC-2 processing.
+func (lu *LU) spc2UnderPR(id prNexusID) (done bool, err error) {
+	st, err := lu.pr.load()
+	if err != nil {
+		return true, err
+	}
+	if len(st.Registrations) == 0 {
+		return false, nil
+	}
+	if r := st.Reservation; r != nil {
+		if i := st.find(id); i >= 0 && (st.isHolder(i) || r.Type.registrantsOnly()) {
+			return true, nil
+		}
+	}
+	return true, ErrReservationConflict
+}
 
 // reserveSPC2 executes RESERVE(6) and RESERVE(10).
 func reserveSPC2(t *task) error {
@@ -13,20 +35,9 @@ func reserveSPC2(t *task) error {
 		return err
 	}
 	lu := t.lu
-	n := taskNexus(t)
-	k, id := lu.pr.note(n)
-	st, err := lu.pr.load()
-	if err != nil {
+	k, id := lu.pr.note(taskNexus(t))
+	if done, err := lu.spc2UnderPR(id); done {
 		return err
-	}
-	if st.Reservation != nil {
-		// SPC-4 5.13.3: GOOD without effect from the PR holder or, for
-		// a Registrants Only / All Registrants reservation, from a
-		// registrant; RESERVATION CONFLICT from anyone else.
-		if i := st.find(id); i >= 0 && (st.isHolder(i) || st.Reservation.Type.registrantsOnly()) {
-			return nil
-		}
-		return ErrReservationConflict
 	}
 	if h := lu.spc2HolderOf(); h != "" && h != k {
 		return ErrReservationConflict
@@ -48,7 +59,10 @@ func releaseSPC2(t *task) error {
 		return err
 	}
 	lu := t.lu
-	k, _ := lu.pr.note(taskNexus(t))
+	k, id := lu.pr.note(taskNexus(t))
+	if done, err := lu.spc2UnderPR(id); done {
+		return err
+	}
 	lu.pr.mu.Lock()
 	defer lu.pr.mu.Unlock()
 	if lu.pr.spc2Holder == k {

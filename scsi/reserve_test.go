@@ -67,7 +67,8 @@ func TestSPC2ReleasedByResetAndNexusLoss(t *testing.T) {
 	prGood(t, spc2Reserve6(d, b))
 }
 
-// TestSPC2UnderPersistentReservation checks SPC-4 5.13.3 (CRH=1).
+// TestSPC2UnderPersistentReservation checks SPC-4 5.13.3 (CRH=1) and
+// SPC-2 5.5.1.
 func TestSPC2UnderPersistentReservation(t *testing.T) {
 	a, b, c := testNexus(0), testNexus(1), testNexus(2)
 	d, lu := prSetup(t, LUConfig{}, a, b, c)
@@ -85,14 +86,22 @@ func TestSPC2UnderPersistentReservation(t *testing.T) {
 		t.Fatal("RELEASE(6) released the persistent reservation")
 	}
 	prConflict(t, spc2Reserve6(d, c))
-	// Registrations without a reservation: plain SPC-2, and it then
-	// blocks the other nexuses' PR commands.
+	prConflict(t, spc2Release6(d, c))
+	// Registrations without a reservation: RESERVE and RELEASE conflict
+	// whoever sends them.
 	prGood(t, prOutCmd(d, a, proRelease, PRWriteExclusiveRegsOnly, 0xa, 0, 0))
 	clearUA(d, b)
+	prConflict(t, spc2Reserve6(d, a))
+	prConflict(t, spc2Reserve6(d, c))
+	prConflict(t, spc2Release6(d, c))
+	// No registration left: plain SPC-2, which blocks the other nexuses'
+	// PR commands.
+	prGood(t, prOutCmd(d, a, proRegister, 0, 0xa, 0, 0))
+	prGood(t, prOutCmd(d, b, proRegister, 0, 0xb, 0, 0))
 	prGood(t, spc2Reserve6(d, c))
-	prConflict(t, prOutCmd(d, a, proReserve, PRExclusiveAccess, 0xa, 0, 0))
+	prConflict(t, prOutCmd(d, a, proRegister, 0, 0, 0xa, 0))
 	prGood(t, spc2Release6(d, c))
-	prGood(t, prOutCmd(d, a, proReserve, PRExclusiveAccess, 0xa, 0, 0))
+	prGood(t, prOutCmd(d, a, proRegister, 0, 0, 0xa, 0))
 }
 
 // TestSPC2ReleasedWhenHolderForgotten: the transport's nexus-loss path
