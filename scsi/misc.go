@@ -85,6 +85,9 @@ const ascSanitizeFailed ASC = 0x3107
 type sanitizeState struct {
 	mu      sync.Mutex
 	running bool // a sanitize operation is in progress
+	// progress is the PROGRESS INDICATION (fraction done, in 65536ths)
+	// reported with SANITIZE IN PROGRESS.
+	progress uint16
 	failed  bool // the last one failed: sanitize failure mode
 }
 
@@ -97,13 +100,13 @@ type sanitizeState struct {
 func (lu *LU) sanitizeGate(t *task) error {
 	s := &lu.atomic.sanitize
 	s.mu.Lock()
-	running, failed := s.running, s.failed
+	running, failed, progress := s.running, s.failed, s.progress
 	s.mu.Unlock()
 	if t.op != nil && t.op.flags&opNoUA != 0 {
 		return nil
 	}
 	if running {
-		return NewSense(KeyNotReady, ASCLUNotReadySanitize)
+		return &SenseError{Key: KeyNotReady, ASC: ASCLUNotReadySanitize, SKSV: true, FieldPointer: progress}
 	}
 	if failed && t.op != nil && t.op.flags&(opWrite|opReadLike) != 0 && t.op.opcode != 0x48 {
 		return NewSense(KeyMediumError, ascSanitizeFailed)
@@ -170,7 +173,7 @@ func sanitizeCmd(t *task) error {
 		op = func() error {
 			unlock := lu.lockRange(0, lu.blocks)
 			defer unlock()
-			return lu.writeRepeated(block, 0, lu.blocks)
+			return lu.overwriteAll(block)
 		}
 	case sanitizeBlockErase:
 		if plen != 0 {
@@ -182,7 +185,7 @@ func sanitizeCmd(t *task) error {
 			if lu.thin() {
 				return lu.unmapBlocks(0, lu.blocks)
 			}
-			return lu.writeRepeated(make([]byte, bs), 0, lu.blocks)
+			return lu.overwriteAll(make([]byte, bs))
 		}
 	case sanitizeExitFailure:
 		if plen != 0 {
@@ -203,7 +206,7 @@ func sanitizeCmd(t *task) error {
 		s.mu.Unlock()
 		return NewSense(KeyNotReady, ASCLUNotReadySanitize)
 	}
-	s.running = true
+	s.running, s.progress = true, 0
 	s.mu.Unlock()
 	run := func() error {
 		err := op()
@@ -225,6 +228,27 @@ func sanitizeCmd(t *task) error {
 		return nil
 	}
 	return run()
+}
+
+// sanitizeSteps is how many parts an overwrite is split into to report
+// progress.
+const sanitizeSteps = 64
+
+// overwriteAll writes block to every block of the LU (the caller holds the
+// range lock), updating the sanitize progress indication as it goes.
+func (lu *LU) overwriteAll(block []byte) error {
+	s := &lu.atomic.sanitize
+	step := max(lu.blocks/sanitizeSteps, 1)
+	for lba := uint64(0); lba < lu.blocks; lba += step {
+		if err := lu.writeRepeated(block, lba, min(step, lu.blocks-lba)); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		done := min(lba+step, lu.blocks)
+		s.progress = uint16(float64(done) / float64(lu.blocks) * 65535)
+		s.mu.Unlock()
+	}
+	return nil
 }
 
 // readDefectData10 implements READ DEFECT DATA (10): an empty defect list

@@ -25,7 +25,7 @@ func overwriteParams(count byte, pattern []byte) []byte {
 }
 
 func TestSanitizeOverwrite(t *testing.T) {
-	d, _, mb, n := readyDevice(t, 64, LUConfig{})
+	d, lu, mb, n := readyDevice(t, 64, LUConfig{})
 	mb.WriteAt(fill(64*512, 'a'), 0)
 	p := overwriteParams(1, []byte{1, 2, 3})
 	expectGood(t, run(d, n, sanitizeCDB(false, sanitizeOverwrite, len(p)), p, 0))
@@ -38,6 +38,9 @@ func TestSanitizeOverwrite(t *testing.T) {
 		if !bytes.Equal(mb.bytesAt(b*512, 512), want) {
 			t.Fatalf("block %d not overwritten with the pattern", b)
 		}
+	}
+	if p := lu.atomic.sanitize.progress; p != 65535 {
+		t.Fatalf("progress %d after the overwrite, want 65535", p)
 	}
 	// INVERT with an even count leaves the inverted pattern.
 	p = overwriteParams(0x80|2, fill(512, 0x0f))
@@ -118,6 +121,10 @@ func TestSanitizeImmedAndGate(t *testing.T) {
 	inq := &task{op: &opInfo{flags: opNoUA}}
 	if err := lu.sanitizeGate(read); err == nil || err.(*SenseError).ASC != ASCLUNotReadySanitize {
 		t.Fatalf("gate while sanitizing: %v", err)
+	}
+	lu.atomic.sanitize.progress = 0x8000
+	if err := lu.sanitizeGate(read); err == nil || !bytes.Equal(err.(*SenseError).Fixed()[15:18], []byte{0x80, 0x80, 0x00}) {
+		t.Fatalf("no progress indication while sanitizing: %v", err)
 	}
 	if err := lu.sanitizeGate(inq); err != nil {
 		t.Fatalf("gate for INQUIRY while sanitizing: %v", err)
