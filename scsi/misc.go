@@ -88,7 +88,7 @@ type sanitizeState struct {
 	// progress is the PROGRESS INDICATION (fraction done, in 65536ths)
 	// reported with SANITIZE IN PROGRESS.
 	progress uint16
-	failed  bool // the last one failed: sanitize failure mode
+	failed   bool // the last one failed: sanitize failure mode
 }
 
 // sanitizeGate refuses t while a sanitize operation is in progress (NOT
