@@ -106,12 +106,29 @@ func (lu *LU) sanitizeGate(t *task) error {
 		return nil
 	}
 	if running {
-		return &SenseError{Key: KeyNotReady, ASC: ASCLUNotReadySanitize, SKSV: true, FieldPointer: progress}
+		return sanitizeInProgress(progress)
 	}
 	if failed && t.op != nil && t.op.flags&(opWrite|opReadLike) != 0 && t.op.opcode != 0x48 {
 		return NewSense(KeyMediumError, ascSanitizeFailed)
 	}
 	return nil
+}
+
+func sanitizeInProgress(progress uint16) *SenseError {
+	return &SenseError{Key: KeyNotReady, ASC: ASCLUNotReadySanitize, SKSV: true, FieldPointer: progress}
+}
+
+// sanitizeSense returns the sense REQUEST SENSE should report while a
+// sanitize operation is in progress (NOT READY, SANITIZE IN PROGRESS with
+// the progress indication, SBC-4 4.11.3), or nil when none is.
+func (lu *LU) sanitizeSense() *SenseError {
+	s := &lu.atomic.sanitize
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.running {
+		return nil
+	}
+	return sanitizeInProgress(s.progress)
 }
 
 // sanitizeCmd implements SANITIZE: OVERWRITE writes the initialization

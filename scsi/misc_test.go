@@ -126,12 +126,18 @@ func TestSanitizeImmedAndGate(t *testing.T) {
 	if err := lu.sanitizeGate(read); err == nil || !bytes.Equal(err.(*SenseError).Fixed()[15:18], []byte{0x80, 0x80, 0x00}) {
 		t.Fatalf("no progress indication while sanitizing: %v", err)
 	}
+	if se := lu.sanitizeSense(); se == nil || se.ASC != ASCLUNotReadySanitize || se.FieldPointer != 0x8000 {
+		t.Fatalf("sanitizeSense while sanitizing: %v", se)
+	}
 	if err := lu.sanitizeGate(inq); err != nil {
 		t.Fatalf("gate for INQUIRY while sanitizing: %v", err)
 	}
 	// A second SANITIZE is refused too.
 	expectSense(t, run(d, n, sanitizeCDB(false, sanitizeBlockErase, 0), nil, 0), KeyNotReady, ASCLUNotReadySanitize)
 	lu.atomic.sanitize.running = false
+	if se := lu.sanitizeSense(); se != nil {
+		t.Fatalf("sanitizeSense when idle: %v", se)
+	}
 
 	// Failure mode until EXIT FAILURE MODE.
 	lu.atomic.sanitize.failed = true
