@@ -331,3 +331,28 @@ func TestUnmapWriteThroughFlushes(t *testing.T) {
 		t.Fatal("UNMAP on a write-through LU did not flush")
 	}
 }
+
+// With 4096-byte blocks, block numbers and byte offsets convert by the
+// LU's block size, not the backend's sector size.
+func TestThin4096(t *testing.T) {
+	d, _, mb, n := readyDevice(t, 16, LUConfig{Thin: true, BlockSize: 4096})
+	mb.WriteAt(fill(16*4096, 'a'), 0)
+	expectGood(t, run(d, n, ws16CDB(0x08, 2, 2), make([]byte, 4096), 0))
+	p := unmapParams([2]uint64{10, 1})
+	expectGood(t, run(d, n, unmapCDB(false, len(p)), p, 0))
+	if !bytes.Equal(mb.bytesAt(2*4096, 2*4096), make([]byte, 2*4096)) || !bytes.Equal(mb.bytesAt(4*4096, 4096), fill(4096, 'a')) {
+		t.Fatal("WRITE SAME UNMAP deallocated the wrong bytes")
+	}
+	r := run(d, n, getLBAStatusCDB(0, 1024), nil, 1024)
+	expectGood(t, r)
+	got := parseLBAStatus(t, r.Data)
+	want := []lbaStatus{{0, 2, 0}, {2, 2, 1}, {4, 6, 0}, {10, 1, 1}, {11, 5, 0}}
+	if len(got) != len(want) {
+		t.Fatalf("descriptors %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("descriptor %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
