@@ -302,6 +302,17 @@ table() {
 	echo
 	echo "ratio = hatgt IOPS / tgt IOPS (>1: hatgt faster). qemu-img bench is sequential;"
 	echo "both LUNs are 1 GiB sparse files in the same directory, served write-back."
+	echo
+	echo "IOPS of every round (spread shows how noisy the machine was):"
+	for i in "${!rows[@]}"; do
+		printf '%-31s hatgt %s; tgt %s\n' "${rows[$i]%%|*}" \
+			"$(samples "$work/samples/$i.hatgt")" "$(samples "$work/samples/$i.tgt")"
+	done
+}
+
+# samples FILE: the IOPS column on one line, or "none".
+samples() {
+	if [[ -s $1 ]]; then awk '{printf "%s%s", sep, $1; sep = " "}' "$1"; else echo none; fi
 }
 
 table >"$work/table.txt"
