@@ -4,6 +4,10 @@ import (
 	"encoding/binary"
 )
 
+// maxRegistrations bounds the registrations of one LU; beyond it REGISTER
+// answers INSUFFICIENT REGISTRATION RESOURCES (SPC-4 5.13.7).
+const maxRegistrations = 1024
+
 // PERSISTENT RESERVE OUT service actions (SPC-4 table 172).
 const (
 	proRegister       = 0x00
@@ -299,6 +303,9 @@ func (lu *LU) prRegister(st *PRState, p *prOutParams, key string, id prNexusID, 
 				return ErrReservationConflict
 			}
 		}
+		if len(st.Registrations)+len(regs) > maxRegistrations {
+			return NewSense(KeyIllegalRequest, ASCInsufficientRegResources)
+		}
 		st.Registrations = append(st.Registrations, regs...)
 		st.APTPL = p.aptpl
 		st.Generation++
@@ -408,6 +415,9 @@ func (lu *LU) prRegisterMove(st *PRState, p *prOutParams, i int, me PRPort) erro
 		}
 	}
 	if j < 0 {
+		if len(st.Registrations) >= maxRegistrations {
+			return NewSense(KeyIllegalRequest, ASCInsufficientRegResources)
+		}
 		st.Registrations = append(st.Registrations, PRRegistration{PRPort: dest, Key: p.saKey})
 	} else {
 		// Not an error: the nexus gets the new key (SPC-4 5.13.8 d).

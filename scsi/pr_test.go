@@ -3,6 +3,7 @@ package scsi
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -872,4 +873,28 @@ func TestFileReservationStoreDeterministic(t *testing.T) {
 	if len(files[0]) == 0 || files[0][0] != '{' {
 		t.Fatalf("file content %q", files[0])
 	}
+}
+
+func TestPRRegistrationLimit(t *testing.T) {
+	a, b := testNexus(0), testNexus(1)
+	d, _ := prSetup(t, LUConfig{}, a, b)
+	// One SPEC_I_PT REGISTER with more initiators than the LU keeps.
+	var tids []byte
+	for i := 0; i < maxRegistrations; i++ {
+		tids = append(tids, prTID(fmt.Sprintf("iqn.2026-11.test:many%d", i), "")...)
+	}
+	p := prParams(0, 0x5, flagSpecIPT)
+	p = binary.BigEndian.AppendUint32(p, uint32(len(tids)))
+	p = append(p, tids...)
+	prSense(t, run(d, a, prOutCDB(proRegister, 0, len(p)), p, 0), KeyIllegalRequest, ASCInsufficientRegResources)
+	if _, keys := prReadKeys(t, d, a); len(keys) != 0 {
+		t.Fatalf("a refused SPEC_I_PT REGISTER left %d registrations", len(keys))
+	}
+	// One fewer fits.
+	short := tids[:len(tids)-len(prTID("iqn.2026-11.test:many1023", ""))]
+	p = prParams(0, 0x5, flagSpecIPT)
+	p = binary.BigEndian.AppendUint32(p, uint32(len(short)))
+	p = append(p, short...)
+	prGood(t, run(d, a, prOutCDB(proRegister, 0, len(p)), p, 0))
+	prSense(t, prOutCmd(d, b, proRegister, 0, 0, 0xb, 0), KeyIllegalRequest, ASCInsufficientRegResources)
 }
