@@ -701,3 +701,39 @@ func TestShutdownWaitsAndCloses(t *testing.T) {
 		t.Fatal("server still accepts connections after Shutdown")
 	}
 }
+
+func TestTextInNormalSession(t *testing.T) {
+	env := newFTEnv(t, nil)
+	if err := env.srv.AddTarget(TargetConfig{Name: ftIQN + "-other", Device: env.dev}); err != nil {
+		t.Fatal(err)
+	}
+	in := ftDial(t, env.addr)
+	in.mustLogin(loginOpts{})
+	p := NewPDU(OpTextReq)
+	p.SetFinal(true)
+	p.SetITT(in.nextITT())
+	p.SetTTT(ReservedTag)
+	p.SetCmdSN(in.cmdSN)
+	in.cmdSN++
+	p.Data = EncodeText([]KV{{"SendTargets", "All"}, {"X-hatgt-unknown", "1"}, {"MaxBurstLength", "512"}})
+	in.send(p)
+	r := in.mustRecv()
+	if r.Opcode() != OpTextResp || !r.Final() {
+		t.Fatalf("got %v", r.Opcode())
+	}
+	got := map[string][]string{}
+	for _, kv := range bytes.Split(bytes.TrimRight(r.Data, "\x00"), []byte{0}) {
+		k, v, _ := bytes.Cut(kv, []byte("="))
+		got[string(k)] = append(got[string(k)], string(v))
+	}
+	// A normal session sees only its own target.
+	if n := got["TargetName"]; len(n) != 1 || n[0] != ftIQN {
+		t.Fatalf("TargetName %v", n)
+	}
+	if v := got["X-hatgt-unknown"]; len(v) != 1 || v[0] != "NotUnderstood" {
+		t.Fatalf("unknown key answered %v", v)
+	}
+	if v := got["MaxBurstLength"]; len(v) != 1 || v[0] != "Reject" {
+		t.Fatalf("login-only key answered %v", v)
+	}
+}
