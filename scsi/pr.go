@@ -87,6 +87,9 @@ type prState struct {
 	// command to its identity, to deliver unit attentions to the nexuses a
 	// registration covers.
 	nexuses map[string]prNexusID
+	// pruneAt is the registry size at which the gate next drops the
+	// nexuses the LU has forgotten.
+	pruneAt int
 	// spc2Holder is the key of the I_T nexus holding an SPC-2 RESERVE, or
 	// "" for none.
 	spc2Holder string
@@ -101,6 +104,7 @@ func (s *prState) init(lu *LU) error {
 		s.ptpl = p.PersistsThroughPowerLoss()
 	}
 	s.nexuses = map[string]prNexusID{}
+	s.pruneAt = 64
 	if w, ok := s.store.(ReservationWatcher); ok {
 		w.Watch(lu.reservationsChangedElsewhere)
 	}
@@ -197,6 +201,15 @@ func (lu *LU) reservationGate(t *task) error {
 	}
 	p := &lu.pr
 	k, id := p.note(taskNexus(t))
+	p.mu.RLock()
+	prune := len(p.nexuses) > p.pruneAt
+	p.mu.RUnlock()
+	if prune {
+		n := len(p.knownNexuses(lu))
+		p.mu.Lock()
+		p.pruneAt = 2*n + 64
+		p.mu.Unlock()
+	}
 	opc, flags := t.cdb[0], t.op.flags
 
 	if holder := lu.spc2HolderOf(); holder != "" && holder != k && flags&opAllowedRR == 0 && !spc2AlwaysAllowed[opc] {

@@ -1,6 +1,9 @@
 package scsi
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 func spc2Reserve6(d *Device, n *Nexus) *Response {
 	return run(d, n, []byte{opcReserve6, 0, 0, 0, 0, 0}, nil, 0)
@@ -116,4 +119,23 @@ func TestSPC2ReleasedWhenHolderForgotten(t *testing.T) {
 	prGood(t, spc2Reserve6(d, b))
 	clearUA(d, a)
 	prConflict(t, spc2Reserve6(d, a))
+}
+
+// TestPRNexusRegistryPruned: sessions come and go (a new ISID each time);
+// the PR registry of nexuses does not keep the forgotten ones.
+func TestPRNexusRegistryPruned(t *testing.T) {
+	d, lu := prSetup(t, LUConfig{})
+	for i := 0; i < 1000; i++ {
+		n := testNexus(0)
+		n.InitiatorPort = fmt.Sprintf("%s,i,0x%012x", n.InitiatorName, i)
+		prGood(t, run(d, n, []byte{0x12, 0, 0, 0, 36, 0}, nil, 36))
+		prTUR(d, n)
+		d.NexusLost(n)
+	}
+	lu.pr.mu.RLock()
+	size := len(lu.pr.nexuses)
+	lu.pr.mu.RUnlock()
+	if size > 200 {
+		t.Fatalf("registry holds %d nexuses after 1000 short sessions", size)
+	}
 }
