@@ -164,6 +164,24 @@ func TestGateChain(t *testing.T) {
 	}
 }
 
+func TestACATaskWithoutACA(t *testing.T) {
+	d, _, _ := testDevice(t, 64, LUConfig{})
+	n := testNexus(0)
+	clearUA(d, n)
+	r := d.Execute(t.Context(), &Command{Nexus: n, CDB: make([]byte, 6), Attr: TaskACA})
+	wantSense(t, r, KeyIllegalRequest, ASCInvalidMessageError)
+}
+
+func TestFixedSenseLargeInformation(t *testing.T) {
+	e := &SenseError{Key: KeyMiscompare, ASC: ASCMiscompareDuringVerify, Info: 1 << 40, InfoValid: true}
+	if f := e.Fixed(); f[0]&0x80 != 0 {
+		t.Fatalf("VALID set for an INFORMATION that does not fit: %x", f)
+	}
+	if d := e.Descriptor(); len(d) != 20 || be64(d[12:]) != 1<<40 {
+		t.Fatalf("descriptor INFORMATION %x", d)
+	}
+}
+
 func TestUAOrderOldestFirst(t *testing.T) {
 	d, lu, _ := testDevice(t, 64, LUConfig{})
 	n := testNexus(0)

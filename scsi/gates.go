@@ -36,6 +36,10 @@ func (d *Device) decode(t *task) (*opInfo, error) {
 	if t.cdb[ctl]&0x04 != 0 {
 		return nil, InvalidCDBField(ctl, 2)
 	}
+	if t.cmd.Attr == TaskACA {
+		// NACA is never accepted, so no ACA condition can exist (SAM-5).
+		return nil, NewSense(KeyIllegalRequest, ASCInvalidMessageError)
+	}
 	return op, nil
 }
 

@@ -130,7 +130,7 @@ func InvalidParamField(byteOff int, bit int) *SenseError {
 func (e *SenseError) Fixed() []byte {
 	b := make([]byte, 18)
 	b[0] = 0x70
-	if e.InfoValid {
+	if e.InfoValid && e.Info <= 0xffffffff { // else only descriptor format can carry it
 		b[0] |= 0x80
 		i := e.Info
 		b[3], b[4], b[5], b[6] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
