@@ -37,8 +37,13 @@ step "conformance (iscsi-test-cu)" "$logs/conformance.log" bash test/conformance
 
 echo
 echo "=== summary"
-grep -hE '^(ok|FAIL|---|panic:)|\[no test files\]' "$logs"/go-test*.log | grep -v '^--- PASS' || true
-grep -h '^conformance: [0-9]' "$logs/conformance.log" || true
+for log in go-test go-test-race; do
+	[[ -f "$logs/$log.log" ]] || continue
+	echo "--- $log"
+	grep -E '^(ok|FAIL|---|panic:)|\[no test files\]' "$logs/$log.log" | grep -v '^--- PASS' || true
+done
+echo "--- conformance"
+grep '^conformance: [0-9]' "$logs/conformance.log" || true
 printf '%s\n' "${results[@]}"
 if [[ $status -eq 0 ]]; then
 	rm -rf "$logs"
