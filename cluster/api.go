@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -77,6 +78,26 @@ func (a *API) auth(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// CheckExposure refuses to serve the API on a non-loopback address without
+// a token: anyone who can reach it could change the cluster. The serve
+// command calls it before listening.
+func CheckExposure(apiAddr, token string) error {
+	if token != "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(apiAddr)
+	if err != nil {
+		return fmt.Errorf("cluster: API address %q: %v", apiAddr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("cluster: refusing to serve the admin API on %s without a token: set HATGT_TOKEN or --token-file, or bind it to 127.0.0.1", apiAddr)
 }
 
 // Serve serves the API on l (TCP) and on DATA/hatgt.sock until ctx ends,

@@ -75,49 +75,32 @@ func TestAPITokenAndSecrets(t *testing.T) {
 		return s.Targets[iqnA] != nil && s.Targets[iqnA].CHAP != nil && len(s.Targets[iqnA].LUNs) == 1
 	})
 
-	// Status: readable without a token, never a secret.
-	raw := getRaw(t, "http://"+f.cfg.APIAddr+"/v1/status")
+	// Status: readable without a token, never a secret. Poll until the
+	// cluster looks settled (a loaded machine may re-elect meanwhile).
+	var (
+		raw string
+		doc statusDoc
+	)
+	c.waitFor("a settled status", func() bool {
+		raw = getRaw(t, "http://"+f.cfg.APIAddr+"/v1/status")
+		doc = statusDoc{}
+		if err := json.Unmarshal([]byte(raw), &doc); err != nil {
+			t.Fatalf("status is not JSON: %v", err)
+		}
+		roles := map[string]int{}
+		alive := 0
+		for _, n := range doc.Nodes {
+			roles[n.RaftRole]++
+			if n.Alive != nil && *n.Alive && n.ISCSIPortal == "127.0.0.1:3260" {
+				alive++
+			}
+		}
+		return doc.Leader != "" && len(doc.Nodes) == 3 && roles["leader"] == 1 && roles["follower"] == 2 && alive == 3
+	})
 	for _, secret := range []string{chapSecret, mutualSecret, testToken} {
 		if strings.Contains(raw, secret) {
 			t.Fatalf("status holds a secret:\n%s", raw)
 		}
-	}
-	var doc struct {
-		Leader string `json:"leader"`
-		Nodes  []struct {
-			ID          string `json:"id"`
-			RaftRole    string `json:"raft_role"`
-			Alive       *bool  `json:"alive"`
-			ISCSIPortal string `json:"iscsi_portal"`
-		} `json:"nodes"`
-		Targets []struct {
-			IQN  string `json:"iqn"`
-			CHAP struct {
-				Secret, MutualSecret string
-			} `json:"chap"`
-			LUNs []struct {
-				LUN       *uint64  `json:"lun"`
-				Owner     string   `json:"owner"`
-				Placement []string `json:"placement"`
-			} `json:"luns"`
-		} `json:"targets"`
-	}
-	if err := json.Unmarshal([]byte(raw), &doc); err != nil {
-		t.Fatal(err)
-	}
-	l := c.leader()
-	if doc.Leader != l.id || len(doc.Nodes) != 3 {
-		t.Errorf("leader %q nodes %d, want %s and 3", doc.Leader, len(doc.Nodes), l.id)
-	}
-	roles := map[string]int{}
-	for _, n := range doc.Nodes {
-		roles[n.RaftRole]++
-		if n.Alive == nil || !*n.Alive || n.ISCSIPortal != "127.0.0.1:3260" {
-			t.Errorf("node %+v", n)
-		}
-	}
-	if roles["leader"] != 1 || roles["follower"] != 2 {
-		t.Errorf("roles %v", roles)
 	}
 	if len(doc.Targets) != 1 || doc.Targets[0].IQN != iqnA || doc.Targets[0].CHAP.Secret != "set" ||
 		len(doc.Targets[0].LUNs) != 1 || *doc.Targets[0].LUNs[0].LUN != 2 || len(doc.Targets[0].LUNs[0].Placement) != 2 ||
@@ -148,6 +131,27 @@ func TestAPITokenAndSecrets(t *testing.T) {
 			t.Errorf("a log line holds secret %q", secret)
 		}
 	}
+}
+
+type statusDoc struct {
+	Leader string `json:"leader"`
+	Nodes  []struct {
+		ID          string `json:"id"`
+		RaftRole    string `json:"raft_role"`
+		Alive       *bool  `json:"alive"`
+		ISCSIPortal string `json:"iscsi_portal"`
+	} `json:"nodes"`
+	Targets []struct {
+		IQN  string `json:"iqn"`
+		CHAP struct {
+			Secret, MutualSecret string
+		} `json:"chap"`
+		LUNs []struct {
+			LUN       *uint64  `json:"lun"`
+			Owner     string   `json:"owner"`
+			Placement []string `json:"placement"`
+		} `json:"luns"`
+	} `json:"targets"`
 }
 
 func getRaw(t *testing.T, url string) string {
@@ -224,5 +228,26 @@ func TestConfigValidate(t *testing.T) {
 	d.NodeID, d.DataDir, d.RaftAddr, d.GossipAddr, d.APIAddr = "a", "/x", ":1", ":2", ":3"
 	if err := d.Validate(); err != nil {
 		t.Errorf("DefaultConfig with addresses: %v", err)
+	}
+}
+
+func TestCheckExposure(t *testing.T) {
+	for _, tc := range []struct {
+		addr, token string
+		ok          bool
+	}{
+		{"127.0.0.1:3270", "", true},
+		{"[::1]:3270", "", true},
+		{"localhost:3270", "", true},
+		{"0.0.0.0:3270", "", false},
+		{":3270", "", false},
+		{"10.0.0.1:3270", "", false},
+		{"10.0.0.1:3270", "tok", true},
+		{"bad", "", false},
+	} {
+		err := CheckExposure(tc.addr, tc.token)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckExposure(%q, token set %v) = %v", tc.addr, tc.token != "", err)
+		}
 	}
 }

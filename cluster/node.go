@@ -339,6 +339,9 @@ func (n *Node) reachableVoters() (reach, total int) {
 
 func (n *Node) noLeaderError() error {
 	r, m := n.reachableVoters()
+	if m == 0 {
+		return errf(ErrNoLeader, "no cluster leader: this node is in no cluster yet (bootstrap it, or join it to a member)")
+	}
 	return errf(ErrNoLeader, "no cluster leader: quorum lost? %d of %d voters reachable", r, m)
 }
 

@@ -66,7 +66,7 @@ func (n *Node) Status() Status {
 		Leader:      leader,
 		Term:        n.raft.CurrentTerm(),
 		CommitIndex: n.raft.CommitIndex(),
-		Applied:     n.fsm.AppliedIndex(),
+		Applied:     n.raft.AppliedIndex(),
 		Nodes:       []NodeStatus{},
 		Targets:     []TargetStatus{},
 	}
