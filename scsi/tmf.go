@@ -4,13 +4,34 @@ package scsi
 // it aborts has ended; an aborted task's Execute returns TASK ABORTED,
 // which the transport does not send.
 
+// The transport finds these methods (and DataOutLength) by interface; keep
+// their signatures.
+var _ interface {
+	AbortTask(n *Nexus, lun uint64, tag uint32) TMFResponse
+	AbortTaskSet(n *Nexus, lun uint64) TMFResponse
+	ClearTaskSet(n *Nexus, lun uint64) TMFResponse
+	LUNReset(n *Nexus, lun uint64) TMFResponse
+	TargetReset(n *Nexus) TMFResponse
+	NexusLost(n *Nexus)
+	DataOutLength(lun uint64, cdb []byte) (uint32, bool)
+} = (*Device)(nil)
+
+// keyOf returns the key of nexus n (a nil nexus is the empty one, as in
+// Execute).
+func keyOf(n *Nexus) string {
+	if n == nil {
+		return (&Nexus{}).Key()
+	}
+	return n.Key()
+}
+
 // AbortTask aborts the task with tag from nexus n on lun.
 func (d *Device) AbortTask(n *Nexus, lun uint64, tag uint32) TMFResponse {
 	lu := d.lu(lun)
 	if lu == nil {
 		return TMFLUNNotExist
 	}
-	k := n.Key()
+	k := keyOf(n)
 	if len(lu.tasks.abort(func(e *tsEntry) bool { return e.key == k && e.tag == tag })) == 0 {
 		return TMFTaskNotExist
 	}
@@ -23,7 +44,7 @@ func (d *Device) AbortTaskSet(n *Nexus, lun uint64) TMFResponse {
 	if lu == nil {
 		return TMFLUNNotExist
 	}
-	k := n.Key()
+	k := keyOf(n)
 	lu.tasks.abort(func(e *tsEntry) bool { return e.key == k })
 	return TMFComplete
 }
@@ -35,7 +56,7 @@ func (d *Device) ClearTaskSet(n *Nexus, lun uint64) TMFResponse {
 	if lu == nil {
 		return TMFLUNNotExist
 	}
-	k := n.Key()
+	k := keyOf(n)
 	for _, o := range lu.tasks.abort(func(*tsEntry) bool { return true }) {
 		if o != k {
 			lu.addUA(o, ASCCommandsClearedByAnother)
@@ -53,13 +74,13 @@ func (d *Device) LUNReset(n *Nexus, lun uint64) TMFResponse {
 	if lu == nil {
 		return TMFLUNNotExist
 	}
-	lu.reset(n.Key())
+	lu.reset(keyOf(n))
 	return TMFComplete
 }
 
 // TargetReset resets every LU of the device, as LUNReset does for one.
 func (d *Device) TargetReset(n *Nexus) TMFResponse {
-	k := n.Key()
+	k := keyOf(n)
 	for _, lun := range d.LUNs() {
 		if lu := d.lu(lun); lu != nil {
 			lu.reset(k)
@@ -75,7 +96,7 @@ func (d *Device) TargetReset(n *Nexus) TMFResponse {
 // released. Persistent reservations and registrations are kept (SPC-4
 // 5.13).
 func (d *Device) NexusLost(n *Nexus) {
-	k := n.Key()
+	k := keyOf(n)
 	for _, lun := range d.LUNs() {
 		if lu := d.lu(lun); lu != nil {
 			lu.tasks.abort(func(e *tsEntry) bool { return e.key == k })
