@@ -164,6 +164,15 @@ func TestGateChain(t *testing.T) {
 	}
 }
 
+func TestHandlerPanicFailsOnlyTheCommand(t *testing.T) {
+	d, _, _ := testDevice(t, 64, LUConfig{})
+	n := testNexus(0)
+	clearUA(d, n)
+	d.table.byKey[opKey{opcode: 0xc0}] = &opInfo{name: "PANIC", opcode: 0xc0, cdbLen: 6, fn: func(*task) error { panic("boom") }}
+	wantSense(t, run(d, n, []byte{0xc0, 0, 0, 0, 0, 0}, nil, 0), KeyHardwareError, ASCInternalTargetFailure)
+	wantGood(t, run(d, n, make([]byte, 6), nil, 0))
+}
+
 func TestACATaskWithoutACA(t *testing.T) {
 	d, _, _ := testDevice(t, 64, LUConfig{})
 	n := testNexus(0)

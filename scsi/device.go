@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sort"
 	"sync"
 )
@@ -78,6 +79,9 @@ func (d *Device) Execute(ctx context.Context, cmd *Command) *Response {
 	if n == nil {
 		n = &Nexus{}
 	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	t := &task{ctx: ctx, dev: d, cmd: cmd, cdb: cmd.CDB, lu: d.lu(cmd.LUN), nexus: n}
 	if t.lu == nil {
 		return toResponse(t, d.runAbsent(t))
@@ -94,8 +98,17 @@ func (d *Device) Execute(ctx context.Context, cmd *Command) *Response {
 	return toResponse(t, err)
 }
 
-// run passes t through the gate chain and executes it.
-func (d *Device) run(t *task) error {
+// run passes t through the gate chain and executes it. A handler that
+// panics fails only its own command (INTERNAL TARGET FAILURE, logged with
+// the stack), not the node.
+func (d *Device) run(t *task) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			d.log.Error("scsi: handler panic", "cdb", fmt.Sprintf("%x", t.cdb), "panic", p, "stack", string(debug.Stack()))
+			t.data = nil
+			err = NewSense(KeyHardwareError, ASCInternalTargetFailure)
+		}
+	}()
 	op, err := d.decode(t)
 	if err != nil {
 		return err

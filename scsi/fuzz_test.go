@@ -46,6 +46,9 @@ func FuzzCDB(f *testing.F) {
 		case StatusGood, StatusReservationConflict, StatusBusy, StatusTaskSetFull, StatusConditionMet:
 		case StatusCheckCondition:
 			s := r.Sense
+			if len(s) >= 14 && s[2]&0x0f == byte(KeyHardwareError) && s[12] == 0x44 {
+				t.Fatalf("CDB %x: INTERNAL TARGET FAILURE (a handler panicked or failed unexpectedly)", cdb)
+			}
 			switch {
 			case len(s) >= 18 && s[0]&0x7f == 0x70 && int(s[7])+8 == len(s):
 			case len(s) >= 8 && s[0] == 0x72 && int(s[7])+8 == len(s):
