@@ -2,9 +2,27 @@ package config
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
+
+// stripLines returns a copy of c without what depends on the text layout:
+// file name, line numbers and warnings.
+func stripLines(c *Config) Config {
+	out := Config{Portals: c.Portals}
+	for _, t := range c.Targets {
+		t.Line = 0
+		luns := make([]LUN, len(t.LUNs))
+		for i, l := range t.LUNs {
+			l.Line = 0
+			luns[i] = l
+		}
+		t.LUNs = luns
+		out.Targets = append(out.Targets, t)
+	}
+	return out
+}
 
 // FuzzParse checks that Parse never panics and that what it accepts keeps
 // the invariants the package documents.
@@ -33,6 +51,14 @@ func FuzzParse(f *testing.F) {
 		}
 		if len(cfg.Targets) == 0 || len(cfg.Portals) == 0 {
 			t.Fatalf("accepted config without targets or portals: %+v", cfg)
+		}
+		// Format writes what Parse reads back.
+		again, err := Parse("formatted.conf", strings.NewReader(cfg.Format()))
+		if err != nil {
+			t.Fatalf("formatted config does not parse: %v\n%s", err, cfg.Format())
+		}
+		if a, b := stripLines(cfg), stripLines(again); !reflect.DeepEqual(a, b) {
+			t.Fatalf("round trip changed the config:\n%+v\n%+v", a, b)
 		}
 		names := map[string]bool{}
 		paths := map[string]bool{}

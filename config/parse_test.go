@@ -244,3 +244,31 @@ func TestParseFileNamesBase(t *testing.T) {
 		t.Errorf("ParseFile(missing) = %v, want ErrNotExist", err)
 	}
 }
+
+func TestFormatRoundTrip(t *testing.T) {
+	text := `Portal [::]:3260
+Target iqn.2026-11.io.example:d1
+    Alias two words
+    Lun 0 Path=/a,Size=10G,IOMode=wb,ScsiSN=X1
+    Lun 5 Path=/dev/sdz,Type=blockio,Thin=yes
+    InitiatorAllow iqn.2026-11.io.example:h1,iqn.2026-11.io.example:h2
+    IncomingUser in 123456789012
+    OutgoingUser out 210987654321
+Target eui.0123456789abcdef
+    Lun 1 Path=/b,Sector=4096,Size=1M
+`
+	cfg, err := parse(t, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := parse(t, cfg.Format())
+	if err != nil {
+		t.Fatalf("Format output does not parse: %v\n%s", err, cfg.Format())
+	}
+	if a, b := stripLines(cfg), stripLines(again); !reflect.DeepEqual(a, b) {
+		t.Errorf("round trip changed the config:\n%+v\n%+v\nformatted:\n%s", a, b, cfg.Format())
+	}
+	if !strings.Contains(cfg.Format(), "Lun 0 Path=/a,Type=fileio,Size=10G,Sector=512,IOMode=wb,Thin=yes,ScsiSN=X1\n") {
+		t.Errorf("unexpected Format output:\n%s", cfg.Format())
+	}
+}
