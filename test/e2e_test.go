@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -25,6 +26,9 @@ func TestIscsiLsListsDevTarget(t *testing.T) {
 	// 1023M.
 	if !regexp.MustCompile(`Lun:0\s+Type:DIRECT_ACCESS \(Size:1023M\)`).MatchString(out) {
 		t.Errorf("iscsi-ls does not show LUN 0 of 1 GiB:\n%s", out)
+	}
+	if code := s.stopWith(syscall.SIGINT); code != 0 {
+		t.Errorf("exit status after SIGINT = %d, want 0", code)
 	}
 }
 
@@ -249,7 +253,10 @@ func TestConfigFileTargets(t *testing.T) {
 		"    Lun 3 Path=" + ro + ",Sector=4096,IOMode=ro\n" +
 		"Target iqn.2026-11.io.hatgt:chap\n" +
 		"    Lun 0 Path=" + filepath.Join(dir, "c.img") + ",Size=16M\n" +
-		"    IncomingUser alice alice-secret-1\n"
+		"    IncomingUser alice alice-secret-1\n" +
+		"Target iqn.2026-11.io.hatgt:acl\n" +
+		"    Lun 0 Path=" + filepath.Join(dir, "d.img") + ",Size=1M\n" +
+		"    InitiatorAllow iqn.2026-11.io.hatgt:friend\n"
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -281,6 +288,13 @@ func TestConfigFileTargets(t *testing.T) {
 		if out, err := tool("iscsi-inq", chapURL(cred)); err == nil {
 			t.Errorf("login with credentials %q succeeded:\n%s", cred, out)
 		}
+	}
+	aclURL := "iscsi://" + s.addr + "/iqn.2026-11.io.hatgt:acl/0"
+	if out := runTool(t, "iscsi-inq", "-i", "iqn.2026-11.io.hatgt:friend", aclURL); !strings.Contains(out, "DIRECT_ACCESS") {
+		t.Errorf("INQUIRY from an allowed initiator:\n%s", out)
+	}
+	if out, err := tool("iscsi-inq", "-i", "iqn.2026-11.io.hatgt:stranger", aclURL); err == nil {
+		t.Errorf("login from an initiator not in InitiatorAllow succeeded:\n%s", out)
 	}
 	if code := s.stop(); code != 0 {
 		t.Errorf("exit status after SIGTERM = %d", code)

@@ -141,14 +141,20 @@ func startServer(t *testing.T, args ...string) *server {
 // stop sends SIGTERM and returns the exit status.
 func (s *server) stop() int {
 	s.t.Helper()
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		s.t.Fatalf("SIGTERM: %v", err)
+	return s.stopWith(syscall.SIGTERM)
+}
+
+// stopWith sends sig and returns the exit status.
+func (s *server) stopWith(sig syscall.Signal) int {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("%v: %v", sig, err)
 	}
 	select {
 	case <-s.done:
 	case <-time.After(90 * time.Second):
 		s.kill()
-		s.t.Fatalf("hatgt did not exit after SIGTERM; stderr:\n%s", s.stderr.String())
+		s.t.Fatalf("hatgt did not exit after %v; stderr:\n%s", sig, s.stderr.String())
 	}
 	return s.cmd.ProcessState.ExitCode()
 }
