@@ -13,7 +13,7 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
-const usage = `hatgt is a clustered, highly available iSCSI target.
+const usage = `hatgt is an iSCSI target, becoming a clustered, highly available one.
 
 Usage:
   hatgt serve --dev [--data-dir DIR] [--iscsi-addr HOST:PORT]

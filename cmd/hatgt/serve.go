@@ -82,7 +82,13 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 }
 
 func serveCommand(args []string, stdout, stderr io.Writer) int {
-	f, err := parseServeFlags(args, stderr)
+	usageOut := stderr
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			usageOut = stdout // asked for: not an error
+		}
+	}
+	f, err := parseServeFlags(args, usageOut)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
