@@ -1,0 +1,60 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors of the package. Wrapped errors are matched with errors.Is.
+var (
+	// ErrNotOwner is returned by every Volume call once this node is no
+	// longer (or not yet) the owner of the LUN's current epoch: a mirror
+	// refused our epoch, the coordinator's view moved on, or an in-sync
+	// change could not be committed. scsi maps it (through ErrorKind) to
+	// the ALUA transitioning sense, so initiators retry on another path.
+	ErrNotOwner = errors.New("replication: not the owner of the current epoch")
+
+	// ErrClosed is returned by calls on a closed Volume, Conn or Transport.
+	ErrClosed = errors.New("replication: closed")
+
+	// ErrTimeout is a mirror that did not answer within Config.AckTimeout.
+	ErrTimeout = errors.New("replication: mirror did not answer in time")
+
+	// ErrPeerFailed is wrapped by errors a mirror returned for a request
+	// (I/O error on its store, unknown LUN, bad request).
+	ErrPeerFailed = errors.New("replication: mirror failed the request")
+
+	// ErrInvalidConfig is wrapped by every Config.Validate failure.
+	ErrInvalidConfig = errors.New("replication: invalid config")
+
+	// ErrOutOfRange is a request outside the volume.
+	ErrOutOfRange = errors.New("replication: range beyond end of volume")
+
+	// ErrBadMessage is a frame that does not decode: bad magic, version,
+	// type, length or checksum. A connection that reads one is closed.
+	ErrBadMessage = errors.New("replication: bad message")
+
+	// ErrShortMessage is returned by DecodeMessage when the buffer holds
+	// less than one whole frame.
+	ErrShortMessage = errors.New("replication: short message")
+
+	// ErrNotSyncing is returned by Resync for a node that is in sync or is
+	// not a replica of the LUN.
+	ErrNotSyncing = errors.New("replication: node is not an out-of-sync replica")
+)
+
+// StaleEpochError is what a mirror answers to a request whose epoch is older
+// than the newest it has seen (fencing). The owner that receives it has been
+// deposed: it stops serving and answers ErrNotOwner.
+type StaleEpochError struct {
+	LUN    LUNID
+	Epoch  uint64 // the epoch of the refused request
+	Newest uint64 // the newest epoch the mirror has seen
+}
+
+func (e *StaleEpochError) Error() string {
+	return fmt.Sprintf("replication: LUN %d: epoch %d is stale, newest seen is %d", e.LUN, e.Epoch, e.Newest)
+}
+
+// Is makes errors.Is(err, ErrNotOwner) hold for a stale epoch.
+func (e *StaleEpochError) Is(target error) bool { return target == ErrNotOwner }

@@ -1,0 +1,228 @@
+package replication
+
+import (
+	"crypto/sha256"
+	"log/slog"
+	"sync"
+)
+
+// Mirror is the replica side of a node: it applies the owner's requests for
+// the LUNs this node holds a copy of, and fences owners of older epochs.
+// Its Handle method is the node's replication Handler.
+type Mirror struct {
+	logger *slog.Logger
+
+	mu   sync.Mutex
+	luns map[LUNID]*mirrorLUN
+}
+
+type mirrorLUN struct {
+	store Store
+	// mu orders fencing against writes: requests hold it shared while they
+	// check the epoch and apply; raising the epoch takes it exclusively,
+	// so once a newer epoch is recorded no older request is in progress.
+	mu     sync.RWMutex
+	newest uint64
+
+	statsMu sync.Mutex // guards stats, updated under the shared mu
+	stats   MirrorStats
+}
+
+// MirrorStats counts what a mirror applied for one LUN.
+type MirrorStats struct {
+	Writes, ResyncWrites, Unmaps, Flushes, Verifies uint64
+	WriteBytes, ResyncBytes                         uint64
+	StaleRefused                                    uint64
+}
+
+// NewMirror returns a mirror holding no LUN yet.
+func NewMirror(logger *slog.Logger) *Mirror {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Mirror{logger: logger, luns: map[LUNID]*mirrorLUN{}}
+}
+
+// AddLUN makes the mirror serve its copy of lun from store. epoch is the
+// newest epoch the node knows for the LUN (from the coordinator); older
+// requests are refused from the start.
+func (m *Mirror) AddLUN(lun LUNID, store Store, epoch uint64) {
+	m.mu.Lock()
+	m.luns[lun] = &mirrorLUN{store: store, newest: epoch}
+	m.mu.Unlock()
+}
+
+// RemoveLUN stops serving lun.
+func (m *Mirror) RemoveLUN(lun LUNID) {
+	m.mu.Lock()
+	delete(m.luns, lun)
+	m.mu.Unlock()
+}
+
+// Fence raises the newest epoch of lun to epoch (a no-op if it is already
+// newer). The cluster calls it when Raft commits a new epoch, so an old
+// owner is refused even before the new owner says hello.
+func (m *Mirror) Fence(lun LUNID, epoch uint64) {
+	l := m.lun(lun)
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.newest = max(l.newest, epoch)
+	l.mu.Unlock()
+}
+
+// Newest returns the newest epoch seen for lun.
+func (m *Mirror) Newest(lun LUNID) uint64 {
+	l := m.lun(lun)
+	if l == nil {
+		return 0
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.newest
+}
+
+// Stats returns the counters of lun.
+func (m *Mirror) Stats(lun LUNID) MirrorStats {
+	l := m.lun(lun)
+	if l == nil {
+		return MirrorStats{}
+	}
+	l.statsMu.Lock()
+	defer l.statsMu.Unlock()
+	return l.stats
+}
+
+func (m *Mirror) lun(lun LUNID) *mirrorLUN {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.luns[lun]
+}
+
+// Handle applies one request and returns its reply. It never panics on a
+// malformed request: it answers StatusBadRequest.
+func (m *Mirror) Handle(req *Message) *Message {
+	l := m.lun(req.LUN)
+	if l == nil {
+		return reply(req, StatusNoLUN)
+	}
+	if req.Type == MsgHello {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if req.Epoch < l.newest {
+			l.count(func(st *MirrorStats) { st.StaleRefused++ })
+			return staleReply(req, l.newest)
+		}
+		l.newest = req.Epoch
+		return reply(req, StatusOK)
+	}
+	l.mu.RLock()
+	if req.Epoch < l.newest {
+		newest := l.newest
+		l.mu.RUnlock()
+		l.count(func(st *MirrorStats) { st.StaleRefused++ })
+		return staleReply(req, newest)
+	}
+	if req.Epoch > l.newest {
+		// A newer owner speaks without a hello first (or after ours was
+		// lost): record its epoch before applying.
+		l.mu.RUnlock()
+		l.mu.Lock()
+		l.newest = max(l.newest, req.Epoch)
+		l.mu.Unlock()
+		return m.Handle(req)
+	}
+	st, payload := m.apply(l, req)
+	l.mu.RUnlock()
+	rep := reply(req, st)
+	rep.Payload = payload
+	if st != StatusOK {
+		m.logger.Warn("replication: mirror request failed", "lun", req.LUN, "type", req.Type.String(), "off", req.Offset, "status", st.String())
+	}
+	return rep
+}
+
+func staleReply(req *Message, newest uint64) *Message {
+	r := reply(req, StatusStaleEpoch)
+	r.Epoch = newest
+	return r
+}
+
+func validRange(off int64, n uint64, size int64) bool {
+	return off >= 0 && n <= uint64(size) && off <= size-int64(n)
+}
+
+func (m *Mirror) apply(l *mirrorLUN, req *Message) (Status, []byte) {
+	s := l.store
+	switch req.Type {
+	case MsgWrite:
+		if req.Length != uint64(len(req.Payload)) || !validRange(req.Offset, req.Length, s.Size()) {
+			return StatusBadRequest, nil
+		}
+		var err error
+		if req.Flags&FlagFUA != 0 {
+			_, err = writeFUA(s, req.Payload, req.Offset)
+		} else {
+			_, err = s.WriteAt(req.Payload, req.Offset)
+		}
+		if err != nil {
+			return StatusIOError, nil
+		}
+		l.count(func(st *MirrorStats) {
+			if req.Flags&FlagResync != 0 {
+				st.ResyncWrites++
+				st.ResyncBytes += req.Length
+			} else {
+				st.Writes++
+				st.WriteBytes += req.Length
+			}
+		})
+	case MsgUnmap:
+		if !validRange(req.Offset, req.Length, s.Size()) {
+			return StatusBadRequest, nil
+		}
+		if err := unmapStore(s, req.Offset, int64(req.Length)); err != nil {
+			return StatusIOError, nil
+		}
+		if req.Flags&FlagFUA != 0 {
+			if err := s.Flush(); err != nil {
+				return StatusIOError, nil
+			}
+		}
+		l.count(func(st *MirrorStats) { st.Unmaps++ })
+	case MsgFlush:
+		if err := s.Flush(); err != nil {
+			return StatusIOError, nil
+		}
+		l.count(func(st *MirrorStats) { st.Flushes++ })
+	case MsgVerify:
+		if req.Length > MaxPayload || !validRange(req.Offset, req.Length, s.Size()) {
+			return StatusBadRequest, nil
+		}
+		sum, err := regionSum(s, req.Offset, int64(req.Length))
+		if err != nil {
+			return StatusIOError, nil
+		}
+		l.count(func(st *MirrorStats) { st.Verifies++ })
+		return StatusOK, sum[:]
+	default:
+		return StatusBadRequest, nil
+	}
+	return StatusOK, nil
+}
+
+func (l *mirrorLUN) count(f func(*MirrorStats)) {
+	l.statsMu.Lock()
+	f(&l.stats)
+	l.statsMu.Unlock()
+}
+
+// regionSum is the SHA-256 of n bytes at off of s.
+func regionSum(s Store, off, n int64) ([sha256.Size]byte, error) {
+	buf := make([]byte, n)
+	if _, err := s.ReadAt(buf, off); err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	return sha256.Sum256(buf), nil
+}

@@ -1,0 +1,297 @@
+package replication
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+)
+
+// Resolver maps a node to its replication address (host:port).
+type Resolver func(NodeID) (string, error)
+
+// TCPTransport dials mirrors over TCP. Each Conn is one TCP connection;
+// requests are pipelined and every batch that is queued while the previous
+// one is being written goes out in a single write.
+type TCPTransport struct {
+	resolve    Resolver
+	dialer     net.Dialer
+	logger     *slog.Logger
+	maxPayload int
+}
+
+// NewTCPTransport returns a transport that finds nodes with resolve.
+func NewTCPTransport(resolve Resolver, logger *slog.Logger) *TCPTransport {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &TCPTransport{resolve: resolve, logger: logger, maxPayload: MaxPayload}
+}
+
+// Dial connects to node.
+func (t *TCPTransport) Dial(ctx context.Context, node NodeID) (Conn, error) {
+	addr, err := t.resolve(node)
+	if err != nil {
+		return nil, fmt.Errorf("replication: resolve %s: %w", node, err)
+	}
+	nc, err := t.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	c := &tcpConn{nc: nc, pending: map[uint64]func(*Message, error){}, logger: t.logger.With("peer", string(node)), maxPayload: t.maxPayload}
+	c.cond = sync.NewCond(&c.mu)
+	go c.writeLoop()
+	go c.readLoop()
+	return c, nil
+}
+
+type tcpConn struct {
+	nc         net.Conn
+	logger     *slog.Logger
+	maxPayload int
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	out     []byte // frames queued for the writer
+	pending map[uint64]func(*Message, error)
+	nextID  uint64
+	err     error
+}
+
+func (c *tcpConn) Send(req *Message, done func(*Message, error)) {
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		go done(nil, err)
+		return
+	}
+	c.nextID++
+	m := *req
+	m.ReqID = c.nextID
+	c.pending[m.ReqID] = done
+	c.out = AppendMessage(c.out, &m)
+	c.cond.Signal()
+	c.mu.Unlock()
+}
+
+// writeLoop writes whatever accumulated since its last write in one call:
+// under load many frames share a syscall.
+func (c *tcpConn) writeLoop() {
+	var buf []byte
+	for {
+		c.mu.Lock()
+		for len(c.out) == 0 && c.err == nil {
+			c.cond.Wait()
+		}
+		if c.err != nil {
+			c.mu.Unlock()
+			return
+		}
+		buf, c.out = c.out, buf[:0]
+		c.mu.Unlock()
+		if _, err := c.nc.Write(buf); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+func (c *tcpConn) readLoop() {
+	r := bufio.NewReaderSize(c.nc, 256<<10)
+	for {
+		m, err := ReadMessage(r, c.maxPayload)
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		if m.Type != MsgReply {
+			c.fail(fmt.Errorf("%w: %v from a mirror", ErrBadMessage, m.Type))
+			return
+		}
+		c.mu.Lock()
+		done, ok := c.pending[m.ReqID]
+		delete(c.pending, m.ReqID)
+		c.mu.Unlock()
+		if ok {
+			done(m, nil)
+		}
+	}
+}
+
+func (c *tcpConn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	pending := c.pending
+	c.pending = nil
+	c.out = nil
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	_ = c.nc.Close()
+	if !errors.Is(err, ErrClosed) {
+		c.logger.Warn("replication connection failed", "err", err)
+	}
+	for _, done := range pending {
+		done(nil, err)
+	}
+}
+
+func (c *tcpConn) Close() error {
+	c.fail(ErrClosed)
+	return nil
+}
+
+// TCPServer accepts replication connections and serves them with a
+// Handler: one reader per connection calls the handler for each request in
+// order, a writer batches the replies.
+type TCPServer struct {
+	h      Handler
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewTCPServer returns a server for h; call Serve with a listener.
+func NewTCPServer(h Handler, logger *slog.Logger) *TCPServer {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &TCPServer{h: h, logger: logger, conns: map[net.Conn]struct{}{}}
+}
+
+// Serve accepts connections on ln until Close; it returns ErrClosed then.
+func (s *TCPServer) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrClosed
+			}
+			return err
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return ErrClosed
+		}
+		s.conns[nc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(nc)
+	}
+}
+
+// Close stops accepting, closes every connection and waits for their
+// goroutines.
+func (s *TCPServer) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	for nc := range s.conns {
+		nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *TCPServer) serveConn(nc net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
+		nc.Close()
+	}()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	var (
+		mu   sync.Mutex
+		cond = sync.NewCond(&mu)
+		out  []byte
+		done bool
+	)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		var buf []byte
+		for {
+			mu.Lock()
+			for len(out) == 0 && !done {
+				cond.Wait()
+			}
+			if len(out) == 0 && done {
+				mu.Unlock()
+				return
+			}
+			buf, out = out, buf[:0]
+			mu.Unlock()
+			if _, err := nc.Write(buf); err != nil {
+				nc.Close()
+				mu.Lock()
+				done, out = true, nil
+				mu.Unlock()
+				return
+			}
+		}
+	}()
+	r := bufio.NewReaderSize(nc, 256<<10)
+	for {
+		req, err := ReadMessage(r, MaxPayload)
+		if err != nil {
+			if errors.Is(err, ErrBadMessage) {
+				s.logger.Warn("replication: dropping connection after a bad frame", "remote", nc.RemoteAddr().String(), "err", err)
+			}
+			break
+		}
+		var rep *Message
+		if req.Type == MsgReply {
+			rep = reply(req, StatusBadRequest)
+		} else {
+			rep = s.h(req)
+		}
+		if rep == nil {
+			continue
+		}
+		rep.ReqID = req.ReqID
+		mu.Lock()
+		if !done {
+			out = AppendMessage(out, rep)
+			cond.Signal()
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	done = true
+	cond.Signal()
+	mu.Unlock()
+	<-writerDone
+}

@@ -1,0 +1,27 @@
+package replication
+
+import "context"
+
+// Handler serves replication requests on a mirror node. A transport calls
+// it for the requests of one connection one at a time, in the order they
+// were sent (so writes to overlapping ranges apply in the owner's order),
+// and sends the reply it returns. Mirror.Handle is the Handler of a node.
+type Handler func(req *Message) *Message
+
+// Transport connects an owner to the mirrors of its LUNs.
+type Transport interface {
+	// Dial opens a pipelined connection to node's replication Handler.
+	Dial(ctx context.Context, node NodeID) (Conn, error)
+}
+
+// Conn is a pipelined request/reply connection. Requests are delivered in
+// the order of Send calls; many may be outstanding.
+type Conn interface {
+	// Send queues req (its ReqID is assigned by the Conn) and returns at
+	// once. done is called exactly once, from another goroutine, with the
+	// reply or with the error that broke the connection. After a
+	// connection error every later Send fails the same way.
+	Send(req *Message, done func(*Message, error))
+	// Close fails outstanding requests with ErrClosed.
+	Close() error
+}

@@ -1,0 +1,265 @@
+package replication
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+)
+
+// Wire format. Every message is one frame: a fixed header followed by the
+// payload. All integers are big-endian.
+//
+//	off  size  field
+//	 0     4   magic "HRPL"
+//	 4     1   version (1)
+//	 5     1   type (MsgType)
+//	 6     1   status (Status; requests send StatusOK)
+//	 7     1   flags (FlagFUA, FlagResync)
+//	 8     8   request id: replies carry the id of their request
+//	16     8   LUN
+//	24     8   epoch
+//	32     8   sequence number within the epoch (writes and unmaps)
+//	40     8   byte offset
+//	48     8   length in bytes (unmap, verify; writes: payload length)
+//	56     4   payload length
+//	60     4   CRC32C of the payload
+//	64     4   CRC32C of bytes 0..63
+//
+// Requests on one connection are applied in the order they were sent;
+// replies may be batched, and are matched by request id.
+const (
+	HeaderSize = 68
+	// MaxPayload bounds one message's payload: a decoder refuses larger
+	// frames before allocating.
+	MaxPayload = 16 << 20
+
+	wireMagic   = 0x4852504c // "HRPL"
+	wireVersion = 1
+)
+
+// MsgType is the kind of a message.
+type MsgType uint8
+
+const (
+	// MsgHello announces the sender's epoch for a LUN; the mirror raises
+	// its newest epoch to it (fencing older owners) or answers stale.
+	MsgHello MsgType = 1 + iota
+	// MsgWrite carries data to write at Offset.
+	MsgWrite
+	// MsgUnmap deallocates Length bytes at Offset.
+	MsgUnmap
+	// MsgFlush makes every write the mirror acknowledged durable.
+	MsgFlush
+	// MsgVerify asks for the SHA-256 of Length bytes at Offset; the reply
+	// payload is the 32-byte digest.
+	MsgVerify
+	// MsgReply answers a request; Status says how it went.
+	MsgReply
+	msgTypeEnd
+)
+
+func (t MsgType) String() string {
+	switch t {
+	case MsgHello:
+		return "hello"
+	case MsgWrite:
+		return "write"
+	case MsgUnmap:
+		return "unmap"
+	case MsgFlush:
+		return "flush"
+	case MsgVerify:
+		return "verify"
+	case MsgReply:
+		return "reply"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Status is a reply's outcome.
+type Status uint8
+
+const (
+	StatusOK Status = iota
+	// StatusStaleEpoch: the request's epoch is older than the newest the
+	// mirror has seen; the reply's Epoch field carries that newest epoch.
+	StatusStaleEpoch
+	// StatusNoLUN: the mirror holds no copy of the LUN.
+	StatusNoLUN
+	// StatusIOError: the mirror's store failed.
+	StatusIOError
+	// StatusBadRequest: the request is malformed (range, type).
+	StatusBadRequest
+	statusEnd
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusOK:
+		return "ok"
+	case StatusStaleEpoch:
+		return "stale-epoch"
+	case StatusNoLUN:
+		return "no-lun"
+	case StatusIOError:
+		return "io-error"
+	case StatusBadRequest:
+		return "bad-request"
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// Message flags.
+const (
+	// FlagFUA asks the mirror to make this write durable before replying.
+	FlagFUA uint8 = 1 << iota
+	// FlagResync marks resync traffic (statistics only).
+	FlagResync
+	flagMask = FlagFUA | FlagResync
+)
+
+// Message is one replication frame.
+type Message struct {
+	Type    MsgType
+	Status  Status
+	Flags   uint8
+	ReqID   uint64
+	LUN     LUNID
+	Epoch   uint64
+	Seq     uint64
+	Offset  int64
+	Length  uint64
+	Payload []byte
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// AppendMessage appends m's frame to dst.
+func AppendMessage(dst []byte, m *Message) []byte {
+	var h [HeaderSize]byte
+	binary.BigEndian.PutUint32(h[0:], wireMagic)
+	h[4] = wireVersion
+	h[5] = byte(m.Type)
+	h[6] = byte(m.Status)
+	h[7] = m.Flags
+	binary.BigEndian.PutUint64(h[8:], m.ReqID)
+	binary.BigEndian.PutUint64(h[16:], uint64(m.LUN))
+	binary.BigEndian.PutUint64(h[24:], m.Epoch)
+	binary.BigEndian.PutUint64(h[32:], m.Seq)
+	binary.BigEndian.PutUint64(h[40:], uint64(m.Offset))
+	binary.BigEndian.PutUint64(h[48:], m.Length)
+	binary.BigEndian.PutUint32(h[56:], uint32(len(m.Payload)))
+	binary.BigEndian.PutUint32(h[60:], crc32.Checksum(m.Payload, castagnoli))
+	binary.BigEndian.PutUint32(h[64:], crc32.Checksum(h[:64], castagnoli))
+	dst = append(dst, h[:]...)
+	return append(dst, m.Payload...)
+}
+
+// header is a decoded, checked header.
+type header struct {
+	m          Message
+	payloadLen int
+	payloadCRC uint32
+}
+
+func decodeHeader(h []byte, maxPayload int) (header, error) {
+	var d header
+	if binary.BigEndian.Uint32(h[0:]) != wireMagic {
+		return d, fmt.Errorf("%w: magic %#x", ErrBadMessage, binary.BigEndian.Uint32(h[0:]))
+	}
+	if crc := crc32.Checksum(h[:64], castagnoli); crc != binary.BigEndian.Uint32(h[64:]) {
+		return d, fmt.Errorf("%w: header checksum", ErrBadMessage)
+	}
+	if h[4] != wireVersion {
+		return d, fmt.Errorf("%w: version %d", ErrBadMessage, h[4])
+	}
+	t, st, fl := MsgType(h[5]), Status(h[6]), h[7]
+	if t == 0 || t >= msgTypeEnd {
+		return d, fmt.Errorf("%w: type %d", ErrBadMessage, h[5])
+	}
+	if st >= statusEnd {
+		return d, fmt.Errorf("%w: status %d", ErrBadMessage, h[6])
+	}
+	if fl&^flagMask != 0 {
+		return d, fmt.Errorf("%w: flags %#x", ErrBadMessage, fl)
+	}
+	n := binary.BigEndian.Uint32(h[56:])
+	if maxPayload <= 0 || maxPayload > MaxPayload {
+		maxPayload = MaxPayload
+	}
+	if n > uint32(maxPayload) {
+		return d, fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrBadMessage, n, maxPayload)
+	}
+	d.m = Message{
+		Type:   t,
+		Status: st,
+		Flags:  fl,
+		ReqID:  binary.BigEndian.Uint64(h[8:]),
+		LUN:    LUNID(binary.BigEndian.Uint64(h[16:])),
+		Epoch:  binary.BigEndian.Uint64(h[24:]),
+		Seq:    binary.BigEndian.Uint64(h[32:]),
+		Offset: int64(binary.BigEndian.Uint64(h[40:])),
+		Length: binary.BigEndian.Uint64(h[48:]),
+	}
+	d.payloadLen = int(n)
+	d.payloadCRC = binary.BigEndian.Uint32(h[60:])
+	return d, nil
+}
+
+// DecodeMessage decodes the frame at the start of b. It returns the message
+// (whose Payload is a copy) and the bytes consumed, ErrShortMessage when b
+// holds less than one frame, or an error wrapping ErrBadMessage. maxPayload
+// <= 0 means MaxPayload.
+func DecodeMessage(b []byte, maxPayload int) (*Message, int, error) {
+	if len(b) < HeaderSize {
+		return nil, 0, ErrShortMessage
+	}
+	d, err := decodeHeader(b[:HeaderSize], maxPayload)
+	if err != nil {
+		return nil, 0, err
+	}
+	end := HeaderSize + d.payloadLen
+	if len(b) < end {
+		return nil, 0, ErrShortMessage
+	}
+	m := d.m
+	if d.payloadLen > 0 {
+		m.Payload = append([]byte(nil), b[HeaderSize:end]...)
+	}
+	if crc32.Checksum(m.Payload, castagnoli) != d.payloadCRC {
+		return nil, 0, fmt.Errorf("%w: payload checksum", ErrBadMessage)
+	}
+	return &m, end, nil
+}
+
+// ReadMessage reads one frame from r.
+func ReadMessage(r io.Reader, maxPayload int) (*Message, error) {
+	var h [HeaderSize]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nil, err
+	}
+	d, err := decodeHeader(h[:], maxPayload)
+	if err != nil {
+		return nil, err
+	}
+	m := d.m
+	if d.payloadLen > 0 {
+		m.Payload = make([]byte, d.payloadLen)
+		if _, err := io.ReadFull(r, m.Payload); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	if crc32.Checksum(m.Payload, castagnoli) != d.payloadCRC {
+		return nil, fmt.Errorf("%w: payload checksum", ErrBadMessage)
+	}
+	return &m, nil
+}
+
+// reply builds the answer to req.
+func reply(req *Message, st Status) *Message {
+	return &Message{Type: MsgReply, Status: st, ReqID: req.ReqID, LUN: req.LUN, Epoch: req.Epoch, Seq: req.Seq, Offset: req.Offset, Length: req.Length}
+}
