@@ -26,8 +26,9 @@ Commands:
   version   print the version
   help      print this help, or a command's
 
-Cluster commands (join, leave, status, node, target, lun, acl, chap) are
-being written; see README.md.
+Cluster commands (in progress; they talk to a node's admin API, which
+"hatgt serve" does not start yet): status, target, lun, acl, chap, join,
+leave, node. See "hatgt help status".
 `
 
 func main() {
