@@ -211,6 +211,8 @@ func TestConfigValidate(t *testing.T) {
 		"node id":       func(c *Config) { c.NodeID = "" },
 		"data dir":      func(c *Config) { c.DataDir = "" },
 		"raft addr":     func(c *Config) { c.RaftAddr = "nope" },
+		"raft wildcard": func(c *Config) { c.RaftAddr = "0.0.0.0:1" },
+		"api no host":   func(c *Config) { c.APIAddr = ":3270" },
 		"gossip key":    func(c *Config) { c.GossipKey = []byte("short") },
 		"lease > hb":    func(c *Config) { c.LeaderLeaseTimeout = 2 * c.HeartbeatTimeout },
 		"election < hb": func(c *Config) { c.ElectionTimeout = c.HeartbeatTimeout / 2 },
@@ -225,7 +227,7 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	d := DefaultConfig()
-	d.NodeID, d.DataDir, d.RaftAddr, d.GossipAddr, d.APIAddr = "a", "/x", ":1", ":2", ":3"
+	d.NodeID, d.DataDir, d.RaftAddr, d.GossipAddr, d.APIAddr = "a", "/x", "10.0.0.1:1", "0.0.0.0:2", "10.0.0.1:3"
 	if err := d.Validate(); err != nil {
 		t.Errorf("DefaultConfig with addresses: %v", err)
 	}

@@ -18,12 +18,14 @@ type Config struct {
 	// DataDir holds raft/ (log, stable store, snapshots) and hatgt.sock.
 	DataDir string
 
-	// RaftAddr is the TCP address Raft binds and advertises (host:port).
+	// RaftAddr is the TCP address Raft binds and advertises (IP:port): an
+	// address the other nodes reach, not 0.0.0.0.
 	RaftAddr string
 	// GossipAddr is the memberlist bind address (host:port, TCP and UDP).
 	GossipAddr string
 	// APIAddr is the address where this node's admin API is reachable by
-	// the other nodes; followers forward changes to the leader's APIAddr.
+	// the other nodes (not 0.0.0.0); followers forward changes to the
+	// leader's APIAddr.
 	APIAddr string
 	// ISCSIPortal is the node's iSCSI portal (IP:port), published in
 	// memberlist metadata and the state machine.
@@ -107,6 +109,14 @@ func (c *Config) Validate() error {
 	} {
 		if _, _, err := net.SplitHostPort(a.v); err != nil {
 			return fmt.Errorf("cluster: %s %q: %v", a.name, a.v, err)
+		}
+	}
+	for _, a := range []struct{ name, v string }{
+		{"raft address", c.RaftAddr}, {"API address", c.APIAddr},
+	} {
+		host, _, _ := net.SplitHostPort(a.v)
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			return fmt.Errorf("cluster: %s %q must be one the other nodes can reach, not a wildcard", a.name, a.v)
 		}
 	}
 	for _, a := range []struct{ name, v string }{

@@ -55,8 +55,11 @@ func (n *Node) startGossip(tr memberlist.Transport) error {
 type gossipDelegate struct{ n *Node }
 
 func (d gossipDelegate) NodeMeta(limit int) []byte {
-	info := d.n.Info()
-	info.GossipAddr = "" // memberlist knows it; keeps the meta small
+	// Built from the config, not Info: memberlist knows the gossip address,
+	// and NodeMeta must not call back into memberlist.
+	c := d.n.cfg
+	info := NodeInfo{ID: c.NodeID, APIAddr: c.APIAddr, ISCSIPortal: c.ISCSIPortal,
+		RaftAddr: string(d.n.trans.LocalAddr()), ReplicationAddr: c.ReplicationAddr}
 	b, _ := json.Marshal(info)
 	if len(b) > limit {
 		return nil
