@@ -100,8 +100,8 @@ func CheckExposure(apiAddr, token string) error {
 	return fmt.Errorf("cluster: refusing to serve the admin API on %s without a token: set HATGT_TOKEN or --token-file, or bind it to 127.0.0.1", apiAddr)
 }
 
-// Serve serves the API on l (TCP) and on DATA/hatgt.sock until ctx ends,
-// then shuts both servers down.
+// Serve serves the API on l (TCP) and on DATA/hatgt.sock until ctx ends or
+// the node shuts down (after a leave), then shuts both servers down.
 func (a *API) Serve(ctx context.Context, l net.Listener) error {
 	sock := filepath.Join(a.node.cfg.DataDir, SocketName)
 	_ = os.Remove(sock)
@@ -120,6 +120,8 @@ func (a *API) Serve(ctx context.Context, l net.Listener) error {
 	go func() { errc <- unix.Serve(ul) }()
 	select {
 	case <-ctx.Done():
+	case <-a.node.Done():
+		time.Sleep(100 * time.Millisecond) // let the leave request's answer go out
 	case err = <-errc:
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -39,6 +39,32 @@
 // triggered: on events, on becoming leader, and periodically), so the
 // recorded health converges after leader changes and missed events.
 //
+// # Admin API
+//
+// HTTP/JSON, on TCP (APIAddr) and on the unix socket DATA/hatgt.sock. GETs
+// are open; every other call needs "Authorization: Bearer TOKEN" on TCP
+// when Config.Token is set (401 otherwise); the socket needs none.
+//
+//	GET    /v1/status                         Status (no secrets)
+//	GET    /v1/ping                           {"id": node ID}
+//	GET    /v1/targets                        []TargetStatus
+//	POST   /v1/targets                        TargetCreate
+//	DELETE /v1/targets/{iqn}
+//	POST   /v1/targets/{iqn}/luns             LUNRequest
+//	DELETE /v1/targets/{iqn}/luns/{lun}
+//	POST   /v1/targets/{iqn}/acl              {"initiator": NAME}
+//	DELETE /v1/targets/{iqn}/acl/{initiator}
+//	PUT    /v1/targets/{iqn}/chap             CHAP
+//	DELETE /v1/targets/{iqn}/chap
+//	POST   /v1/nodes                          NodeInfo: add a node (what a joiner asks)
+//	DELETE /v1/nodes/{id}                     remove a dead node
+//	POST   /v1/join                           {"peer": API address}: this node joins
+//	POST   /v1/leave                          this node leaves and stops
+//	POST   /v1/internal/forward               Op: a follower's change, run by the leader
+//
+// Errors are {"error": {"code", "message"}} with the codes of the *Error
+// sentinels; Client turns them back into *Error.
+//
 // # Wiring (for the serve command)
 //
 //	cfg := cluster.DefaultConfig()
@@ -49,10 +75,12 @@
 //	cfg.Token = token             // empty: keep the API on loopback
 //	cfg.Reconciler = myReconciler // keeps local targets/LUNs = desired state
 //	node, err := cluster.Start(ctx, cfg)
+//	if err := cluster.CheckExposure(cfg.APIAddr, cfg.Token); err != nil { ... }
 //	ln, _ := net.Listen("tcp", cfg.APIAddr)
 //	go cluster.NewAPI(node).Serve(ctx, ln) // also serves DATA/hatgt.sock
 //	// a new node joins through any member:
 //	err = node.JoinVia(ctx, "10.0.0.2:3270")
+//	<-node.Done() // closed after Shutdown or a Leave through the API
 //
 // The Reconciler is called with the node's Desired state (every target,
 // with ACL and CHAP, and the LUNs placed on this node, each marked Owned or
