@@ -120,8 +120,7 @@ func (a *API) Serve(ctx context.Context, l net.Listener) error {
 	go func() { errc <- unix.Serve(ul) }()
 	select {
 	case <-ctx.Done():
-	case <-a.node.Done():
-		time.Sleep(100 * time.Millisecond) // let the leave request's answer go out
+	case <-a.node.Done(): // Shutdown below still lets the leave answer out
 	case err = <-errc:
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
