@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -177,14 +178,9 @@ func TestAPIUnixSocketNeedsNoToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- NewAPI(n.Node).Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
 	sock := filepath.Join(n.cfg.DataDir, SocketName)
 	cl := NewClient("unix:"+sock, "", nil)
 	c.waitFor("socket up", func() bool { _, err := cl.Status(ctx); return err == nil })
@@ -198,6 +194,21 @@ func TestAPIUnixSocketNeedsNoToken(t *testing.T) {
 	st, err := cl.Status(ctx)
 	if err != nil || len(st.Targets) != 1 || st.Leader != "n1" || st.Nodes[0].RaftRole != "leader" {
 		t.Errorf("status %+v, %v", st, err)
+	}
+	// Leave through the API: the node stops and Serve returns by itself.
+	if err := cl.Leave(ctx); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Serve still running after the node left")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
 	}
 }
 
