@@ -737,3 +737,32 @@ func TestTextInNormalSession(t *testing.T) {
 		t.Fatalf("login-only key answered %v", v)
 	}
 }
+
+func TestConnectionReinstatementAndLimit(t *testing.T) {
+	env := newFTEnv(t, func(c *ServerConfig) { c.MaxConnections = 2 })
+	a := ftDial(t, env.addr)
+	a.mustLogin(loginOpts{keys: []KV{{"MaxConnections", "2"}}})
+	a.ready()
+	b := ftDial(t, env.addr)
+	b.cmdSN = a.cmdSN
+	b.mustLogin(loginOpts{tsih: a.tsih, cid: 1})
+	// A third connection is one too many.
+	c := ftDial(t, env.addr)
+	c.cmdSN = a.cmdSN
+	if st, err := c.login(loginOpts{tsih: a.tsih, cid: 2}); err != nil || st != LoginTooManyConnections {
+		t.Fatalf("third connection: status %#04x err %v", uint16(st), err)
+	}
+	// The same CID again reinstates the connection: the old one closes.
+	b2 := ftDial(t, env.addr)
+	b2.cmdSN = a.cmdSN
+	b2.mustLogin(loginOpts{tsih: a.tsih, cid: 1})
+	b.expectClosed()
+	b2.cmdSN = a.cmdSN
+	if r := b2.exec(cdbTUR, false, nil, 0); r.status != scsi.StatusGood {
+		t.Fatalf("TUR on the reinstated connection: %v", r.status)
+	}
+	a.cmdSN = b2.cmdSN
+	if r := a.exec(cdbTUR, false, nil, 0); r.status != scsi.StatusGood {
+		t.Fatalf("TUR on the first connection: %v", r.status)
+	}
+}

@@ -141,8 +141,12 @@ func (c *conn) handleSCSICommand(p *PDU) {
 	case t.write && t.edtl > c.srv.cfg.MaxCommandData:
 		t.fail(senseInvalidCDB(), true)
 	case t.write:
-		t.buf = make([]byte, t.edtl)
-		copy(t.buf, p.Data)
+		if imm == t.edtl {
+			t.buf = p.Data // all data came as immediate data: no copy
+		} else {
+			t.buf = make([]byte, t.edtl)
+			copy(t.buf, p.Data)
+		}
 		t.got, t.unsolGot = imm, imm
 		t.unsolEnd, t.unsolDone = imm, true
 		if !final {
