@@ -118,6 +118,9 @@ func TestReportLUNs(t *testing.T) {
 	if !bytes.Equal(r.Data, want) {
 		t.Fatalf("REPORT LUNS\n got %x\nwant %x", r.Data, want)
 	}
+	if err := d.AddLU(1<<14, lu); err == nil {
+		t.Fatal("AddLU accepted a LUN REPORT LUNS cannot encode")
+	}
 	r = rl(1, 256)
 	wantGood(t, r)
 	if be32(r.Data) != 0 {

@@ -34,8 +34,15 @@ func NewDevice(cfg DeviceConfig) *Device {
 	return &Device{log: cfg.Logger, table: newOpTable(), lus: map[uint64]*LU{}}
 }
 
-// AddLU exposes lu as lun.
+// AddLU exposes lu as lun (0..16383: peripheral or flat space addressing,
+// as REPORT LUNS encodes it).
 func (d *Device) AddLU(lun uint64, lu *LU) error {
+	if _, ok := encodeLUN(lun); !ok {
+		return fmt.Errorf("scsi: LUN %d out of range 0..16383", lun)
+	}
+	if lu == nil {
+		return fmt.Errorf("scsi: LUN %d: nil LU", lun)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.lus[lun]; ok {
