@@ -149,7 +149,7 @@ func (c *conn) handleSCSICommand(p *PDU) {
 		}
 		t.got, t.unsolGot = imm, imm
 		t.unsolEnd, t.unsolDone = imm, true
-		if !final {
+		if !final && t.edtl > 0 {
 			t.unsolEnd = min(ss.params.FirstBurstLength, t.edtl)
 			t.unsolDone = false
 		}
