@@ -94,13 +94,19 @@ func runClusterCommand(name string, args []string, stdin io.Reader, stdout io.Wr
 	if err != nil {
 		return fmt.Errorf("%s: %v", fs.Name(), err)
 	}
-	cl, err := c.client()
+	cl, addr, err := c.client()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	return run(ctx, cl, pos)
+	err = run(ctx, cl, pos)
+	var apiErr *cluster.Error
+	if err != nil && !errors.As(err, &apiErr) && strings.HasPrefix(err.Error(), "cluster: ") {
+		// Transport trouble, not an answer: say which node we tried.
+		return fmt.Errorf("cannot reach the hatgt admin API at %s (set HATGT_ADDR or --addr): %w", addr, err)
+	}
+	return err
 }
 
 func isHelp(s string) bool { return s == "-h" || s == "-help" || s == "--help" }
@@ -125,7 +131,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func (c *clusterCLI) client() (*cluster.Client, error) {
+func (c *clusterCLI) client() (*cluster.Client, string, error) {
 	addr := c.addr
 	if addr == "" {
 		addr = c.getenv("HATGT_ADDR")
@@ -137,14 +143,14 @@ func (c *clusterCLI) client() (*cluster.Client, error) {
 	if c.tokenFile != "" {
 		b, err := os.ReadFile(c.tokenFile)
 		if err != nil {
-			return nil, fmt.Errorf("token file: %w", err)
+			return nil, "", fmt.Errorf("token file: %w", err)
 		}
 		token = strings.TrimSpace(string(b))
 		if token == "" {
-			return nil, fmt.Errorf("token file %s is empty", c.tokenFile)
+			return nil, "", fmt.Errorf("token file %s is empty", c.tokenFile)
 		}
 	}
-	return cluster.NewClient(addr, token, nil), nil
+	return cluster.NewClient(addr, token, nil), addr, nil
 }
 
 type clusterRun func(ctx context.Context, cl *cluster.Client, args []string) error
