@@ -1,5 +1,7 @@
 package target
 
+import "slices"
+
 // solicitLocked issues R2Ts for data still to be solicited, keeping at
 // most MaxOutstandingR2T outstanding, each for at most MaxBurstLength
 // (RFC 7143 section 11.8). It returns the R2T PDUs to send. Solicitation
@@ -49,7 +51,7 @@ func (c *conn) handleDataOut(p *PDU, badDigest bool) {
 		return
 	}
 	t.mu.Lock()
-	if !t.write || t.started || t.aborted || t.buf == nil {
+	if !t.write || t.started || t.aborted || t.failNow || t.edtl == 0 {
 		t.mu.Unlock()
 		return
 	}
@@ -77,7 +79,7 @@ func (t *task) fileDataLocked(p *PDU, badDigest bool) bool {
 			return false
 		}
 		if !badDigest {
-			copy(t.buf[off:], p.Data)
+			t.put(off, p.Data)
 		}
 		t.unsolGot += n
 		t.got += n
@@ -100,7 +102,7 @@ func (t *task) fileDataLocked(p *PDU, badDigest bool) bool {
 		return false
 	}
 	if !badDigest {
-		copy(t.buf[off:], p.Data)
+		t.put(off, p.Data)
 	}
 	r.got += n
 	t.got += n
@@ -112,4 +114,17 @@ func (t *task) fileDataLocked(p *PDU, badDigest bool) bool {
 		t.r2ts = append(t.r2ts[:idx], t.r2ts[idx+1:]...)
 	}
 	return true
+}
+
+// put copies data into the Data-Out buffer at off, growing it as needed
+// (never beyond the Expected Data Transfer Length, which the callers have
+// checked).
+func (t *task) put(off uint32, data []byte) {
+	if end := int(off) + len(data); end > len(t.buf) {
+		if end > cap(t.buf) {
+			t.buf = slices.Grow(t.buf, min(max(2*cap(t.buf), end), int(t.edtl))-len(t.buf))
+		}
+		t.buf = t.buf[:end]
+	}
+	copy(t.buf[off:], data)
 }

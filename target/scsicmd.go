@@ -144,7 +144,9 @@ func (c *conn) handleSCSICommand(p *PDU) {
 		if imm == t.edtl {
 			t.buf = p.Data // all data came as immediate data: no copy
 		} else {
-			t.buf = make([]byte, t.edtl)
+			// The buffer grows as data arrives, so that a command only
+			// costs memory for data the initiator has really sent.
+			t.buf = make([]byte, imm, min(t.edtl, max(imm, ss.params.FirstBurstLength)))
 			copy(t.buf, p.Data)
 		}
 		t.got, t.unsolGot = imm, imm
@@ -250,7 +252,7 @@ func (t *task) execute() {
 		Tag:   t.itt,
 	}
 	if t.write {
-		cmd.Data = t.buf[:t.got]
+		cmd.Data = t.buf
 		cmd.DataOutLen = t.edtl
 	}
 	if t.read {
