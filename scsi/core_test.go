@@ -194,6 +194,17 @@ func TestFixedSenseLargeInformation(t *testing.T) {
 	}
 }
 
+// TestGateOrder checks that decode errors come before a unit attention,
+// and the unit attention before write protection.
+func TestGateOrder(t *testing.T) {
+	d, _, _ := testDevice(t, 64, LUConfig{ReadOnly: true})
+	n := testNexus(0)
+	wantSense(t, run(d, n, []byte{0xff, 0, 0, 0, 0, 0}, nil, 0), KeyIllegalRequest, ASCInvalidOpcode)
+	wantSense(t, run(d, n, []byte{0, 0, 0, 0, 0, 0x04}, nil, 0), KeyIllegalRequest, ASCInvalidFieldInCDB)
+	wantSense(t, run(d, n, cdb10(opWrite10, 0, 0, 1), make([]byte, 512), 0), KeyUnitAttention, ASCPowerOnReset)
+	wantSense(t, run(d, n, cdb10(opWrite10, 0, 0, 1), make([]byte, 512), 0), KeyDataProtect, ASCWriteProtected)
+}
+
 func TestUAOrderOldestFirst(t *testing.T) {
 	d, lu, _ := testDevice(t, 64, LUConfig{})
 	n := testNexus(0)
