@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -34,9 +35,25 @@ func (n *Node) AddNode(ctx context.Context, node NodeInfo) (JoinResult, error) {
 }
 
 // JoinVia makes this node join the cluster that the member at peerAPI
-// belongs to: the member adds it as a voter, then this node joins gossip.
+// belongs to. It joins gossip first, through the members' gossip addresses
+// in the peer's status, so that a node that cannot gossip with the cluster
+// (a different gossip key, a firewall) is refused before it becomes a Raft
+// voter; then the member adds it as a voter through the leader.
 func (n *Node) JoinVia(ctx context.Context, peerAPI string) error {
 	c := NewClient(peerAPI, n.cfg.Token, n.hc)
+	st, err := c.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster: join via %s: %w", peerAPI, err)
+	}
+	var addrs []string
+	for _, ns := range st.Nodes {
+		if ns.ID != n.cfg.NodeID && ns.GossipAddr != "" && ns.Health != HealthLeft {
+			addrs = append(addrs, ns.GossipAddr)
+		}
+	}
+	if err := n.JoinGossip(addrs); err != nil {
+		return fmt.Errorf("%w (is the gossip key the same on every node?)", err)
+	}
 	res, err := c.AddNode(ctx, n.Info())
 	if err != nil {
 		return err
@@ -50,7 +67,8 @@ func (n *Node) JoinGossip(addrs []string) error {
 		return nil
 	}
 	if _, err := n.ml.Join(addrs); err != nil {
-		return fmt.Errorf("cluster: join gossip: %w", err)
+		// memberlist lists one error per address over several lines.
+		return fmt.Errorf("cluster: join gossip: %s", strings.Join(strings.Fields(err.Error()), " "))
 	}
 	return nil
 }
