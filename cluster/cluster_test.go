@@ -129,13 +129,18 @@ func TestClusterSnapshotRestartAndRemove(t *testing.T) {
 	f = c.start(id, false, nil)
 	c.waitConverged("restarted node restored", func(s *State) bool { return len(s.Targets) == 2 && len(s.Nodes) == 3 })
 
-	// A dead node is removed: out of Raft and the state; its LUN copies go.
+	// A live node is not removed behind its back.
 	victim := c.follower()
 	vid := victim.id
-	victim.stop()
 	l = c.leader()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := l.RemoveNode(ctx, vid); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("removing a live node: %v", err)
+	}
+	// A dead node is removed: out of Raft and the state; its LUN copies go.
+	victim.stop()
+	c.waitFor("victim seen dead", func() bool { return l.gossipHealth()[vid] != HealthAlive })
 	if err := l.RemoveNode(ctx, vid); err != nil {
 		t.Fatal(err)
 	}

@@ -95,7 +95,7 @@ func (n *Node) Leave(ctx context.Context) error {
 		}
 	}
 	if len(n.voters()) > 1 {
-		if _, err := n.submit(ctx, &Op{Kind: OpRemove, NodeID: n.cfg.NodeID}); err != nil {
+		if _, err := n.submit(ctx, &Op{Kind: OpLeave, NodeID: n.cfg.NodeID}); err != nil {
 			return err
 		}
 	}

@@ -392,7 +392,8 @@ type Op struct {
 const (
 	OpCommand = "command"
 	OpJoin    = "join"   // add Node as a voter and register it
-	OpRemove  = "remove" // remove NodeID from Raft and the state
+	OpRemove  = "remove" // remove NodeID (dead) from Raft and the state
+	OpLeave   = "leave"  // remove NodeID, which asked to leave
 )
 
 // OpResult is the leader's answer to an Op.
@@ -455,7 +456,10 @@ func (n *Node) execute(ctx context.Context, op *Op) (uint64, error) {
 		}
 		cmd, _ := NewCommand(CmdNodeRegister, NodeRegister{Node: ni})
 		return n.applyRaft(ctx, cmd)
-	case OpRemove:
+	case OpRemove, OpLeave:
+		if op.Kind == OpRemove && n.gossipHealth()[op.NodeID] == HealthAlive {
+			return 0, errf(ErrInvalid, "node %s is alive: run \"hatgt leave\" on it, or stop it first", op.NodeID)
+		}
 		known := false
 		for _, id := range n.voters() {
 			if id == op.NodeID {
