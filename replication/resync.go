@@ -1,0 +1,265 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Resync catches node's copy up from its dirty-region map while IO goes
+// on, then asks the coordinator to mark it in sync. It returns when the
+// copy is in sync (nil), or with the error that stopped it (the copy then
+// stays out of sync, its map intact, and Resync can be called again).
+//
+// How: the copy is greeted with the current epoch and switched to
+// resyncing, so from then on every new write also goes to it and waits for
+// its ack. Each dirty region is then copied under the region's range lock
+// (no write to it interleaves), at most ResyncRate bytes per second. When
+// the map is empty the copy is flushed and MarkInSync is proposed; only its
+// commit makes the copy a member the owner treats as in sync.
+func (v *Volume) Resync(ctx context.Context, node NodeID) error {
+	v.mu.Lock()
+	if err := v.servingLocked(); err != nil {
+		v.mu.Unlock()
+		return err
+	}
+	p := v.peers[node]
+	if p == nil || p.state != peerOutOfSync || p.resyncing {
+		v.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotSyncing, node)
+	}
+	p.resyncing = true
+	epoch := v.epoch
+	v.mu.Unlock()
+	defer func() {
+		v.mu.Lock()
+		p.resyncing = false
+		v.mu.Unlock()
+	}()
+
+	conn, err := v.hello(ctx, node, epoch)
+	if err != nil {
+		if errors.Is(err, ErrNotOwner) {
+			v.depose(err)
+		}
+		return err
+	}
+	v.mu.Lock()
+	if err := v.servingLocked(); err != nil || p.state != peerOutOfSync {
+		v.mu.Unlock()
+		conn.Close()
+		return fmt.Errorf("%w: %s changed state", ErrNotSyncing, node)
+	}
+	p.conn = conn
+	p.state = peerResyncing
+	p.unflushed = v.newUnflushed()
+	d := p.dirty
+	v.mu.Unlock()
+
+	prog := Progress{Node: node, RegionsTotal: d.Count(), Started: v.clock.Now()}
+	v.setProgress(ctx, epoch, prog)
+	lastReport := prog.Started
+	for {
+		r := d.Next(0)
+		if r < 0 {
+			break
+		}
+		if err := v.limit.wait(ctx, v.cfg.RegionSize); err != nil {
+			v.abortResync(p, conn)
+			return err
+		}
+		if err := v.copyRegion(p, conn, epoch, r); err != nil {
+			return err
+		}
+		prog.RegionsDone++
+		prog.BytesCopied += min(v.cfg.RegionSize, v.store.Size()-r*v.cfg.RegionSize)
+		prog.RegionsTotal = max(prog.RegionsTotal, prog.RegionsDone+d.Count())
+		if now := v.clock.Now(); now.Sub(lastReport) >= time.Second {
+			lastReport = now
+			v.setProgress(ctx, epoch, prog)
+		}
+	}
+	if err := d.Flush(); err != nil {
+		v.logger.Warn("replication: persisting the cleared dirty map failed", "peer", string(node), "err", err)
+	}
+
+	// Flush the copy: what it holds in its cache must be durable before
+	// it counts as a complete copy.
+	v.mu.Lock()
+	if p.state != peerResyncing || p.conn != conn {
+		v.mu.Unlock()
+		return fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, node)
+	}
+	snap := p.unflushed
+	p.unflushed = v.newUnflushed()
+	v.mu.Unlock()
+	if res := <-v.send(conn, []*Message{{Type: MsgFlush, LUN: v.lun, Epoch: epoch}}); res.err != nil {
+		v.mu.Lock()
+		if snap != nil {
+			p.unflushed.Merge(snap)
+		}
+		v.mu.Unlock()
+		v.resyncFailed(p, conn, epoch, res.err, 0, 0)
+		return res.err
+	}
+
+	v.mu.Lock()
+	if p.state != peerResyncing || p.conn != conn || d.Count() != 0 {
+		v.mu.Unlock()
+		return fmt.Errorf("%w: %s failed or was dirtied during resync", ErrPeerFailed, node)
+	}
+	p.state = peerJoining
+	join := newEpisode()
+	p.join = join
+	v.mu.Unlock()
+
+	err = v.coord.MarkInSync(ctx, v.lun, epoch, node)
+
+	v.mu.Lock()
+	if err == nil {
+		join.committed = true
+		if p.state == peerJoining {
+			p.state = peerInSync
+			p.dirty = nil
+		}
+	} else if p.state == peerJoining {
+		p.state = peerOutOfSync // identical, but not recorded: writes mark again
+	}
+	p.join = nil
+	close(join.done)
+	inSync := p.state == peerInSync
+	v.mu.Unlock()
+
+	if err != nil {
+		if errors.Is(err, ErrNotOwner) {
+			v.depose(err)
+		}
+		return fmt.Errorf("replication: marking %s in sync: %w", node, err)
+	}
+	if inSync {
+		if err := d.Remove(); err != nil {
+			v.logger.Warn("replication: removing the dirty map failed", "peer", string(node), "err", err)
+		}
+	}
+	prog.Done = true
+	v.setProgress(ctx, epoch, prog)
+	v.logger.Info("replication: copy back in sync", "peer", string(node), "regions", prog.RegionsDone, "bytes", prog.BytesCopied)
+	if !inSync {
+		return fmt.Errorf("%w: %s failed while joining", ErrPeerFailed, node)
+	}
+	return nil
+}
+
+// ResyncFull marks every region of node's copy dirty (a new or wiped copy)
+// and resyncs it.
+func (v *Volume) ResyncFull(ctx context.Context, node NodeID) error {
+	v.mu.Lock()
+	p := v.peers[node]
+	if p == nil || p.state != peerOutOfSync || p.resyncing {
+		v.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotSyncing, node)
+	}
+	d := p.dirty
+	v.mu.Unlock()
+	d.SetAll()
+	if err := d.Flush(); err != nil {
+		return err
+	}
+	return v.Resync(ctx, node)
+}
+
+// copyRegion sends region r of the owner's copy to p.
+func (v *Volume) copyRegion(p *peer, conn Conn, epoch uint64, r int64) error {
+	off := r * v.cfg.RegionSize
+	n := min(v.cfg.RegionSize, v.store.Size()-off)
+	held := v.ranges.lock(off, n)
+	defer v.ranges.unlock(held)
+
+	v.mu.Lock()
+	if err := v.servingLocked(); err != nil {
+		v.mu.Unlock()
+		return err
+	}
+	if p.state != peerResyncing || p.conn != conn {
+		v.mu.Unlock()
+		return fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
+	}
+	// Clear before reading: a write to the region after this point is
+	// sent to the copy itself (it is resyncing), so nothing is lost.
+	p.dirty.Clear(r)
+	var msgs []*Message
+	buf := make([]byte, n)
+	for pos := int64(0); pos < n; pos += int64(v.cfg.MaxMessage) {
+		end := min(n, pos+int64(v.cfg.MaxMessage))
+		v.seq++
+		msgs = append(msgs, &Message{Type: MsgWrite, Flags: FlagResync, LUN: v.lun, Epoch: epoch, Seq: v.seq, Offset: off + pos, Length: uint64(end - pos), Payload: buf[pos:end]})
+	}
+	v.mu.Unlock()
+
+	if _, err := v.store.ReadAt(buf, off); err != nil {
+		v.mu.Lock()
+		p.dirty.Mark(off, n)
+		v.mu.Unlock()
+		v.abortResync(p, conn)
+		return fmt.Errorf("replication: reading region %d for resync: %w", r, err)
+	}
+	if res := <-v.send(conn, msgs); res.err != nil {
+		v.resyncFailed(p, conn, epoch, res.err, off, n)
+		return res.err
+	}
+	return nil
+}
+
+// resyncFailed handles a failed resync request: a stale epoch deposes the
+// owner; anything else returns the copy to out of sync with the range
+// marked again.
+func (v *Volume) resyncFailed(p *peer, conn Conn, epoch uint64, err error, off, n int64) {
+	var stale *StaleEpochError
+	if errors.As(err, &stale) {
+		v.depose(err)
+		return
+	}
+	v.mu.Lock()
+	v.failPeerLocked(p, conn, epoch)
+	if p.dirty != nil && n > 0 {
+		p.dirty.Mark(off, n)
+	}
+	v.mu.Unlock()
+}
+
+// abortResync returns a resyncing copy to out of sync (its writes so far
+// were acknowledged by it, the map still holds what it lacks).
+func (v *Volume) abortResync(p *peer, conn Conn) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if p.state == peerResyncing && p.conn == conn {
+		v.failPeerLocked(p, conn, v.epoch)
+	}
+}
+
+func (v *Volume) setProgress(ctx context.Context, epoch uint64, prog Progress) {
+	if el := v.clock.Now().Sub(prog.Started); el > 0 {
+		prog.Rate = float64(prog.BytesCopied) / el.Seconds()
+		if prog.Rate > 0 && prog.RegionsTotal > prog.RegionsDone {
+			left := float64((prog.RegionsTotal - prog.RegionsDone) * v.cfg.RegionSize)
+			prog.ETA = time.Duration(left / prog.Rate * float64(time.Second))
+		}
+	}
+	v.mu.Lock()
+	v.progress[prog.Node] = prog
+	v.mu.Unlock()
+	if pr, ok := v.coord.(ProgressReporter); ok {
+		if err := pr.ReportProgress(ctx, v.lun, epoch, prog.Node, prog); err != nil {
+			v.logger.Debug("replication: reporting resync progress failed", "err", err)
+		}
+	}
+}
+
+// Progress returns the last progress of a resync of node.
+func (v *Volume) Progress(node NodeID) (Progress, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	p, ok := v.progress[node]
+	return p, ok
+}

@@ -1,0 +1,768 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hatgt/hatgt/scsi"
+)
+
+// peerState is what the owner does with a copy on another node.
+type peerState int
+
+const (
+	// peerInSync: in Raft's in-sync set; every write waits for its ack; a
+	// failure is dropped through Raft before anything it missed is acked.
+	peerInSync peerState = iota
+	// peerDropping: failed; DropFromInSync is being committed. Writes
+	// mark the dirty map and wait for the commit.
+	peerDropping
+	// peerOutOfSync: not in the in-sync set, not connected: writes only
+	// mark the dirty map (durably) and do not wait for the copy.
+	peerOutOfSync
+	// peerResyncing: catching up from the dirty map; new writes go to it
+	// and wait for its ack, a failure returns it to out of sync.
+	peerResyncing
+	// peerJoining: caught up; MarkInSync is being committed. Treated as
+	// in sync, so that a failure now is dropped through Raft if the join
+	// commits.
+	peerJoining
+)
+
+func (s peerState) String() string {
+	return [...]string{"in-sync", "dropping", "out-of-sync", "resyncing", "joining"}[s]
+}
+
+type episode struct {
+	done      chan struct{}
+	err       error // drop: the commit failed
+	committed bool  // join: MarkInSync committed
+}
+
+func newEpisode() *episode { return &episode{done: make(chan struct{})} }
+
+type peer struct {
+	node  NodeID
+	state peerState
+	conn  Conn
+	// dirty: regions the copy has not seen; nil while in sync or joining.
+	dirty *DirtyMap
+	// unflushed: regions written to the copy since its last completed
+	// flush (write-back only). A copy that fails may have lost them from
+	// its cache, so they join the dirty map.
+	unflushed *DirtyMap
+	drop      *episode
+	join      *episode
+	resyncing bool
+}
+
+// Volume is the owner side of a replicated LUN: a scsi.Backend that writes
+// the local store and every in-sync mirror, and answers ErrNotOwner (ALUA
+// transitioning) once it is no longer the owner of the current epoch.
+type Volume struct {
+	cfg    Config
+	logger *slog.Logger
+	clock  Clock
+	lun    LUNID
+	self   NodeID
+	store  Store
+	coord  Coordinator
+	tr     Transport
+	sem    chan struct{}
+	ranges rangeLock
+	limit  *tokenBucket
+
+	mu          sync.Mutex
+	epoch       uint64
+	seq         uint64
+	opened      bool
+	deposed     error
+	closed      bool
+	peers       map[NodeID]*peer
+	order       []NodeID
+	cancelWatch func()
+	progress    map[NodeID]Progress
+
+	writes, replicatedBytes atomic.Uint64
+}
+
+// NewVolume returns the owner side of lun on node self, over store. Call
+// Open before serving IO.
+func NewVolume(cfg Config, lun LUNID, self NodeID, store Store, coord Coordinator, tr Transport) (*Volume, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if store == nil || coord == nil || tr == nil {
+		return nil, fmt.Errorf("%w: store, coordinator and transport are required", ErrInvalidConfig)
+	}
+	v := &Volume{
+		cfg:      cfg,
+		logger:   cfg.logger().With("lun", uint64(lun), "node", string(self)),
+		clock:    cfg.clock(),
+		lun:      lun,
+		self:     self,
+		store:    store,
+		coord:    coord,
+		tr:       tr,
+		sem:      make(chan struct{}, cfg.MaxInFlight),
+		peers:    map[NodeID]*peer{},
+		progress: map[NodeID]Progress{},
+	}
+	v.limit = newTokenBucket(v.clock, cfg.ResyncRate, cfg.RegionSize)
+	return v, nil
+}
+
+func (v *Volume) dirtyPath(node NodeID) string {
+	if v.cfg.StateDir == "" {
+		return ""
+	}
+	return filepath.Join(v.cfg.StateDir, fmt.Sprintf("lun-%d-%s.dirty", v.lun, sanitizeName(string(node))))
+}
+
+func sanitizeName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+func (v *Volume) newUnflushed() *DirtyMap {
+	if v.cfg.WriteThrough {
+		return nil
+	}
+	return NewDirtyMap(v.store.Size(), v.cfg.RegionSize)
+}
+
+// openDirty loads the persisted map of node, or makes one with every region
+// dirty when none was kept.
+func (v *Volume) openDirty(node NodeID) (*DirtyMap, error) {
+	if path := v.dirtyPath(node); path != "" {
+		d, full, err := OpenDirtyMap(path, v.store.Size(), v.cfg.RegionSize)
+		if err == nil && full {
+			v.logger.Info("replication: no dirty map for an out-of-sync copy, it gets a full copy", "peer", string(node))
+		}
+		return d, err
+	}
+	d := NewDirtyMap(v.store.Size(), v.cfg.RegionSize)
+	d.SetAll()
+	return d, nil
+}
+
+// freshDirty is the map of a copy that was in sync until now: empty, with
+// its file (re)created so a restart finds it.
+func (v *Volume) freshDirty(node NodeID) *DirtyMap {
+	d := NewDirtyMap(v.store.Size(), v.cfg.RegionSize)
+	d.path = v.dirtyPath(node)
+	d.gen = 1 // the empty map itself must reach the disk before any ack
+	return d
+}
+
+// Open reads the LUN's view, checks that this node owns its epoch, says
+// hello to every in-sync mirror (fencing older owners), loads the dirty
+// maps of the out-of-sync copies and starts watching the view. A mirror
+// that cannot be reached is dropped through the coordinator.
+func (v *Volume) Open(ctx context.Context) error {
+	view, err := v.coord.View(ctx, v.lun)
+	if err != nil {
+		return err
+	}
+	if view.Owner != v.self {
+		return fmt.Errorf("%w: LUN %d is owned by %s in epoch %d", ErrNotOwner, v.lun, view.Owner, view.Epoch)
+	}
+	v.mu.Lock()
+	if v.opened || v.closed {
+		v.mu.Unlock()
+		return fmt.Errorf("replication: volume already opened")
+	}
+	v.opened = true
+	v.epoch = view.Epoch
+	for _, n := range view.Replicas {
+		if n == v.self {
+			continue
+		}
+		p := &peer{node: n, state: peerOutOfSync, unflushed: v.newUnflushed()}
+		if view.IsInSync(n) {
+			p.state = peerInSync
+		} else if p.dirty, err = v.openDirty(n); err != nil {
+			v.mu.Unlock()
+			return fmt.Errorf("replication: dirty map of %s: %w", n, err)
+		}
+		v.peers[n] = p
+		v.order = append(v.order, n)
+	}
+	v.mu.Unlock()
+
+	type dialed struct {
+		p    *peer
+		conn Conn
+		err  error
+	}
+	var wg sync.WaitGroup
+	results := make(chan dialed, len(v.order))
+	for _, n := range v.order {
+		p := v.peers[n]
+		if p.state != peerInSync {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := v.hello(ctx, n, view.Epoch)
+			results <- dialed{p, conn, err}
+		}()
+	}
+	wg.Wait()
+	close(results)
+	var stale error
+	for r := range results {
+		switch {
+		case r.err == nil:
+			v.mu.Lock()
+			r.p.conn = r.conn
+			v.mu.Unlock()
+		case errors.Is(r.err, ErrNotOwner):
+			stale = r.err
+		default:
+			v.logger.Warn("replication: in-sync mirror unreachable at open", "peer", string(r.p.node), "err", r.err)
+			v.mu.Lock()
+			v.failPeerLocked(r.p, nil, v.epoch)
+			v.mu.Unlock()
+		}
+	}
+	if stale != nil {
+		v.depose(stale)
+		return stale
+	}
+	cancel := v.coord.Watch(v.lun, v.onView)
+	v.mu.Lock()
+	v.cancelWatch = cancel
+	v.mu.Unlock()
+	// A view committed between View and Watch would be missed: check.
+	if now, err := v.coord.View(ctx, v.lun); err == nil {
+		v.onView(now)
+	}
+	return v.serving()
+}
+
+// hello dials node and announces epoch.
+func (v *Volume) hello(ctx context.Context, node NodeID, epoch uint64) (Conn, error) {
+	conn, err := v.tr.Dial(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	res := <-v.send(conn, []*Message{{Type: MsgHello, LUN: v.lun, Epoch: epoch}})
+	if res.err != nil {
+		conn.Close()
+		return nil, res.err
+	}
+	return conn, nil
+}
+
+func (v *Volume) onView(view View) {
+	v.mu.Lock()
+	epoch := v.epoch
+	v.mu.Unlock()
+	if view.Epoch > epoch || (view.Epoch == epoch && view.Owner != v.self) {
+		v.depose(fmt.Errorf("%w: LUN %d moved to %s in epoch %d", ErrNotOwner, v.lun, view.Owner, view.Epoch))
+	}
+}
+
+// depose stops serving for good: every later call answers ErrNotOwner.
+func (v *Volume) depose(err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.deposed != nil {
+		return
+	}
+	if !errors.Is(err, ErrNotOwner) {
+		err = fmt.Errorf("%w: %w", ErrNotOwner, err)
+	}
+	v.deposed = err
+	v.logger.Warn("replication: volume stops serving", "err", err)
+	for _, p := range v.peers {
+		if p.conn != nil {
+			p.conn.Close()
+			p.conn = nil
+		}
+	}
+}
+
+func (v *Volume) serving() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.servingLocked()
+}
+
+func (v *Volume) servingLocked() error {
+	switch {
+	case v.closed:
+		return ErrClosed
+	case v.deposed != nil:
+		return v.deposed
+	case !v.opened:
+		return fmt.Errorf("%w: volume not opened", ErrNotOwner)
+	}
+	return nil
+}
+
+type sendResult struct {
+	conn Conn
+	err  error
+	rep  *Message // the last reply, when err is nil
+}
+
+// send sends msgs on conn and reports once: nil when every reply is OK, or
+// the first failure (connection error, ErrTimeout after AckTimeout, a
+// *StaleEpochError, or ErrPeerFailed).
+func (v *Volume) send(conn Conn, msgs []*Message) <-chan sendResult {
+	ch := make(chan sendResult, 1)
+	if conn == nil {
+		ch <- sendResult{err: fmt.Errorf("%w: not connected", ErrPeerFailed)}
+		return ch
+	}
+	var once sync.Once
+	var timer Timer
+	var timerMu sync.Mutex
+	finish := func(err error, rep *Message) {
+		once.Do(func() {
+			timerMu.Lock()
+			if timer != nil {
+				timer.Stop()
+			}
+			timerMu.Unlock()
+			ch <- sendResult{conn, err, rep}
+		})
+	}
+	timerMu.Lock()
+	timer = v.clock.AfterFunc(v.cfg.AckTimeout, func() { finish(ErrTimeout, nil) })
+	timerMu.Unlock()
+	remaining := atomic.Int64{}
+	remaining.Store(int64(len(msgs)))
+	for _, m := range msgs {
+		conn.Send(m, func(rep *Message, err error) {
+			switch {
+			case err != nil:
+				finish(err, nil)
+			case rep.Status == StatusStaleEpoch:
+				finish(&StaleEpochError{LUN: v.lun, Epoch: m.Epoch, Newest: rep.Epoch}, nil)
+			case rep.Status != StatusOK:
+				finish(fmt.Errorf("%w: %v %s", ErrPeerFailed, m.Type, rep.Status), nil)
+			case remaining.Add(-1) == 0:
+				finish(nil, rep)
+			}
+		})
+	}
+	return ch
+}
+
+// failPeerLocked handles a copy that failed a request (or could not be
+// reached). It returns the episode a write that the copy missed must wait
+// for before it is acknowledged (nil when none). Callers hold v.mu.
+func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64) *episode {
+	if conn != nil && p.conn == conn {
+		p.conn.Close()
+		p.conn = nil
+	}
+	switch p.state {
+	case peerInSync, peerJoining:
+		if p.dirty == nil {
+			p.dirty = v.freshDirty(p.node)
+		}
+		join := p.join
+		if p.state == peerInSync {
+			join = nil
+		}
+		p.state = peerDropping
+		p.drop = newEpisode()
+		v.logger.Warn("replication: mirror failed, dropping it from the in-sync set", "peer", string(p.node), "epoch", epoch)
+		go v.runDrop(p, p.drop, epoch, join)
+	case peerResyncing:
+		p.state = peerOutOfSync
+		if p.unflushed != nil {
+			p.dirty.Merge(p.unflushed)
+			p.unflushed = v.newUnflushed()
+		}
+		v.logger.Warn("replication: mirror failed during resync", "peer", string(p.node))
+	}
+	if p.state == peerDropping {
+		return p.drop
+	}
+	return nil
+}
+
+// runDrop commits the drop of p, then lets the writes it missed complete.
+func (v *Volume) runDrop(p *peer, ep *episode, epoch uint64, join *episode) {
+	committed := true
+	if join != nil {
+		<-join.done
+		committed = join.committed
+	}
+	var err error
+	if committed {
+		err = v.coord.DropFromInSync(context.Background(), v.lun, epoch, p.node)
+	}
+	v.mu.Lock()
+	var gen uint64
+	if p.unflushed != nil {
+		gen = p.dirty.Merge(p.unflushed)
+		p.unflushed = v.newUnflushed()
+	}
+	d := p.dirty
+	v.mu.Unlock()
+	if err == nil {
+		err = d.WaitDurable(max(gen, 1))
+	}
+	v.mu.Lock()
+	if err != nil {
+		ep.err = fmt.Errorf("%w: dropping %s from the in-sync set: %w", ErrNotOwner, p.node, err)
+	} else {
+		v.logger.Info("replication: mirror dropped from the in-sync set", "peer", string(p.node), "epoch", epoch)
+	}
+	p.state = peerOutOfSync
+	p.drop = nil
+	close(ep.done)
+	v.mu.Unlock()
+	if err != nil {
+		v.depose(ep.err)
+	}
+}
+
+// Size returns the capacity in bytes.
+func (v *Volume) Size() int64 { return v.store.Size() }
+
+// ReadAt reads the owner's local copy.
+func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
+	if err := v.serving(); err != nil {
+		return 0, err
+	}
+	return v.store.ReadAt(p, off)
+}
+
+// WriteAt writes p at off on every in-sync copy (IO mode write-back:
+// into the copies' caches; write-through: durable).
+func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
+	return v.write(MsgWrite, p, off, int64(len(p)), v.cfg.WriteThrough)
+}
+
+// WriteAtFUA writes p at off durably on every in-sync copy.
+func (v *Volume) WriteAtFUA(p []byte, off int64) (int, error) {
+	return v.write(MsgWrite, p, off, int64(len(p)), true)
+}
+
+// Unmap deallocates the range on every in-sync copy.
+func (v *Volume) Unmap(off, length int64) error {
+	_, err := v.write(MsgUnmap, nil, off, length, v.cfg.WriteThrough)
+	return err
+}
+
+type durable struct {
+	d   *DirtyMap
+	gen uint64
+}
+
+func (v *Volume) write(kind MsgType, p []byte, off, length int64, fua bool) (int, error) {
+	if off < 0 || length < 0 || length > v.store.Size() || off > v.store.Size()-length {
+		return 0, fmt.Errorf("%w: %d bytes at %d of %d", ErrOutOfRange, length, off, v.store.Size())
+	}
+	if err := v.serving(); err != nil {
+		return 0, err
+	}
+	if length == 0 {
+		return 0, nil
+	}
+	v.sem <- struct{}{}
+	defer func() { <-v.sem }()
+	held := v.ranges.lock(off, length)
+	defer v.ranges.unlock(held)
+
+	var flags uint8
+	if fua {
+		flags = FlagFUA
+	}
+	v.mu.Lock()
+	if err := v.servingLocked(); err != nil {
+		v.mu.Unlock()
+		return 0, err
+	}
+	epoch := v.epoch
+	var msgs []*Message
+	if kind == MsgUnmap {
+		v.seq++
+		msgs = append(msgs, &Message{Type: MsgUnmap, Flags: flags, LUN: v.lun, Epoch: epoch, Seq: v.seq, Offset: off, Length: uint64(length)})
+	} else {
+		for pos := 0; pos < len(p); pos += v.cfg.MaxMessage {
+			chunk := p[pos:min(len(p), pos+v.cfg.MaxMessage)]
+			v.seq++
+			msgs = append(msgs, &Message{Type: MsgWrite, Flags: flags, LUN: v.lun, Epoch: epoch, Seq: v.seq, Offset: off + int64(pos), Length: uint64(len(chunk)), Payload: chunk})
+		}
+	}
+	type sent struct {
+		p  *peer
+		ch <-chan sendResult
+	}
+	var (
+		sends    []sent
+		waits    []*episode
+		durables []durable
+	)
+	for _, n := range v.order {
+		pr := v.peers[n]
+		switch pr.state {
+		case peerInSync, peerJoining, peerResyncing:
+			if pr.unflushed != nil && !fua {
+				pr.unflushed.Mark(off, length)
+			}
+			sends = append(sends, sent{pr, v.send(pr.conn, msgs)})
+		case peerDropping:
+			durables = append(durables, durable{pr.dirty, pr.dirty.Mark(off, length)})
+			waits = append(waits, pr.drop)
+		case peerOutOfSync:
+			durables = append(durables, durable{pr.dirty, pr.dirty.Mark(off, length)})
+		}
+	}
+	v.mu.Unlock()
+
+	var localErr error
+	var n int
+	switch {
+	case kind == MsgUnmap:
+		localErr = unmapStore(v.store, off, length)
+		if localErr == nil && fua {
+			localErr = v.store.Flush()
+		}
+	case fua:
+		n, localErr = writeFUA(v.store, p, off)
+	default:
+		n, localErr = v.store.WriteAt(p, off)
+	}
+
+	var failed error
+	for _, s := range sends {
+		res := <-s.ch
+		if res.err == nil {
+			continue
+		}
+		var stale *StaleEpochError
+		if errors.As(res.err, &stale) {
+			v.depose(res.err)
+			failed = res.err
+			continue
+		}
+		v.mu.Lock()
+		if ep := v.failPeerLocked(s.p, res.conn, epoch); ep != nil {
+			waits = append(waits, ep)
+		}
+		if s.p.dirty != nil {
+			durables = append(durables, durable{s.p.dirty, s.p.dirty.Mark(off, length)})
+		}
+		v.mu.Unlock()
+	}
+	for _, ep := range waits {
+		<-ep.done
+		if ep.err != nil && failed == nil {
+			failed = ep.err
+		}
+	}
+	for _, d := range durables {
+		if err := d.d.WaitDurable(d.gen); err != nil && failed == nil {
+			// Without the bit on disk a restart could forget that
+			// the copy misses this write: refuse to acknowledge.
+			failed = fmt.Errorf("%w: %w", ErrNotOwner, err)
+			v.depose(failed)
+		}
+	}
+	if failed != nil {
+		return 0, failed
+	}
+	if localErr != nil {
+		return n, localErr
+	}
+	v.writes.Add(1)
+	v.replicatedBytes.Add(uint64(length) * uint64(len(sends)))
+	if kind == MsgUnmap {
+		return 0, nil
+	}
+	return len(p), nil
+}
+
+// Flush makes every acknowledged write durable on every in-sync copy
+// (SYNCHRONIZE CACHE).
+func (v *Volume) Flush() error {
+	if err := v.serving(); err != nil {
+		return err
+	}
+	type sent struct {
+		p    *peer
+		snap *DirtyMap
+		ch   <-chan sendResult
+	}
+	v.mu.Lock()
+	if err := v.servingLocked(); err != nil {
+		v.mu.Unlock()
+		return err
+	}
+	epoch := v.epoch
+	var sends []sent
+	var waits []*episode
+	for _, n := range v.order {
+		pr := v.peers[n]
+		switch pr.state {
+		case peerInSync, peerJoining, peerResyncing:
+			snap := pr.unflushed
+			pr.unflushed = v.newUnflushed()
+			sends = append(sends, sent{pr, snap, v.send(pr.conn, []*Message{{Type: MsgFlush, LUN: v.lun, Epoch: epoch}})})
+		case peerDropping:
+			waits = append(waits, pr.drop)
+		}
+	}
+	v.mu.Unlock()
+	localErr := v.store.Flush()
+	var failed error
+	for _, s := range sends {
+		res := <-s.ch
+		if res.err == nil {
+			continue
+		}
+		var stale *StaleEpochError
+		if errors.As(res.err, &stale) {
+			v.depose(res.err)
+			failed = res.err
+			continue
+		}
+		v.mu.Lock()
+		// The copy may have lost what it cached since its last flush.
+		if s.snap != nil {
+			if s.p.unflushed != nil {
+				s.p.unflushed.Merge(s.snap)
+			} else if s.p.dirty != nil {
+				s.p.dirty.Merge(s.snap)
+			}
+		}
+		if ep := v.failPeerLocked(s.p, res.conn, epoch); ep != nil {
+			waits = append(waits, ep)
+		}
+		v.mu.Unlock()
+	}
+	for _, ep := range waits {
+		<-ep.done
+		if ep.err != nil && failed == nil {
+			failed = ep.err
+		}
+	}
+	if failed != nil {
+		return failed
+	}
+	return localErr
+}
+
+// ErrorKind classifies an error of this volume for scsi: not the owner
+// (deposed, fenced, closed) is BackendErrNotReady, which scsi answers with
+// the ALUA transitioning sense.
+func (v *Volume) ErrorKind(err error) scsi.BackendErrorKind {
+	switch {
+	case errors.Is(err, ErrNotOwner), errors.Is(err, ErrClosed):
+		return scsi.BackendErrNotReady
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return scsi.BackendErrNoSpace
+	case errors.Is(err, syscall.EROFS):
+		return scsi.BackendErrReadOnly
+	}
+	return scsi.BackendErrOther
+}
+
+// Close stops the volume: later calls fail with ErrClosed. Dirty maps are
+// persisted.
+func (v *Volume) Close() error {
+	v.mu.Lock()
+	if v.closed {
+		v.mu.Unlock()
+		return nil
+	}
+	v.closed = true
+	cancel := v.cancelWatch
+	var maps []*DirtyMap
+	for _, p := range v.peers {
+		if p.conn != nil {
+			p.conn.Close()
+			p.conn = nil
+		}
+		if p.dirty != nil {
+			maps = append(maps, p.dirty)
+		}
+	}
+	v.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	var errs []error
+	for _, d := range maps {
+		errs = append(errs, d.Flush())
+	}
+	return errors.Join(errs...)
+}
+
+// Epoch returns the epoch the volume serves.
+func (v *Volume) Epoch() uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.epoch
+}
+
+// PeerStatus describes one other copy as the owner sees it.
+type PeerStatus struct {
+	Node         NodeID
+	State        string
+	DirtyRegions int64
+}
+
+// Peers returns the state of every other copy.
+func (v *Volume) Peers() []PeerStatus {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []PeerStatus
+	for _, n := range v.order {
+		p := v.peers[n]
+		st := PeerStatus{Node: n, State: p.state.String()}
+		if p.dirty != nil {
+			st.DirtyRegions = p.dirty.Count()
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// InSync returns the copies the owner currently waits for (in sync or
+// joining), itself included.
+func (v *Volume) InSync() []NodeID {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := []NodeID{v.self}
+	for _, n := range v.order {
+		if s := v.peers[n].state; s == peerInSync || s == peerJoining {
+			out = append(out, n)
+		}
+	}
+	return slices.Clip(out)
+}
+
+// Stats counts acknowledged writes and the bytes sent to mirrors for them.
+func (v *Volume) Stats() (writes, replicatedBytes uint64) {
+	return v.writes.Load(), v.replicatedBytes.Load()
+}
+
+var (
+	_ scsi.Backend               = (*Volume)(nil)
+	_ scsi.Unmapper              = (*Volume)(nil)
+	_ scsi.ForceUnitAccessWriter = (*Volume)(nil)
+	_ scsi.ErrorKinder           = (*Volume)(nil)
+)
