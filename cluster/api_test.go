@@ -264,3 +264,21 @@ func TestCheckExposure(t *testing.T) {
 		}
 	}
 }
+
+func TestParseGossipKey(t *testing.T) {
+	for in, n := range map[string]int{
+		"MDEyMzQ1Njc4OWFiY2RlZg==": 16,
+		"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n": 32,
+		"MDEyMzQ1Njc4OWFiY2RlZg": 16,
+	} {
+		k, err := ParseGossipKey(in)
+		if err != nil || len(k) != n {
+			t.Errorf("ParseGossipKey(%q) = %d bytes, %v; want %d", in, len(k), err, n)
+		}
+	}
+	for _, in := range []string{"", "not base64!", "c2hvcnQ="} {
+		if _, err := ParseGossipKey(in); err == nil || (in != "" && strings.Contains(err.Error(), in)) {
+			t.Errorf("ParseGossipKey(%q): %v", in, err)
+		}
+	}
+}

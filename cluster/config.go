@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -92,6 +94,23 @@ func DefaultConfig() Config {
 		ApplyTimeout:        5 * time.Second,
 		ReconcileInterval:   10 * time.Second,
 	}
+}
+
+// ParseGossipKey decodes a gossip encryption key given as base64 (standard
+// or URL alphabet) of 16, 24 or 32 bytes, as "openssl rand -base64 32"
+// prints. The error never repeats the key.
+func ParseGossipKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			switch len(b) {
+			case 16, 24, 32:
+				return b, nil
+			}
+			return nil, fmt.Errorf("cluster: gossip key decodes to %d bytes, want 16, 24 or 32", len(b))
+		}
+	}
+	return nil, fmt.Errorf("cluster: gossip key is not base64")
 }
 
 var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
