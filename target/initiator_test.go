@@ -90,7 +90,9 @@ func ftLogger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func newFTEnv(t *testing.T, mod func(*ServerConfig)) *ftEnv {
+func newFTEnvTB(tb testing.TB) *ftEnv { return newFTEnv(tb, nil) }
+
+func newFTEnv(t testing.TB, mod func(*ServerConfig)) *ftEnv {
 	t.Helper()
 	cfg := ServerConfig{Logger: ftLogger(), NopInInterval: -1}
 	if mod != nil {
@@ -125,7 +127,7 @@ func newFTEnv(t *testing.T, mod func(*ServerConfig)) *ftEnv {
 
 // initiator is one connection of the test initiator.
 type initiator struct {
-	t   *testing.T
+	t   testing.TB
 	nc  net.Conn
 	br  *bufio.Reader
 	dig Digests
@@ -145,7 +147,7 @@ type initiator struct {
 	targetMRDSL uint32
 }
 
-func ftDial(t *testing.T, addr string) *initiator {
+func ftDial(t testing.TB, addr string) *initiator {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
