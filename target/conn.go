@@ -235,7 +235,11 @@ func (c *conn) login() (uint32, bool) {
 			next = resp.StatSN() + 1
 		}
 		c.log = c.log.With("initiator", res.InitiatorName, "tsih", c.sess.tsih, "cid", c.cid)
-		c.log.Info("login complete", "type", res.SessionType)
+		typ := "normal"
+		if res.SessionType == SessionDiscovery {
+			typ = "discovery"
+		}
+		c.log.Info("login complete", "type", typ)
 		return next, true
 	}
 }
