@@ -353,3 +353,43 @@ func TestSigtermDuringWrites(t *testing.T) {
 		t.Errorf("LUN not served after restart:\n%s", out)
 	}
 }
+
+// TestFullFilesystem serves the dev LUN from a 32 MiB tmpfs: start-up warns
+// that the thin LUN is larger than the free space, a write beyond it fails
+// with an error qemu-img reports as "No space left on device", and the
+// server keeps serving and exits 0.
+func TestFullFilesystem(t *testing.T) {
+	needTools(t, "qemu-img", "iscsi-ls")
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+
+	s := startDev(t, dir)
+	if !strings.Contains(s.stderr.String(), "larger than the free space") {
+		t.Errorf("no warning about a LUN larger than the free space:\n%s", s.stderr.String())
+	}
+	src := filepath.Join(t.TempDir(), "random.raw")
+	buf := make([]byte, 48<<20)
+	rand.Read(buf)
+	if err := os.WriteFile(src, buf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := tool("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, s.lunURL(0))
+	if err == nil {
+		t.Fatalf("writing 48 MiB to a 32 MiB filesystem succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "No space left on device") {
+		t.Errorf("qemu-img did not see a full device:\n%s", out)
+	}
+	if out := runTool(t, "iscsi-ls", "-s", "iscsi://"+s.addr); !strings.Contains(out, "Lun:0") {
+		t.Errorf("server does not list its LUN after the full filesystem:\n%s", out)
+	}
+	if code := s.stop(); code != 0 {
+		t.Errorf("exit status after SIGTERM = %d, want 0", code)
+	}
+}

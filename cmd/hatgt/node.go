@@ -122,6 +122,9 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 		return nil, storeError(l.Path, err)
 	}
 	n.stores = append(n.stores, openStore{name: fmt.Sprintf("%s/%d", targetName, l.Number), s: s, ro: mode == blockstore.ReadOnly})
+	if l.Type == config.FileIO && mode != blockstore.ReadOnly {
+		n.warnIfOvercommitted(l.Path, s)
+	}
 	if s.Size() < int64(l.Sector) {
 		return nil, fmt.Errorf("%s: %d bytes is smaller than one %d-byte sector", l.Path, s.Size(), l.Sector)
 	}
@@ -143,6 +146,25 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 	}
 	n.sizes[lunKey{targetName, l.Number}] = s.Size()
 	return lu, nil
+}
+
+// warnIfOvercommitted warns when a sparse file could grow beyond the free
+// space of its filesystem: writes would then fail with SPACE ALLOCATION
+// FAILED.
+func (n *node) warnIfOvercommitted(path string, s store) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	allocated := int64(0)
+	if a, ok := s.(interface{ AllocatedBytes() (int64, error) }); ok {
+		allocated, _ = a.AllocatedBytes()
+	}
+	if need := s.Size() - allocated; need > free {
+		n.log.Warn("LUN is larger than the free space of its filesystem: writes will fail once it is full",
+			"path", path, "size", humanSize(s.Size()), "allocated", humanSize(allocated), "free", humanSize(free))
+	}
 }
 
 // storeError explains the usual reasons a store does not open.
