@@ -33,7 +33,9 @@ func cmdReadCapacity10(t *task) error {
 }
 
 // cmdReadCapacity16 is READ CAPACITY (16) (SBC-3 5.16): no protection,
-// one logical block per physical block, LBPME/LBPRZ when thin.
+// LBPME/LBPRZ when thin. A 512-byte LU reports 4096-byte physical blocks
+// (LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 3): files and block devices
+// below us are 4 KiB-granular, and initiators align their I/O to it.
 func cmdReadCapacity16(t *task) error {
 	lu := t.lu
 	b := make([]byte, 32)
@@ -43,9 +45,19 @@ func cmdReadCapacity16(t *task) error {
 	}
 	put64(b, last)
 	put32(b[8:], lu.cfg.BlockSize)
+	b[13] = lu.physicalExponent()
 	if lu.thin() {
 		b[14] = 0x80 | 0x40 // LBPME, LBPRZ
 	}
 	t.dataIn(b, int(be32(t.cdb[10:])))
 	return nil
+}
+
+// physicalExponent is log2(physical block size / logical block size); the
+// physical block size is 4096 bytes.
+func (lu *LU) physicalExponent() byte {
+	if lu.cfg.BlockSize >= 4096 {
+		return 0
+	}
+	return byte(12 - lu.shift)
 }

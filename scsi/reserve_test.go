@@ -62,6 +62,7 @@ func TestSPC2ReleasedByResetAndNexusLoss(t *testing.T) {
 	if d.LUNReset(a, 0) != TMFComplete {
 		t.Fatal("LUN RESET failed")
 	}
+	clearUA(d, a)
 	clearUA(d, b)
 	prGood(t, spc2Reserve6(d, b))
 	lu.nexusLost(b.Key())

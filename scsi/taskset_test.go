@@ -198,7 +198,9 @@ func TestLUNResetWaitsForRunningTask(t *testing.T) {
 	if got := <-done; got != TMFComplete {
 		t.Fatalf("LUNReset = %d", got)
 	}
+	// Every nexus, the one that asked included, sees BUS DEVICE RESET.
 	wantSense(t, run(d, other, make([]byte, 6), nil, 0), KeyUnitAttention, ASCBusDeviceReset)
+	wantSense(t, run(d, n, make([]byte, 6), nil, 0), KeyUnitAttention, ASCBusDeviceReset)
 	wantGood(t, run(d, n, make([]byte, 6), nil, 0))
 }
 
@@ -236,11 +238,12 @@ func TestClearTaskSetAndNexusLoss(t *testing.T) {
 	wantSense(t, run(d, n, make([]byte, 6), nil, 0), KeyUnitAttention, ASCPowerOnReset)
 	wantGood(t, run(d, n, make([]byte, 6), nil, 0))
 
-	// TARGET RESET: every other nexus gets BUS DEVICE RESET.
+	// TARGET RESET: every nexus gets BUS DEVICE RESET.
 	if got := d.TargetReset(n); got != TMFComplete {
 		t.Fatalf("TargetReset = %d", got)
 	}
 	wantSense(t, run(d, third, make([]byte, 6), nil, 0), KeyUnitAttention, ASCBusDeviceReset)
+	wantSense(t, run(d, n, make([]byte, 6), nil, 0), KeyUnitAttention, ASCBusDeviceReset)
 	wantGood(t, run(d, n, make([]byte, 6), nil, 0))
 }
 

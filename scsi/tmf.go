@@ -66,24 +66,23 @@ func (d *Device) ClearTaskSet(n *Nexus, lun uint64) TMFResponse {
 }
 
 // LUNReset performs a logical unit reset of lun (SAM-5 6.3.3): all its
-// tasks are aborted, an SPC-2 reservation is released, and every other
-// nexus gets BUS DEVICE RESET FUNCTION OCCURRED. Mode parameters and
+// tasks are aborted, an SPC-2 reservation is released, and every nexus
+// gets BUS DEVICE RESET FUNCTION OCCURRED. Mode parameters and
 // persistent reservations stay.
 func (d *Device) LUNReset(n *Nexus, lun uint64) TMFResponse {
 	lu := d.lu(lun)
 	if lu == nil {
 		return TMFLUNNotExist
 	}
-	lu.reset(keyOf(n))
+	lu.reset()
 	return TMFComplete
 }
 
 // TargetReset resets every LU of the device, as LUNReset does for one.
 func (d *Device) TargetReset(n *Nexus) TMFResponse {
-	k := keyOf(n)
 	for _, lun := range d.LUNs() {
 		if lu := d.lu(lun); lu != nil {
-			lu.reset(k)
+			lu.reset()
 		}
 	}
 	return TMFComplete
@@ -106,9 +105,11 @@ func (d *Device) NexusLost(n *Nexus) {
 	}
 }
 
-// reset is the logical unit reset; by is the nexus that asked for it.
-func (lu *LU) reset(by string) {
+// reset is the logical unit reset. SAM-5 6.3.2 establishes BUS DEVICE
+// RESET FUNCTION OCCURRED for every I_T nexus, the one that asked for the
+// reset included (libiscsi's MultipathIO.Reset checks both paths).
+func (lu *LU) reset() {
 	lu.tasks.abort(func(*tsEntry) bool { return true })
 	lu.resetReservations()
-	lu.addUAAll(by, ASCBusDeviceReset)
+	lu.addUAAll("", ASCBusDeviceReset)
 }
