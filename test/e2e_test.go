@@ -393,3 +393,20 @@ func TestFullFilesystem(t *testing.T) {
 		t.Errorf("exit status after SIGTERM = %d, want 0", code)
 	}
 }
+
+func TestIPv6Portal(t *testing.T) {
+	needTools(t, "iscsi-ls")
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		l.Close()
+	}
+	s := startServer(t, "serve", "--dev", "--data-dir", t.TempDir(), "--iscsi-addr", "[::1]:0")
+	if !strings.HasPrefix(s.addr, "[::1]:") {
+		t.Fatalf("portal %q is not on [::1]", s.addr)
+	}
+	out := runTool(t, "iscsi-ls", "-s", "iscsi://"+s.addr)
+	if !strings.Contains(out, "Target:"+devTarget+" Portal:"+s.addr) || !strings.Contains(out, "Lun:0") {
+		t.Errorf("iscsi-ls over IPv6:\n%s", out)
+	}
+}
