@@ -88,9 +88,9 @@ func DefaultConfig() Config {
 		CommitTimeout:       50 * time.Millisecond,
 		SnapshotThreshold:   8192,
 		SnapshotRetain:      2,
-		GossipProbeInterval: 1000 * time.Millisecond,
-		GossipProbeTimeout:  500 * time.Millisecond,
-		GossipSuspicionMult: 4,
+		GossipProbeInterval: 500 * time.Millisecond,
+		GossipProbeTimeout:  250 * time.Millisecond,
+		GossipSuspicionMult: 3,
 		ApplyTimeout:        5 * time.Second,
 		ReconcileInterval:   10 * time.Second,
 	}
