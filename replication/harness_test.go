@@ -5,6 +5,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,6 +128,15 @@ func (silentCoord) Watch(LUNID, func(View)) func() { return func() {} }
 func indexOf(events []string, prefix string) int {
 	for i, e := range events {
 		if len(e) >= len(prefix) && e[:len(prefix)] == prefix {
+			return i
+		}
+	}
+	return -1
+}
+
+func lastIndexOf(events []string, prefix string) int {
+	for i := len(events) - 1; i >= 0; i-- {
+		if strings.HasPrefix(events[i], prefix) {
 			return i
 		}
 	}

@@ -1,0 +1,281 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"testing"
+)
+
+// Invariant 6: a mirror that comes back is caught up from the dirty-region
+// map — exactly the regions it missed, not a full copy — and rejoins the
+// in-sync set through the coordinator only once identical.
+func TestResyncCopiesExactlyTheDirtyRegions(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b", "c")
+	v := c.open("a", Config{}, nil)
+	rs := testConfig().RegionSize
+	if _, err := v.WriteAt(pattern(1, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Partition("a", "c")
+	// Regions 2, 3 (one write across both), 7 and 9 (twice).
+	writes := []struct{ off, n int64 }{{2*rs + rs/2, rs}, {7 * rs, 4096}, {9 * rs, 8192}, {9*rs + 4096, 4096}}
+	for i, w := range writes {
+		if _, err := v.WriteAt(pattern(uint64(10+i), int(w.n)), w.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.view().IsInSync("c") {
+		t.Fatal("c not dropped")
+	}
+	c.net.Heal("a", "c")
+	before := c.mirrors["c"].Stats(testLUN)
+	if err := v.Resync(context.Background(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	got := c.mirrors["c"].Stats(testLUN).ResyncBytes - before.ResyncBytes
+	if want := uint64(4 * rs); got != want {
+		t.Fatalf("resync copied %d bytes, want %d (4 regions)", got, want)
+	}
+	c.identical("a", "b", "c")
+	if !c.view().IsInSync("c") {
+		t.Fatal("c not marked in sync")
+	}
+	if !hasPeerState(v, "c", "in-sync") {
+		t.Fatalf("owner's peers: %+v", v.Peers())
+	}
+	p, ok := c.coord.Progress(testLUN, "c")
+	if !ok || !p.Done || p.RegionsDone != 4 || p.BytesCopied != 4*rs {
+		t.Fatalf("reported progress %+v", p)
+	}
+	// In sync again: its next failure is a drop through the coordinator.
+	c.net.Partition("a", "c")
+	if _, err := v.WriteAt(pattern(99, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if c.view().IsInSync("c") {
+		t.Fatal("c not dropped the second time")
+	}
+}
+
+// New writes keep flowing during a resync and reach the resyncing copy;
+// the result is identical.
+func TestResyncWhileWriting(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	v := c.open("a", Config{}, nil)
+	c.net.Partition("a", "b")
+	for i := range 16 {
+		if _, err := v.WriteAt(pattern(uint64(i), 16<<10), int64(i)*(64<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.net.Heal("a", "b")
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			off := int64(i*7919%240) * 4096
+			if _, err := v.WriteAt(pattern(uint64(1000+i), 8192), off); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	err := v.Resync(context.Background(), "b")
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.identical("a", "b")
+	if !c.view().IsInSync("b") {
+		t.Fatal("b not in sync")
+	}
+}
+
+// A new or wiped copy gets a full copy; Verify then finds the copies equal
+// and, after an injected corruption, names exactly the corrupted region.
+func TestFullCopyAndVerify(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	v0 := c.open("a", Config{}, nil)
+	if _, err := v0.WriteAt(pattern(5, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	v0.Close()
+	// d joins as a new, empty replica: out of sync, no dirty map kept.
+	c.addNode("d")
+	view := c.view()
+	view.Replicas = append(view.Replicas, "d")
+	c.coord.SetView(testLUN, view)
+	v := c.open("a", Config{}, nil)
+	if err := v.Resync(context.Background(), "d"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.mirrors["d"].Stats(testLUN).ResyncBytes; got != 1<<20 {
+		t.Fatalf("full copy sent %d bytes, want %d", got, 1<<20)
+	}
+	c.identical("a", "b", "d")
+
+	rep, err := v.Verify(context.Background(), "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Regions != 16 || len(rep.Divergent) != 0 {
+		t.Fatalf("verify of identical copies: %+v", rep)
+	}
+	c.stores["b"].WriteAt([]byte{0xff ^ c.read("b", 5*65536+123, 1)[0]}, 5*65536+123)
+	rep, err = v.Verify(context.Background(), "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Divergent) != 1 || rep.Divergent[0] != 5 {
+		t.Fatalf("verify after corrupting region 5: %+v", rep)
+	}
+}
+
+// A resync that loses its mirror stops with the map intact (plus what was
+// in flight) and can be restarted to completion.
+func TestResyncInterruptedAndRestarted(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	v := c.open("a", Config{}, nil)
+	c.net.Partition("a", "b")
+	if _, err := v.WriteAt(pattern(1, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Heal("a", "b")
+	var n int
+	var mu sync.Mutex
+	m := c.mirrors["b"]
+	c.net.Register("b", func(req *Message) *Message {
+		if req.Flags&FlagResync != 0 {
+			mu.Lock()
+			n++
+			cut := n == 10
+			mu.Unlock()
+			if cut {
+				return reply(req, StatusIOError)
+			}
+		}
+		return m.Handle(req)
+	})
+	if err := v.Resync(context.Background(), "b"); !errors.Is(err, ErrPeerFailed) {
+		t.Fatalf("interrupted resync: %v", err)
+	}
+	if !hasPeerState(v, "b", "out-of-sync") || c.view().IsInSync("b") {
+		t.Fatalf("after the failure: %+v", v.Peers())
+	}
+	if err := v.Resync(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	c.identical("a", "b")
+	if err := v.Resync(context.Background(), "b"); !errors.Is(err, ErrNotSyncing) {
+		t.Fatalf("resync of an in-sync copy: %v", err)
+	}
+}
+
+// The dirty bit of a write a mirror missed is on disk before the write is
+// acknowledged, and a restarted owner resumes from it instead of a full
+// copy.
+func TestDirtyMapPersistedBeforeAck(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	cfg := testConfig()
+	cfg.StateDir = t.TempDir()
+	v := c.open("a", cfg, nil)
+	c.net.Partition("a", "b")
+	if _, err := v.WriteAt(pattern(1, 4096), 3*65536); err != nil {
+		t.Fatal(err)
+	}
+	// Read the file as a restarted owner would, before any Close.
+	d, full, err := OpenDirtyMap(v.dirtyPath("b"), 1<<20, cfg.RegionSize)
+	if err != nil || full {
+		t.Fatalf("dirty map after the ack: full=%v err=%v", full, err)
+	}
+	if !d.IsDirty(3) || d.Count() != 1 {
+		t.Fatalf("persisted map: region 3 %v, count %d", d.IsDirty(3), d.Count())
+	}
+	v.Close()
+	c.net.Heal("a", "b")
+	v2 := c.open("a", cfg, nil)
+	before := c.mirrors["b"].Stats(testLUN).ResyncBytes
+	if err := v2.Resync(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.mirrors["b"].Stats(testLUN).ResyncBytes - before; got != uint64(cfg.RegionSize) {
+		t.Fatalf("restarted owner copied %d bytes, want one region", got)
+	}
+	c.identical("a", "b")
+	if _, err := os.Stat(v2.dirtyPath("b")); !os.IsNotExist(err) {
+		t.Fatalf("dirty map of an in-sync copy still on disk: %v", err)
+	}
+}
+
+// A copy that fails while its MarkInSync is being committed: once the join
+// commits, it is dropped through the coordinator before the write it
+// missed is acknowledged, never silently left in sync.
+func TestFailureWhileJoining(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	v := c.open("a", Config{}, nil)
+	c.net.Partition("a", "b")
+	if _, err := v.WriteAt(pattern(1, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Heal("a", "b")
+	c.coord.HoldCommits()
+	resynced := make(chan error, 1)
+	go func() { resynced <- v.Resync(context.Background(), "b") }()
+	waitUntil(t, func() bool { return hasPeerState(v, "b", "joining") })
+	c.net.Partition("a", "b")
+	acked := make(chan error, 1)
+	go func() {
+		_, err := v.WriteAt(pattern(2, 4096), 65536)
+		c.coord.Record("ack")
+		acked <- err
+	}()
+	waitUntil(t, func() bool { return hasPeerState(v, "b", "dropping") })
+	c.coord.ReleaseCommits()
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+	<-resynced
+	evs := c.coord.Events()
+	join, drop, ack := indexOf(evs, "insync lun=1 epoch=1 node=b"), lastIndexOf(evs, "drop lun=1 epoch=1 node=b"), indexOf(evs, "ack")
+	if join < 0 || drop < join || ack < drop {
+		t.Fatalf("want join < drop < ack, got %d %d %d: %v", join, drop, ack, evs)
+	}
+	if c.view().IsInSync("b") {
+		t.Fatal("b left in sync after missing a write")
+	}
+}
+
+// The resync rate limiter sleeps on the injected clock.
+func TestResyncRateLimitUsesClock(t *testing.T) {
+	clk := NewManualClock(testStart)
+	b := newTokenBucket(clk, 1<<20, 64<<10) // 1 MiB/s, burst 102.4 KiB
+	ctx := context.Background()
+	if err := b.wait(ctx, 64<<10); err != nil { // within the burst
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.wait(ctx, 1<<20) }() // 1 MiB: in debt
+	waitUntil(t, func() bool { return clk.Pending() == 1 })
+	select {
+	case err := <-done:
+		t.Fatalf("took 1 MiB beyond the burst without waiting: %v", err)
+	default:
+	}
+	clk.Advance(2 * second)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
