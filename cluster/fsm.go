@@ -88,10 +88,7 @@ func (f *FSM) ApplyCommand(cmd Command) error {
 	err := f.applyLocked(cmd)
 	f.mu.Unlock()
 	f.notify()
-	if err != nil {
-		return err
-	}
-	return nil
+	return err
 }
 
 func decodePayload(cmd Command, v any) error {

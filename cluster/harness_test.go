@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -418,4 +417,3 @@ func (c *testCluster) follower() *testNode {
 	return nil
 }
 
-var _ = errors.Is
