@@ -170,10 +170,16 @@ func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
 		t := cfg.Targets[0]
 		fmt.Fprintf(&b, "connect with (from another machine, use its address instead of %s):\n", hostOf(p))
 		fmt.Fprintf(&b, "  iscsiadm -m discovery -t sendtargets -p %s\n", p)
+		cred := ""
+		if t.IncomingUser != nil {
+			// Never print the secret; say where it goes.
+			cred = t.IncomingUser.Name + "%SECRET@"
+			fmt.Fprintf(&b, "  (CHAP: set node.session.auth.* with iscsiadm -m node -o update before the login)\n")
+		}
 		fmt.Fprintf(&b, "  iscsiadm -m node -T %s -p %s --login\n", t.Name, p)
-		fmt.Fprintf(&b, "  iscsi-ls -s iscsi://%s\n", p)
+		fmt.Fprintf(&b, "  iscsi-ls -s iscsi://%s%s\n", cred, p)
 		if len(t.LUNs) > 0 {
-			fmt.Fprintf(&b, "  qemu-img info iscsi://%s/%s/%d\n", p, t.Name, t.LUNs[0].Number)
+			fmt.Fprintf(&b, "  qemu-img info iscsi://%s%s/%s/%d\n", cred, p, t.Name, t.LUNs[0].Number)
 		}
 		if dev {
 			fmt.Fprintf(&b, "stop with Ctrl-C; the disk is kept in %s\n", t.LUNs[0].Path)
