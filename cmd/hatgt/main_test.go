@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,6 +132,31 @@ func TestHumanSize(t *testing.T) {
 	for n, want := range map[int64]string{512: "512 B", 1 << 30: "1 GiB", 3 << 29: "1.5 GiB", 10 << 40: "10 TiB"} {
 		if got := humanSize(n); got != want {
 			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestBannerNeverPrintsSecrets(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n := &node{listeners: []net.Listener{l}, sizes: map[lunKey]int64{{"iqn.2026-11.io.x:y", 0}: 1 << 30}}
+	cfg := &config.Config{Targets: []config.Target{{
+		Name:         "iqn.2026-11.io.x:y",
+		IncomingUser: &config.User{Name: "alice", Secret: "very-secret-123"},
+		LUNs:         []config.LUN{{Number: 0, Path: "/x.img", Type: config.FileIO, Sector: 512, IOMode: config.WriteBack}},
+	}}}
+	var b bytes.Buffer
+	printBanner(&b, cfg, n, false)
+	out := b.String()
+	if strings.Contains(out, "very-secret-123") {
+		t.Errorf("banner prints the CHAP secret:\n%s", out)
+	}
+	for _, want := range []string{"portal  " + l.Addr().String(), "lun 0   1 GiB, write-back", "iscsi://alice%SECRET@" + l.Addr().String() + "/iqn.2026-11.io.x:y/0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("banner lacks %q:\n%s", want, out)
 		}
 	}
 }
