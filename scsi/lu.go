@@ -36,12 +36,19 @@ type LUConfig struct {
 	// PortGroups reports ALUA access states; nil means one
 	// Active/Optimized group containing every port.
 	PortGroups PortGroupState
-	Logger     *slog.Logger
+	// SanitizeRate bounds a SANITIZE overwrite, in bytes per second, so
+	// that it leaves the disk usable for other LUs (default 128 MiB/s;
+	// negative: unlimited).
+	SanitizeRate int64
+	Logger       *slog.Logger
 }
 
 func (c *LUConfig) setDefaults() {
 	if c.BlockSize == 0 {
 		c.BlockSize = 512
+	}
+	if c.SanitizeRate == 0 {
+		c.SanitizeRate = 128 << 20
 	}
 	if c.VendorID == "" {
 		c.VendorID = "HATGT"

@@ -3,6 +3,7 @@ package scsi
 import (
 	"encoding/binary"
 	"sync"
+	"time"
 )
 
 // The remaining SBC-4 commands: SANITIZE (5.30), READ DEFECT DATA (10/12)
@@ -225,7 +226,11 @@ func sanitizeCmd(t *task) error {
 	}
 	s.running, s.progress = true, 0
 	s.mu.Unlock()
-	run := func() error {
+	done := make(chan error, 1)
+	// The operation runs apart from the task: neither a task abort nor a
+	// reset stops a sanitize (SBC-4 4.11.3); the LU stays NOT READY,
+	// SANITIZE IN PROGRESS until it ends.
+	go func() {
 		err := op()
 		if err == nil {
 			err = lu.flush()
@@ -236,15 +241,17 @@ func sanitizeCmd(t *task) error {
 		if err != nil {
 			lu.cfg.Logger.Error("sanitize failed", "err", err)
 		}
-		return err
-	}
+		done <- err
+	}()
 	if immed {
-		// The operation outlives the task: a task abort or reset does
-		// not stop a sanitize (SBC-4 4.11.3).
-		go func() { _ = run() }()
 		return nil
 	}
-	return run()
+	select {
+	case err := <-done:
+		return err
+	case <-t.ctx.Done():
+		return t.ctx.Err() // aborted: the transport sends no status
+	}
 }
 
 // sanitizeSteps is how many parts an overwrite is split into to report
@@ -256,9 +263,18 @@ const sanitizeSteps = 64
 func (lu *LU) overwriteAll(block []byte) error {
 	s := &lu.atomic.sanitize
 	step := max(lu.blocks/sanitizeSteps, 1)
+	start := time.Now()
 	for lba := uint64(0); lba < lu.blocks; lba += step {
 		if err := lu.writeRepeated(block, lba, min(step, lu.blocks-lba)); err != nil {
 			return err
+		}
+		if rate := lu.cfg.SanitizeRate; rate > 0 {
+			// Pace to SanitizeRate: sleep until the bytes written so far
+			// are due.
+			due := time.Duration(float64((lba+step)<<lu.shift) / float64(rate) * float64(time.Second))
+			if wait := due - time.Since(start); wait > 0 {
+				time.Sleep(wait)
+			}
 		}
 		s.mu.Lock()
 		done := min(lba+step, lu.blocks)

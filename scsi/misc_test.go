@@ -2,6 +2,7 @@ package scsi
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"runtime"
 	"testing"
@@ -279,5 +280,37 @@ func TestWriteLong(t *testing.T) {
 		if !bytes.Equal(mb.bytesAt(5*512, 512), fill(512, 'L')) {
 			t.Fatalf("16=%v: a refused WRITE LONG wrote", sixteen)
 		}
+	}
+}
+
+// TestSanitizeOutlivesAbort checks SBC-4 4.11.3: aborting the SANITIZE task
+// does not stop the sanitize; the LU stays NOT READY, SANITIZE IN PROGRESS
+// while it runs (libiscsi's Sanitize.Reset).
+func TestSanitizeOutlivesAbort(t *testing.T) {
+	// 64 blocks at 1 KiB/s: the overwrite takes about half a minute, far
+	// longer than the checks below.
+	d, _, _, n := readyDevice(t, 64, LUConfig{SanitizeRate: 1024})
+	p := overwriteParams(1, fill(512, 0x5a))
+	res := make(chan *Response, 1)
+	go func() {
+		res <- d.Execute(context.Background(), &Command{Nexus: n, Tag: 77, CDB: sanitizeCDB(false, sanitizeOverwrite, len(p)), Data: p, DataOutLen: uint32(len(p))})
+	}()
+	// Wait until the sanitize has started (TEST UNIT READY turns NOT READY).
+	for {
+		r := run(d, n, make([]byte, 6), nil, 0)
+		if r.Status == StatusCheckCondition {
+			break
+		}
+		runtime.Gosched()
+	}
+	if got := d.AbortTask(n, 0, 77); got != TMFComplete {
+		t.Fatalf("ABORT TASK = %d", got)
+	}
+	if r := <-res; r.Status != StatusTaskAborted {
+		t.Fatalf("aborted SANITIZE ended with %v, want TASK ABORTED", r.Status)
+	}
+	key, asc := senseOf(t, run(d, n, make([]byte, 6), nil, 0))
+	if key != KeyNotReady || asc != ASCLUNotReadySanitize {
+		t.Fatalf("after abort: sense %x/%04x, want NOT READY, SANITIZE IN PROGRESS", key, asc)
 	}
 }
