@@ -282,3 +282,31 @@ func TestParseGossipKey(t *testing.T) {
 		}
 	}
 }
+
+func TestForwardWithMismatchedToken(t *testing.T) {
+	c := newTestCluster(t)
+	n1 := c.start("n1", true, nil)
+	c.leader()
+	n2 := c.start("n2", false, func(cfg *Config) { cfg.Token = "another-token-456" })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// n2 cannot even ask to join: its token is not the cluster's.
+	if err := n2.JoinVia(ctx, n1.cfg.APIAddr); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("join with another token: %v", err)
+	}
+	// Admitted by hand (as if the tokens had matched at join time), its
+	// forwarded changes are refused with an error that names the cause.
+	if _, err := n1.AddNode(ctx, n2.Info()); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("n2 follows n1", func() bool { id, _ := n2.Leader(); return id == "n1" })
+	err := c.apply(n2, CmdTargetCreate, TargetCreate{IQN: iqnA})
+	if !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "same token") {
+		t.Fatalf("forward with another token: %v", err)
+	}
+	for _, tok := range []string{testToken, "another-token-456"} {
+		if strings.Contains(err.Error(), tok) {
+			t.Errorf("error holds a token: %v", err)
+		}
+	}
+}

@@ -19,6 +19,9 @@ func (n *Node) forward(ctx context.Context, leaderAPI string, op *Op) (uint64, e
 		if e.Is(ErrNotLeader) || e.Is(ErrNoLeader) || e.Is(ErrShutdown) {
 			return 0, errRetry
 		}
+		if e.Is(ErrUnauthorized) {
+			return 0, errf(ErrUnauthorized, "the leader at %s refused this node's admin token: every node needs the same token", leaderAPI)
+		}
 		return 0, e
 	}
 	n.log.Debug("forward to leader failed", "leader_api", leaderAPI, "error", err)
