@@ -267,9 +267,9 @@ func TestCheckExposure(t *testing.T) {
 
 func TestParseGossipKey(t *testing.T) {
 	for in, n := range map[string]int{
-		"MDEyMzQ1Njc4OWFiY2RlZg==": 16,
+		"MDEyMzQ1Njc4OWFiY2RlZg==":                       16,
 		"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n": 32,
-		"MDEyMzQ1Njc4OWFiY2RlZg": 16,
+		"MDEyMzQ1Njc4OWFiY2RlZg":                         16,
 	} {
 		k, err := ParseGossipKey(in)
 		if err != nil || len(k) != n {

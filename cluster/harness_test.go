@@ -416,4 +416,3 @@ func (c *testCluster) follower() *testNode {
 	c.t.Fatal("no follower")
 	return nil
 }
-
