@@ -766,3 +766,35 @@ func TestConnectionReinstatementAndLimit(t *testing.T) {
 		t.Fatalf("TUR on the first connection: %v", r.status)
 	}
 }
+
+func TestTextRequestContinuation(t *testing.T) {
+	env := newFTEnv(t, nil)
+	in := ftDial(t, env.addr)
+	in.mustLogin(loginOpts{discovery: true})
+	text := EncodeText([]KV{{"SendTargets", "All"}})
+	itt := in.nextITT()
+	send := func(data []byte, cont bool, ttt uint32) {
+		p := NewPDU(OpTextReq)
+		p.SetImmediate(true)
+		if cont {
+			p.SetFlags(textContinue)
+		} else {
+			p.SetFinal(true)
+		}
+		p.SetITT(itt)
+		p.SetTTT(ttt)
+		p.SetCmdSN(in.cmdSN)
+		p.Data = data
+		in.send(p)
+	}
+	send(text[:5], true, ReservedTag)
+	r := in.mustRecv()
+	if r.Opcode() != OpTextResp || r.Final() || len(r.Data) != 0 || r.TTT() == ReservedTag {
+		t.Fatalf("ack of a partial request: %v F=%v len %d TTT %#x", r.Opcode(), r.Final(), len(r.Data), r.TTT())
+	}
+	send(text[5:], false, r.TTT())
+	r = in.mustRecv()
+	if r.Opcode() != OpTextResp || !r.Final() || !bytes.Contains(r.Data, []byte("TargetName="+ftIQN)) {
+		t.Fatalf("answer: %v F=%v %q", r.Opcode(), r.Final(), r.Data)
+	}
+}

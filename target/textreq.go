@@ -36,16 +36,18 @@ func (c *conn) textRequest(p *PDU) {
 	defer st.mu.Unlock()
 
 	if ttt := p.TTT(); ttt != ReservedTag {
-		// The initiator asks for the next part of our response.
+		// The initiator continues an exchange with the TTT we gave it.
 		if ttt != st.ttt || p.ITT() != st.itt {
 			c.reject(rejectInvalidPDUField, p)
 			return
 		}
-		c.sendTextPart(p)
-		return
-	}
-	if st.ttt != ReservedTag || st.itt != p.ITT() {
-		// A new exchange replaces an unfinished one (RFC 7143 11.10.4).
+		if len(st.out) > 0 {
+			c.sendTextPart(p) // it asks for the next part of our response
+			return
+		}
+		// Otherwise it sends the next part of its request.
+	} else {
+		// A new exchange (RFC 7143 section 11.10.4): forget any other.
 		st.in, st.out = nil, nil
 	}
 	st.itt, st.ttt = p.ITT(), ReservedTag
