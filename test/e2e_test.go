@@ -140,6 +140,13 @@ func TestServeErrorsAreOneClearLine(t *testing.T) {
 	if err := os.WriteFile(missingLUN, []byte("Portal 127.0.0.1:0\nTarget iqn.2026-11.io.hatgt:m\nLun 0 Path=/nonexistent/m.img\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	wrongSize := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(wrongSize, "dev"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(wrongSize, "dev", "lun0.img"), make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	notADir := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -154,6 +161,7 @@ func TestServeErrorsAreOneClearLine(t *testing.T) {
 		{"data dir is a file", []string{"serve", "--dev", "--data-dir", notADir}, "not a directory"},
 		{"bad log level", []string{"serve", "--dev", "--log-level", "loud"}, "--log-level"},
 		{"dev and config", []string{"serve", "--dev", "--config", "x.conf"}, "not both"},
+		{"dev lun of another size", []string{"serve", "--dev", "--data-dir", wrongSize, "--iscsi-addr", "127.0.0.1:0"}, "move it away or use another --data-dir"},
 		{"lun file missing", []string{"serve", "--config", missingLUN}, "/nonexistent/m.img does not exist"},
 		{"config missing", []string{"serve", "--config", "/nonexistent/hatgt.conf"}, "no such file"},
 		{"nothing to serve", []string{"serve"}, "--dev, or --config"},

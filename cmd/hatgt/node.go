@@ -29,6 +29,7 @@ type node struct {
 	listeners []net.Listener
 	stores    []openStore
 	sizes     map[lunKey]int64
+	dev       bool // serving the --dev configuration
 }
 
 type openStore struct {
@@ -49,7 +50,7 @@ func startNode(cfg *config.Config, log *slog.Logger) (_ *node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &node{log: log, srv: srv, sizes: map[lunKey]int64{}}
+	n := &node{log: log, srv: srv, sizes: map[lunKey]int64{}, dev: cfg.File == devConfigName}
 	defer func() {
 		if err != nil {
 			n.closeAll()
@@ -119,7 +120,7 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 		s, err = blockstore.OpenFile(l.Path, opts)
 	}
 	if err != nil {
-		return nil, storeError(l.Path, err)
+		return nil, storeError(l, n.dev, err)
 	}
 	n.stores = append(n.stores, openStore{name: fmt.Sprintf("%s/%d", targetName, l.Number), s: s, ro: mode == blockstore.ReadOnly})
 	if l.Type == config.FileIO && mode != blockstore.ReadOnly {
@@ -168,7 +169,8 @@ func (n *node) warnIfOvercommitted(path string, s store) {
 }
 
 // storeError explains the usual reasons a store does not open.
-func storeError(path string, err error) error {
+func storeError(l config.LUN, dev bool, err error) error {
+	path := l.Path
 	switch {
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return fmt.Errorf("%s: no space left on device to create the LUN: %w", path, err)
@@ -179,7 +181,13 @@ func storeError(path string, err error) error {
 	case errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("%s: permission denied", path)
 	case errors.Is(err, blockstore.ErrSize):
-		return fmt.Errorf("%w (hatgt never shrinks a LUN; fix Size or move the file away)", err)
+		if st, serr := os.Stat(path); serr == nil && st.Mode().IsRegular() && dev {
+			return fmt.Errorf("%s is %d bytes, not the %d bytes of the dev LUN: move it away or use another --data-dir", path, st.Size(), l.Size)
+		} else if serr == nil && st.Mode().IsRegular() {
+			return fmt.Errorf("%s is %d bytes, not the %d of Size=%s: hatgt does not resize an existing LUN file; "+
+				"change Size= (or drop it to use the file as it is) or move the file away", path, st.Size(), l.Size, config.FormatSize(l.Size))
+		}
+		return err
 	}
 	return err
 }
