@@ -330,6 +330,11 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 			if *secretFile != "" {
 				ch.Secret, err = readSecretFile(*secretFile)
 			} else {
+				if f, ok := c.stdin.(*os.File); ok {
+					if fi, e := f.Stat(); e == nil && fi.Mode()&os.ModeCharDevice != 0 {
+						fmt.Fprint(os.Stderr, "CHAP secret (12-255 bytes; it will echo): ")
+					}
+				}
 				ch.Secret, err = readSecretLine(c.stdin)
 			}
 			if err != nil {
