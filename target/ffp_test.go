@@ -798,3 +798,20 @@ func TestTextRequestContinuation(t *testing.T) {
 		t.Fatalf("answer: %v F=%v %q", r.Opcode(), r.Final(), r.Data)
 	}
 }
+
+func TestReinstateOnlyConnectionKeepsSession(t *testing.T) {
+	env := newFTEnv(t, nil)
+	a := ftDial(t, env.addr)
+	a.mustLogin(loginOpts{})
+	a.ready()
+	b := ftDial(t, env.addr)
+	b.cmdSN = a.cmdSN
+	b.mustLogin(loginOpts{tsih: a.tsih, cid: 0}) // same CID: replaces a
+	if b.tsih != a.tsih {
+		t.Fatalf("TSIH %d, want %d", b.tsih, a.tsih)
+	}
+	a.expectClosed()
+	if r := b.exec(cdbTUR, false, nil, 0); r.status != scsi.StatusGood {
+		t.Fatalf("TUR on the reinstated connection: %v", r.status)
+	}
+}

@@ -27,6 +27,7 @@ type session struct {
 	mu      sync.Mutex
 	conns   map[uint16]*conn
 	tasks   map[uint32]*task // by ITT
+	joining int              // logins replacing a connection (bindSession)
 	ended   bool
 	endErr  string
 	endDone chan struct{}
@@ -154,7 +155,14 @@ func (s *Server) bindSession(c *conn, r *LoginResult) (uint16, LoginStatus) {
 		return 0, LoginCantIncludeInSession
 	}
 	ss.mu.Lock()
+	if ss.ended {
+		ss.mu.Unlock()
+		return 0, LoginSessionNotExist
+	}
 	old := ss.conns[r.CID]
+	// While a connection is being replaced, the session must not end
+	// because the old one was its last.
+	ss.joining++
 	ss.mu.Unlock()
 	if old != nil {
 		// Connection reinstatement: the old connection and its tasks go.
@@ -163,19 +171,28 @@ func (s *Server) bindSession(c *conn, r *LoginResult) (uint16, LoginStatus) {
 		old.waitDone(5 * time.Second)
 	}
 	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.ended {
-		return 0, LoginSessionNotExist
+	ss.joining--
+	st := LoginSuccess
+	switch {
+	case ss.ended:
+		st = LoginSessionNotExist
+	case ss.conns[r.CID] != nil:
+		st = LoginCantIncludeInSession
+	case uint32(len(ss.conns)) >= ss.params.MaxConnections:
+		st = LoginTooManyConnections
+	default:
+		ss.conns[r.CID] = c
+		c.sess = ss
+		c.cid = r.CID
 	}
-	if old := ss.conns[r.CID]; old != nil {
-		return 0, LoginCantIncludeInSession
+	orphan := st != LoginSuccess && !ss.ended && len(ss.conns) == 0 && ss.joining == 0
+	ss.mu.Unlock()
+	if orphan {
+		ss.end("connection reinstatement failed")
 	}
-	if uint32(len(ss.conns)) >= ss.params.MaxConnections {
-		return 0, LoginTooManyConnections
+	if st != LoginSuccess {
+		return 0, st
 	}
-	ss.conns[r.CID] = c
-	c.sess = ss
-	c.cid = r.CID
 	return ss.tsih, LoginSuccess
 }
 
@@ -186,7 +203,7 @@ func (ss *session) removeConn(c *conn) {
 	if ss.conns[c.cid] == c {
 		delete(ss.conns, c.cid)
 	}
-	last := len(ss.conns) == 0
+	last := len(ss.conns) == 0 && ss.joining == 0
 	ss.mu.Unlock()
 	// The connection's tasks die with it (ERL 0: no allegiance transfer).
 	ss.abortTasks(func(t *task) bool { return t.conn == c }, nil)
