@@ -55,6 +55,8 @@ func TestParseServeFlags(t *testing.T) {
 		{[]string{"--dev", "--log-level", "chatty"}, "--log-level", nil},
 		{[]string{"--dev", "extra"}, "unexpected argument", nil},
 		{[]string{"--dev", "--shutdown-timeout", "0s"}, "must be positive", nil},
+		{[]string{"--dev", "--check"}, "--check needs --config", nil},
+		{[]string{"--config", "x", "--check"}, "", func(f *serveFlags) bool { return f.check }},
 	}
 	for _, tc := range tests {
 		f, err := parseServeFlags(tc.args, &bytes.Buffer{})
@@ -158,5 +160,39 @@ func TestBannerNeverPrintsSecrets(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("banner lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestServeCheck(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "h.conf")
+	img := filepath.Join(dir, "a.img")
+	text := "Target iqn.2026-11.io.x:y\nLun 0 Path=" + img + ",Size=1G\nIncomingUser u secret-123456\n"
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if status := run([]string{"serve", "--config", conf, "--check"}, &stdout, &stderr); status != 0 {
+		t.Fatalf("serve --check = %d\n%s%s", status, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"h.conf: OK, 1 targets, 1 LUNs", "IOMode=wt", "IncomingUser u *************\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--check output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "secret-123456") {
+		t.Errorf("--check prints the secret:\n%s", out)
+	}
+	if _, err := os.Stat(img); !os.IsNotExist(err) {
+		t.Errorf("--check created the LUN file (stat: %v)", err)
+	}
+	if err := os.WriteFile(conf, []byte(text+"Bogus\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if status := run([]string{"serve", "--config", conf, "--check"}, &stdout, &stderr); status != 1 || !strings.Contains(stderr.String(), "h.conf:4: unknown directive") {
+		t.Errorf("serve --check of a bad file = %d\n%s%s", status, stdout.String(), stderr.String())
 	}
 }

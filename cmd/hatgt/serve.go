@@ -18,13 +18,14 @@ import (
 
 const serveUsage = `Usage:
   hatgt serve --dev [--data-dir DIR] [--iscsi-addr HOST:PORT]
-  hatgt serve --config FILE
+  hatgt serve --config FILE [--check]
 
 --dev serves one target, ` + devTargetName + `, with LUN 0: a 1 GiB sparse
 file DIR/dev/lun0.img (created on first start, kept across restarts),
 write-back, 512-byte sectors, thin provisioned, no authentication.
 
---config serves what FILE describes (format: README.md, "Config file").
+--config serves what FILE describes (format: README.md, "Config file");
+with --check it only checks FILE and prints it with every default filled in.
 
 SIGTERM or SIGINT stops the node: commands in flight finish (up to
 --shutdown-timeout), then every LUN is flushed and closed.
@@ -40,6 +41,7 @@ type serveFlags struct {
 	iscsiAddr       string
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
+	check           bool
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
@@ -56,6 +58,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.iscsiAddr, "iscsi-addr", "", "with --dev: iSCSI portal `host:port` (default "+config.DefaultPortal+"; port 0 picks a free one)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to wait for commands in flight when stopping")
+	fs.BoolVar(&f.check, "check", false, "with --config: check the file, print it as hatgt reads it, and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -70,6 +73,8 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 		return nil, errors.New("use either --dev or --config, not both")
 	case !f.dev && f.configFile == "":
 		return nil, errors.New("say what to serve: --dev, or --config FILE")
+	case f.check && f.configFile == "":
+		return nil, errors.New("--check needs --config FILE")
 	case f.configFile != "" && f.iscsiAddr != "":
 		return nil, errors.New("--iscsi-addr is for --dev; with --config use Portal lines in the file")
 	case f.shutdownTimeout <= 0:
@@ -111,6 +116,15 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		log.Warn("config: " + w.Error())
 	}
+	if f.check {
+		luns := 0
+		for _, t := range cfg.Targets {
+			luns += len(t.LUNs)
+		}
+		fmt.Fprintf(stdout, "# %s: OK, %d targets, %d LUNs, %d warnings; as hatgt reads it (secrets masked):\n%s",
+			cfg.File, len(cfg.Targets), luns, len(cfg.Warnings), maskSecrets(cfg).Format())
+		return 0
+	}
 
 	// Catch signals before anything is opened, so a SIGTERM that arrives
 	// during start-up still closes the LUNs cleanly.
@@ -149,6 +163,22 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// maskSecrets returns a copy of cfg with every CHAP secret replaced by
+// asterisks of the same length, for printing.
+func maskSecrets(cfg *config.Config) *config.Config {
+	c := *cfg
+	c.Targets = append([]config.Target(nil), cfg.Targets...)
+	for i := range c.Targets {
+		t := &c.Targets[i]
+		for _, u := range []**config.User{&t.IncomingUser, &t.OutgoingUser} {
+			if *u != nil {
+				*u = &config.User{Name: (*u).Name, Secret: strings.Repeat("*", len((*u).Secret))}
+			}
+		}
+	}
+	return &c
 }
 
 // printBanner tells the user what is served and how to connect to it.
