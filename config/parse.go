@@ -163,8 +163,27 @@ func (p *parser) portal(args []string) {
 			p.errorf(p.line, "duplicate Portal %s", args[0])
 			return
 		}
+		if overlap(q, args[0]) {
+			p.errorf(p.line, "Portal %s overlaps Portal %s: a wildcard address (0.0.0.0, [::]) already listens on every address of its port; keep one of them", args[0], q)
+			return
+		}
 	}
 	p.cfg.Portals = append(p.cfg.Portals, args[0])
+}
+
+// overlap reports whether two portals cannot both listen: same port, and
+// one of them a wildcard address (on Linux, [::] covers IPv4 too).
+func overlap(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	if pa != pb || pa == "0" {
+		return false
+	}
+	wild := func(h string) bool {
+		ip := net.ParseIP(h)
+		return h == "" || ip != nil && ip.IsUnspecified()
+	}
+	return wild(ha) || wild(hb)
 }
 
 func checkPortal(addr string) error {

@@ -97,6 +97,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad portal", "Portal 0.0.0.0\n" + tgt, 1, "HOST:PORT"},
 		{"bad port", "Portal 0.0.0.0:99999\n" + tgt, 1, "port must be"},
 		{"duplicate portal", "Portal :3260\nPortal :3260\n" + tgt, 2, "duplicate Portal"},
+		{"overlapping portals", "Portal 0.0.0.0:3260\nPortal [::]:3260\n" + tgt, 2, "overlaps Portal 0.0.0.0:3260"},
+		{"wildcard and specific", "Portal 127.0.0.1:3260\nPortal 0.0.0.0:3260\n" + tgt, 2, "overlaps"},
 		{"bad size", tgt + "Lun 0 Path=/a,Size=10Q\n", 2, "Size=10Q"},
 		{"zero size", tgt + "Lun 0 Path=/a,Size=0\n", 2, "more than 0"},
 		{"size overflow", tgt + "Lun 0 Path=/a,Size=9999999999P\n", 2, "too large"},
