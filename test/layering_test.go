@@ -20,10 +20,10 @@ func TestLayering(t *testing.T) {
 		{"blockstore", func(d string) bool { return strings.HasPrefix(d, "golang.org/x/sys/") }},
 		{"config", func(d string) bool { return false }},
 		{"target", func(d string) bool { return d == mod+"scsi" || strings.HasPrefix(d, "golang.org/x/sys/") }},
-		// Replication sits under the cluster: it may use the data path
-		// packages, never Raft or memberlist.
+		// Replication sits under the cluster: never Raft, memberlist or
+		// cluster/ itself.
 		{"replication", func(d string) bool {
-			return d == mod+"scsi" || d == mod+"blockstore" || strings.HasPrefix(d, "golang.org/x/sys/")
+			return !strings.HasPrefix(d, "github.com/hashicorp/") && d != mod+"cluster"
 		}},
 	}
 	for _, tc := range tests {
