@@ -259,7 +259,7 @@ func (c *conn) loginStep(lp *loginPhase, p *PDU) (resp *PDU, done bool, err erro
 // readLoop reads PDUs until the connection fails or closes.
 func (c *conn) readLoop() {
 	for {
-		p, err := ReadPDU(c.br, c.digests, c.params.TargetMaxRecvDataSegmentLength)
+		p, err := c.readPDU()
 		if err != nil {
 			if errors.Is(err, ErrDataDigest) && p != nil {
 				c.touch()

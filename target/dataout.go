@@ -118,13 +118,24 @@ func (t *task) fileDataLocked(p *PDU, badDigest bool) bool {
 
 // put copies data into the Data-Out buffer at off, growing it as needed
 // (never beyond the Expected Data Transfer Length, which the callers have
-// checked).
+// checked). Data read in place (readPDU) is already there.
 func (t *task) put(off uint32, data []byte) {
-	if end := int(off) + len(data); end > len(t.buf) {
-		if end > cap(t.buf) {
-			t.buf = slices.Grow(t.buf, min(max(2*cap(t.buf), end), int(t.edtl))-len(t.buf))
-		}
-		t.buf = t.buf[:end]
+	if len(data) == 0 {
+		return
 	}
-	copy(t.buf[off:], data)
+	t.grow(int(off) + len(data))
+	if &t.buf[off] != &data[0] {
+		copy(t.buf[off:], data)
+	}
+}
+
+// grow makes the Data-Out buffer at least end bytes long.
+func (t *task) grow(end int) {
+	if end <= len(t.buf) {
+		return
+	}
+	if end > cap(t.buf) {
+		t.buf = slices.Grow(t.buf, min(max(2*cap(t.buf), end), int(t.edtl))-len(t.buf))
+	}
+	t.buf = t.buf[:end]
 }

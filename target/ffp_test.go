@@ -815,3 +815,52 @@ func TestReinstateOnlyConnectionKeepsSession(t *testing.T) {
 		t.Fatalf("TUR on the reinstated connection: %v", r.status)
 	}
 }
+
+func TestWriteWithDigestsAndDataOutDigestError(t *testing.T) {
+	env := newFTEnv(t, nil)
+	in := ftDial(t, env.addr)
+	in.mustLogin(loginOpts{keys: []KV{{"HeaderDigest", "CRC32C"}, {"DataDigest", "CRC32C"},
+		{"ImmediateData", "No"}, {"InitialR2T", "Yes"}, {"MaxRecvDataSegmentLength", "1024"}}})
+	if !in.dig.Header || !in.dig.Data {
+		t.Skipf("target did not negotiate digests: %v", in.neg)
+	}
+	in.ready()
+	data := ftPattern(8*512+0, 11)
+	if r := in.exec(cdbWrite10(40, 8), false, data, uint32(len(data))); r.status != scsi.StatusGood {
+		t.Fatalf("write: %v", r.status)
+	}
+	if !bytes.Equal(env.backend.bytes(40*512, 48*512), data) {
+		t.Fatal("backend does not hold the written data")
+	}
+
+	// Now break the data digest of one Data-Out: Reject, then CHECK
+	// CONDITION once the sequence is complete; nothing written.
+	before := env.backend.bytes(60*512, 62*512)
+	p := in.scsiCmd(cdbWrite10(60, 2), false, true, 1024)
+	in.send(p)
+	r2t := in.mustRecv()
+	if r2t.Opcode() != OpR2T {
+		t.Fatalf("got %v", r2t.Opcode())
+	}
+	d := NewPDU(OpDataOut)
+	d.SetFinal(true)
+	d.SetITT(p.ITT())
+	d.SetTTT(r2t.TTT())
+	d.Data = ftPattern(1024, 12)
+	wire := d.Encode(in.dig)
+	wire[len(wire)-1] ^= 0x55
+	if _, err := in.nc.Write(wire); err != nil {
+		t.Fatal(err)
+	}
+	if r := in.mustRecv(); r.Opcode() != OpReject || r.BHS[2] != rejectDataDigest {
+		t.Fatalf("got %v reason %#x, want data digest Reject", r.Opcode(), r.BHS[2])
+	}
+	r := in.mustRecv()
+	if r.Opcode() != OpSCSIResponse || r.ITT() != p.ITT() || scsi.Status(r.BHS[3]) != scsi.StatusCheckCondition {
+		t.Fatalf("got %v status %#x, want CHECK CONDITION", r.Opcode(), r.BHS[3])
+	}
+	if !bytes.Equal(env.backend.bytes(60*512, 62*512), before) {
+		t.Fatal("data that failed its digest was written")
+	}
+	in.ready()
+}
