@@ -1,0 +1,93 @@
+// Package replication mirrors a LUN synchronously across nodes.
+//
+// One node owns a LUN in an epoch and serves it through a Volume, a
+// scsi.Backend over its local Store. The other copies live on Mirrors. The
+// cluster decides who owns what through a Coordinator (Raft underneath);
+// the data goes over a Transport (TCP, or in memory for tests). Data never
+// goes through the Coordinator: it orders only the metadata that says who
+// may write (owner, epoch) and whose copy is complete (the in-sync set).
+//
+// # Write path (owner)
+//
+//  1. The write takes a range lock on its bytes: a write that overlaps one
+//     in flight waits until that one is acknowledged. So overlapping writes
+//     are numbered, sent and applied in one order on every copy, while
+//     disjoint writes go in parallel (up to Config.MaxInFlight).
+//  2. It gets the next sequence numbers of the current epoch (one per
+//     message; writes larger than Config.MaxMessage are split) and is sent
+//     on each in-sync (and resyncing, and joining) mirror's connection,
+//     while the owner writes its own copy.
+//  3. It is acknowledged when every such mirror answered OK: after its
+//     store took the write (write-back) or made it durable (write-through,
+//     FUA). Flush sends a flush to every copy.
+//  4. A mirror that errs or does not answer within Config.AckTimeout is
+//     proposed for removal with Coordinator.DropFromInSync. Every write it
+//     missed, and every later write, marks the mirror's dirty-region map
+//     and waits for that commit before it is acknowledged. If the commit
+//     fails the owner stops serving (ErrNotOwner).
+//
+// # Invariants kept here (numbers of DESIGN.md)
+//
+//  1. An acknowledged write is on every member of the in-sync set Raft
+//     recorded at the time: the owner waits for each member, and a member
+//     leaves only through a committed drop (TestAckedWriteIsOnEveryInSyncCopy).
+//  2. Only the owner of the current epoch gets writes acknowledged: a Mirror
+//     refuses requests of an epoch older than the newest it has seen (from
+//     a hello, a request, or Mirror.Fence) with StatusStaleEpoch; an owner
+//     that receives it, or sees a newer epoch in the view, is deposed and
+//     answers ErrNotOwner, which ErrorKind maps to BackendErrNotReady (the
+//     ALUA transitioning sense) (TestMirrorRefusesStaleEpoch,
+//     TestOldOwnerIsFenced, TestViewChangeDeposes).
+//  3. A mirror leaves the in-sync set through a committed entry before any
+//     write it missed is acknowledged (TestMissedWritesAckedAfterDropCommit,
+//     TestDropFailureDeposesOwner, TestFailureWhileJoining).
+//  6. A returning mirror is caught up from the dirty-region map, not by a
+//     full copy, and rejoins only when identical (Volume.Resync;
+//     TestResyncCopiesExactlyTheDirtyRegions, TestResyncWhileWriting).
+//
+// Invariants 4 (a new owner comes from the in-sync set and bumps the epoch
+// before serving) and 5 (no ownership change without quorum; an owner cut
+// off stops within its lease) are the cluster's: Volume.Open only checks
+// that the committed view names this node as owner and greets the in-sync
+// mirrors with the epoch before serving, which fences the previous owner
+// on every copy the new one will wait for.
+//
+// # Dirty-region map
+//
+// A DirtyMap has one bit per Config.RegionSize bytes for each copy that is
+// out of sync. A write a copy misses sets its bits before it is
+// acknowledged, and the bits are durable (Config.StateDir) before the
+// acknowledgement; concurrent writers share one persist, and a write whose
+// bits are already on disk does not wait (DRBD's activity log does the same
+// job with an extent LRU; a whole-bitmap rewrite is simpler and cheap at
+// one bit per MiB). In write-back mode the owner also remembers, in memory,
+// which regions each mirror has taken since its last completed flush: a
+// mirror that fails may have lost them from its cache, so they join its
+// map. Without StateDir, or when the file is missing or corrupt, a copy
+// gets a full copy: all bits set.
+//
+// # Resync and verify
+//
+// Volume.Resync greets the copy, switches it to resyncing (new writes now
+// go to it and wait for it, but its failure only sends it back to out of
+// sync), and copies each dirty region under the region's range lock, rate
+// limited by Config.ResyncRate on the injected Clock. With the map empty it
+// flushes the copy and proposes Coordinator.MarkInSync; during that commit
+// the copy is joining, and if it fails then, the owner drops it through the
+// Coordinator once the join committed. Volume.ResyncFull is the same from
+// an all-dirty map (new or wiped copy). Volume.Verify compares SHA-256
+// digests of each region on both sides under the range lock and reports
+// divergent regions.
+//
+// # Wire
+//
+// Messages are framed with a CRC32C of the header and of the payload (see
+// wire.go); the TCP transport pipelines requests on one connection per
+// mirror per LUN, batches whatever queued during the previous write into
+// one syscall, and matches replies by request id. A Mirror applies the
+// requests of one connection in order.
+//
+// # Reads
+//
+// Reads come from the owner's local copy, while it is the owner.
+package replication
