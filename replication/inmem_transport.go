@@ -42,6 +42,13 @@ func (n *InmemNetwork) Register(node NodeID, h Handler) {
 	n.mu.Unlock()
 }
 
+// Unregister makes node unreachable: later dials fail at once.
+func (n *InmemNetwork) Unregister(node NodeID) {
+	n.mu.Lock()
+	delete(n.handlers, node)
+	n.mu.Unlock()
+}
+
 // Transport returns node's view of the network.
 func (n *InmemNetwork) Transport(node NodeID) Transport { return &inmemTransport{net: n, from: node} }
 

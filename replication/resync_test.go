@@ -21,7 +21,7 @@ func TestResyncCopiesExactlyTheDirtyRegions(t *testing.T) {
 	if err := v.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	c.net.Partition("a", "c")
+	c.cut("a", "c")
 	// Regions 2, 3 (one write across both), 7 and 9 (twice).
 	writes := []struct{ off, n int64 }{{2*rs + rs/2, rs}, {7 * rs, 4096}, {9 * rs, 8192}, {9*rs + 4096, 4096}}
 	for i, w := range writes {
@@ -53,7 +53,7 @@ func TestResyncCopiesExactlyTheDirtyRegions(t *testing.T) {
 		t.Fatalf("reported progress %+v", p)
 	}
 	// In sync again: its next failure is a drop through the coordinator.
-	c.net.Partition("a", "c")
+	c.cut("a", "c")
 	if _, err := v.WriteAt(pattern(99, 4096), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestResyncCopiesExactlyTheDirtyRegions(t *testing.T) {
 func TestResyncWhileWriting(t *testing.T) {
 	c := newTestCluster(t, 1<<20, "a", "b")
 	v := c.open("a", Config{}, nil)
-	c.net.Partition("a", "b")
+	c.cut("a", "b")
 	for i := range 16 {
 		if _, err := v.WriteAt(pattern(uint64(i), 16<<10), int64(i)*(64<<10)); err != nil {
 			t.Fatal(err)
@@ -149,7 +149,7 @@ func TestFullCopyAndVerify(t *testing.T) {
 func TestResyncInterruptedAndRestarted(t *testing.T) {
 	c := newTestCluster(t, 1<<20, "a", "b")
 	v := c.open("a", Config{}, nil)
-	c.net.Partition("a", "b")
+	c.cut("a", "b")
 	if _, err := v.WriteAt(pattern(1, 1<<20), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestDirtyMapPersistedBeforeAck(t *testing.T) {
 	cfg := testConfig()
 	cfg.StateDir = t.TempDir()
 	v := c.open("a", cfg, nil)
-	c.net.Partition("a", "b")
+	c.cut("a", "b")
 	if _, err := v.WriteAt(pattern(1, 4096), 3*65536); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestDirtyMapPersistedBeforeAck(t *testing.T) {
 func TestFailureWhileJoining(t *testing.T) {
 	c := newTestCluster(t, 1<<20, "a", "b")
 	v := c.open("a", Config{}, nil)
-	c.net.Partition("a", "b")
+	c.cut("a", "b")
 	if _, err := v.WriteAt(pattern(1, 4096), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestFailureWhileJoining(t *testing.T) {
 	resynced := make(chan error, 1)
 	go func() { resynced <- v.Resync(context.Background(), "b") }()
 	waitUntil(t, func() bool { return hasPeerState(v, "b", "joining") })
-	c.net.Partition("a", "b")
+	c.cut("a", "b")
 	acked := make(chan error, 1)
 	go func() {
 		_, err := v.WriteAt(pattern(2, 4096), 65536)

@@ -20,7 +20,7 @@ func TestAckedWriteIsOnEveryInSyncCopy(t *testing.T) {
 	v := c.open("a", Config{}, nil)
 	for i := range 60 {
 		if i == 20 {
-			c.net.Partition("a", "c")
+			c.cut("a", "c")
 		}
 		off := int64(i%16) * 8192
 		data := pattern(uint64(i), 8192)
@@ -153,14 +153,17 @@ func TestViewChangeDeposes(t *testing.T) {
 // coordinator's log, not wall clock).
 func TestMissedWritesAckedAfterDropCommit(t *testing.T) {
 	c := newTestCluster(t, 1<<20, "a", "b", "c")
-	v := c.open("a", Config{}, nil)
+	clk := NewManualClock(testStart)
+	cfg := testConfig()
+	cfg.Clock = clk
+	v := c.open("a", cfg, nil)
 	for i := range 8 {
 		if _, err := v.WriteAt(pattern(uint64(i), 4096), int64(i)*4096); err != nil {
 			t.Fatal(err)
 		}
 	}
 	c.coord.HoldCommits()
-	c.net.Partition("a", "c")
+	c.net.Partition("a", "c") // c stops answering: only its timeout tells
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for i := range 16 {
@@ -175,6 +178,10 @@ func TestMissedWritesAckedAfterDropCommit(t *testing.T) {
 			c.coord.Record(fmt.Sprintf("ack %d", i))
 		}()
 	}
+	// Once b took all 16 writes and its acks stopped their timers, the
+	// pending timers are c's: let them expire.
+	waitUntil(t, func() bool { return c.mirrors["b"].Stats(testLUN).Writes == 24 && clk.Pending() == 16 })
+	clk.Advance(cfg.AckTimeout)
 	// Nothing may be acknowledged while the drop cannot commit.
 	waitUntil(t, func() bool { return hasPeerState(v, "c", "dropping") })
 	if evs := c.coord.Events(); indexOf(evs, "ack") >= 0 {
@@ -215,7 +222,7 @@ func TestDropFailureDeposesOwner(t *testing.T) {
 	c := newTestCluster(t, 1<<20, "a", "b", "c")
 	v := c.open("a", Config{}, nil)
 	c.coord.FailNext(ErrNoQuorum)
-	c.net.Partition("a", "c")
+	c.cut("a", "c")
 	_, err := v.WriteAt(pattern(1, 4096), 0)
 	if !errors.Is(err, ErrNotOwner) {
 		t.Fatalf("write with an uncommittable drop: err %v, want ErrNotOwner", err)
@@ -259,7 +266,7 @@ func TestUnflushedRegionsBecomeDirty(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.WriteAt(pattern(2, 4096), 3*rs) // region 3, cached only
-	c.net.Partition("a", "b")
+	c.cut("a", "b")
 	if _, err := v.WriteAt(pattern(3, 4096), 5*rs); err != nil { // region 5, missed
 		t.Fatal(err)
 	}
