@@ -40,6 +40,12 @@ type Config struct {
 	// full copy.
 	StateDir string
 
+	// LocalMirror is this node's Mirror, if it has one. Open fences it at
+	// the volume's epoch before serving, so a deposed owner's writes are
+	// refused by the new owner's own copy too (the cluster should also
+	// call Mirror.Fence, or Mirror.Follow, for every committed epoch).
+	LocalMirror *Mirror
+
 	Logger *slog.Logger
 	Clock  Clock
 }

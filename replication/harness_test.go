@@ -69,6 +69,9 @@ func (c *testCluster) open(node NodeID, cfg Config, coord Coordinator) *Volume {
 	if coord == nil {
 		coord = c.coord
 	}
+	if cfg.LocalMirror == nil {
+		cfg.LocalMirror = c.mirrors[node]
+	}
 	v, err := NewVolume(cfg, testLUN, node, c.stores[node], coord, c.net.Transport(node))
 	if err != nil {
 		c.t.Fatal(err)

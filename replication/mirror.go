@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"context"
 	"crypto/sha256"
 	"log/slog"
 	"sync"
@@ -70,6 +71,15 @@ func (m *Mirror) Fence(lun LUNID, epoch uint64) {
 	l.mu.Lock()
 	l.newest = max(l.newest, epoch)
 	l.mu.Unlock()
+}
+
+// Follow fences lun at every epoch coord commits, until cancel is called.
+func (m *Mirror) Follow(ctx context.Context, coord Coordinator, lun LUNID) (cancel func()) {
+	cancel = coord.Watch(lun, func(v View) { m.Fence(lun, v.Epoch) })
+	if v, err := coord.View(ctx, lun); err == nil {
+		m.Fence(lun, v.Epoch)
+	}
+	return cancel
 }
 
 // Newest returns the newest epoch seen for lun.

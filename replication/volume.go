@@ -201,6 +201,9 @@ func (v *Volume) Open(ctx context.Context) error {
 		v.order = append(v.order, n)
 	}
 	v.mu.Unlock()
+	if v.cfg.LocalMirror != nil {
+		v.cfg.LocalMirror.Fence(v.lun, view.Epoch)
+	}
 
 	type dialed struct {
 		p    *peer

@@ -107,8 +107,10 @@ func TestOldOwnerIsFenced(t *testing.T) {
 	if _, err := old.WriteAt(data, 8192); !errors.Is(err, ErrNotOwner) {
 		t.Fatalf("old owner's write after the new epoch: err %v, want ErrNotOwner", err)
 	}
-	if bytes.Equal(c.read("c", 8192, 4096), data) {
-		t.Fatal("the old owner's write reached a mirror of the new epoch")
+	for _, n := range []NodeID{"b", "c"} {
+		if bytes.Equal(c.read(n, 8192, 4096), data) {
+			t.Fatalf("the old owner's write reached %s's copy in the new epoch", n)
+		}
 	}
 	if k := old.ErrorKind(fmt.Errorf("wrapped: %w", ErrNotOwner)); k != scsi.BackendErrNotReady {
 		t.Fatalf("ErrorKind = %v, want BackendErrNotReady", k)
@@ -123,6 +125,22 @@ func TestOldOwnerIsFenced(t *testing.T) {
 		t.Fatalf("new owner: %v", err)
 	}
 	c.identical("b", "c")
+}
+
+// Mirror.Follow fences at every committed epoch, before any hello.
+func TestMirrorFollowsEpochs(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	m := c.mirrors["b"]
+	cancel := m.Follow(context.Background(), c.coord, testLUN)
+	defer cancel()
+	if m.Newest(testLUN) != 1 {
+		t.Fatalf("newest %d after Follow, want 1", m.Newest(testLUN))
+	}
+	c.coord.NewEpoch(testLUN, "a")
+	waitUntil(t, func() bool { return m.Newest(testLUN) == 2 })
+	if rep := m.Handle(&Message{Type: MsgFlush, LUN: testLUN, Epoch: 1}); rep.Status != StatusStaleEpoch {
+		t.Fatalf("epoch 1 flush after epoch 2 committed: %v", rep.Status)
+	}
 }
 
 // A view committed with a newer epoch deposes the owner through Watch.
