@@ -25,6 +25,12 @@ type mirrorLUN struct {
 	mu     sync.RWMutex
 	newest uint64
 
+	// seqMu guards lastSeq, the highest write or unmap sequence number
+	// applied (or the hello floor) in epoch newest. Requests of one
+	// connection carry increasing numbers.
+	seqMu   sync.Mutex
+	lastSeq uint64
+
 	statsMu sync.Mutex // guards stats, updated under the shared mu
 	stats   MirrorStats
 }
@@ -69,7 +75,12 @@ func (m *Mirror) Fence(lun LUNID, epoch uint64) {
 		return
 	}
 	l.mu.Lock()
-	l.newest = max(l.newest, epoch)
+	if epoch > l.newest {
+		l.newest = epoch
+		l.seqMu.Lock()
+		l.lastSeq = 0
+		l.seqMu.Unlock()
+	}
 	l.mu.Unlock()
 }
 
@@ -124,6 +135,11 @@ func (m *Mirror) Handle(req *Message) *Message {
 			l.count(func(st *MirrorStats) { st.StaleRefused++ })
 			return staleReply(req, l.newest)
 		}
+		l.seqMu.Lock()
+		if req.Epoch > l.newest || req.Seq > l.lastSeq {
+			l.lastSeq = req.Seq
+		}
+		l.seqMu.Unlock()
 		l.newest = req.Epoch
 		return reply(req, StatusOK)
 	}
@@ -139,9 +155,26 @@ func (m *Mirror) Handle(req *Message) *Message {
 		// lost): record its epoch before applying.
 		l.mu.RUnlock()
 		l.mu.Lock()
-		l.newest = max(l.newest, req.Epoch)
+		if req.Epoch > l.newest {
+			l.newest = req.Epoch
+			l.seqMu.Lock()
+			l.lastSeq = 0
+			l.seqMu.Unlock()
+		}
 		l.mu.Unlock()
 		return m.Handle(req)
+	}
+	if req.Type == MsgWrite || req.Type == MsgUnmap {
+		l.seqMu.Lock()
+		if req.Seq <= l.lastSeq {
+			last := l.lastSeq
+			l.seqMu.Unlock()
+			l.mu.RUnlock()
+			m.logger.Warn("replication: refusing an out-of-order request", "lun", req.LUN, "seq", req.Seq, "last", last)
+			return reply(req, StatusOutOfOrder)
+		}
+		l.lastSeq = req.Seq
+		l.seqMu.Unlock()
 	}
 	st, payload := m.apply(l, req)
 	l.mu.RUnlock()

@@ -176,6 +176,11 @@ func (v *Volume) copyRegion(p *peer, conn Conn, epoch uint64, r int64) error {
 	held := v.ranges.lock(off, n)
 	defer v.ranges.unlock(held)
 
+	buf := make([]byte, n)
+	if _, err := v.store.ReadAt(buf, off); err != nil {
+		v.abortResync(p, conn)
+		return fmt.Errorf("replication: reading region %d for resync: %w", r, err)
+	}
 	v.mu.Lock()
 	if err := v.servingLocked(); err != nil {
 		v.mu.Unlock()
@@ -185,26 +190,20 @@ func (v *Volume) copyRegion(p *peer, conn Conn, epoch uint64, r int64) error {
 		v.mu.Unlock()
 		return fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
 	}
-	// Clear before reading: a write to the region after this point is
-	// sent to the copy itself (it is resyncing), so nothing is lost.
+	// The range lock keeps writes off the region, so what was read is
+	// what the copy gets. Sequence numbers are assigned and sent under
+	// v.mu, so each connection carries them in increasing order.
 	p.dirty.Clear(r)
 	var msgs []*Message
-	buf := make([]byte, n)
 	for pos := int64(0); pos < n; pos += int64(v.cfg.MaxMessage) {
 		end := min(n, pos+int64(v.cfg.MaxMessage))
 		v.seq++
 		msgs = append(msgs, &Message{Type: MsgWrite, Flags: FlagResync, LUN: v.lun, Epoch: epoch, Seq: v.seq, Offset: off + pos, Length: uint64(end - pos), Payload: buf[pos:end]})
 	}
+	ch := v.send(conn, msgs)
 	v.mu.Unlock()
 
-	if _, err := v.store.ReadAt(buf, off); err != nil {
-		v.mu.Lock()
-		p.dirty.Mark(off, n)
-		v.mu.Unlock()
-		v.abortResync(p, conn)
-		return fmt.Errorf("replication: reading region %d for resync: %w", r, err)
-	}
-	if res := <-v.send(conn, msgs); res.err != nil {
+	if res := <-ch; res.err != nil {
 		v.resyncFailed(p, conn, epoch, res.err, off, n)
 		return res.err
 	}

@@ -19,7 +19,7 @@ type VerifyReport struct {
 // SHA-256 computed on each side, while IO goes on: each region is compared
 // under its range lock, so no write to it is in flight on either copy. It
 // reads at most ResyncRate bytes per second. It uses a connection of its
-// own (acknowledged writes were applied by the mirror before it answered,
+// own, without a hello (acknowledged writes were applied by the mirror before it answered,
 // so ordering with the write stream does not matter).
 //
 // A divergent in-sync copy is a bug or silent corruption; what to do about
@@ -37,11 +37,10 @@ func (v *Volume) Verify(ctx context.Context, node NodeID) (VerifyReport, error) 
 	}
 	epoch := v.epoch
 	v.mu.Unlock()
-	conn, err := v.hello(ctx, node, epoch)
+	// No hello: its sequence floor would refuse writes still in flight
+	// on the main connection. The verify requests carry the epoch.
+	conn, err := v.tr.Dial(ctx, node)
 	if err != nil {
-		if errors.Is(err, ErrNotOwner) {
-			v.depose(err)
-		}
 		return rep, err
 	}
 	defer conn.Close()

@@ -263,7 +263,12 @@ func (v *Volume) hello(ctx context.Context, node NodeID, epoch uint64) (Conn, er
 	if err != nil {
 		return nil, err
 	}
-	res := <-v.send(conn, []*Message{{Type: MsgHello, LUN: v.lun, Epoch: epoch}})
+	// The floor: every write sent on an older connection has a sequence
+	// number at or below it, so the mirror refuses any that arrive late.
+	v.mu.Lock()
+	floor := v.seq
+	v.mu.Unlock()
+	res := <-v.send(conn, []*Message{{Type: MsgHello, LUN: v.lun, Epoch: epoch, Seq: floor}})
 	if res.err != nil {
 		conn.Close()
 		return nil, res.err

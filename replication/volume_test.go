@@ -59,13 +59,13 @@ func TestMirrorRefusesStaleEpoch(t *testing.T) {
 	if rep := m.Handle(&Message{Type: MsgFlush, LUN: testLUN, Epoch: 4}); rep.Status != StatusStaleEpoch {
 		t.Fatalf("stale flush: %v", rep.Status)
 	}
-	if rep := m.Handle(&Message{Type: MsgWrite, LUN: testLUN, Epoch: 5, Length: 4096, Payload: data}); rep.Status != StatusOK {
+	if rep := m.Handle(&Message{Type: MsgWrite, LUN: testLUN, Epoch: 5, Seq: 1, Length: 4096, Payload: data}); rep.Status != StatusOK {
 		t.Fatalf("current-epoch write: %v", rep.Status)
 	}
 	if rep := m.Handle(&Message{Type: MsgHello, LUN: testLUN, Epoch: 7}); rep.Status != StatusOK {
 		t.Fatalf("hello 7: %v", rep.Status)
 	}
-	if rep := m.Handle(&Message{Type: MsgWrite, LUN: testLUN, Epoch: 5, Length: 4096, Payload: data}); rep.Status != StatusStaleEpoch {
+	if rep := m.Handle(&Message{Type: MsgWrite, LUN: testLUN, Epoch: 5, Seq: 2, Length: 4096, Payload: data}); rep.Status != StatusStaleEpoch {
 		t.Fatalf("epoch 5 after hello 7: %v", rep.Status)
 	}
 	if rep := m.Handle(&Message{Type: MsgHello, LUN: testLUN, Epoch: 6}); rep.Status != StatusStaleEpoch {
@@ -76,10 +76,10 @@ func TestMirrorRefusesStaleEpoch(t *testing.T) {
 	}
 	// Malformed requests are answered, never applied.
 	for _, req := range []*Message{
-		{Type: MsgWrite, LUN: testLUN, Epoch: 7, Offset: -4096, Length: 4096, Payload: data},
-		{Type: MsgWrite, LUN: testLUN, Epoch: 7, Offset: 1 << 20, Length: 4096, Payload: data},
-		{Type: MsgWrite, LUN: testLUN, Epoch: 7, Length: 100, Payload: data},
-		{Type: MsgUnmap, LUN: testLUN, Epoch: 7, Offset: 1<<20 - 4096, Length: 1 << 40},
+		{Type: MsgWrite, LUN: testLUN, Epoch: 7, Seq: 11, Offset: -4096, Length: 4096, Payload: data},
+		{Type: MsgWrite, LUN: testLUN, Epoch: 7, Seq: 12, Offset: 1 << 20, Length: 4096, Payload: data},
+		{Type: MsgWrite, LUN: testLUN, Epoch: 7, Seq: 13, Length: 100, Payload: data},
+		{Type: MsgUnmap, LUN: testLUN, Epoch: 7, Seq: 14, Offset: 1<<20 - 4096, Length: 1 << 40},
 		{Type: MsgVerify, LUN: testLUN, Epoch: 7, Length: 1 << 62},
 		{Type: MsgReply, LUN: testLUN, Epoch: 7},
 	} {
@@ -125,6 +125,39 @@ func TestOldOwnerIsFenced(t *testing.T) {
 		t.Fatalf("new owner: %v", err)
 	}
 	c.identical("b", "c")
+}
+
+// A late write from an older connection of the same owner (sequence at or
+// below the latest hello's floor, or not above the last applied) is
+// refused, so it cannot overwrite what a resync copied after it.
+func TestMirrorRefusesOutOfOrderWrites(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	m := c.mirrors["b"]
+	newer, late := pattern(1, 4096), pattern(2, 4096)
+	m.Handle(&Message{Type: MsgHello, LUN: testLUN, Epoch: 3, Seq: 0})
+	if rep := m.Handle(&Message{Type: MsgWrite, LUN: testLUN, Epoch: 3, Seq: 5, Length: 4096, Payload: late}); rep.Status != StatusOK {
+		t.Fatal(rep.Status)
+	}
+	// The owner reconnects; its old connection still holds seq 9.
+	m.Handle(&Message{Type: MsgHello, LUN: testLUN, Epoch: 3, Seq: 10})
+	if rep := m.Handle(&Message{Type: MsgWrite, LUN: testLUN, Epoch: 3, Seq: 11, Length: 4096, Payload: newer}); rep.Status != StatusOK {
+		t.Fatal(rep.Status)
+	}
+	for _, seq := range []uint64{9, 11} {
+		if rep := m.Handle(&Message{Type: MsgWrite, LUN: testLUN, Epoch: 3, Seq: seq, Length: 4096, Payload: late}); rep.Status != StatusOutOfOrder {
+			t.Fatalf("seq %d after 11: %v", seq, rep.Status)
+		}
+	}
+	if rep := m.Handle(&Message{Type: MsgUnmap, LUN: testLUN, Epoch: 3, Seq: 10, Length: 4096}); rep.Status != StatusOutOfOrder {
+		t.Fatalf("late unmap: %v", rep.Status)
+	}
+	if !bytes.Equal(c.read("b", 0, 4096), newer) {
+		t.Fatal("a late request overwrote newer data")
+	}
+	// A new epoch starts its numbering afresh.
+	if rep := m.Handle(&Message{Type: MsgWrite, LUN: testLUN, Epoch: 4, Seq: 1, Length: 4096, Payload: late}); rep.Status != StatusOK {
+		t.Fatalf("first write of epoch 4: %v", rep.Status)
+	}
 }
 
 // Mirror.Follow fences at every committed epoch, before any hello.

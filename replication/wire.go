@@ -43,7 +43,10 @@ type MsgType uint8
 
 const (
 	// MsgHello announces the sender's epoch for a LUN; the mirror raises
-	// its newest epoch to it (fencing older owners) or answers stale.
+	// its newest epoch to it (fencing older owners) or answers stale. Its
+	// Seq is a floor: the owner's last sequence number when it opened this
+	// connection; the mirror refuses writes at or below it (late requests
+	// of an older connection).
 	MsgHello MsgType = 1 + iota
 	// MsgWrite carries data to write at Offset.
 	MsgWrite
@@ -91,6 +94,11 @@ const (
 	StatusIOError
 	// StatusBadRequest: the request is malformed (range, type).
 	StatusBadRequest
+	// StatusOutOfOrder: a write or unmap whose sequence number is not
+	// above the last one the mirror applied in this epoch, or not above
+	// the floor of the owner's latest hello: a late request from an
+	// older connection, refused so it cannot overwrite newer data.
+	StatusOutOfOrder
 	statusEnd
 )
 
@@ -106,6 +114,8 @@ func (s Status) String() string {
 		return "io-error"
 	case StatusBadRequest:
 		return "bad-request"
+	case StatusOutOfOrder:
+		return "out-of-order"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
