@@ -26,6 +26,8 @@ var ErrStaleView = fmt.Errorf("%w: proposal for an old epoch", ErrNotOwner)
 //     called. fn must not block for long.
 //   - No ownership change happens without a quorum; a new owner comes only
 //     from InSync and gets Epoch+1 (invariant 4 and 5 are the cluster's).
+//     Every Volume.Open needs an epoch of its own: an owner that restarts
+//     gets a new epoch too (sequence numbers restart with the Volume).
 type Coordinator interface {
 	View(ctx context.Context, lun LUNID) (View, error)
 	DropFromInSync(ctx context.Context, lun LUNID, epoch uint64, node NodeID) error

@@ -38,6 +38,11 @@ var (
 	// less than one whole frame.
 	ErrShortMessage = errors.New("replication: short message")
 
+	// ErrEpochReused is returned by Open when a mirror has applied writes
+	// of this epoch beyond what this Volume sent: another Volume served
+	// the same epoch. Every Open needs an epoch of its own.
+	ErrEpochReused = fmt.Errorf("%w: epoch already served by another volume", ErrNotOwner)
+
 	// ErrNotSyncing is returned by Resync for a node that is in sync or is
 	// not a replica of the LUN.
 	ErrNotSyncing = errors.New("replication: node is not an out-of-sync replica")

@@ -139,9 +139,12 @@ func (m *Mirror) Handle(req *Message) *Message {
 		if req.Epoch > l.newest || req.Seq > l.lastSeq {
 			l.lastSeq = req.Seq
 		}
+		last := l.lastSeq
 		l.seqMu.Unlock()
 		l.newest = req.Epoch
-		return reply(req, StatusOK)
+		rep := reply(req, StatusOK)
+		rep.Seq = last // above the floor: someone else used this epoch
+		return rep
 	}
 	l.mu.RLock()
 	if req.Epoch < l.newest {

@@ -117,6 +117,7 @@ func TestFullCopyAndVerify(t *testing.T) {
 	c.addNode("d")
 	view := c.view()
 	view.Replicas = append(view.Replicas, "d")
+	view.Epoch++ // a restarted owner serves a new epoch
 	c.coord.SetView(testLUN, view)
 	v := c.open("a", Config{}, nil)
 	if err := v.Resync(context.Background(), "d"); err != nil {
@@ -206,6 +207,7 @@ func TestDirtyMapPersistedBeforeAck(t *testing.T) {
 	}
 	v.Close()
 	c.net.Heal("a", "b")
+	c.coord.NewEpoch(testLUN, "a")
 	v2 := c.open("a", cfg, nil)
 	before := c.mirrors["b"].Stats(testLUN).ResyncBytes
 	if err := v2.Resync(context.Background(), "b"); err != nil {

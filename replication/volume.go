@@ -170,7 +170,10 @@ func (v *Volume) freshDirty(node NodeID) *DirtyMap {
 // Open reads the LUN's view, checks that this node owns its epoch, says
 // hello to every in-sync mirror (fencing older owners), loads the dirty
 // maps of the out-of-sync copies and starts watching the view. A mirror
-// that cannot be reached is dropped through the coordinator.
+// that cannot be reached is dropped through the coordinator. The epoch
+// must be one no other Volume has served (the cluster bumps the epoch for
+// every start of ownership, a restart on the same node included): Open
+// fails with ErrEpochReused when a mirror shows otherwise.
 func (v *Volume) Open(ctx context.Context) error {
 	view, err := v.coord.View(ctx, v.lun)
 	if err != nil {
@@ -272,6 +275,10 @@ func (v *Volume) hello(ctx context.Context, node NodeID, epoch uint64) (Conn, er
 	if res.err != nil {
 		conn.Close()
 		return nil, res.err
+	}
+	if res.rep.Seq > floor {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %s applied sequence %d of epoch %d, this volume is at %d", ErrEpochReused, node, res.rep.Seq, epoch, floor)
 	}
 	return conn, nil
 }
