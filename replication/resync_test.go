@@ -281,3 +281,70 @@ func TestResyncRateLimitUsesClock(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A wiped copy gets everything again with ResyncFull, even regions its
+// dirty map did not name.
+func TestResyncFullAfterWipe(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	v := c.open("a", Config{}, nil)
+	if _, err := v.WriteAt(pattern(3, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.cut("a", "b")
+	if _, err := v.WriteAt(pattern(4, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Heal("a", "b")
+	c.stores["b"].Unmap(0, 1<<20) // the disk was replaced
+	before := c.mirrors["b"].Stats(testLUN).ResyncBytes
+	if err := v.ResyncFull(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.mirrors["b"].Stats(testLUN).ResyncBytes - before; got != 1<<20 {
+		t.Fatalf("full resync sent %d bytes", got)
+	}
+	c.identical("a", "b")
+}
+
+// A mirror that fails a flush may have lost its cache: the regions it took
+// since its previous flush become dirty, and it is dropped.
+func TestFlushFailureMarksUnflushed(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	m := c.mirrors["b"]
+	var mu sync.Mutex
+	failFlush := false
+	c.net.Register("b", func(req *Message) *Message {
+		mu.Lock()
+		fail := failFlush && req.Type == MsgFlush
+		mu.Unlock()
+		if fail {
+			return reply(req, StatusIOError)
+		}
+		return m.Handle(req)
+	})
+	v := c.open("a", Config{}, nil)
+	if _, err := v.WriteAt(pattern(1, 4096), 2*65536); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.WriteAt(pattern(2, 4096), 4*65536); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	failFlush = true
+	mu.Unlock()
+	if err := v.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if c.view().IsInSync("b") {
+		t.Fatal("b still in sync after its flush failed")
+	}
+	v.mu.Lock()
+	d := v.peers["b"].dirty
+	v.mu.Unlock()
+	if !d.IsDirty(4) || d.IsDirty(2) || d.Count() != 1 {
+		t.Fatalf("dirty 2:%v 4:%v count %d; want region 4 only (2 was flushed before)", d.IsDirty(2), d.IsDirty(4), d.Count())
+	}
+}
