@@ -1,0 +1,439 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/target"
+)
+
+// Default ports of a cluster node, all on its --bind address.
+const (
+	defaultISCSIPort  = 3260
+	defaultAPIPort    = 3270
+	defaultRaftPort   = 3271
+	defaultGossipPort = 3272
+	defaultReplPort   = 3273
+)
+
+const clusterServeUsage = `Usage:
+  hatgt serve --node-id ID --bind IP [--data-dir DIR] --bootstrap
+  hatgt serve --node-id ID --bind IP [--data-dir DIR] --join PEER-IP:APIPORT
+
+runs one node of a hatgt cluster. The first node of a new cluster starts
+with --bootstrap; every other node starts with --join and the admin API
+address of any member. A node that restarts (same --node-id and
+--data-dir) finds its cluster again by itself; --bootstrap and --join are
+then ignored.
+
+Every port is on the --bind address: iSCSI 3260, admin API 3270, Raft 3271,
+gossip 3272 (TCP and UDP), replication 3273.
+
+The admin token (HATGT_TOKEN, or --token-file) must be the same on every
+node; without one the admin API only serves a loopback --bind. --gossip-key
+(base64 of 16, 24 or 32 bytes, e.g. "openssl rand -base64 32"; or
+HATGT_GOSSIP_KEY) encrypts gossip and must be the same on every node.
+
+The node serves every target of the cluster and the LUNs it owns; its
+backing files are DIR/luns/IQN/lunN.img unless the LUN has a path.
+
+SIGTERM or SIGINT stops the node without leaving the cluster (use "hatgt
+leave" to leave it).
+
+Flags:
+`
+
+// clusterServeFlags are the parsed flags of cluster-mode "hatgt serve".
+type clusterServeFlags struct {
+	nodeID    string
+	dataDir   string
+	bind      string
+	bootstrap bool
+	join      string
+	ports     struct{ iscsi, api, raft, gossip, repl int }
+	token     string
+	gossipKey []byte
+	logLevel  slog.Level
+	shutdown  time.Duration
+}
+
+func (f *clusterServeFlags) addr(port int) string {
+	return net.JoinHostPort(f.bind, strconv.Itoa(port))
+}
+
+// isClusterServe tells whether serve's arguments ask for cluster mode.
+func isClusterServe(args []string) bool {
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") {
+			switch name {
+			case "node-id", "bind", "bootstrap", "join":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func parseClusterServeFlags(args []string, getenv func(string) string, usageOut io.Writer) (*clusterServeFlags, error) {
+	f := &clusterServeFlags{}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	fs.Usage = func() {
+		fmt.Fprint(usageOut, clusterServeUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's `id`, unique in the cluster and the same across restarts")
+	fs.StringVar(&f.dataDir, "data-dir", defaultDataDir, "`directory` for the Raft state, the admin socket and LUN files")
+	fs.StringVar(&f.bind, "bind", "", "the `IP` address every port of the node listens on and the other nodes reach")
+	fs.BoolVar(&f.bootstrap, "bootstrap", false, "form a new cluster with this node as its first member")
+	fs.StringVar(&f.join, "join", "", "join the cluster of the member whose admin API is at `ip:port`")
+	fs.IntVar(&f.ports.iscsi, "iscsi-port", defaultISCSIPort, "iSCSI portal `port`")
+	fs.IntVar(&f.ports.api, "api-port", defaultAPIPort, "admin API `port`")
+	fs.IntVar(&f.ports.raft, "raft-port", defaultRaftPort, "Raft `port`")
+	fs.IntVar(&f.ports.gossip, "gossip-port", defaultGossipPort, "gossip `port` (TCP and UDP)")
+	fs.IntVar(&f.ports.repl, "repl-port", defaultReplPort, "replication `port`")
+	tokenFile := fs.String("token-file", "", "`file` holding the admin token (default $HATGT_TOKEN)")
+	gossipKey := fs.String("gossip-key", "", "gossip encryption `key`, base64 (default $HATGT_GOSSIP_KEY)")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	fs.DurationVar(&f.shutdown, "shutdown-timeout", 30*time.Second, "how long to wait for commands in flight when stopping")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := f.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+	}
+	switch {
+	case f.nodeID == "":
+		return nil, errors.New("--node-id is required in cluster mode")
+	case f.bind == "":
+		return nil, errors.New("--bind IP is required in cluster mode")
+	case f.bootstrap && f.join != "":
+		return nil, errors.New("use either --bootstrap (a new cluster) or --join (an existing one), not both")
+	case f.shutdown <= 0:
+		return nil, errors.New("--shutdown-timeout must be positive")
+	}
+	if ip := net.ParseIP(f.bind); ip == nil || ip.IsUnspecified() {
+		return nil, fmt.Errorf("--bind %q: want the IP address the other nodes reach this one at (not a wildcard)", f.bind)
+	}
+	if f.join != "" {
+		if _, _, err := net.SplitHostPort(f.join); err != nil {
+			return nil, fmt.Errorf("--join %q: want the IP:PORT of a member's admin API, e.g. 10.0.0.1:%d", f.join, defaultAPIPort)
+		}
+	}
+	seen := map[int]string{}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"iscsi", f.ports.iscsi}, {"api", f.ports.api}, {"raft", f.ports.raft}, {"gossip", f.ports.gossip}, {"repl", f.ports.repl}} {
+		if p.v < 1 || p.v > 65535 {
+			return nil, fmt.Errorf("--%s-port %d: want 1-65535", p.name, p.v)
+		}
+		if other, ok := seen[p.v]; ok {
+			return nil, fmt.Errorf("--%s-port and --%s-port are both %d", other, p.name, p.v)
+		}
+		seen[p.v] = p.name
+	}
+	f.token = strings.TrimSpace(getenv("HATGT_TOKEN"))
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("token file: %w", err)
+		}
+		if f.token = strings.TrimSpace(string(b)); f.token == "" {
+			return nil, fmt.Errorf("token file %s is empty", *tokenFile)
+		}
+	}
+	key := *gossipKey
+	if key == "" {
+		key = getenv("HATGT_GOSSIP_KEY")
+	}
+	if key != "" {
+		k, err := cluster.ParseGossipKey(key)
+		if err != nil {
+			return nil, fmt.Errorf("--gossip-key: %w", err)
+		}
+		f.gossipKey = k
+	}
+	return f, nil
+}
+
+// serveClusterCommand runs "hatgt serve" in cluster mode: a Raft member
+// with its admin API and an iSCSI target kept equal to the cluster state
+// by the reconciler.
+func serveClusterCommand(args []string, stdout, stderr io.Writer) int {
+	usageOut := stderr
+	for _, a := range args {
+		if isHelp(a) {
+			usageOut = stdout
+		}
+	}
+	f, err := parseClusterServeFlags(args, os.Getenv, usageOut)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "hatgt serve: %v\n", err)
+		return 2
+	}
+	apiAddr := f.addr(f.ports.api)
+	if err := cluster.CheckExposure(apiAddr, f.token); err != nil {
+		fmt.Fprintf(stderr, "hatgt: %v\n", err)
+		return 1
+	}
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err == nil {
+		err = os.MkdirAll(dataDir, 0o750)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "hatgt: data dir %s: %v\n", f.dataDir, unwrapPathError(err))
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.logLevel})).With("node", f.nodeID)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	cn, err := startClusterNode(f, dataDir, log, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "hatgt: %v\n", err)
+		return 1
+	}
+	printClusterBanner(stdout, f, cn)
+
+	if f.join != "" {
+		go cn.joinLoop(ctx, f.join)
+	}
+	var failed error
+	select {
+	case <-ctx.Done():
+		log.Info("signal received, shutting down", "timeout", f.shutdown)
+	case <-cn.node.Done():
+		log.Info("left the cluster, shutting down")
+	case err := <-cn.errc:
+		failed = err
+		log.Error("shutting down", "err", err)
+	}
+	stop()
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdown)
+	defer cancel()
+	if err := cn.shutdown(sctx); err != nil {
+		log.Error("shutdown", "err", err)
+		failed = cmpOr(failed, err)
+	}
+	if failed != nil {
+		fmt.Fprintf(stderr, "hatgt: %v\n", failed)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// clusterNode is a running cluster-mode node.
+type clusterNode struct {
+	log     *slog.Logger
+	node    *cluster.Node
+	srv     *target.Server
+	rec     *reconciler
+	iscsi   net.Listener
+	api     net.Listener
+	portal  string
+	cancel  context.CancelFunc // stops the API
+	apiDone chan struct{}
+	errc    chan error // a portal or the API failed
+}
+
+// startClusterNode listens on the iSCSI and API ports, starts the cluster
+// node with the reconciler, and serves both. On error nothing is left
+// running.
+func startClusterNode(f *clusterServeFlags, dataDir string, log *slog.Logger, logOut io.Writer) (_ *clusterNode, err error) {
+	cn := &clusterNode{log: log, errc: make(chan error, 2), apiDone: make(chan struct{})}
+	var nodePtr atomic.Pointer[cluster.Node]
+	stateFn := func() *cluster.State {
+		if n := nodePtr.Load(); n != nil {
+			return n.FSM().State()
+		}
+		return nil
+	}
+	// Listen first: a busy port is the commonest start-up failure.
+	if cn.iscsi, err = net.Listen("tcp", f.addr(f.ports.iscsi)); err != nil {
+		return nil, fmt.Errorf("iSCSI portal %s: %w", f.addr(f.ports.iscsi), listenError(err))
+	}
+	defer func() {
+		if err != nil {
+			cn.iscsi.Close()
+			if cn.api != nil {
+				cn.api.Close()
+			}
+		}
+	}()
+	if cn.api, err = net.Listen("tcp", f.addr(f.ports.api)); err != nil {
+		return nil, fmt.Errorf("admin API %s: %w", f.addr(f.ports.api), listenError(err))
+	}
+	cn.portal = cn.iscsi.Addr().String()
+
+	var rec *reconciler
+	cn.srv, err = target.NewServer(target.ServerConfig{
+		Logger:  log.With("component", "target"),
+		Portals: func(name string) []target.Portal { return rec.portals(name) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	rec = newReconciler(log.With("component", "reconcile"), cn.srv, f.nodeID, stateFn)
+	cn.rec = rec
+
+	cfg := cluster.DefaultConfig()
+	cfg.NodeID, cfg.DataDir = f.nodeID, dataDir
+	cfg.RaftAddr = f.addr(f.ports.raft)
+	cfg.GossipAddr = f.addr(f.ports.gossip)
+	cfg.APIAddr = cn.api.Addr().String()
+	cfg.ISCSIPortal = cn.portal
+	cfg.ReplicationAddr = f.addr(f.ports.repl)
+	cfg.GossipKey = f.gossipKey
+	cfg.Token = f.token
+	cfg.Bootstrap = f.bootstrap
+	// Retry a failed reconcile (a file that could not be created, a node
+	// not registered yet) soon.
+	cfg.ReconcileInterval = 2 * time.Second
+	cfg.Reconciler = rec
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "cluster", Level: hclogLevel(f.logLevel), Output: logOut})
+
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cn.node, err = cluster.Start(sctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	nodePtr.Store(cn.node)
+
+	actx, acancel := context.WithCancel(context.Background())
+	cn.cancel = acancel
+	go func() {
+		defer close(cn.apiDone)
+		if err := cluster.NewAPI(cn.node).Serve(actx, cn.api); err != nil {
+			cn.errc <- fmt.Errorf("admin API: %w", err)
+		}
+	}()
+	go func() {
+		if err := cn.srv.Serve(cn.iscsi); err != nil && !errors.Is(err, target.ErrServerClosed) {
+			cn.errc <- fmt.Errorf("portal %s: %w", cn.portal, err)
+		}
+	}()
+	log.Info("serving", "portal", cn.portal, "api", cfg.APIAddr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr)
+	return cn, nil
+}
+
+func hclogLevel(l slog.Level) hclog.Level {
+	switch {
+	case l <= slog.LevelDebug:
+		return hclog.Debug
+	case l <= slog.LevelInfo:
+		return hclog.Info
+	case l <= slog.LevelWarn:
+		return hclog.Warn
+	}
+	return hclog.Error
+}
+
+// member reports whether this node is already a voter of a cluster (a
+// restart, or a join that went through).
+func (cn *clusterNode) member() bool {
+	fut := cn.node.Raft().GetConfiguration()
+	if fut.Error() != nil {
+		return false
+	}
+	for _, s := range fut.Configuration().Servers {
+		if string(s.ID) == cn.node.ID() {
+			return true
+		}
+	}
+	return false
+}
+
+// joinLoop joins the cluster through peer, retrying until it succeeds or
+// ctx ends: the peer may be starting too.
+func (cn *clusterNode) joinLoop(ctx context.Context, peer string) {
+	if cn.member() {
+		cn.log.Info("already a cluster member, not joining again", "peer", peer)
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := cn.node.JoinVia(jctx, peer)
+		cancel()
+		if err == nil {
+			cn.log.Info("joined the cluster", "peer", peer)
+			return
+		}
+		if attempt == 0 || attempt%10 == 0 {
+			cn.log.Warn("join failed, retrying", "peer", peer, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-cn.node.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// shutdown stops the cluster node (without leaving: the others see it as
+// down), drains the iSCSI server, then flushes and closes every LUN.
+func (cn *clusterNode) shutdown(ctx context.Context) error {
+	var first error
+	if err := cn.node.Shutdown(); err != nil {
+		first = fmt.Errorf("cluster: %w", err)
+	}
+	cn.cancel()
+	<-cn.apiDone
+	if err := cn.srv.Shutdown(ctx); err != nil {
+		cn.log.Warn("commands still in flight when the shutdown timeout expired; connections closed", "err", err)
+	}
+	cn.iscsi.Close()
+	if err := cn.rec.close(); err != nil {
+		cn.log.Error("closing LUNs", "err", err)
+		first = cmpOr(first, err)
+	}
+	return first
+}
+
+func printClusterBanner(w io.Writer, f *clusterServeFlags, cn *clusterNode) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "hatgt %s node %s is running\n", version, f.nodeID)
+	fmt.Fprintf(&b, "  portal  %s\n", cn.portal)
+	fmt.Fprintf(&b, "  api     %s\n", cn.api.Addr())
+	fmt.Fprintf(&b, "  raft    %s\n", f.addr(f.ports.raft))
+	fmt.Fprintf(&b, "  gossip  %s\n", f.addr(f.ports.gossip))
+	switch {
+	case f.bootstrap:
+		fmt.Fprintf(&b, "bootstrapping a new cluster (on a restart: rejoining it)\n")
+	case f.join != "":
+		fmt.Fprintf(&b, "joining the cluster through %s\n", f.join)
+	}
+	fmt.Fprintf(&b, "manage it with: HATGT_ADDR=%s hatgt status\n", cn.api.Addr())
+	io.WriteString(w, b.String())
+	if fl, ok := w.(*os.File); ok {
+		fl.Sync()
+	}
+}

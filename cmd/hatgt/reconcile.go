@@ -1,0 +1,403 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/hatgt/hatgt/blockstore"
+	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/scsi"
+	"github.com/hatgt/hatgt/target"
+)
+
+// targetServer is the part of *target.Server the reconciler drives.
+type targetServer interface {
+	AddTarget(tc target.TargetConfig) error
+	RemoveTarget(name string) error
+}
+
+// reconciler keeps the iSCSI targets and LUNs of a cluster node equal to
+// the state machine's desired state for the node (cluster.Reconciler):
+//
+//   - every target of the cluster runs here (each node is a target port
+//     group of every target), with the ACL and CHAP of the state and this
+//     node's portal group tag;
+//   - the backing file of every LUN placed on this node exists, with the
+//     LUN's size;
+//   - the LUNs this node owns are open and exposed; a LUN that moved away,
+//     changed or was deleted is removed, flushed and closed.
+//
+// Until replication exists a LUN is served by its owner only; SendTargets
+// (portals) answers, for a target, the portals of the nodes that own one
+// of its LUNs, each with its own portal group tag.
+//
+// Reconcile is idempotent and called from one goroutine; portals may be
+// called concurrently from discovery sessions.
+type reconciler struct {
+	log    *slog.Logger
+	srv    targetServer
+	nodeID string
+	// state returns the current cluster state (nil before the node
+	// started): the nodes' portals and the portal group tags come from it.
+	state func() *cluster.State
+	// open opens the store of an owned LUN; ensure creates the backing
+	// file of a LUN placed here. Tests replace them.
+	open   func(l cluster.DesiredLUN) (store, error)
+	ensure func(l cluster.DesiredLUN) error
+
+	mu      sync.Mutex
+	targets map[string]*runTarget // by lower-case IQN
+	ensured map[string]uint64     // backing paths known to exist, with their size
+}
+
+// runTarget is a target as this node runs it.
+type runTarget struct {
+	iqn  string
+	spec targetSpec
+	dev  *scsi.Device
+	luns map[uint64]*runLUN
+}
+
+// targetSpec is what AddTarget was given, apart from the device: a change
+// of it needs the target removed and added again.
+type targetSpec struct {
+	alias string
+	acl   string // sorted, joined by \n
+	chap  cluster.CHAP
+	hasCH bool
+	tpgt  uint16
+}
+
+// runLUN is an owned LUN this node serves.
+type runLUN struct {
+	lun cluster.DesiredLUN
+	s   store
+}
+
+func newReconciler(log *slog.Logger, srv targetServer, nodeID string, state func() *cluster.State) *reconciler {
+	r := &reconciler{
+		log: log, srv: srv, nodeID: nodeID, state: state,
+		targets: map[string]*runTarget{}, ensured: map[string]uint64{},
+	}
+	r.open = r.openStore
+	r.ensure = ensureBacking
+	return r
+}
+
+// errNotRegistered is returned while this node is not in the state yet: its
+// portal group tag is unknown.
+var errNotRegistered = errors.New("this node is not registered in the cluster state yet")
+
+// Reconcile implements cluster.Reconciler.
+func (r *reconciler) Reconcile(ctx context.Context, d *cluster.Desired) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	var tpgt uint16
+	if len(d.Targets) > 0 {
+		var st *cluster.State
+		if r.state != nil {
+			st = r.state()
+		}
+		tpgt = portalGroupTag(st, d.NodeID)
+		if tpgt == 0 {
+			return errNotRegistered
+		}
+	}
+	want := map[string]bool{}
+	for _, dt := range d.Targets {
+		key := strings.ToLower(dt.IQN)
+		want[key] = true
+		if err := r.reconcileTarget(key, dt, tpgt); err != nil {
+			errs = append(errs, fmt.Errorf("target %s: %w", dt.IQN, err))
+		}
+	}
+	for key, rt := range r.targets {
+		if !want[key] {
+			r.log.Info("removing target", "target", rt.iqn)
+			if err := r.srv.RemoveTarget(rt.iqn); err != nil {
+				r.log.Warn("remove target", "target", rt.iqn, "err", err)
+			}
+			for n := range rt.luns {
+				errs = append(errs, r.stopLUN(rt, n))
+			}
+			delete(r.targets, key)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (r *reconciler) reconcileTarget(key string, dt cluster.DesiredTarget, tpgt uint16) error {
+	spec := targetSpec{alias: dt.Alias, tpgt: tpgt}
+	acl := slices.Clone(dt.ACL)
+	slices.Sort(acl)
+	spec.acl = strings.Join(acl, "\n")
+	if dt.CHAP != nil {
+		spec.chap, spec.hasCH = *dt.CHAP, true
+	}
+	rt := r.targets[key]
+	if rt != nil && rt.spec != spec {
+		// ACL, CHAP, alias or tag changed: the server takes them only in
+		// AddTarget. Sessions of the target are closed; initiators log in
+		// again under the new rules. The LUNs stay open.
+		r.log.Info("target settings changed, re-adding it", "target", dt.IQN)
+		if err := r.srv.RemoveTarget(rt.iqn); err != nil {
+			r.log.Warn("remove target", "target", rt.iqn, "err", err)
+		}
+		if err := r.srv.AddTarget(targetConfig(dt, spec, rt.dev)); err != nil {
+			return err
+		}
+		rt.spec, rt.iqn = spec, dt.IQN
+	}
+	if rt == nil {
+		dev := scsi.NewDevice(scsi.DeviceConfig{Logger: r.log.With("target", dt.IQN)})
+		if err := r.srv.AddTarget(targetConfig(dt, spec, dev)); err != nil {
+			return err
+		}
+		r.log.Info("serving target", "target", dt.IQN, "tpgt", tpgt)
+		rt = &runTarget{iqn: dt.IQN, spec: spec, dev: dev, luns: map[uint64]*runLUN{}}
+		r.targets[key] = rt
+	}
+
+	var errs []error
+	owned := map[uint64]bool{}
+	for _, l := range dt.LUNs {
+		if err := r.ensureOnce(l); err != nil {
+			errs = append(errs, fmt.Errorf("LUN %d: %w", l.LUN.LUN, err))
+			continue
+		}
+		if !l.Owned {
+			continue
+		}
+		owned[l.LUN.LUN] = true
+		if cur := rt.luns[l.LUN.LUN]; cur != nil {
+			if sameLUN(cur.lun, l) {
+				continue
+			}
+			r.log.Info("LUN changed, reopening it", "target", dt.IQN, "lun", l.LUN.LUN)
+			if err := r.stopLUN(rt, l.LUN.LUN); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := r.startLUN(rt, l); err != nil {
+			errs = append(errs, fmt.Errorf("LUN %d: %w", l.LUN.LUN, err))
+		}
+	}
+	for n := range rt.luns {
+		if !owned[n] {
+			r.log.Info("no longer serving LUN", "target", dt.IQN, "lun", n)
+			errs = append(errs, r.stopLUN(rt, n))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sameLUN reports whether the running LUN a still matches the desired b:
+// everything but the in-sync set and placement (the epoch included: a new
+// epoch means another owner was in between, so the store is reopened).
+func sameLUN(a, b cluster.DesiredLUN) bool {
+	return a.BackingPath == b.BackingPath && a.LUN.Size == b.LUN.Size && a.LUN.SectorSize == b.LUN.SectorSize &&
+		a.LUN.IOMode == b.LUN.IOMode && a.LUN.Backing == b.LUN.Backing && a.LUN.Epoch == b.LUN.Epoch
+}
+
+func targetConfig(dt cluster.DesiredTarget, spec targetSpec, dev *scsi.Device) target.TargetConfig {
+	tc := target.TargetConfig{
+		Name: dt.IQN, Alias: dt.Alias, Device: dev, ACL: slices.Clone(dt.ACL),
+		PortalGroupTag: spec.tpgt, RelativePortID: spec.tpgt,
+	}
+	if dt.CHAP != nil {
+		tc.CHAP = &target.CHAPConfig{User: dt.CHAP.User, Secret: dt.CHAP.Secret,
+			MutualUser: dt.CHAP.MutualUser, MutualSecret: dt.CHAP.MutualSecret}
+	}
+	return tc
+}
+
+// ensureOnce creates l's backing file unless this reconciler already did
+// (or found it) with the same size.
+func (r *reconciler) ensureOnce(l cluster.DesiredLUN) error {
+	if r.ensured[l.BackingPath] == l.LUN.Size {
+		return nil
+	}
+	if err := r.ensure(l); err != nil {
+		return err
+	}
+	r.ensured[l.BackingPath] = l.LUN.Size
+	return nil
+}
+
+// ensureBacking makes sure a fileio LUN's file exists with the LUN's size
+// (created sparse when missing). A block device must exist already.
+func ensureBacking(l cluster.DesiredLUN) error {
+	if l.LUN.Backing == cluster.BackingBlock {
+		if _, err := os.Stat(l.BackingPath); err != nil {
+			return fmt.Errorf("block device: %w", err)
+		}
+		return nil
+	}
+	if st, err := os.Stat(l.BackingPath); err == nil {
+		if !st.Mode().IsRegular() || st.Size() == int64(l.LUN.Size) {
+			return nil
+		}
+		return fmt.Errorf("%s is %d bytes, not the LUN's %d: hatgt does not resize an existing LUN file", l.BackingPath, st.Size(), l.LUN.Size)
+	}
+	if l.LUN.IOMode == cluster.IOModeReadOnly {
+		return fmt.Errorf("%s does not exist, and a read-only LUN is never created", l.BackingPath)
+	}
+	if err := os.MkdirAll(filepath.Dir(l.BackingPath), 0o750); err != nil {
+		return err
+	}
+	s, err := blockstore.OpenFile(l.BackingPath, blockstore.Options{Size: int64(l.LUN.Size), Mode: blockstore.WriteBack, Create: true})
+	if err != nil {
+		return err
+	}
+	return s.Close()
+}
+
+// openStore opens the backing store of an owned LUN.
+func (r *reconciler) openStore(l cluster.DesiredLUN) (store, error) {
+	mode, err := blockstore.ParseMode(l.LUN.IOMode)
+	if err != nil {
+		return nil, err
+	}
+	opts := blockstore.Options{Mode: mode, Size: int64(l.LUN.Size), Logger: r.log}
+	if l.LUN.Backing == cluster.BackingBlock {
+		return blockstore.OpenBlockDevice(l.BackingPath, opts)
+	}
+	return blockstore.OpenFile(l.BackingPath, opts)
+}
+
+func (r *reconciler) startLUN(rt *runTarget, l cluster.DesiredLUN) error {
+	s, err := r.open(l)
+	if err != nil {
+		return err
+	}
+	serial, naa := lunIdentity(rt.iqn, l.LUN.LUN)
+	lu, err := scsi.NewLU(s, scsi.LUConfig{
+		BlockSize:    l.LUN.SectorSize,
+		ReadOnly:     l.LUN.IOMode == cluster.IOModeReadOnly,
+		WriteCache:   l.LUN.IOMode == cluster.IOModeWriteBack,
+		Thin:         l.LUN.Backing == cluster.BackingFile && l.LUN.IOMode != cluster.IOModeReadOnly,
+		SerialNumber: serial,
+		DeviceID:     naa,
+		Logger:       r.log.With("target", rt.iqn, "lun", l.LUN.LUN),
+	})
+	if err == nil {
+		err = rt.dev.AddLU(l.LUN.LUN, lu)
+	}
+	if err != nil {
+		s.Close()
+		return err
+	}
+	rt.luns[l.LUN.LUN] = &runLUN{lun: l, s: s}
+	r.log.Info("serving LUN", "target", rt.iqn, "lun", l.LUN.LUN, "path", l.BackingPath,
+		"size", humanSize(int64(l.LUN.Size)), "epoch", l.LUN.Epoch)
+	return nil
+}
+
+// stopLUN stops exposing LUN n of rt, then flushes and closes its store.
+func (r *reconciler) stopLUN(rt *runTarget, n uint64) error {
+	rl := rt.luns[n]
+	if rl == nil {
+		return nil
+	}
+	rt.dev.RemoveLU(n)
+	delete(rt.luns, n)
+	return closeStore(rl, fmt.Sprintf("%s/%d", rt.iqn, n))
+}
+
+func closeStore(rl *runLUN, name string) error {
+	var errs []error
+	if rl.lun.LUN.IOMode != cluster.IOModeReadOnly {
+		if err := rl.s.Flush(); err != nil {
+			errs = append(errs, fmt.Errorf("flush %s: %w", name, err))
+		}
+	}
+	if err := rl.s.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close %s: %w", name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// close stops every LUN (flushing it) and forgets every target; the
+// server itself is shut down by the caller first.
+func (r *reconciler) close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for key, rt := range r.targets {
+		for n := range rt.luns {
+			errs = append(errs, r.stopLUN(rt, n))
+		}
+		delete(r.targets, key)
+	}
+	return errors.Join(errs...)
+}
+
+// portals answers SendTargets for a target: the iSCSI portals of the nodes
+// that own one of its LUNs (each node its own portal group), or of every
+// node that is not gone when the target has no LUN yet. Nil lets the server
+// answer with the address the discovery came in on.
+func (r *reconciler) portals(targetName string) []target.Portal {
+	if r.state == nil {
+		return nil
+	}
+	st := r.state()
+	if st == nil {
+		return nil
+	}
+	t := st.Targets[targetName]
+	if t == nil {
+		for iqn, tt := range st.Targets {
+			if strings.EqualFold(iqn, targetName) {
+				t = tt
+			}
+		}
+	}
+	if t == nil {
+		return nil
+	}
+	serving := map[string]bool{}
+	for _, l := range t.LUNs {
+		serving[l.Owner] = true
+	}
+	var out []target.Portal
+	for i, ni := range st.SortedNodes() {
+		if ni.ISCSIPortal == "" || ni.Health == cluster.HealthLeft {
+			continue
+		}
+		if len(t.LUNs) > 0 && !serving[ni.ID] {
+			continue
+		}
+		out = append(out, target.Portal{Addr: ni.ISCSIPortal, TPGT: tagOf(i)})
+	}
+	return out
+}
+
+// portalGroupTag is node id's target portal group tag: its position among
+// the nodes of the state ordered by ID, plus one. 0 means not in the state.
+func portalGroupTag(st *cluster.State, id string) uint16 {
+	if st == nil {
+		return 0
+	}
+	for i, ni := range st.SortedNodes() {
+		if ni.ID == id {
+			return tagOf(i)
+		}
+	}
+	return 0
+}
+
+func tagOf(i int) uint16 { return uint16(i%65535 + 1) }

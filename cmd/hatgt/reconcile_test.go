@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/target"
+)
+
+// fakeServer records what the reconciler asks of the iSCSI server.
+type fakeServer struct {
+	targets map[string]target.TargetConfig
+	adds    int
+	removes int
+}
+
+func (f *fakeServer) AddTarget(tc target.TargetConfig) error {
+	if _, ok := f.targets[strings.ToLower(tc.Name)]; ok {
+		return errors.New("exists")
+	}
+	f.targets[strings.ToLower(tc.Name)] = tc
+	f.adds++
+	return nil
+}
+
+func (f *fakeServer) RemoveTarget(name string) error {
+	if _, ok := f.targets[strings.ToLower(name)]; !ok {
+		return errors.New("no such target")
+	}
+	delete(f.targets, strings.ToLower(name))
+	f.removes++
+	return nil
+}
+
+const testIQN = "iqn.2026-11.io.hatgt:rec"
+
+// threeNodes returns a state with nodes n1..n3 and one target without LUNs.
+func threeNodes() *cluster.State {
+	s := cluster.NewState()
+	for i, id := range []string{"n1", "n2", "n3"} {
+		s.Nodes[id] = &cluster.NodeInfo{ID: id, ISCSIPortal: "127.0.0.1" + string(rune('1'+i)) + ":3260", Health: cluster.HealthAlive}
+	}
+	s.Targets[testIQN] = &cluster.Target{IQN: testIQN, LUNs: map[uint64]*cluster.LUN{}}
+	return s
+}
+
+func addLUN(s *cluster.State, n uint64, size uint64, owner string, placement ...string) {
+	s.Targets[testIQN].LUNs[n] = &cluster.LUN{
+		Target: testIQN, LUN: n, Size: size, SectorSize: 512, IOMode: cluster.IOModeWriteBack,
+		Backing: cluster.BackingFile, Replicas: len(placement), Placement: placement, Owner: owner,
+		Epoch: 1, InSync: placement,
+	}
+}
+
+type recFixture struct {
+	t    *testing.T
+	dir  string
+	srv  *fakeServer
+	st   *cluster.State
+	rec  *reconciler
+	node string
+}
+
+func newRecFixture(t *testing.T, node string) *recFixture {
+	f := &recFixture{t: t, dir: t.TempDir(), srv: &fakeServer{targets: map[string]target.TargetConfig{}}, st: threeNodes(), node: node}
+	f.rec = newReconciler(slog.New(slog.DiscardHandler), f.srv, node, func() *cluster.State { return f.st.Clone() })
+	t.Cleanup(func() {
+		if err := f.rec.close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return f
+}
+
+func (f *recFixture) reconcile() error {
+	return f.rec.Reconcile(context.Background(), cluster.DesiredFor(f.st, f.node, f.dir, 1))
+}
+
+func (f *recFixture) served() []uint64 {
+	rt := f.rec.targets[strings.ToLower(testIQN)]
+	if rt == nil {
+		return nil
+	}
+	return rt.dev.LUNs()
+}
+
+func TestReconcileServesOwnedLUNsAndCreatesMirrorFiles(t *testing.T) {
+	f := newRecFixture(t, "n2")
+	addLUN(f.st, 0, 1<<20, "n2", "n2", "n3") // owned here
+	addLUN(f.st, 1, 2<<20, "n1", "n1", "n2") // a mirror here
+	addLUN(f.st, 2, 1<<20, "n3", "n3")       // not here
+	if err := f.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	tc, ok := f.srv.targets[strings.ToLower(testIQN)]
+	if !ok {
+		t.Fatalf("target not added; server has %v", f.srv.targets)
+	}
+	if tc.PortalGroupTag != 2 || tc.RelativePortID != 2 {
+		t.Errorf("n2's tag = %d, relative port %d; want 2 (its place among n1..n3)", tc.PortalGroupTag, tc.RelativePortID)
+	}
+	if got := f.served(); !slices.Equal(got, []uint64{0}) {
+		t.Errorf("served LUNs = %v, want [0]", got)
+	}
+	for n, size := range map[uint64]int64{0: 1 << 20, 1: 2 << 20} {
+		p := cluster.DefaultBackingPath(f.dir, testIQN, n)
+		st, err := os.Stat(p)
+		if err != nil || st.Size() != size {
+			t.Errorf("LUN %d backing file %s: %v, size %v; want %d bytes", n, p, err, st, size)
+		}
+	}
+	if _, err := os.Stat(cluster.DefaultBackingPath(f.dir, testIQN, 2)); !os.IsNotExist(err) {
+		t.Errorf("LUN 2 is not placed on n2 but its file exists (%v)", err)
+	}
+
+	// Idempotent: the same state again changes nothing.
+	adds := f.srv.adds
+	if err := f.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if f.srv.adds != adds || f.srv.removes != 0 {
+		t.Errorf("second reconcile of the same state: %d adds, %d removes; want none", f.srv.adds-adds, f.srv.removes)
+	}
+}
+
+func TestReconcileFollowsOwnershipDeletionAndTargetRemoval(t *testing.T) {
+	f := newRecFixture(t, "n1")
+	addLUN(f.st, 0, 1<<20, "n1", "n1", "n2")
+	addLUN(f.st, 1, 1<<20, "n1", "n1")
+	if err := f.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.served(); !slices.Equal(got, []uint64{0, 1}) {
+		t.Fatalf("served = %v, want [0 1]", got)
+	}
+	// LUN 0 moves to n2 (new epoch); LUN 1 is deleted.
+	l := f.st.Targets[testIQN].LUNs[0]
+	l.Owner, l.Epoch = "n2", 2
+	delete(f.st.Targets[testIQN].LUNs, 1)
+	if err := f.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.served(); len(got) != 0 {
+		t.Errorf("after the move and the delete, served = %v, want none", got)
+	}
+	// Ownership comes back: served again from the same file.
+	l.Owner, l.Epoch = "n1", 3
+	if err := f.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.served(); !slices.Equal(got, []uint64{0}) {
+		t.Errorf("after ownership came back, served = %v, want [0]", got)
+	}
+	// The target goes away.
+	delete(f.st.Targets, testIQN)
+	if err := f.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.srv.targets) != 0 || len(f.rec.targets) != 0 {
+		t.Errorf("target still running after its deletion: server %v, reconciler %v", f.srv.targets, f.rec.targets)
+	}
+}
+
+func TestReconcileAppliesACLAndCHAPChanges(t *testing.T) {
+	f := newRecFixture(t, "n1")
+	addLUN(f.st, 0, 1<<20, "n1", "n1")
+	if err := f.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	tg := f.st.Targets[testIQN]
+	tg.ACL = []string{"iqn.2026-11.test:b", "iqn.2026-11.test:a"}
+	tg.CHAP = &cluster.CHAP{User: "u", Secret: "0123456789abcdef"}
+	if err := f.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	tc := f.srv.targets[strings.ToLower(testIQN)]
+	if len(tc.ACL) != 2 || tc.CHAP == nil || tc.CHAP.User != "u" || tc.CHAP.Secret != "0123456789abcdef" {
+		t.Errorf("target config after ACL and CHAP change: ACL %v, CHAP %+v", tc.ACL, tc.CHAP)
+	}
+	if got := f.served(); !slices.Equal(got, []uint64{0}) {
+		t.Errorf("LUNs after a settings change = %v, want [0] kept", got)
+	}
+	if tc.Device != f.rec.targets[strings.ToLower(testIQN)].dev {
+		t.Errorf("target re-added with another device: its LUNs would be lost")
+	}
+	tg.CHAP = nil
+	if err := f.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if tc := f.srv.targets[strings.ToLower(testIQN)]; tc.CHAP != nil {
+		t.Errorf("CHAP still required after it was cleared")
+	}
+}
+
+func TestReconcileReportsBadLUNAndServesTheOthers(t *testing.T) {
+	f := newRecFixture(t, "n1")
+	addLUN(f.st, 0, 1<<20, "n1", "n1")
+	addLUN(f.st, 1, 1<<20, "n1", "n1")
+	// LUN 1's file exists with another size: refused, never resized.
+	p := cluster.DefaultBackingPath(f.dir, testIQN, 1)
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, make([]byte, 4096), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	err := f.reconcile()
+	if err == nil || !strings.Contains(err.Error(), "LUN 1") {
+		t.Errorf("reconcile = %v, want an error naming LUN 1", err)
+	}
+	if got := f.served(); !slices.Equal(got, []uint64{0}) {
+		t.Errorf("served = %v, want [0] despite LUN 1's error", got)
+	}
+	if st, _ := os.Stat(p); st == nil || st.Size() != 4096 {
+		t.Errorf("the mismatched file was changed: %v", st)
+	}
+}
+
+func TestReconcileWaitsForRegistration(t *testing.T) {
+	f := newRecFixture(t, "n9") // not in the state
+	if err := f.reconcile(); !errors.Is(err, errNotRegistered) {
+		t.Errorf("reconcile before registration = %v, want errNotRegistered", err)
+	}
+	if len(f.srv.targets) != 0 {
+		t.Errorf("targets added with an unknown portal group tag: %v", f.srv.targets)
+	}
+}
+
+func TestPortalsListOwnersWithTheirTags(t *testing.T) {
+	f := newRecFixture(t, "n1")
+	// No LUN yet: every node that has not left.
+	f.st.Nodes["n3"].Health = cluster.HealthLeft
+	got := f.rec.portals(testIQN)
+	want := []target.Portal{{Addr: "127.0.0.11:3260", TPGT: 1}, {Addr: "127.0.0.12:3260", TPGT: 2}}
+	if !slices.Equal(got, want) {
+		t.Errorf("portals without LUNs = %v, want %v", got, want)
+	}
+	f.st.Nodes["n3"].Health = cluster.HealthAlive
+	addLUN(f.st, 0, 1<<20, "n3", "n3", "n1")
+	addLUN(f.st, 1, 1<<20, "n2", "n2")
+	got = f.rec.portals(strings.ToUpper(testIQN)) // iSCSI names compare case-insensitively
+	want = []target.Portal{{Addr: "127.0.0.12:3260", TPGT: 2}, {Addr: "127.0.0.13:3260", TPGT: 3}}
+	if !slices.Equal(got, want) {
+		t.Errorf("portals = %v, want the owners n2 and n3: %v", got, want)
+	}
+	if got := f.rec.portals("iqn.2026-11.io.hatgt:unknown"); got != nil {
+		t.Errorf("portals of an unknown target = %v, want nil", got)
+	}
+}
+
+func TestIsClusterServe(t *testing.T) {
+	for args, want := range map[string]bool{
+		"--dev":                             false,
+		"--config f":                        false,
+		"--node-id n1 --bind 127.0.0.1":     true,
+		"--bootstrap":                       true,
+		"-join=127.0.0.1:3270":              true,
+		"--data-dir x --iscsi-addr a:1":     false,
+		"--bind=10.0.0.1 --data-dir /tmp/x": true,
+	} {
+		if got := isClusterServe(strings.Fields(args)); got != want {
+			t.Errorf("isClusterServe(%q) = %v, want %v", args, got, want)
+		}
+	}
+}
+
+func TestParseClusterServeFlags(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	f, err := parseClusterServeFlags(strings.Fields("--node-id n1 --bind 127.0.0.11 --bootstrap --api-port 4000"), env(nil), os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.addr(f.ports.iscsi) != "127.0.0.11:3260" || f.addr(f.ports.api) != "127.0.0.11:4000" ||
+		f.addr(f.ports.raft) != "127.0.0.11:3271" || f.addr(f.ports.gossip) != "127.0.0.11:3272" || f.addr(f.ports.repl) != "127.0.0.11:3273" {
+		t.Errorf("addresses: %+v", f.ports)
+	}
+	f, err = parseClusterServeFlags(strings.Fields("--node-id n1 --bind ::1 --join [::1]:3270"), env(map[string]string{
+		"HATGT_TOKEN": "tok\n", "HATGT_GOSSIP_KEY": "MDEyMzQ1Njc4OWFiY2RlZg==",
+	}), os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.token != "tok" || len(f.gossipKey) != 16 || f.addr(f.ports.api) != "[::1]:3270" {
+		t.Errorf("token %q, key %d bytes, api %s", f.token, len(f.gossipKey), f.addr(f.ports.api))
+	}
+	for _, bad := range []string{
+		"--bind 127.0.0.1",            // no node id
+		"--node-id n1",                // no bind
+		"--node-id n1 --bind 0.0.0.0", // wildcard
+		"--node-id n1 --bind 127.0.0.1 --bootstrap --join 127.0.0.2:3270",
+		"--node-id n1 --bind 127.0.0.1 --join nowhere",     // no port
+		"--node-id n1 --bind 127.0.0.1 --api-port 3271",    // same as raft
+		"--node-id n1 --bind 127.0.0.1 --iscsi-port 70000", // out of range
+		"--node-id n1 --bind 127.0.0.1 --gossip-key short", // not a key
+		"--node-id n1 --bind 127.0.0.1 --token-file /nonexistent/x",
+	} {
+		if _, err := parseClusterServeFlags(strings.Fields(bad), env(nil), &strings.Builder{}); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+// TestMain lets the test binary stand in for hatgt while cluster mode is
+// not yet reachable from main (HATGT_TEST_MAIN=1 hatgt.test serve ...).
+func TestMain(m *testing.M) {
+	if os.Getenv("HATGT_TEST_MAIN") == "1" {
+		args := os.Args[1:]
+		if len(args) > 0 && args[0] == "serve" && isClusterServe(args[1:]) {
+			os.Exit(serveClusterCommand(args[1:], os.Stdout, os.Stderr))
+		}
+		if len(args) > 0 && args[0] == "dev" {
+			os.Exit(devClusterCommand(args[1:], os.Stdout, os.Stderr))
+		}
+		os.Exit(run(args, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
