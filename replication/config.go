@@ -98,3 +98,15 @@ func (c Config) clock() Clock {
 	}
 	return c.Clock
 }
+
+// ValidateTimings checks the relation DESIGN.md asks for: a silent mirror
+// must be dropped (AckTimeout) before the ALUA transition timeout runs out
+// for the initiator, and that before the cluster's failure detection
+// declares the owner dead. The cluster calls it with its own timeouts.
+func (c Config) ValidateTimings(aluaTransition, failureDetection time.Duration) error {
+	if !(c.AckTimeout < aluaTransition && aluaTransition < failureDetection) {
+		return fmt.Errorf("%w: want ack timeout %v < ALUA transition timeout %v < failure detection %v",
+			ErrInvalidConfig, c.AckTimeout, aluaTransition, failureDetection)
+	}
+	return nil
+}

@@ -193,3 +193,15 @@ func TestClose(t *testing.T) {
 		t.Fatalf("flush after close: %v", err)
 	}
 }
+
+func TestValidateTimings(t *testing.T) {
+	c := DefaultConfig()
+	if err := c.ValidateTimings(10*time.Second, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range [][2]time.Duration{{5 * time.Second, 15 * time.Second}, {10 * time.Second, 10 * time.Second}, {2 * time.Second, time.Second}} {
+		if err := c.ValidateTimings(tc[0], tc[1]); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%v: %v", tc, err)
+		}
+	}
+}
