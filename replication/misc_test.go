@@ -205,3 +205,40 @@ func TestValidateTimings(t *testing.T) {
 		}
 	}
 }
+
+// The cluster's lease expiry: after Depose nothing is served, not even a
+// read (no stale reads after another node may have taken over).
+func TestDepose(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	v := c.open("a", Config{}, nil)
+	v.Depose(errors.New("lease expired"))
+	if _, err := v.ReadAt(make([]byte, 512), 0); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("read after Depose: %v", err)
+	}
+	if _, err := v.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrNotOwner) || v.ErrorKind(err) != scsi.BackendErrNotReady {
+		t.Fatalf("write after Depose: %v", err)
+	}
+}
+
+// Deposing or closing cuts the mirror connections; the writes in flight
+// fail, and the healthy mirrors are not dropped from the in-sync set.
+func TestDeposeDropsNobody(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b", "c")
+	v := c.open("a", Config{}, nil)
+	c.net.SetDelay("b", 20*time.Millisecond)
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			_, err := v.WriteAt(pattern(uint64(i), 4096), int64(i)*4096)
+			errs <- err
+		}()
+	}
+	waitUntil(t, func() bool { return c.mirrors["c"].Stats(testLUN).Writes >= 1 })
+	v.Depose(errors.New("lease expired"))
+	for range 4 {
+		<-errs // acknowledged or refused, both fine
+	}
+	if got := c.view().InSync; len(got) != 3 {
+		t.Fatalf("in-sync set %v after Depose, want all three", got)
+	}
+}

@@ -292,6 +292,17 @@ func (v *Volume) onView(view View) {
 	}
 }
 
+// Depose makes the volume stop serving for good: every later call answers
+// an error matching ErrNotOwner (ALUA transitioning). The cluster calls it
+// when this node's ownership lease runs out without a quorum (invariant
+// 5), before anyone else may take the LUN over.
+func (v *Volume) Depose(reason error) {
+	if reason == nil {
+		reason = errors.New("deposed by the cluster")
+	}
+	v.depose(reason)
+}
+
 // depose stops serving for good: every later call answers ErrNotOwner.
 func (v *Volume) depose(err error) {
 	v.mu.Lock()
@@ -387,6 +398,14 @@ func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64) *episode {
 	if conn != nil && p.conn == conn {
 		p.conn.Close()
 		p.conn = nil
+	}
+	if err := v.servingLocked(); err != nil && v.opened {
+		// Deposed or closed: the connections were cut on purpose, and
+		// nothing is acknowledged any more, so nothing is dropped.
+		ep := newEpisode()
+		ep.err = err
+		close(ep.done)
+		return ep
 	}
 	switch p.state {
 	case peerInSync, peerJoining:
