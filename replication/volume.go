@@ -395,6 +395,11 @@ func (v *Volume) send(conn Conn, msgs []*Message) <-chan sendResult {
 // reached). It returns the episode a write that the copy missed must wait
 // for before it is acknowledged (nil when none). Callers hold v.mu.
 func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64) *episode {
+	// A failure reported by an earlier connection (its requests can
+	// finish late) says nothing about the current one. The write it
+	// belongs to still marks the copy's map; only a copy in sync must
+	// be dropped for it (it may have joined without this write).
+	earlier := conn != nil && p.conn != conn
 	if conn != nil && p.conn == conn {
 		p.conn.Close()
 		p.conn = nil
@@ -421,6 +426,9 @@ func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64) *episode {
 		v.logger.Warn("replication: mirror failed, dropping it from the in-sync set", "peer", string(p.node), "epoch", epoch)
 		go v.runDrop(p, p.drop, epoch, join)
 	case peerResyncing:
+		if earlier {
+			break // the caller marks the region; the resync copies it
+		}
 		p.state = peerOutOfSync
 		if p.unflushed != nil {
 			p.dirty.Merge(p.unflushed)
