@@ -262,3 +262,24 @@ func (v *Volume) Progress(node NodeID) (Progress, bool) {
 	p, ok := v.progress[node]
 	return p, ok
 }
+
+// ResyncAll resyncs every copy that is out of sync and not being resynced,
+// one after another (the cluster's control loop calls it, for example
+// when a node comes back). It returns the errors of those that failed.
+func (v *Volume) ResyncAll(ctx context.Context) error {
+	v.mu.Lock()
+	var todo []NodeID
+	for _, n := range v.order {
+		if p := v.peers[n]; p.state == peerOutOfSync && !p.resyncing {
+			todo = append(todo, n)
+		}
+	}
+	v.mu.Unlock()
+	var errs []error
+	for _, n := range todo {
+		if err := v.Resync(ctx, n); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}

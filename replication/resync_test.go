@@ -348,3 +348,33 @@ func TestFlushFailureMarksUnflushed(t *testing.T) {
 		t.Fatalf("dirty 2:%v 4:%v count %d; want region 4 only (2 was flushed before)", d.IsDirty(2), d.IsDirty(4), d.Count())
 	}
 }
+
+func TestResyncAll(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b", "c", "d")
+	v := c.open("a", Config{}, nil)
+	c.cut("a", "b")
+	c.cut("a", "c")
+	if _, err := v.WriteAt(pattern(1, 200<<10), 100<<10); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.view().InSync; len(got) != 2 {
+		t.Fatalf("in sync %v", got)
+	}
+	c.net.Heal("a", "b")
+	c.net.Heal("a", "c")
+	c.net.Unregister("c") // c's node is still down: dials fail at once
+	if err := v.ResyncAll(context.Background()); err == nil {
+		t.Fatal("ResyncAll reported no error with c down")
+	}
+	if !c.view().IsInSync("b") {
+		t.Fatal("b not resynced by the first ResyncAll")
+	}
+	c.net.Register("c", c.mirrors["c"].Handle)
+	if err := v.ResyncAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.view().InSync; len(got) != 4 {
+		t.Fatalf("in sync %v", got)
+	}
+	c.identical("a", "b", "c", "d")
+}
