@@ -45,12 +45,31 @@
 //     full copy, and rejoins only when identical (Volume.Resync;
 //     TestResyncCopiesExactlyTheDirtyRegions, TestResyncWhileWriting).
 //
+// Besides the epoch, a mirror checks sequence numbers: within an epoch each
+// write or unmap must carry a number above the last it applied and above
+// the floor of the owner's latest hello (the owner's counter when it opened
+// that connection). A request that arrives late on an older connection —
+// one the owner gave up on before resyncing the copy — is refused
+// (StatusOutOfOrder) instead of overwriting newer data. So every
+// Volume.Open needs an epoch of its own (ErrEpochReused otherwise).
+//
 // Invariants 4 (a new owner comes from the in-sync set and bumps the epoch
 // before serving) and 5 (no ownership change without quorum; an owner cut
 // off stops within its lease) are the cluster's: Volume.Open only checks
 // that the committed view names this node as owner and greets the in-sync
-// mirrors with the epoch before serving, which fences the previous owner
-// on every copy the new one will wait for.
+// mirrors with the epoch before serving (and fences Config.LocalMirror,
+// its own copy), which fences the previous owner on every copy the new one
+// will wait for. For invariant 5 the cluster calls Volume.Depose when this
+// node's lease runs out; a deposed volume serves neither reads nor writes
+// and proposes no in-sync changes.
+//
+// # What the cluster provides
+//
+// A Coordinator (see its contract), a Resolver from node to replication
+// address for the TCPTransport, a TCPServer serving each node's
+// Mirror.Handle, Mirror.AddLUN / Mirror.Follow for every copy the node
+// holds, and a control loop that calls Volume.Resync (or ResyncAll) when
+// an out-of-sync copy's node is reachable, and Depose on lease loss.
 //
 // # Dirty-region map
 //
