@@ -1,0 +1,321 @@
+package test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hatgt/hatgt/cluster"
+)
+
+// TestClusterOfThree runs one three-node cluster of real processes through
+// its life: forming, a change made through a follower, discovery and IO
+// through the portals, the leader killed with SIGKILL, a paused follower,
+// and the killed node restarting. The steps share the cluster (starting
+// one costs seconds), so a failed step ends the test.
+func TestClusterOfThree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three hatgt processes; skipped with -short")
+	}
+	c := newTestCluster(t, 3)
+	const iqn = "iqn.2026-11.io.hatgt:cluster-test"
+	steps := []struct {
+		name string
+		fn   func(t *testing.T)
+	}{
+		{"StatusOnEveryNode", func(t *testing.T) { checkStatusEverywhere(t, c) }},
+		{"ChangeThroughFollower", func(t *testing.T) { createThroughFollower(t, c, iqn) }},
+		{"DiscoveryThroughEveryPortal", func(t *testing.T) { discoverEverywhere(t, c, iqn) }},
+		{"OwnerServesIO", func(t *testing.T) { ownerServesIO(t, c, iqn) }},
+		{"PausedFollowerCatchesUp", func(t *testing.T) { pausedFollowerCatchesUp(t, c) }},
+		{"LeaderKilledAndRestarted", func(t *testing.T) { leaderKilledAndRestarted(t, c) }},
+	}
+	for _, s := range steps {
+		// The harness's helpers (waitFor, hatgt, ...) fail c.t: point it
+		// at the step running now.
+		ok := t.Run(s.name, func(t *testing.T) { c.t = t; s.fn(t) })
+		c.t = t
+		if !ok {
+			return
+		}
+	}
+}
+
+// checkStatusEverywhere: "hatgt status --json" on every node shows three
+// voters, one leader that all agree on, and every node alive.
+func checkStatusEverywhere(t *testing.T, c *testCluster) {
+	// Health is recorded by the leader from gossip; give it time to
+	// converge, then check each node's own answer through the CLI.
+	c.waitFor("every node alive in every node's view", 30*time.Second, func() (bool, string) {
+		for _, p := range c.nodes {
+			st, err := p.status()
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, ns := range st.Nodes {
+				if !ns.Alive || ns.Health != cluster.HealthAlive {
+					return false, fmt.Sprintf("%s sees %s alive=%v health=%q", p.id, ns.ID, ns.Alive, ns.Health)
+				}
+			}
+		}
+		return true, ""
+	})
+	leaders := map[string]bool{}
+	for _, p := range c.nodes {
+		st := p.statusJSON()
+		if st.Node != p.id {
+			t.Errorf("status via %s names node %q", p.id, st.Node)
+		}
+		if got := voters(st); got != 3 || len(st.Nodes) != 3 {
+			t.Errorf("%s: %d nodes, %d voters; want 3 and 3", p.id, len(st.Nodes), got)
+		}
+		roles := 0
+		for _, ns := range st.Nodes {
+			if ns.RaftRole == "leader" {
+				roles++
+				if ns.ID != st.Leader {
+					t.Errorf("%s: node %s has role leader but the leader is %q", p.id, ns.ID, st.Leader)
+				}
+			}
+			if !ns.Alive || ns.Health != cluster.HealthAlive {
+				t.Errorf("%s: node %s alive=%v health=%q", p.id, ns.ID, ns.Alive, ns.Health)
+			}
+			want := c.node(ns.ID)
+			if ns.ISCSIPortal != want.portal() || ns.APIAddr != want.api() {
+				t.Errorf("%s: node %s portal %s api %s, want %s and %s", p.id, ns.ID, ns.ISCSIPortal, ns.APIAddr, want.portal(), want.api())
+			}
+		}
+		if roles != 1 {
+			t.Errorf("%s: %d nodes with role leader, want 1", p.id, roles)
+		}
+		leaders[st.Leader] = true
+	}
+	if len(leaders) != 1 {
+		t.Errorf("nodes disagree on the leader: %v", leaders)
+	}
+}
+
+// createThroughFollower: a target and a LUN created through a follower
+// appear, with the same owner, in every node's state.
+func createThroughFollower(t *testing.T, c *testCluster, iqn string) {
+	f := c.followers()[0]
+	f.hatgt("target", "create", iqn, "--alias", "cluster test")
+	f.hatgt("lun", "create", iqn, "--lun", "0", "--size", "64M")
+	owner := ""
+	c.waitFor("the target and LUN on every node", 30*time.Second, func() (bool, string) {
+		owner = ""
+		for _, p := range c.nodes {
+			st, err := p.status()
+			if err != nil {
+				return false, err.Error()
+			}
+			l := findLUN(st, iqn, 0)
+			if l == nil {
+				return false, fmt.Sprintf("%s has no %s LUN 0", p.id, iqn)
+			}
+			if owner != "" && l.Owner != owner {
+				return false, fmt.Sprintf("owners differ: %s vs %s", l.Owner, owner)
+			}
+			owner = l.Owner
+			if l.Size != 64<<20 {
+				t.Errorf("%s: LUN size %d, want 64 MiB", p.id, l.Size)
+			}
+		}
+		return true, ""
+	})
+	// The owner created the backing file in its data dir.
+	o := c.node(owner)
+	p := cluster.DefaultBackingPath(o.dataDir, iqn, 0)
+	c.waitFor("the owner's backing file", 10*time.Second, func() (bool, string) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.Size() == 64<<20, fmt.Sprintf("%s is %d bytes", p, st.Size())
+	})
+}
+
+func findLUN(st cluster.Status, iqn string, n uint64) *cluster.LUN {
+	for _, ts := range st.Targets {
+		if ts.IQN == iqn {
+			for i := range ts.LUNs {
+				if ts.LUNs[i].LUN == n {
+					return &ts.LUNs[i]
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func ownerOf(t *testing.T, c *testCluster, iqn string) *clusterProc {
+	t.Helper()
+	st, err := c.leader().status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := findLUN(st, iqn, 0)
+	if l == nil {
+		t.Fatalf("no %s LUN 0 in the leader's state", iqn)
+	}
+	return c.node(l.Owner)
+}
+
+// discoverEverywhere: SendTargets through any node's portal lists the
+// target at the owner's portal, and iscsi-ls (which logs in there) sees
+// the LUN.
+func discoverEverywhere(t *testing.T, c *testCluster, iqn string) {
+	needTools(t, "iscsi-ls")
+	owner := ownerOf(t, c, iqn)
+	for _, p := range c.nodes {
+		var out string
+		// The target appears on a node when its reconciler ran; poll.
+		c.waitFor("iscsi-ls through "+p.id, 20*time.Second, func() (bool, string) {
+			var err error
+			out, err = tool("iscsi-ls", "-s", "iscsi://"+p.portal())
+			return err == nil && strings.Contains(out, "Target:"+iqn), fmt.Sprintf("%v: %s", err, out)
+		})
+		if !strings.Contains(out, "Portal:"+owner.portal()+",") {
+			t.Errorf("iscsi-ls through %s does not list the owner %s's portal %s:\n%s", p.id, owner.id, owner.portal(), out)
+		}
+		for _, o := range c.nodes {
+			if o != owner && strings.Contains(out, "Portal:"+o.portal()+",") {
+				t.Errorf("iscsi-ls through %s lists %s, which does not serve the LUN:\n%s", p.id, o.id, out)
+			}
+		}
+		if !strings.Contains(out, "Lun:0") {
+			t.Errorf("iscsi-ls through %s shows no LUN 0:\n%s", p.id, out)
+		}
+	}
+}
+
+// ownerServesIO: qemu-img writes an image to the LUN through the owner's
+// portal and reads it back identical.
+func ownerServesIO(t *testing.T, c *testCluster, iqn string) {
+	needTools(t, "qemu-img")
+	owner := ownerOf(t, c, iqn)
+	src := filepath.Join(t.TempDir(), "src.img")
+	data := make([]byte, 64<<20)
+	rand.Read(data[:4<<20]) // random head, zero tail: the whole LUN is compared
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("iscsi://%s/%s/0", owner.portal(), iqn)
+	runTool(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, url)
+	back := filepath.Join(t.TempDir(), "back.img")
+	runTool(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", url, back)
+	got, err := os.ReadFile(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes differing from the %d written through %s", len(got), len(data), owner.id)
+	}
+}
+
+// pausedFollowerCatchesUp: a follower stopped with SIGSTOP misses a
+// change; after SIGCONT it has it.
+func pausedFollowerCatchesUp(t *testing.T, c *testCluster) {
+	f := c.followers()[0]
+	f.pause()
+	paused := true
+	defer func() {
+		if paused {
+			f.resume()
+		}
+	}()
+	const iqn = "iqn.2026-11.io.hatgt:while-paused"
+	c.leader().hatgt("target", "create", iqn)
+	f.resume()
+	paused = false
+	c.waitFor(f.id+" has the change made while it was paused", 30*time.Second, func() (bool, string) {
+		st, err := f.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, ts := range st.Targets {
+			if ts.IQN == iqn {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("applied index %d, no %s", st.Applied, iqn)
+	})
+}
+
+// leaderKilledAndRestarted: SIGKILL the leader; the survivors elect a new
+// one (the time is logged, not asserted), take a change, and the killed
+// node, restarted, catches up with it.
+func leaderKilledAndRestarted(t *testing.T, c *testCluster) {
+	old := c.leader()
+	old.kill9()
+	killed := time.Now()
+	var survivors []*clusterProc
+	for _, p := range c.nodes {
+		if p != old {
+			survivors = append(survivors, p)
+		}
+	}
+	newLeader := ""
+	c.waitFor("a new leader among the survivors", 30*time.Second, func() (bool, string) {
+		for _, p := range survivors {
+			st, err := p.status()
+			if err != nil {
+				return false, err.Error()
+			}
+			if st.Leader == "" || st.Leader == old.id {
+				return false, fmt.Sprintf("%s sees leader %q", p.id, st.Leader)
+			}
+			newLeader = st.Leader
+		}
+		return true, ""
+	})
+	t.Logf("new leader %s elected %v after SIGKILL of leader %s", newLeader, time.Since(killed).Round(time.Millisecond), old.id)
+
+	const iqn = "iqn.2026-11.io.hatgt:after-failover"
+	var via *clusterProc
+	for _, p := range survivors {
+		if p.id != newLeader {
+			via = p // a follower, so the change is forwarded
+		}
+	}
+	start := time.Now()
+	via.hatgt("target", "create", iqn)
+	t.Logf("change through survivor %s committed %v after the new leader was seen", via.id, time.Since(start).Round(time.Millisecond))
+
+	old.start()
+	c.waitFor(old.id+" back, caught up and alive", 60*time.Second, func() (bool, string) {
+		st, err := old.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		if st.Leader == "" || voters(st) != 3 {
+			return false, fmt.Sprintf("leader %q, %d voters", st.Leader, voters(st))
+		}
+		if !slices.ContainsFunc(st.Targets, func(ts cluster.TargetStatus) bool { return ts.IQN == iqn }) {
+			return false, fmt.Sprintf("applied %d, no %s yet", st.Applied, iqn)
+		}
+		lst, err := c.node(newLeader).status()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, ns := range lst.Nodes {
+			if ns.ID == old.id && (!ns.Alive || ns.Health != cluster.HealthAlive) {
+				return false, fmt.Sprintf("leader sees %s alive=%v health=%q", old.id, ns.Alive, ns.Health)
+			}
+		}
+		return true, ""
+	})
+	// Its iSCSI side converged too: it serves the new target (discovery
+	// through its own portal lists it).
+	needTools(t, "iscsi-ls")
+	c.waitFor(old.id+" lists the new target", 20*time.Second, func() (bool, string) {
+		out, err := tool("iscsi-ls", "iscsi://"+old.portal())
+		return err == nil && strings.Contains(out, "Target:"+iqn), fmt.Sprintf("%v: %s", err, out)
+	})
+}
