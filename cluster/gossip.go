@@ -43,7 +43,7 @@ func (n *Node) startGossip(tr memberlist.Transport) error {
 	mc.Events = gossipEvents{n}
 	mc.Ping = gossipPing{n}
 	mc.Logger = nil
-	mc.LogOutput = n.log.Named("memberlist").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
+	mc.LogOutput = n.log.Named("memberlist").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true, InferLevelsWithTimestamp: true})
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("cluster: start memberlist: %w", err)
