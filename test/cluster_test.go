@@ -33,6 +33,7 @@ func TestClusterOfThree(t *testing.T) {
 		{"ChangeThroughFollower", func(t *testing.T) { createThroughFollower(t, c, iqn) }},
 		{"DiscoveryThroughEveryPortal", func(t *testing.T) { discoverEverywhere(t, c, iqn) }},
 		{"OwnerServesIO", func(t *testing.T) { ownerServesIO(t, c, iqn) }},
+		{"ACLAndCHAPReachTheOwner", func(t *testing.T) { aclAndCHAP(t, c, iqn) }},
 		{"PausedFollowerCatchesUp", func(t *testing.T) { pausedFollowerCatchesUp(t, c) }},
 		{"LeaderKilledAndRestarted", func(t *testing.T) { leaderKilledAndRestarted(t, c) }},
 	}
@@ -217,6 +218,55 @@ func ownerServesIO(t *testing.T, c *testCluster, iqn string) {
 	if !bytes.Equal(got, data) {
 		t.Fatalf("read back %d bytes differing from the %d written through %s", len(got), len(data), owner.id)
 	}
+}
+
+// aclAndCHAP: an ACL and CHAP credentials set through a follower are
+// enforced by the owner's portal, and lifted again when cleared.
+func aclAndCHAP(t *testing.T, c *testCluster, iqn string) {
+	needTools(t, "iscsi-ls", "iscsi-inq")
+	owner := ownerOf(t, c, iqn)
+	f := c.followers()[0]
+	const allowed, other = "iqn.2026-11.io.hatgt:allowed", "iqn.2026-11.io.hatgt:other"
+	sees := func(initiator, cred string) bool {
+		out, _ := tool("iscsi-ls", "-s", "-i", initiator, "iscsi://"+cred+owner.portal())
+		return strings.Contains(out, "Target:"+iqn) && strings.Contains(out, "Lun:0")
+	}
+	f.hatgt("acl", "add", iqn, allowed)
+	c.waitFor("the ACL enforced by "+owner.id, 20*time.Second, func() (bool, string) {
+		return !sees(other, ""), other + " still sees the LUN"
+	})
+	if !sees(allowed, "") {
+		t.Errorf("%s, in the ACL, does not see the LUN through %s", allowed, owner.id)
+	}
+	f.hatgt("acl", "remove", iqn, allowed)
+	c.waitFor("the ACL lifted on "+owner.id, 20*time.Second, func() (bool, string) {
+		return sees(other, ""), other + " does not see the LUN"
+	})
+
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("cluster-chap-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.hatgt("chap", "set", iqn, "--user", "alice", "--secret-file", secret)
+	// iscsi-inq logs in to the target directly (iscsi-ls with credentials
+	// trips over the discovery login: see the report of issue 3).
+	inq := func(cred string) bool {
+		out, err := tool("iscsi-inq", fmt.Sprintf("iscsi://%s%s/%s/0", cred, owner.portal(), iqn))
+		return err == nil && strings.Contains(out, "DIRECT_ACCESS")
+	}
+	c.waitFor("CHAP required by "+owner.id, 20*time.Second, func() (bool, string) {
+		return !inq(""), "an initiator without credentials still logs in"
+	})
+	if !inq("alice%cluster-chap-secret@") {
+		t.Errorf("the CHAP user cannot log in through %s", owner.id)
+	}
+	if inq("alice%wrong-chap-secret@") {
+		t.Errorf("a wrong CHAP secret is accepted by %s", owner.id)
+	}
+	f.hatgt("chap", "clear", iqn)
+	c.waitFor("CHAP cleared on "+owner.id, 20*time.Second, func() (bool, string) {
+		return inq(""), "an initiator without credentials cannot log in"
+	})
 }
 
 // pausedFollowerCatchesUp: a follower stopped with SIGSTOP misses a
