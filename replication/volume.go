@@ -527,6 +527,36 @@ func (v *Volume) write(kind MsgType, p []byte, off, length int64, fua bool) (int
 	held := v.ranges.lock(off, length)
 	defer v.ranges.unlock(held)
 
+	n, localErr, err := v.replicate(kind, p, off, length, fua, true)
+	if err != nil {
+		return 0, err
+	}
+	if localErr != nil {
+		// The mirrors may hold what the owner's copy could not take:
+		// send them the owner's content of the range back, so the
+		// copies agree again (on the old data, as the initiator was
+		// told the write failed).
+		buf := make([]byte, length)
+		if _, rerr := v.store.ReadAt(buf, off); rerr != nil {
+			v.depose(fmt.Errorf("owner's copy failed a write and a read at %d: %w", off, rerr))
+		} else if _, _, err := v.replicate(MsgWrite, buf, off, length, true, false); err != nil {
+			return 0, err
+		}
+		return n, localErr
+	}
+	v.writes.Add(1)
+	if kind == MsgUnmap {
+		return 0, nil
+	}
+	return len(p), nil
+}
+
+// replicate sends one write or unmap to every copy that takes writes and,
+// if local, applies it to the owner's store meanwhile. It returns the local
+// result and, separately, the error that forbids acknowledging (a peer
+// failure whose drop did not commit, a stale epoch). Callers hold the
+// range lock.
+func (v *Volume) replicate(kind MsgType, p []byte, off, length int64, fua, local bool) (n int, localErr, err error) {
 	var flags uint8
 	if fua {
 		flags = FlagFUA
@@ -534,7 +564,7 @@ func (v *Volume) write(kind MsgType, p []byte, off, length int64, fua bool) (int
 	v.mu.Lock()
 	if err := v.servingLocked(); err != nil {
 		v.mu.Unlock()
-		return 0, err
+		return 0, nil, err
 	}
 	epoch := v.epoch
 	var msgs []*Message
@@ -574,9 +604,8 @@ func (v *Volume) write(kind MsgType, p []byte, off, length int64, fua bool) (int
 	}
 	v.mu.Unlock()
 
-	var localErr error
-	var n int
 	switch {
+	case !local:
 	case kind == MsgUnmap:
 		localErr = unmapStore(v.store, off, length)
 		if localErr == nil && fua {
@@ -624,17 +653,10 @@ func (v *Volume) write(kind MsgType, p []byte, off, length int64, fua bool) (int
 		}
 	}
 	if failed != nil {
-		return 0, failed
+		return 0, nil, failed
 	}
-	if localErr != nil {
-		return n, localErr
-	}
-	v.writes.Add(1)
 	v.replicatedBytes.Add(uint64(length) * uint64(len(sends)))
-	if kind == MsgUnmap {
-		return 0, nil
-	}
-	return len(p), nil
+	return n, localErr, nil
 }
 
 // Flush makes every acknowledged write durable on every in-sync copy

@@ -468,3 +468,23 @@ func TestOpenRefusesReusedEpoch(t *testing.T) {
 	}
 	c.identical("a", "b")
 }
+
+// The owner's own copy fails a write the mirrors took: the mirrors get the
+// owner's content back, so the copies still agree, and the initiator gets
+// the local error.
+func TestLocalWriteFailureKeepsCopiesEqual(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b", "c")
+	v := c.open("a", Config{}, nil)
+	if _, err := v.WriteAt(pattern(1, 8192), 4096); err != nil {
+		t.Fatal(err)
+	}
+	c.stores["a"].SetReadOnly(true)
+	_, err := v.WriteAt(pattern(2, 8192), 4096)
+	if err == nil || v.ErrorKind(err) != scsi.BackendErrReadOnly {
+		t.Fatalf("write to a read-only owner copy: %v", err)
+	}
+	c.identical("a", "b", "c")
+	if got := c.view().InSync; len(got) != 3 {
+		t.Fatalf("in sync %v", got)
+	}
+}
