@@ -536,11 +536,17 @@ func (v *Volume) write(kind MsgType, p []byte, off, length int64, fua bool) (int
 		// send them the owner's content of the range back, so the
 		// copies agree again (on the old data, as the initiator was
 		// told the write failed).
-		buf := make([]byte, length)
-		if _, rerr := v.store.ReadAt(buf, off); rerr != nil {
-			v.depose(fmt.Errorf("owner's copy failed a write and a read at %d: %w", off, rerr))
-		} else if _, _, err := v.replicate(MsgWrite, buf, off, length, true, false); err != nil {
-			return 0, err
+		// In pieces: an unmap can span the whole volume.
+		buf := make([]byte, min(length, v.cfg.RegionSize))
+		for pos := off; pos < off+length; pos += int64(len(buf)) {
+			chunk := buf[:min(int64(len(buf)), off+length-pos)]
+			if _, rerr := v.store.ReadAt(chunk, pos); rerr != nil {
+				v.depose(fmt.Errorf("owner's copy failed a write and a read at %d: %w", pos, rerr))
+				break
+			}
+			if _, _, err := v.replicate(MsgWrite, chunk, pos, int64(len(chunk)), true, false); err != nil {
+				return 0, err
+			}
 		}
 		return n, localErr
 	}
