@@ -24,3 +24,27 @@ func TestReadCapacity16PhysicalBlock(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockLimitsGranularityMatchesPhysicalBlock checks that the Block
+// Limits VPD page's OPTIMAL TRANSFER LENGTH GRANULARITY and OPTIMAL UNMAP
+// GRANULARITY equal the physical block READ CAPACITY(16) reports.
+func TestBlockLimitsGranularityMatchesPhysicalBlock(t *testing.T) {
+	for _, tc := range []struct {
+		bs   uint32
+		want uint32
+	}{{512, 8}, {4096, 1}} {
+		d, _, _ := testDevice(t, 64, LUConfig{BlockSize: tc.bs, Thin: true})
+		n := testNexus(0)
+		clearUA(d, n)
+		r := run(d, n, []byte{0x12, 0x01, 0xb0, 0, 0xff, 0}, nil, 255)
+		if r.Status != StatusGood || len(r.Data) < 32 {
+			t.Fatalf("block size %d: VPD B0 status %v, %d bytes", tc.bs, r.Status, len(r.Data))
+		}
+		if got := uint32(r.Data[6])<<8 | uint32(r.Data[7]); got != tc.want {
+			t.Errorf("block size %d: transfer granularity %d, want %d", tc.bs, got, tc.want)
+		}
+		if got := uint32(r.Data[28])<<24 | uint32(r.Data[29])<<16 | uint32(r.Data[30])<<8 | uint32(r.Data[31]); got != tc.want {
+			t.Errorf("block size %d: unmap granularity %d, want %d", tc.bs, got, tc.want)
+		}
+	}
+}

@@ -125,7 +125,10 @@ func (lu *LU) blockLimits() []byte {
 	b := make([]byte, 0x3c)
 	b[0] = 0x01 // WSNZ: WRITE SAME with 0 blocks is not supported
 	b[1] = maxCompareAndWriteLength
-	put16(b[2:], 1)
+	// OPTIMAL TRANSFER LENGTH GRANULARITY is the physical block, as READ
+	// CAPACITY(16) reports it (Linux ignores a granularity that is not a
+	// multiple of the physical block, with a warning).
+	put16(b[2:], uint16(1)<<lu.physicalExponent())
 	put32(b[4:], uint32(lu.maxTransferBlocks()))
 	put32(b[8:], uint32((1<<20)>>lu.shift)) // OPTIMAL TRANSFER LENGTH: 1 MiB
 	put32(b[12:], uint32(lu.maxTransferBlocks()))
@@ -138,7 +141,9 @@ func (lu *LU) blockLimits() []byte {
 		}
 		put32(b[16:], unmap)
 		put32(b[20:], maxUnmapDescriptorCount)
-		put32(b[24:], 1) // OPTIMAL UNMAP GRANULARITY
+		// OPTIMAL UNMAP GRANULARITY: a hole smaller than the 4 KiB
+		// physical block frees nothing in the file below.
+		put32(b[24:], uint32(1)<<lu.physicalExponent())
 	}
 	put64(b[32:], maxWriteSameLength)
 	put32(b[40:], maxAtomicTransferLength)
