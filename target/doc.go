@@ -15,7 +15,8 @@
 //   - cmdsn.go: the CmdSN window of a session.
 //   - scsicmd.go, dataout.go, datain.go: a SCSI task from command to
 //     response: immediate, unsolicited and R2T-solicited data, Data-In
-//     splitting, residuals.
+//     splitting, residuals. datapath.go reads Data-Out payloads straight
+//     into their task's buffer.
 //   - tmf.go, nop.go, textreq.go, logout.go, reject.go, lun.go: the other
 //     full feature phase PDUs.
 //   - pdu.go, login*.go, negotiate*.go, text.go, sendtargets.go: codec and
