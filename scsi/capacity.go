@@ -33,9 +33,8 @@ func cmdReadCapacity10(t *task) error {
 }
 
 // cmdReadCapacity16 is READ CAPACITY (16) (SBC-3 5.16): no protection,
-// LBPME/LBPRZ when thin. A 512-byte LU reports 4096-byte physical blocks
-// (LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 3): files and block devices
-// below us are 4 KiB-granular, and initiators align their I/O to it.
+// LBPME/LBPRZ when thin, and the physical block size of the LU as LOGICAL
+// BLOCKS PER PHYSICAL BLOCK EXPONENT.
 func cmdReadCapacity16(t *task) error {
 	lu := t.lu
 	b := make([]byte, 32)
@@ -53,11 +52,11 @@ func cmdReadCapacity16(t *task) error {
 	return nil
 }
 
-// physicalExponent is log2(physical block size / logical block size); the
-// physical block size is 4096 bytes.
+// physicalExponent is log2(physical block size / logical block size).
 func (lu *LU) physicalExponent() byte {
-	if lu.cfg.BlockSize >= 4096 {
-		return 0
+	var e byte
+	for p := lu.cfg.PhysicalBlockSize; p > lu.cfg.BlockSize; p >>= 1 {
+		e++
 	}
-	return byte(12 - lu.shift)
+	return e
 }

@@ -3,14 +3,14 @@ package scsi
 import "testing"
 
 // TestReadCapacity16PhysicalBlock checks LOGICAL BLOCKS PER PHYSICAL BLOCK
-// EXPONENT: 3 (4096-byte physical blocks) on a 512-byte LU, 0 on a
-// 4096-byte LU.
+// EXPONENT: 0 by default, 3 for a 512-byte LU with 4096-byte physical
+// blocks (512e).
 func TestReadCapacity16PhysicalBlock(t *testing.T) {
 	for _, tc := range []struct {
-		bs   uint32
-		want byte
-	}{{512, 3}, {4096, 0}} {
-		d, _, _ := testDevice(t, 64, LUConfig{BlockSize: tc.bs})
+		bs, pbs uint32
+		want    byte
+	}{{512, 0, 0}, {512, 4096, 3}, {512, 1024, 1}, {4096, 0, 0}, {4096, 4096, 0}} {
+		d, _, _ := testDevice(t, 64, LUConfig{BlockSize: tc.bs, PhysicalBlockSize: tc.pbs})
 		n := testNexus(0)
 		clearUA(d, n)
 		cdb := make([]byte, 16)
@@ -30,10 +30,10 @@ func TestReadCapacity16PhysicalBlock(t *testing.T) {
 // GRANULARITY equal the physical block READ CAPACITY(16) reports.
 func TestBlockLimitsGranularityMatchesPhysicalBlock(t *testing.T) {
 	for _, tc := range []struct {
-		bs   uint32
-		want uint32
-	}{{512, 8}, {4096, 1}} {
-		d, _, _ := testDevice(t, 64, LUConfig{BlockSize: tc.bs, Thin: true})
+		bs, pbs uint32
+		want    uint32
+	}{{512, 4096, 8}, {512, 0, 1}, {4096, 0, 1}} {
+		d, _, _ := testDevice(t, 64, LUConfig{BlockSize: tc.bs, PhysicalBlockSize: tc.pbs, Thin: true})
 		n := testNexus(0)
 		clearUA(d, n)
 		r := run(d, n, []byte{0x12, 0x01, 0xb0, 0, 0xff, 0}, nil, 255)
@@ -45,6 +45,14 @@ func TestBlockLimitsGranularityMatchesPhysicalBlock(t *testing.T) {
 		}
 		if got := uint32(r.Data[28])<<24 | uint32(r.Data[29])<<16 | uint32(r.Data[30])<<8 | uint32(r.Data[31]); got != tc.want {
 			t.Errorf("block size %d: unmap granularity %d, want %d", tc.bs, got, tc.want)
+		}
+	}
+}
+
+func TestPhysicalBlockSizeValidation(t *testing.T) {
+	for _, c := range []LUConfig{{BlockSize: 512, PhysicalBlockSize: 256}, {BlockSize: 512, PhysicalBlockSize: 3000}, {BlockSize: 4096, PhysicalBlockSize: 8192}} {
+		if _, err := NewLU(newMemBackend(1<<20), c); err == nil {
+			t.Errorf("%+v accepted", c)
 		}
 	}
 }

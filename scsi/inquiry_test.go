@@ -122,7 +122,8 @@ func TestVPDPages(t *testing.T) {
 
 	r = inquiry(d, n, true, 0xb0, 255)
 	bl := r.Data
-	if be16(bl[2:]) != 0x3c || bl[4]&1 == 0 || be32(bl[8:]) != maxTransferBytes/512 {
+	// WSNZ clear: WRITE SAME of 0 blocks means "to the end of the LU".
+	if be16(bl[2:]) != 0x3c || bl[4]&1 != 0 || be32(bl[8:]) != maxTransferBytes/512 {
 		t.Fatalf("block limits %x", bl[:16])
 	}
 	if mu := be32(bl[20:]); mu == 0 || mu > 1<<20 || be32(bl[24:]) == 0 {

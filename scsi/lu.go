@@ -10,6 +10,13 @@ import (
 type LUConfig struct {
 	// BlockSize is the logical block size: 512 or 4096.
 	BlockSize uint32
+	// PhysicalBlockSize is reported in READ CAPACITY(16) and drives the
+	// Block Limits granularities: 0 means BlockSize; 4096 on a 512-byte
+	// LU tells initiators to align to the 4 KiB blocks of the file or
+	// device below (512e). libiscsi 1.19's GetLBAStatus.UnmapSingle
+	// assumes one logical block per physical block, so the default keeps
+	// them equal.
+	PhysicalBlockSize uint32
 	// ReadOnly makes every medium-modifying command fail with DATA
 	// PROTECT, WRITE PROTECTED.
 	ReadOnly bool
@@ -68,6 +75,9 @@ func (c *LUConfig) setDefaults() {
 func (c *LUConfig) Validate() error {
 	if c.BlockSize != 512 && c.BlockSize != 4096 {
 		return errors.New("scsi: block size must be 512 or 4096")
+	}
+	if p := c.PhysicalBlockSize; p != 0 && (p < c.BlockSize || p > 4096 || p&(p-1) != 0) {
+		return errors.New("scsi: physical block size must be a power of two from the block size to 4096")
 	}
 	return nil
 }

@@ -4,7 +4,7 @@ import "bytes"
 
 // maxTransferBytes bounds one READ/WRITE/VERIFY (MAXIMUM TRANSFER LENGTH
 // in the Block Limits VPD page, in blocks of the LU's size).
-const maxTransferBytes = 8 << 20
+const maxTransferBytes = 32 << 20
 
 // maxTransferBlocks is MAXIMUM TRANSFER LENGTH in logical blocks.
 func (lu *LU) maxTransferBlocks() uint64 { return maxTransferBytes >> lu.shift }

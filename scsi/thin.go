@@ -31,11 +31,18 @@ func thinCommands() []opInfo {
 const (
 	maxUnmapLBACount        = 0x400000 // blocks per UNMAP descriptor range total
 	maxUnmapDescriptorCount = 256
-	maxWriteSameLength      = 0xffff // blocks (as LIO; WRITE SAME (10) cannot say more)
-	// writeSameNonZero is the WSNZ bit of the Block Limits page: a WRITE
-	// SAME with NUMBER OF LOGICAL BLOCKS 0 is refused.
-	writeSameNonZero = true
+	// maxWriteSameBytes bounds the work of one WRITE SAME (MAXIMUM WRITE
+	// SAME LENGTH is this in blocks): 4 GiB, so zeroing a whole small LU
+	// (NUMBER OF LOGICAL BLOCKS 0) is one command, and no command runs
+	// for minutes.
+	maxWriteSameBytes = 4 << 30
+	// writeSameNonZero is the WSNZ bit of the Block Limits page. With it
+	// clear, NUMBER OF LOGICAL BLOCKS 0 means "to the end of the LU".
+	writeSameNonZero = false
 )
+
+// maxWriteSameBlocks is MAXIMUM WRITE SAME LENGTH in logical blocks.
+func (lu *LU) maxWriteSameBlocks() uint64 { return maxWriteSameBytes >> lu.shift }
 
 // writeSameChunk bounds the buffer WRITE SAME and SANITIZE fill with the
 // repeated block: one backend call per chunk.
@@ -226,7 +233,7 @@ func writeSame(t *task, lba, n uint64, nField int) error {
 		}
 		n = lu.blocks - lba
 	}
-	if n > maxWriteSameLength {
+	if n > lu.maxWriteSameBlocks() {
 		return InvalidCDBField(nField, -1)
 	}
 	if err := lu.checkRange(lba, n); err != nil {
@@ -247,23 +254,16 @@ func writeSame(t *task, lba, n uint64, nField int) error {
 	}
 	unlock := lu.lockRange(lba, n)
 	defer unlock()
-	if unmap && allZero(block) {
-		// LBPRZ=1: deallocated blocks read back as this very data.
+	if unmap {
+		// The UNMAP bit deallocates whatever the data (as LIO does and
+		// libiscsi's WriteSame*.UnmapUntilEnd expects); with LBPRZ=1
+		// the blocks then read back as zeros.
 		if err := lu.unmapBlocks(lba, n); err != nil {
 			return err
 		}
 		return lu.settle()
 	}
 	return lu.writeRepeated(block, lba, n)
-}
-
-func allZero(p []byte) bool {
-	for _, b := range p {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // Provisioning status values of an LBA status descriptor.

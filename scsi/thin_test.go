@@ -235,10 +235,11 @@ func TestWriteSame(t *testing.T) {
 	if !bytes.Equal(mb.bytesAt(10*512, 5*512), make([]byte, 5*512)) {
 		t.Fatal("unmapped blocks do not read as zeros")
 	}
-	// UNMAP bit with non-zero data writes the data.
+	// The UNMAP bit deallocates even with non-zero data (LBPRZ: zeros).
+	mb.WriteAt(fill(2*512, 'x'), 20*512)
 	expectGood(t, run(d, n, ws16CDB(0x08, 20, 2), fill(512, 'q'), 0))
-	if !bytes.Equal(mb.bytesAt(20*512, 2*512), fill(2*512, 'q')) {
-		t.Fatal("WRITE SAME UNMAP with data did not write it")
+	if !bytes.Equal(mb.bytesAt(20*512, 2*512), make([]byte, 2*512)) || mb.mapped[20] {
+		t.Fatal("WRITE SAME UNMAP with data did not deallocate")
 	}
 	// NDOB: no Data-Out, zeros.
 	expectGood(t, run(d, n, ws16CDB(0x01, 30, 2), nil, 0))
@@ -262,9 +263,8 @@ func TestWriteSameErrors(t *testing.T) {
 		key  SenseKey
 		asc  ASC
 	}{
-		{"zero blocks (WSNZ)", true, ws16CDB(0, 0, 0), blk, KeyIllegalRequest, ASCInvalidFieldInCDB},
-		{"zero blocks 10", true, ws10CDB(0, 0, 0), blk, KeyIllegalRequest, ASCInvalidFieldInCDB},
-		{"over max length", true, ws16CDB(0, 0, maxWriteSameLength+1), blk, KeyIllegalRequest, ASCInvalidFieldInCDB},
+		{"zero blocks beyond end", true, ws16CDB(0, 65, 0), blk, KeyIllegalRequest, ASCLBAOutOfRange},
+		{"over max length", true, ws16CDB(0, 0, maxWriteSameBytes/512+1), blk, KeyIllegalRequest, ASCInvalidFieldInCDB},
 		{"anchor", true, ws16CDB(0x18, 0, 1), make([]byte, 512), KeyIllegalRequest, ASCInvalidFieldInCDB},
 		{"anchor without unmap", true, ws10CDB(0x10, 0, 1), blk, KeyIllegalRequest, ASCInvalidFieldInCDB},
 		{"unmap on thick LU", false, ws16CDB(0x08, 0, 1), make([]byte, 512), KeyIllegalRequest, ASCInvalidFieldInCDB},
@@ -354,5 +354,19 @@ func TestThin4096(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("descriptor %d = %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+// TestWriteSameZeroBlocksToEnd checks WSNZ=0: NUMBER OF LOGICAL BLOCKS 0
+// writes from the LBA to the end of the LU.
+func TestWriteSameZeroBlocksToEnd(t *testing.T) {
+	d, _, mb, n := readyDevice(t, 64, LUConfig{})
+	mb.WriteAt(fill(64*512, 'x'), 0)
+	expectGood(t, run(d, n, ws10CDB(0, 60, 0), fill(512, 'q'), 0))
+	if !bytes.Equal(mb.bytesAt(60*512, 4*512), fill(4*512, 'q')) {
+		t.Fatal("blocks 60-63 not written")
+	}
+	if !bytes.Equal(mb.bytesAt(0, 60*512), fill(60*512, 'x')) {
+		t.Fatal("blocks before the LBA changed")
 	}
 }

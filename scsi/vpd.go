@@ -123,7 +123,9 @@ func scsiNameString(s string) []byte {
 // blockLimits is the body of the Block Limits VPD page (SBC-3 6.5.3).
 func (lu *LU) blockLimits() []byte {
 	b := make([]byte, 0x3c)
-	b[0] = 0x01 // WSNZ: WRITE SAME with 0 blocks is not supported
+	if writeSameNonZero {
+		b[0] = 0x01 // WSNZ: WRITE SAME with 0 blocks is not supported
+	}
 	b[1] = maxCompareAndWriteLength
 	// OPTIMAL TRANSFER LENGTH GRANULARITY is the physical block, as READ
 	// CAPACITY(16) reports it (Linux ignores a granularity that is not a
@@ -145,7 +147,7 @@ func (lu *LU) blockLimits() []byte {
 		// physical block frees nothing in the file below.
 		put32(b[24:], uint32(1)<<lu.physicalExponent())
 	}
-	put64(b[32:], maxWriteSameLength)
+	put64(b[32:], lu.maxWriteSameBlocks())
 	put32(b[40:], maxAtomicTransferLength)
 	put32(b[44:], atomicAlignment)
 	put32(b[48:], atomicGranularity)
