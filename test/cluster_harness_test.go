@@ -33,19 +33,23 @@ type testCluster struct {
 	bin   string
 	env   []string
 	nodes []*clusterProc
+	net   *netnsNet // nil: nodes on loopback addresses
 }
 
 // clusterProc is one node process; it can be killed, paused and
 // restarted with the same identity and data.
 type clusterProc struct {
 	c       *testCluster
+	idx     int
 	id, ip  string
+	ns      string // its network namespace, if any
 	dataDir string
 	logPath string
 	args    []string
 	cmd     *exec.Cmd
 	done    chan struct{}
 	paused  bool
+	cut     bool // isolated from the network
 }
 
 func (p *clusterProc) api() string { return net.JoinHostPort(p.ip, strconv.Itoa(clusterAPIPort)) }
@@ -53,21 +57,14 @@ func (p *clusterProc) portal() string {
 	return net.JoinHostPort(p.ip, strconv.Itoa(clusterISCSIPort))
 }
 
-// newTestCluster starts n nodes (n1 bootstraps, the others join it) and
-// waits until every node sees n voters and a leader. It skips where the
-// loopback addresses are not usable (not Linux).
+// newTestCluster starts n nodes (n1 bootstraps, the others join it) on
+// loopback addresses and waits until every node sees n voters and a
+// leader. It skips where the loopback addresses are not usable (not
+// Linux).
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("cluster tests need the whole 127.0.0.0/8 on the loopback interface (Linux)")
-	}
-	c := &testCluster{t: t, bin: hatgtBin}
-	if b := os.Getenv("HATGT_CLUSTER_BIN"); b != "" {
-		c.bin = b // another build of hatgt to run the cluster tests against
-	}
-	// TODO(k2): drop once main dispatches cluster-mode serve.
-	if out, _ := exec.Command(c.bin, "serve", "--bind", "127.0.0.1", "--help").CombinedOutput(); !strings.Contains(string(out), "-bootstrap") {
-		t.Skip("this hatgt build has no cluster-mode serve yet")
 	}
 	// A third octet of our own, so that concurrent runs (or a "hatgt dev"
 	// on 127.0.0.11-13) do not collide on the default ports.
@@ -82,9 +79,38 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	if octet < 0 {
 		t.Skip("no free loopback address range for a test cluster")
 	}
+	return startTestCluster(t, n, nil, func(i int) string { return fmt.Sprintf("127.0.%d.%d", octet, 11+i) })
+}
+
+// newNetnsCluster starts n nodes, each in its own network namespace (see
+// netnsNet), so that isolate can cut one off. It skips without root.
+func newNetnsCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	nn := newNetnsNet(t, n)
+	return startTestCluster(t, n, nn, nn.ip)
+}
+
+func startTestCluster(t *testing.T, n int, nn *netnsNet, ipOf func(int) string) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, bin: hatgtBin, net: nn}
+	if nn != nil {
+		// Off loopback the admin API needs a token (and every node the
+		// same one); the CLI commands get it from the environment too.
+		c.env = []string{"HATGT_TOKEN=cluster-test-token-" + nn.tag}
+	}
+	if b := os.Getenv("HATGT_CLUSTER_BIN"); b != "" {
+		c.bin = b // another build of hatgt to run the cluster tests against
+	}
+	// TODO(k2): drop once main dispatches cluster-mode serve.
+	if out, _ := exec.Command(c.bin, "serve", "--bind", "127.0.0.1", "--help").CombinedOutput(); !strings.Contains(string(out), "-bootstrap") {
+		t.Skip("this hatgt build has no cluster-mode serve yet")
+	}
 	root := t.TempDir()
 	for i := range n {
-		p := &clusterProc{c: c, id: fmt.Sprintf("n%d", i+1), ip: fmt.Sprintf("127.0.%d.%d", octet, 11+i)}
+		p := &clusterProc{c: c, idx: i, id: fmt.Sprintf("n%d", i+1), ip: ipOf(i)}
+		if nn != nil {
+			p.ns = nn.ns(i)
+		}
 		p.dataDir = filepath.Join(root, p.id)
 		p.logPath = filepath.Join(root, p.id+".log")
 		p.args = []string{"serve", "--node-id", p.id, "--bind", p.ip, "--data-dir", p.dataDir, "--log-level", "debug"}
@@ -111,6 +137,9 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	}
 	c.waitFor("every node sees all voters and a leader", 60*time.Second, func() (bool, string) {
 		for _, p := range c.nodes {
+			if !p.running() {
+				t.Fatalf("%s exited during start-up: %v", p.id, p.cmd.ProcessState)
+			}
 			st, err := p.status()
 			if err != nil {
 				return false, fmt.Sprintf("%s: %v", p.id, err)
@@ -155,7 +184,7 @@ func (p *clusterProc) start() {
 		p.c.t.Fatal(err)
 	}
 	fmt.Fprintf(logf, "==== start %s %s\n", p.c.bin, strings.Join(p.args, " "))
-	p.cmd = exec.Command(p.c.bin, p.args...)
+	p.cmd = p.command(p.c.bin, p.args...)
 	p.cmd.Env = append(os.Environ(), p.c.env...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
@@ -168,6 +197,28 @@ func (p *clusterProc) start() {
 		logf.Close()
 		close(done)
 	}(p.cmd, p.done)
+}
+
+// command runs name in the node's network namespace, if it has one.
+func (p *clusterProc) command(name string, args ...string) *exec.Cmd {
+	if p.ns == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("ip", append([]string{"netns", "exec", p.ns, name}, args...)...)
+}
+
+// isolate cuts the node off the network (netns clusters only): it runs on
+// but reaches, and is reached by, no one. heal reconnects it.
+func (p *clusterProc) isolate() { p.link(false) }
+func (p *clusterProc) heal()    { p.link(true) }
+
+func (p *clusterProc) link(up bool) {
+	p.c.t.Helper()
+	if p.c.net == nil {
+		p.c.t.Fatal("isolate and heal need a cluster from newNetnsCluster")
+	}
+	p.c.net.setLink(p.idx, up)
+	p.cut = !up
 }
 
 func (p *clusterProc) running() bool {
@@ -243,9 +294,23 @@ func (p *clusterProc) hatgt(args ...string) string {
 }
 
 func (p *clusterProc) tryHatgt(args ...string) (string, error) {
+	return p.runCLI(false, args)
+}
+
+// tryHatgtInside is tryHatgt run inside the node's network namespace: it
+// reaches an isolated node's API.
+func (p *clusterProc) tryHatgtInside(args ...string) (string, error) {
+	return p.runCLI(true, args)
+}
+
+func (p *clusterProc) runCLI(inside bool, args []string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, p.c.bin, args...)
+	name := p.c.bin
+	if inside && p.ns != "" {
+		name, args = "ip", append([]string{"netns", "exec", p.ns, p.c.bin}, args...)
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), p.c.env...)
 	cmd.Env = append(cmd.Env, "HATGT_ADDR="+p.api())
 	out, err := cmd.CombinedOutput()
@@ -275,15 +340,15 @@ func (c *testCluster) node(id string) *clusterProc {
 	return nil
 }
 
-// leader returns the node every running node (not paused) agrees leads,
-// waiting for the agreement.
+// leader returns the node every running node (not paused, not cut off)
+// agrees leads, waiting for the agreement.
 func (c *testCluster) leader() *clusterProc {
 	c.t.Helper()
 	var id string
 	c.waitFor("the running nodes agree on a leader", 30*time.Second, func() (bool, string) {
 		id = ""
 		for _, p := range c.nodes {
-			if !p.running() || p.paused {
+			if !p.running() || p.paused || p.cut {
 				continue
 			}
 			st, err := p.status()
@@ -339,4 +404,88 @@ func voters(st cluster.Status) int {
 		}
 	}
 	return n
+}
+
+// netnsNet isolates each node of a test cluster in its own network
+// namespace, so that a test can cut a node off the network (a partition)
+// rather than only kill or pause it. The nodes' namespaces hang on a
+// bridge in a hub namespace (its own, empty, packet filter: the host's
+// bridge netfilter rules do not apply there); the test process reaches
+// them through one more veth from the host namespace into the bridge.
+// It needs root and iproute2's "ip netns".
+type netnsNet struct {
+	t      *testing.T
+	tag    string // short, unique: part of every interface and namespace name
+	subnet string // "10.231.N", the nodes are .11, .12, ...
+}
+
+func (n *netnsNet) hub() string           { return "hatgt-" + n.tag + "-hub" }
+func (n *netnsNet) ns(i int) string       { return fmt.Sprintf("hatgt-%s-n%d", n.tag, i+1) }
+func (n *netnsNet) hostVeth(i int) string { return fmt.Sprintf("hg%sn%dh", n.tag, i+1) }
+func (n *netnsNet) ip(i int) string       { return fmt.Sprintf("%s.%d", n.subnet, 11+i) }
+
+// newNetnsNet builds the namespaces of n nodes, or skips the test where it
+// cannot (not root, no ip netns).
+func newNetnsNet(t *testing.T, nodes int) *netnsNet {
+	t.Helper()
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		t.Skip("network-namespace tests need Linux and root (ip netns, veth, bridge); skipping")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("network-namespace tests need iproute2's ip (apt-get install iproute2); skipping")
+	}
+	pid := os.Getpid()
+	n := &netnsNet{t: t, tag: fmt.Sprintf("%04x", pid&0xffff), subnet: fmt.Sprintf("10.231.%d", 1+pid%250)}
+	t.Cleanup(n.destroy)
+	if out, err := exec.Command("ip", "netns", "add", n.hub()).CombinedOutput(); err != nil {
+		t.Skipf("cannot create a network namespace (%v: %s); skipping", err, strings.TrimSpace(string(out)))
+	}
+	n.run("ip", "netns", "exec", n.hub(), "ip", "link", "set", "lo", "up")
+	n.run("ip", "netns", "exec", n.hub(), "ip", "link", "add", "br0", "type", "bridge")
+	n.run("ip", "netns", "exec", n.hub(), "ip", "link", "set", "br0", "up")
+	for i := range nodes {
+		n.run("ip", "netns", "add", n.ns(i))
+		n.run("ip", "link", "add", n.hostVeth(i), "type", "veth", "peer", "name", "eth0", "netns", n.ns(i))
+		n.run("ip", "link", "set", n.hostVeth(i), "netns", n.hub())
+		n.run("ip", "netns", "exec", n.hub(), "ip", "link", "set", n.hostVeth(i), "master", "br0", "up")
+		n.run("ip", "netns", "exec", n.ns(i), "ip", "addr", "add", n.ip(i)+"/24", "dev", "eth0")
+		n.run("ip", "netns", "exec", n.ns(i), "ip", "link", "set", "eth0", "up")
+		n.run("ip", "netns", "exec", n.ns(i), "ip", "link", "set", "lo", "up")
+	}
+	root := "hg" + n.tag + "r"
+	n.run("ip", "link", "add", root, "type", "veth", "peer", "name", root+"h", "netns", n.hub())
+	n.run("ip", "netns", "exec", n.hub(), "ip", "link", "set", root+"h", "master", "br0", "up")
+	n.run("ip", "addr", "add", n.subnet+".1/24", "dev", root)
+	n.run("ip", "link", "set", root, "up")
+	return n
+}
+
+func (n *netnsNet) run(args ...string) {
+	n.t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		n.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// destroy removes the namespaces; their veths (and the host's, whose peer
+// is in the hub) go with them.
+func (n *netnsNet) destroy() {
+	exec.Command("ip", "link", "del", "hg"+n.tag+"r").Run()
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "hatgt-"+n.tag+"-") {
+			exec.Command("ip", "netns", "del", f[0]).Run()
+		}
+	}
+}
+
+// setLink brings node i's link to the bridge down (cut off from every
+// other node and from the test) or up again.
+func (n *netnsNet) setLink(i int, up bool) {
+	n.t.Helper()
+	state := "down"
+	if up {
+		state = "up"
+	}
+	n.run("ip", "netns", "exec", n.hub(), "ip", "link", "set", n.hostVeth(i), state)
 }

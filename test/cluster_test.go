@@ -369,3 +369,70 @@ func leaderKilledAndRestarted(t *testing.T, c *testCluster) {
 		return err == nil && strings.Contains(out, "Target:"+iqn), fmt.Sprintf("%v: %s", err, out)
 	})
 }
+
+// TestClusterPartitionedLeader cuts the leader off the network (its own
+// network namespace, link down) while it keeps running: the majority
+// elects a new leader and takes changes; the cut-off node refuses a change
+// with "no cluster leader" (no quorum, no change) and, reconnected, has
+// the majority's change and not its own.
+func TestClusterPartitionedLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three hatgt processes; skipped with -short")
+	}
+	c := newNetnsCluster(t, 3)
+	old := c.leader()
+	old.isolate()
+	cut := time.Now()
+	var majority []*clusterProc
+	for _, p := range c.nodes {
+		if p != old {
+			majority = append(majority, p)
+		}
+	}
+	c.waitFor("a new leader of the majority", 30*time.Second, func() (bool, string) {
+		for _, p := range majority {
+			st, err := p.status()
+			if err != nil {
+				return false, err.Error()
+			}
+			if st.Leader == "" || st.Leader == old.id {
+				return false, fmt.Sprintf("%s sees leader %q", p.id, st.Leader)
+			}
+		}
+		return true, ""
+	})
+	newLeader := c.leader()
+	t.Logf("new leader %s seen %v after cutting leader %s off", newLeader.id, time.Since(cut).Round(time.Millisecond), old.id)
+
+	const lost, kept = "iqn.2026-11.io.hatgt:minority", "iqn.2026-11.io.hatgt:majority"
+	start := time.Now()
+	out, err := old.tryHatgtInside("target", "create", lost)
+	if err == nil {
+		t.Errorf("the cut-off node %s accepted a change:\n%s", old.id, out)
+	} else if !strings.Contains(out, "no cluster leader") {
+		t.Errorf("the cut-off node's refusal does not say there is no leader:\n%s", out)
+	}
+	t.Logf("cut-off node refused the change after %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+	majority[0].hatgt("target", "create", kept)
+
+	old.heal()
+	c.waitFor(old.id+" reconnected and caught up", 60*time.Second, func() (bool, string) {
+		st, err := old.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		if !slices.ContainsFunc(st.Targets, func(ts cluster.TargetStatus) bool { return ts.IQN == kept }) {
+			return false, fmt.Sprintf("leader %q, applied %d, no %s", st.Leader, st.Applied, kept)
+		}
+		return true, ""
+	})
+	for _, p := range c.nodes {
+		st, err := p.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(st.Targets, func(ts cluster.TargetStatus) bool { return ts.IQN == lost }) {
+			t.Errorf("%s has %s, the change the cut-off node refused", p.id, lost)
+		}
+	}
+}
