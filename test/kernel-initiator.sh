@@ -30,7 +30,8 @@
 #      commands, SYNCHRONIZE CACHE, discard (UNMAP) reads back zeros, WRITE
 #      SAME, persistent reservations, LUN/TARGET RESET (only if the guest has
 #      sg_reset; the current one does not), a hatgt crash (SIGKILL) + restart
-#      with the session recovering and the data intact, logout; then mutual CHAP: wrong secret refused, login + I/O,
+#      with the session recovering and the data intact, a graceful stop
+#      (SIGTERM) + start with the same, logout; then mutual CHAP: wrong secret refused, login + I/O,
 #      wrong target secret refused;
 #   4. "multipath" VM (both portals, negotiating CRC32C header+data digests,
 #      MaxRecvDataSegmentLength 16 KiB, InitialR2T=Yes, ImmediateData=No,
@@ -286,6 +287,24 @@ if [ -d /ki/share ] && [ -n "${KI_RESTART:-}" ]; then
   ck session-recovered "iscsiadm -m session -P 1 | grep -E 'State'; iscsiadm -m session -P 1 | grep -q 'iSCSI Session State: LOGGED_IN'"
 fi
 udevadm settle -t 30 2>/dev/null; sync
+# graceful stop: hatgt asks the initiator to log out (Async Message, AsyncEvent 1)
+# and exits; the initiator logs out, reconnects once hatgt is back
+if [ -d /ki/share ] && [ -n "${KI_RESTART:-}" ]; then
+  ki_log "asking the host to stop hatgt with SIGTERM and start it again"
+  : >/ki/share/term-request
+  i=0; while [ ! -e /ki/share/termed ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done
+  ck term-restarted "test -e /ki/share/termed && echo hatgt took \$(cat /ki/share/term-seconds) s to stop"
+  i=0
+  while [ $i -lt 60 ]; do
+    st=$(iscsiadm -m session -P 1 2>&1 | grep -E 'Connection State|Session State' | tr -s '\t\n ' '  ')
+    echo "[$(cut -d' ' -f1 /proc/uptime)] $st"
+    case "$st" in *"Connection State: LOGGED IN"*) break;; esac
+    sleep 2; i=$((i+1))
+  done
+  ck term-session-recovered "iscsiadm -m session -P 1 | grep -q 'iSCSI Connection State: LOGGED IN'"
+  ck term-io-after "dd if=/tmp/pattern of=/dev/$d bs=1M count=8 seek=700 oflag=direct && readback $d 700 8 /tmp/r && head -c 8388608 /tmp/pattern | cmp - /tmp/r"
+fi
+udevadm settle -t 30 2>/dev/null; sync
 ck logout ki_logout_all
 ck no-disk-after-logout "sleep 1; test -z \"\$(ki_iscsi_disks)\""
 # mutual CHAP target (IncomingUser + OutgoingUser in the config)
@@ -362,28 +381,40 @@ EOF
 
 # --- helpers for a VM run ----------------------------------------------------
 # restart watcher: when the guest asks, kill -9 hatgt, restart it, tell the guest
-watch_restart() { # SHARE
-  local share=$1
-  while [ ! -e "$share/restart-request" ]; do
+watch_restart() { # SHARE: serve the guest's requests until killed
+  local share=$1 secs t0
+  while :; do
     if [ -e "$share/stall-request" ]; then # freeze hatgt (a stuck backend): SCSI timeouts, TMFs
-      local secs; secs=$(cat "$share/stall-request"); rm -f "$share/stall-request"
+      secs=$(cat "$share/stall-request"); rm -f "$share/stall-request"
       echo "=== $(date -u +%T) SIGSTOP $HATGT_PID for ${secs:-8} s (requested by guest) ===" >>"$OUT/hatgt.log"
       kill -STOP "$HATGT_PID"; : >"$share/stalled"
       sleep "${secs:-8}"; kill -CONT "$HATGT_PID"
       echo "=== $(date -u +%T) SIGCONT $HATGT_PID ===" >>"$OUT/hatgt.log"
       : >"$share/resumed"
     fi
+    if [ -e "$share/restart-request" ]; then # crash: kill -9, start again
+      rm -f "$share/restart-request"
+      echo "=== $(date -u +%T) kill -9 $HATGT_PID and restart (requested by guest) ===" >>"$OUT/hatgt.log"
+      kill -9 "$HATGT_PID"
+      while kill -0 "$HATGT_PID" 2>/dev/null; do sleep 0.05; done
+      sleep "${KI_RESTART_DELAY:-0}"
+      if start_hatgt; then : >"$share/restarted"; fi
+      # what reaches hatgt afterwards (reconnects of the initiator), for the log
+      for _ in $(seq 20); do
+        { date -u +%T; ss -tnp "( sport = :$P1 or sport = :$P2 )"; } >>"$OUT/ss-after-restart.log" 2>&1
+        sleep 1
+      done
+    fi
+    if [ -e "$share/term-request" ]; then # graceful stop (SIGTERM: Async logout request), start again
+      rm -f "$share/term-request"
+      echo "=== $(date -u +%T) SIGTERM $HATGT_PID and restart (requested by guest) ===" >>"$OUT/hatgt.log"
+      t0=$SECONDS; kill -TERM "$HATGT_PID"
+      while kill -0 "$HATGT_PID" 2>/dev/null; do sleep 0.05; done
+      echo "=== $(date -u +%T) hatgt exited after $((SECONDS - t0)) s ===" >>"$OUT/hatgt.log"
+      echo $((SECONDS - t0)) >"$share/term-seconds"
+      if start_hatgt; then : >"$share/termed"; fi
+    fi
     sleep 0.2
-  done
-  echo "=== $(date -u +%T) kill -9 $HATGT_PID and restart (requested by guest) ===" >>"$OUT/hatgt.log"
-  kill -9 "$HATGT_PID"
-  while kill -0 "$HATGT_PID" 2>/dev/null; do sleep 0.05; done
-  sleep "${KI_RESTART_DELAY:-0}"
-  if start_hatgt; then : >"$share/restarted"; fi
-  # what reaches hatgt afterwards (reconnects of the initiator), for the log
-  for _ in $(seq 60); do
-    { date -u +%T; ss -tnp "( sport = :$P1 or sport = :$P2 )"; } >>"$OUT/ss-after-restart.log" 2>&1
-    sleep 2
   done
 }
 
