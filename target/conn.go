@@ -68,9 +68,10 @@ type conn struct {
 
 	statSN uint32 // writer goroutine only
 
-	active   atomic.Int32 // tasks in progress
-	ffp      atomic.Bool  // in full feature phase
-	lastRecv atomic.Int64 // unix nanoseconds of the last PDU read
+	active   atomic.Int32   // tasks in progress
+	tasksWG  sync.WaitGroup // the same, to wait for
+	ffp      atomic.Bool    // in full feature phase
+	lastRecv atomic.Int64   // unix nanoseconds of the last PDU read
 	nextTTT  atomic.Uint32
 
 	ping struct {
@@ -189,6 +190,10 @@ func (c *conn) fullFeature(statSN uint32) {
 	c.close()
 	c.sess.removeConn(c)
 	<-c.writerEnd
+	// Commands already executing finish (their responses are dropped)
+	// before the connection counts as gone, so that Shutdown never
+	// returns with a command still inside a device.
+	c.tasksWG.Wait()
 }
 
 // login runs the login phase (digests off) and returns the StatSN the

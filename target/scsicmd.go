@@ -164,6 +164,7 @@ func (c *conn) handleSCSICommand(p *PDU) {
 		return
 	}
 	c.active.Add(1)
+	c.tasksWG.Add(1)
 	if !c.order(p, t.deliver) {
 		t.finish()
 		return
@@ -322,5 +323,6 @@ func (t *task) finish() {
 		t.sess.removeTask(t)
 		t.conn.active.Add(-1)
 		close(t.done)
+		t.conn.tasksWG.Done()
 	})
 }
