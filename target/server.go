@@ -56,9 +56,13 @@ type ServerConfig struct {
 	MaxCommandData uint32
 
 	// NopInInterval is how long a connection may stay silent before the
-	// target pings it with a NOP-In (default 5 s; negative disables).
+	// target pings it with a NOP-In (default 10 s; negative disables).
 	// NopInTimeout is how long the target waits for the answer before it
-	// drops the connection (default 15 s).
+	// drops the connection (default 90 s). A long timeout: a dead peer is
+	// also found by TCP, while single-threaded initiators (libiscsi's
+	// synchronous API) answer only between their own commands, and
+	// dropping them sooner turns a pause into a reconnect storm with a
+	// fresh POWER ON unit attention each time.
 	NopInInterval time.Duration
 	NopInTimeout  time.Duration
 	// LoginTimeout bounds the whole login phase (default 30 s).
@@ -91,10 +95,10 @@ func (c *ServerConfig) setDefaults() {
 	def(&c.CmdWindow, 128)
 	def(&c.MaxCommandData, 64<<20)
 	if c.NopInInterval == 0 {
-		c.NopInInterval = 5 * time.Second
+		c.NopInInterval = 10 * time.Second
 	}
 	if c.NopInTimeout == 0 {
-		c.NopInTimeout = 15 * time.Second
+		c.NopInTimeout = 90 * time.Second
 	}
 	if c.LoginTimeout == 0 {
 		c.LoginTimeout = 30 * time.Second
