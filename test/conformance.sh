@@ -11,6 +11,8 @@
 #   HATGT_CU_RO_TESTS     -t list for the read-only run (default: the write-protect
 #                         tests: ALL.ReadOnly and ALL.Write1{0,2,6}.WriteProtect)
 #   HATGT_CU_LOG_DIR      where logs go (default: a temp dir, kept on failure)
+#   HATGT_CU_TIMEOUT      seconds before a hung iscsi-test-cu run is killed and
+#                         counted as incomplete, i.e. failed (default 900)
 set -euo pipefail
 
 root="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
@@ -113,7 +115,12 @@ url="iscsi://$portal/iqn.2026-11.io.hatgt:dev/0"
 echo "conformance: iscsi-test-cu against $url"
 args=(-d -S -v)
 [[ -n "${HATGT_CU_TESTS:-}" ]] && args+=(-t "$HATGT_CU_TESTS")
-stdbuf -o0 -e0 iscsi-test-cu "${args[@]}" "$url" >"$logdir/cu-rw.log" 2>&1 || true
+rc=0
+cu_timeout="${HATGT_CU_TIMEOUT:-900}"
+timeout --kill-after=30 "$cu_timeout" stdbuf -o0 -e0 iscsi-test-cu "${args[@]}" "$url" >"$logdir/cu-rw.log" 2>&1 || rc=$?
+if [[ ${rc:-0} -eq 124 || ${rc:-0} -eq 137 ]]; then
+	echo "conformance: iscsi-test-cu did not finish within ${cu_timeout}s; killed" >&2
+fi
 stop_hatgt || status=1
 summarize "$logdir/cu-rw.log"
 min="${HATGT_CU_MIN_PASSED:-1}"
@@ -137,7 +144,11 @@ EOF
 start_hatgt "$logdir/hatgt-ro" --config "$work/ro.conf"
 url="iscsi://$portal/iqn.2026-11.io.hatgt:ro/0"
 echo "conformance: iscsi-test-cu (write protect) against $url"
-stdbuf -o0 -e0 iscsi-test-cu -d -S -v -t "${HATGT_CU_RO_TESTS:-$ro_tests}" "$url" >"$logdir/cu-ro.log" 2>&1 || true
+rc=0
+timeout --kill-after=30 "$cu_timeout" stdbuf -o0 -e0 iscsi-test-cu -d -S -v -t "${HATGT_CU_RO_TESTS:-$ro_tests}" "$url" >"$logdir/cu-ro.log" 2>&1 || rc=$?
+if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+	echo "conformance: iscsi-test-cu (read-only) did not finish within ${cu_timeout}s; killed" >&2
+fi
 stop_hatgt || status=1
 summarize "$logdir/cu-ro.log"
 if [[ "$failed" -ne 0 ]]; then
