@@ -37,7 +37,8 @@
 #      MaxRecvDataSegmentLength 16 KiB, InitialR2T=Yes, ImmediateData=No,
 #      MaxBurstLength 128 KiB): two paths, scsi_dh_alua attached,
 #      dm-multipath map with hwhandler '1 alua', I/O through the map, one path
-#      offlined while I/O continues, path reinstated;
+#      offlined while I/O continues, path reinstated, hatgt crash + restart
+#      during a read through the map (all paths fail and come back);
 #   5. scans the guest dmesg for the kernel complaining (sense data, conn
 #      errors, timeouts, "unsupported", I/O errors, call traces) and hatgt's
 #      log for ERROR lines; each scan is one check.
@@ -85,7 +86,9 @@ finish() {
 HATGT_PID= WATCH_PID=
 cleanup() {
   [ -n "$WATCH_PID" ] && kill "$WATCH_PID" 2>/dev/null
-  [ -n "$HATGT_PID" ] && kill "$HATGT_PID" 2>/dev/null && wait "$HATGT_PID" 2>/dev/null
+  if [ -n "$HATGT_PID" ] && kill "$HATGT_PID" 2>/dev/null; then
+    for _ in $(seq 350); do kill -0 "$HATGT_PID" 2>/dev/null || break; sleep 0.1; done
+  fi
   # a restarted hatgt's pid is kept in a file by the watcher
   [ -s "$OUT/hatgt.pid" ] && kill "$(cat "$OUT/hatgt.pid")" 2>/dev/null
   true
@@ -142,6 +145,7 @@ EOF
 start_hatgt() { # -> HATGT_PID, waits until both portals listen
   "$OUT/hatgt" serve --config "$OUT/hatgt.conf" --log-level "$LOG_LEVEL" >>"$OUT/hatgt.log" 2>&1 &
   HATGT_PID=$!
+  disown "$HATGT_PID" 2>/dev/null # no "Killed" job message after the crash test
   echo "$HATGT_PID" >"$OUT/hatgt.pid"
   for _ in $(seq 100); do
     if ! port_free "$P1" && ! port_free "$P2"; then return 0; fi
@@ -375,6 +379,19 @@ echo running > /sys/block/$first/device/state
 i=0; while [ $(multipathd show paths | grep -c 'active ready') -lt $n ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
 ck path-reinstated "multipathd show paths; test \$(multipathd show paths | grep -c 'active ready') -eq $n"
 ck mp-read-after-reinstate "dd if=$m of=/tmp/back bs=1M count=16 skip=100 iflag=direct && head -c 16777216 /tmp/pattern | cmp - /tmp/back"
+# hatgt crash + immediate restart under I/O through the map: every path fails
+# at once; iSCSI session recovery (replacement_timeout 5) must bring them back
+# before the I/O gives up, and the data must be intact
+if [ -d /ki/share ] && [ -n "${KI_RESTART:-}" ]; then
+  ki_log "kill -9 + restart of hatgt during a read through $m"
+  (sleep 1; : >/ki/share/restart-request) &
+  ck mp-read-across-crash "dd if=$m of=/tmp/back bs=1M count=64 iflag=direct && cmp /tmp/pattern /tmp/back"
+  wait
+  i=0; while [ ! -e /ki/share/restarted ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+  i=0; while [ $(multipathd show paths | grep -c 'active ready') -lt $n ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
+  ck mp-paths-back-after-crash "multipathd show paths; multipath -ll; test \$(multipathd show paths | grep -c 'active ready') -eq $n"
+  ck mp-write-after-crash "dd if=/tmp/pattern of=$m bs=1M count=16 seek=200 oflag=direct && dd if=$m of=/tmp/back bs=1M count=16 skip=200 iflag=direct && head -c 16777216 /tmp/pattern | cmp - /tmp/back"
+fi
 multipath -F >/dev/null 2>&1; udevadm settle -t 30 2>/dev/null
 ck logout ki_logout_all
 EOF
@@ -423,9 +440,9 @@ scan_dmesg() { # NAME DMESG_FILE
   # expected: the POWER ON UA at first access, resets we asked for, the
   # offline path in the multipath run, the conn error of the hatgt restart
   local benign='Power-on or device reset occurred|fail to add MMCONFIG|Fast TSC calibration failed|Failing path|Reinstating path|rejecting I/O to offline device|Mode Sense:|Write cache:|iommu:|sg_reset|CONFIG_IMA_DISABLE_HTABLE'
-  # smoke kills hatgt once: the connection drops (1020 = ISCSI_ERR_TCP_CONN_CLOSE),
+  # both runs kill hatgt once: the connection drops (1020 = ISCSI_ERR_TCP_CONN_CLOSE),
   # and a reconnect that reaches the relay before hatgt listens again drops too
-  [ "$1" = smoke ] && benign="$benign|detected conn error \\(1020\\)"
+  benign="$benign|detected conn error \\(1020\\)"
   # ... and freezes it for 8 s with a 3 s command timeout: aborts, resets and
   # ping timeouts are expected there (they are listed as "expected" below)
   local stall='timing out command|abort|ping timeout|conn error \(1011\)|device reset|target reset|Device offlined|session recovery'
@@ -451,9 +468,7 @@ run_vm() { # NAME GUEST PORTAL... -> counts checks
   for p in "$@"; do args+=(-p "$p"); done
   cat "$OUT/guest-lib.sh" "$OUT/$guest" >"$OUT/$name-guest.sh"
   local restart=
-  if [ "$name" != multipath ]; then # smoke and custom scripts may ask for a restart
-    restart=1; watch_restart "$share" & WATCH_PID=$!
-  fi
+  restart=1; watch_restart "$share" & WATCH_PID=$! # the guest may ask for a crash/freeze/stop
   echo "--- VM $name: $* (console: $OUT/$name-console.log)"
   local t0=$SECONDS rc=0
   "$KI/run-vm.sh" -q -o "$OUT/$name-console.log" -t "$VM_TIMEOUT" -s "$share" \
