@@ -56,3 +56,20 @@ func TestPhysicalBlockSizeValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnlyReportsBadProtectFieldFirst checks that a WRITE with a
+// non-zero WRPROTECT on a read-only LU is INVALID FIELD IN CDB, not DATA
+// PROTECT, while a well-formed WRITE gets WRITE PROTECTED.
+func TestReadOnlyReportsBadProtectFieldFirst(t *testing.T) {
+	d, _, _ := testDevice(t, 64, LUConfig{ReadOnly: true})
+	n := testNexus(0)
+	clearUA(d, n)
+	bad := []byte{0x2a, 0x20, 0, 0, 0, 0, 0, 0, 1, 0}
+	if key, asc := senseOf(t, run(d, n, bad, make([]byte, 512), 0)); key != KeyIllegalRequest || asc != ASCInvalidFieldInCDB {
+		t.Fatalf("WRPROTECT=1 on read-only LU: %x/%04x", key, asc)
+	}
+	good := []byte{0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0}
+	if key, asc := senseOf(t, run(d, n, good, make([]byte, 512), 0)); key != KeyDataProtect || asc != ASCWriteProtected {
+		t.Fatalf("WRITE on read-only LU: %x/%04x", key, asc)
+	}
+}

@@ -65,9 +65,26 @@ func (lu *LU) gates(t *task) error {
 		return err
 	}
 	if op.flags&opWrite != 0 && lu.writeProtected() {
+		// An invalid protection field is reported before write
+		// protection: the CDB itself is wrong (libiscsi's
+		// Write*.WriteProtect).
+		if protectFieldOpcodes[op.opcode] && t.cdb[1]>>5 != 0 {
+			return InvalidCDBField(1, 7)
+		}
 		return NewSense(KeyDataProtect, ASCWriteProtected)
 	}
 	return nil
+}
+
+// protectFieldOpcodes are the commands whose CDB byte 1 bits 7-5 are a
+// RDPROTECT/WRPROTECT/VRPROTECT field. LUs carry no protection
+// information, so a non-zero value is INVALID FIELD IN CDB.
+var protectFieldOpcodes = map[byte]bool{
+	0x28: true, 0x2a: true, 0x2e: true, 0x2f: true, // READ/WRITE/WRITE AND VERIFY/VERIFY (10)
+	0xa8: true, 0xaa: true, 0xae: true, 0xaf: true, // (12)
+	0x88: true, 0x8a: true, 0x8e: true, 0x8f: true, // (16)
+	0x41: true, 0x93: true, // WRITE SAME (10), (16)
+	0x89: true, 0x8b: true, 0x9c: true, // COMPARE AND WRITE, ORWRITE (16), WRITE ATOMIC (16)
 }
 
 // writeProtected reports whether medium-modifying commands are refused:
