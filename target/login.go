@@ -83,7 +83,8 @@ type loginPhase struct {
 	inText  []byte // initiator text spread over PDUs with the C bit
 	outText []byte // target text still to send in continuation responses
 
-	seen        map[string]bool // keys the initiator sent in this login
+	seen        map[string]bool   // keys the initiator sent in this login
+	identity    map[string]string // first value of each identity key
 	sessionType SessionType
 	target      *LoginTarget
 	neg         *negotiator
@@ -200,13 +201,40 @@ func validLoginTransition(csg, nsg uint8) bool {
 func (l *loginPhase) process(req *PDU, kvs []KV, transit bool, nsg uint8) (*PDU, bool, error) {
 	first := !l.gotFirst
 	l.gotFirst = true
+	repeated := map[string]bool{}
 	for _, kv := range kvs {
+		if isIdentityKey(kv.Key) {
+			// libiscsi repeats InitiatorName/SessionType in a later
+			// login PDU (discovery with CHAP credentials). RFC 7143 6.2
+			// says "should not"; the same value again is harmless, a
+			// different one is an error.
+			if l.identity == nil {
+				l.identity = map[string]string{}
+			}
+			if v, ok := l.identity[kv.Key]; ok {
+				if v != kv.Value {
+					return l.fail(req, LoginInitiatorError, fmt.Sprintf("key %s changed during login", kv.Key))
+				}
+				repeated[kv.Key] = true
+				continue
+			}
+			l.identity[kv.Key] = kv.Value
+		}
 		if l.seen[kv.Key] {
 			if _, answer := l.neg.offered[kv.Key]; !answer {
 				return l.fail(req, LoginInitiatorError, fmt.Sprintf("key %s sent twice", kv.Key))
 			}
 		}
 		l.seen[kv.Key] = true
+	}
+	if len(repeated) > 0 {
+		kept := kvs[:0:0]
+		for _, kv := range kvs {
+			if !repeated[kv.Key] {
+				kept = append(kept, kv)
+			}
+		}
+		kvs = kept
 	}
 	var out []KV
 	if first {
@@ -502,4 +530,14 @@ func (l *loginPhase) result() *LoginResult {
 	r := l.res
 	r.NextStatSN = l.statSN
 	return &r
+}
+
+// isIdentityKey reports the declarative keys that name the session's
+// parties; an initiator may repeat them with the same value.
+func isIdentityKey(k string) bool {
+	switch k {
+	case "InitiatorName", "TargetName", "SessionType", "InitiatorAlias":
+		return true
+	}
+	return false
 }
