@@ -133,7 +133,19 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 	if l.SerialNumber != "" {
 		serial = l.SerialNumber
 	}
+	// Persistent reservations with APTPL survive a restart in a file
+	// beside a fileio LUN's image; a blockio LUN has nowhere of its own
+	// to keep them, so it reports PTPL_C=0 and refuses APTPL.
+	var prStore scsi.ReservationStore
+	if l.Type != config.BlockIO {
+		fs, err := scsi.NewFileReservationStore(l.Path + ".pr.json")
+		if err != nil {
+			return nil, fmt.Errorf("reservation state for %s: %w", l.Path, err)
+		}
+		prStore = fs
+	}
 	lu, err := scsi.NewLU(s, scsi.LUConfig{
+		Reservations: prStore,
 		BlockSize:    l.Sector,
 		ReadOnly:     mode == blockstore.ReadOnly,
 		WriteCache:   mode == blockstore.WriteBack,
