@@ -435,7 +435,8 @@ func newNetnsNet(t *testing.T, nodes int) *netnsNet {
 		t.Skip("network-namespace tests need iproute2's ip (apt-get install iproute2); skipping")
 	}
 	pid := os.Getpid()
-	n := &netnsNet{t: t, tag: fmt.Sprintf("%04x", pid&0xffff), subnet: fmt.Sprintf("10.231.%d", 1+pid%250)}
+	n := &netnsNet{t: t, tag: fmt.Sprintf("%x", pid), subnet: fmt.Sprintf("10.231.%d", 1+pid%250)}
+	removeStaleNetns()
 	t.Cleanup(n.destroy)
 	if out, err := exec.Command("ip", "netns", "add", n.hub()).CombinedOutput(); err != nil {
 		t.Skipf("cannot create a network namespace (%v: %s); skipping", err, strings.TrimSpace(string(out)))
@@ -464,6 +465,31 @@ func (n *netnsNet) run(args ...string) {
 	n.t.Helper()
 	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 		n.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// removeStaleNetns removes the namespaces of earlier runs whose test
+// process is gone (killed by a timeout before its clean-up ran): the tag in
+// their names is the pid of the test process that made them.
+func removeStaleNetns() {
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		parts := strings.Split(f[0], "-")
+		if len(parts) != 3 || parts[0] != "hatgt" {
+			continue
+		}
+		pid, err := strconv.ParseInt(parts[1], 16, 64)
+		if err != nil {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			exec.Command("ip", "link", "del", "hg"+parts[1]+"r").Run()
+			exec.Command("ip", "netns", "del", f[0]).Run()
+		}
 	}
 }
 
