@@ -252,8 +252,9 @@ func aclAndCHAP(t *testing.T, c *testCluster, iqn string) {
 		t.Fatal(err)
 	}
 	f.hatgt("chap", "set", iqn, "--user", "alice", "--secret-file", secret)
-	// iscsi-inq logs in to the target directly (iscsi-ls with credentials
-	// trips over the discovery login: see the report of issue 3).
+	// iscsi-inq logs in to the target directly: iscsi-ls given
+	// credentials declares InitiatorName twice in its discovery login,
+	// which the target refuses as RFC 7143 section 6.2 requires.
 	inq := func(cred string) bool {
 		out, err := tool("iscsi-inq", fmt.Sprintf("iscsi://%s%s/%s/0", cred, owner.portal(), iqn))
 		return err == nil && strings.Contains(out, "DIRECT_ACCESS")
