@@ -29,6 +29,7 @@ func TestClusterOfThree(t *testing.T) {
 	}
 	c := newTestCluster(t, 3)
 	const iqn = "iqn.2026-11.io.hatgt:cluster-test"
+	src := filepath.Join(t.TempDir(), "src.img") // what OwnerServesIO wrote
 	steps := []struct {
 		name string
 		fn   func(t *testing.T)
@@ -36,10 +37,10 @@ func TestClusterOfThree(t *testing.T) {
 		{"StatusOnEveryNode", func(t *testing.T) { checkStatusEverywhere(t, c) }},
 		{"ChangeThroughFollower", func(t *testing.T) { createThroughFollower(t, c, iqn) }},
 		{"DiscoveryThroughEveryPortal", func(t *testing.T) { discoverEverywhere(t, c, iqn) }},
-		{"OwnerServesIO", func(t *testing.T) { ownerServesIO(t, c, iqn) }},
+		{"OwnerServesIO", func(t *testing.T) { ownerServesIO(t, c, iqn, src) }},
 		{"ACLAndCHAPReachTheOwner", func(t *testing.T) { aclAndCHAP(t, c, iqn) }},
 		{"PausedFollowerCatchesUp", func(t *testing.T) { pausedFollowerCatchesUp(t, c) }},
-		{"LeaderKilledAndRestarted", func(t *testing.T) { leaderKilledAndRestarted(t, c) }},
+		{"LeaderKilledAndRestarted", func(t *testing.T) { leaderKilledAndRestarted(t, c, iqn, src) }},
 	}
 	for _, s := range steps {
 		// The harness's helpers (waitFor, hatgt, ...) fail c.t: point it
@@ -202,10 +203,9 @@ func discoverEverywhere(t *testing.T, c *testCluster, iqn string) {
 
 // ownerServesIO: qemu-img writes an image to the LUN through the owner's
 // portal and reads it back identical.
-func ownerServesIO(t *testing.T, c *testCluster, iqn string) {
+func ownerServesIO(t *testing.T, c *testCluster, iqn, src string) {
 	needTools(t, "qemu-img")
 	owner := ownerOf(t, c, iqn)
-	src := filepath.Join(t.TempDir(), "src.img")
 	data := make([]byte, 64<<20)
 	rand.Read(data[:4<<20]) // random head, zero tail: the whole LUN is compared
 	if err := os.WriteFile(src, data, 0o600); err != nil {
@@ -305,8 +305,9 @@ func pausedFollowerCatchesUp(t *testing.T, c *testCluster) {
 
 // leaderKilledAndRestarted: SIGKILL the leader; the survivors elect a new
 // one (the time is logged, not asserted), take a change, and the killed
-// node, restarted, catches up with it.
-func leaderKilledAndRestarted(t *testing.T, c *testCluster) {
+// node, restarted, catches up with it. The LUN's owner, restarted or not,
+// serves what OwnerServesIO wrote (qemu-img flushed it before exiting).
+func leaderKilledAndRestarted(t *testing.T, c *testCluster, lunIQN, src string) {
 	old := c.leader()
 	old.kill9()
 	killed := time.Now()
@@ -373,6 +374,18 @@ func leaderKilledAndRestarted(t *testing.T, c *testCluster) {
 		out, err := tool("iscsi-ls", "iscsi://"+old.portal())
 		return err == nil && strings.Contains(out, "Target:"+iqn), fmt.Sprintf("%v: %s", err, out)
 	})
+
+	needTools(t, "qemu-img")
+	owner := ownerOf(t, c, lunIQN)
+	url := fmt.Sprintf("iscsi://%s/%s/0", owner.portal(), lunIQN)
+	c.waitFor("LUN 0 served by its owner "+owner.id, 20*time.Second, func() (bool, string) {
+		out, err := tool("qemu-img", "info", url)
+		return err == nil, fmt.Sprintf("%v: %s", err, out)
+	})
+	t.Logf("LUN 0's owner %s (the restarted node: %v) serves what was written before the kill", owner.id, owner == old)
+	if out, err := tool("qemu-img", "compare", "-f", "raw", "-F", "raw", src, url); err != nil {
+		t.Errorf("LUN 0 through %s (restarted: %v) differs from what was written: %v\n%s", owner.id, owner == old, err, out)
+	}
 }
 
 // TestClusterPartitionedLeader cuts the leader off the network (its own
