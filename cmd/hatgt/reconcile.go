@@ -69,9 +69,8 @@ type runTarget struct {
 // of it needs the target removed and added again.
 type targetSpec struct {
 	alias string
-	acl   string // sorted, joined by \n
-	chap  cluster.CHAP
-	hasCH bool
+	acl   string       // sorted, joined by \n
+	chap  cluster.CHAP // zero: no CHAP
 	tpgt  uint16
 }
 
@@ -95,8 +94,9 @@ func newReconciler(log *slog.Logger, srv targetServer, nodeID string, state func
 // portal group tag is unknown.
 var errNotRegistered = errors.New("this node is not registered in the cluster state yet")
 
-// Reconcile implements cluster.Reconciler.
-func (r *reconciler) Reconcile(ctx context.Context, d *cluster.Desired) error {
+// Reconcile implements cluster.Reconciler. It does only local work (files,
+// the in-process server), so it does not watch ctx.
+func (r *reconciler) Reconcile(_ context.Context, d *cluster.Desired) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var errs []error
@@ -131,13 +131,7 @@ func (r *reconciler) Reconcile(ctx context.Context, d *cluster.Desired) error {
 			delete(r.targets, key)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (r *reconciler) reconcileTarget(key string, dt cluster.DesiredTarget, tpgt uint16) error {
@@ -146,7 +140,7 @@ func (r *reconciler) reconcileTarget(key string, dt cluster.DesiredTarget, tpgt 
 	slices.Sort(acl)
 	spec.acl = strings.Join(acl, "\n")
 	if dt.CHAP != nil {
-		spec.chap, spec.hasCH = *dt.CHAP, true
+		spec.chap = *dt.CHAP
 	}
 	rt := r.targets[key]
 	if rt != nil && rt.spec != spec {
