@@ -3,8 +3,8 @@
 # + kernel iscsi_tcp, dm-multipath, scsi_dh_alua) in a throwaway qemu VM.
 #
 # NOT part of CI or test/run-all.sh: the VM is software-emulated (TCG) and a
-# run takes ~5-15 minutes depending on host load. Run it by hand after changes
-# to target/ or scsi/:
+# full run (both VMs) takes ~4-5 minutes on a busy 2-core box, more under
+# heavier load. Run it by hand (as root) after changes to target/ or scsi/:
 #
 #   bash test/kernel-initiator.sh            # build, smoke + multipath
 #   bash test/kernel-initiator.sh smoke      # only the single-path run
@@ -29,9 +29,10 @@
 #      refused, 64 MiB O_DIRECT write/read/verify, 4 parallel writers, 4 MiB
 #      commands, SYNCHRONIZE CACHE, discard (UNMAP) reads back zeros, WRITE
 #      SAME, persistent reservations, LUN/TARGET RESET (only if the guest has
-#      sg_reset; the current one does not), a hatgt crash (SIGKILL) + restart
-#      with the session recovering and the data intact, a graceful stop
-#      (SIGTERM) + start with the same, logout; then mutual CHAP: wrong secret refused, login + I/O,
+#      sg_reset; the current one does not), hatgt frozen 8 s (SIGSTOP) with a
+#      3 s SCSI timeout, a hatgt crash (SIGKILL) + restart with the session
+#      recovering and the data intact, a graceful stop (SIGTERM) + start with
+#      the same, logout; then mutual CHAP: wrong secret refused, login + I/O,
 #      wrong target secret refused;
 #   4. "multipath" VM (both portals, negotiating CRC32C header+data digests,
 #      MaxRecvDataSegmentLength 16 KiB, InitialR2T=Yes, ImmediateData=No,
