@@ -37,17 +37,16 @@ type outPDU struct {
 	after func()
 }
 
-// Limits of one batched write.
-const (
-	maxBatchPDUs  = 64
-	maxBatchBytes = 1 << 20
-	outQueueLen   = 256
-)
-
 // conn is one iSCSI connection. Its reader goroutine reads and dispatches
-// PDUs; its writer goroutine stamps and writes the PDUs that every other
-// goroutine queues through send, coalescing whatever is queued into one
-// write; each SCSI command runs in a goroutine of its own.
+// PDUs; each SCSI command runs in a goroutine of its own. Outgoing PDUs go
+// through one queue drained by whoever holds the "writing" role, which
+// stamps them (StatSN in wire order) and writes everything queued in one
+// vectored write: a command goroutine that finds nobody writing writes its
+// own response at once (no hand-off to another goroutine: this is what QD1
+// latency is made of), while PDUs queued meanwhile by others ride along in
+// the same write. The reader goroutine never writes itself, so that a full
+// socket buffer can never stop it reading: it hands the role to the
+// writer goroutine.
 type conn struct {
 	srv *Server
 	nc  net.Conn
@@ -60,13 +59,21 @@ type conn struct {
 	params  ConnParams
 	digests Digests
 
-	out       chan outPDU
 	closed    chan struct{}
 	closeOnce sync.Once
 	done      chan struct{} // serve has returned
 	writerEnd chan struct{}
+	kick      chan struct{} // wakes the writer goroutine (capacity 1)
 
-	statSN uint32 // writer goroutine only
+	wmu     sync.Mutex
+	wq      []outPDU // queued, not yet written
+	writing bool     // someone holds the writing role
+
+	// Owned by the holder of the writing role.
+	statSN uint32
+	wspare []outPDU
+	whdr   []byte
+	wvec   net.Buffers
 
 	active   atomic.Int32   // tasks in progress
 	tasksWG  sync.WaitGroup // the same, to wait for
@@ -89,7 +96,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		nc:        nc,
 		br:        bufio.NewReaderSize(nc, 64<<10),
 		log:       s.log.With("remote", nc.RemoteAddr().String()),
-		out:       make(chan outPDU, outQueueLen),
+		kick:      make(chan struct{}, 1),
 		closed:    make(chan struct{}),
 		done:      make(chan struct{}),
 		writerEnd: make(chan struct{}),
@@ -144,15 +151,84 @@ func (c *conn) newTTT() uint32 {
 // closed (the PDU is dropped).
 func (c *conn) send(p *PDU, st stamp) bool { return c.sendAfter(p, st, nil) }
 
+// sendAfter queues p for the writer goroutine; after, when set, runs once
+// p has been written or dropped. It never writes to the socket itself, so
+// the reader goroutine may call it.
 func (c *conn) sendAfter(p *PDU, st stamp, after func()) bool {
-	select {
-	case c.out <- outPDU{p: p, st: st, after: after}:
-		return true
-	case <-c.closed:
-		if after != nil {
-			after()
-		}
+	return c.enqueue(false, outPDU{p: p, st: st, after: after})
+}
+
+// sendNow queues os and, when nobody is writing, writes them (and whatever
+// else is queued) from the calling goroutine. Only command goroutines use
+// it, never the reader.
+func (c *conn) sendNow(os ...outPDU) bool { return c.enqueue(true, os...) }
+
+func (c *conn) enqueue(inline bool, os ...outPDU) bool {
+	c.wmu.Lock()
+	if c.isClosed() {
+		c.wmu.Unlock()
+		runAfter(os)
 		return false
+	}
+	c.wq = append(c.wq, os...)
+	if c.writing {
+		c.wmu.Unlock()
+		return true
+	}
+	c.writing = true
+	c.wmu.Unlock()
+	if inline {
+		c.flush()
+		return true
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default: // already kicked
+	}
+	return true
+}
+
+// flush writes queued PDUs until the queue is empty, then gives up the
+// writing role. Only the holder of the role calls it.
+func (c *conn) flush() {
+	for {
+		c.wmu.Lock()
+		if len(c.wq) == 0 || c.isClosed() {
+			c.writing = false
+			rest := c.wq
+			c.wq = nil
+			c.wmu.Unlock()
+			runAfter(rest)
+			return
+		}
+		batch := c.wq
+		c.wq = c.wspare[:0]
+		c.wmu.Unlock()
+
+		c.whdr, c.wvec = c.whdr[:0], c.wvec[:0]
+		for _, o := range batch {
+			c.stamp(o)
+			c.whdr, c.wvec = c.appendWire(c.whdr, c.wvec, o.p)
+		}
+		bufs := c.wvec
+		_, err := bufs.WriteTo(c.nc)
+		runAfter(batch)
+		clear(batch)
+		c.wspare = batch[:0]
+		if err != nil {
+			if !c.isClosed() {
+				c.log.Info("write failed", "err", err)
+			}
+			c.close()
+		}
+	}
+}
+
+func runAfter(os []outPDU) {
+	for _, o := range os {
+		if o.after != nil {
+			o.after()
+		}
 	}
 }
 
@@ -352,66 +428,20 @@ func (c *conn) order(p *PDU, fn func()) bool {
 	return true
 }
 
-// writeLoop stamps and writes queued PDUs, as many per write as are queued.
+// writeLoop takes the writing role when the reader (or another
+// non-command goroutine) has queued PDUs, until the connection closes.
 func (c *conn) writeLoop() {
 	defer close(c.writerEnd)
-	batch := make([]outPDU, 0, maxBatchPDUs)
-	hdr := make([]byte, 0, maxBatchPDUs*(BHSLen+8))
-	vec := make(net.Buffers, 0, 3*maxBatchPDUs)
 	for {
 		select {
-		case o := <-c.out:
-			batch = append(batch, o)
+		case <-c.kick:
+			c.flush()
 		case <-c.closed:
-			c.drainOut()
-			return
-		}
-		size := batch[0].p.EncodedLen(c.digests)
-	fill:
-		for len(batch) < maxBatchPDUs && size < maxBatchBytes {
-			select {
-			case o := <-c.out:
-				batch = append(batch, o)
-				size += o.p.EncodedLen(c.digests)
-			default:
-				break fill
-			}
-		}
-		hdr = hdr[:0]
-		vec = vec[:0]
-		for _, o := range batch {
-			c.stamp(o)
-			hdr, vec = c.appendWire(hdr, vec, o.p)
-		}
-		bufs := vec
-		_, err := bufs.WriteTo(c.nc)
-		for i := range batch {
-			if batch[i].after != nil {
-				batch[i].after()
-			}
-			batch[i] = outPDU{}
-		}
-		batch = batch[:0]
-		if err != nil {
-			if !c.isClosed() {
-				c.log.Info("write failed", "err", err)
-			}
-			c.close()
-			c.drainOut()
-			return
-		}
-	}
-}
-
-// drainOut runs the after hooks of PDUs that will never be written.
-func (c *conn) drainOut() {
-	for {
-		select {
-		case o := <-c.out:
-			if o.after != nil {
-				o.after()
-			}
-		default:
+			c.wmu.Lock()
+			rest := c.wq
+			c.wq = nil
+			c.wmu.Unlock()
+			runAfter(rest)
 			return
 		}
 	}

@@ -54,10 +54,12 @@ func (t *task) sendResult(resp *scsi.Response) {
 	}
 
 	foldStatus := good && len(data) > 0 && len(resp.Sense) == 0
-	dataSN := t.sendDataIn(data, foldStatus, resp.Status, resFlags, residual)
+	out := t.dataInPDUs(data, foldStatus, resp.Status, resFlags, residual)
 	if foldStatus {
+		c.sendNow(out...)
 		return
 	}
+	dataSN := uint32(len(out))
 	p := NewPDU(OpSCSIResponse)
 	p.SetFinal(true)
 	p.BHS[1] |= resFlags
@@ -72,12 +74,12 @@ func (t *task) sendResult(resp *scsi.Response) {
 		binary.BigEndian.PutUint16(p.Data, uint16(len(resp.Sense)))
 		copy(p.Data[2:], resp.Sense)
 	}
-	c.send(p, stampStatus)
+	c.sendNow(append(out, outPDU{p: p, st: stampStatus})...)
 }
 
-// sendDataIn queues the Data-In PDUs for data and returns how many it
-// sent. With withStatus the last one carries status and residual.
-func (t *task) sendDataIn(data []byte, withStatus bool, status scsi.Status, resFlags byte, residual uint32) uint32 {
+// dataInPDUs returns the Data-In PDUs for data. With withStatus the last
+// one carries status and residual.
+func (t *task) dataInPDUs(data []byte, withStatus bool, status scsi.Status, resFlags byte, residual uint32) []outPDU {
 	c := t.conn
 	seg := c.params.InitiatorMaxRecvDataSegmentLength
 	burst := t.sess.params.MaxBurstLength
@@ -89,6 +91,7 @@ func (t *task) sendDataIn(data []byte, withStatus bool, status scsi.Status, resF
 	}
 	var dataSN uint32
 	total := uint32(len(data))
+	out := make([]outPDU, 0, (total+seg-1)/seg+1)
 	for off := uint32(0); off < total; {
 		seqEnd := min(off-off%burst+burst, total)
 		end := min(off+seg, seqEnd)
@@ -109,11 +112,9 @@ func (t *task) sendDataIn(data []byte, withStatus bool, status scsi.Status, resF
 			p.SetU32(offResidual, residual)
 			st = stampStatus
 		}
-		if !c.send(p, st) {
-			return dataSN
-		}
+		out = append(out, outPDU{p: p, st: st})
 		dataSN++
 		off = end
 	}
-	return dataSN
+	return out
 }

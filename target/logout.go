@@ -117,8 +117,5 @@ func (c *conn) requestLogout(time2Logout uint32) {
 	p.SetITT(ReservedTag)
 	p.BHS[36] = 1 // AsyncEvent: target requests logout
 	p.SetU16(42, uint16(max(time2Logout, 1)))
-	select { // never block Shutdown on a stuck connection
-	case c.out <- outPDU{p: p, st: stampStatus}:
-	default:
-	}
+	c.send(p, stampStatus) // queued: never blocks Shutdown on a stuck connection
 }
