@@ -102,6 +102,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.logLevel}))
+	log.Debug("scheduler", "GOMAXPROCS", setProcs())
 
 	var cfg *config.Config
 	if f.dev {
