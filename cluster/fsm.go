@@ -166,9 +166,9 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		t, ok := s.Targets[p.IQN]
-		if !ok {
-			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		t, err := s.target(p.IQN)
+		if err != nil {
+			return err
 		}
 		if len(t.LUNs) > 0 {
 			return errf(ErrTargetHasLUNs, "target %s still has %d LUNs", p.IQN, len(t.LUNs))
@@ -185,9 +185,9 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		t, ok := s.Targets[p.IQN]
-		if !ok {
-			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		t, err := s.target(p.IQN)
+		if err != nil {
+			return err
 		}
 		if _, ok := t.LUNs[p.LUN]; !ok {
 			return errf(ErrUnknownLUN, "no LUN %d on %s", p.LUN, p.IQN)
@@ -198,16 +198,9 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		t, ok := s.Targets[p.IQN]
-		if !ok {
-			return errf(ErrUnknownTarget, "no target %s", p.IQN)
-		}
-		l, ok := t.LUNs[p.LUN]
-		if !ok {
-			return errf(ErrUnknownLUN, "no LUN %d on %s", p.LUN, p.IQN)
-		}
-		if p.Epoch != l.Epoch {
-			return errf(ErrStaleEpoch, "LUN %d on %s is at epoch %d, not %d", p.LUN, p.IQN, l.Epoch, p.Epoch)
+		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch)
+		if err != nil {
+			return err
 		}
 		if !slices.Contains(l.InSync, p.Owner) {
 			return errf(ErrInvalid, "node %q is not in the in-sync set of LUN %d on %s", p.Owner, p.LUN, p.IQN)
@@ -219,16 +212,9 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		t, ok := s.Targets[p.IQN]
-		if !ok {
-			return errf(ErrUnknownTarget, "no target %s", p.IQN)
-		}
-		l, ok := t.LUNs[p.LUN]
-		if !ok {
-			return errf(ErrUnknownLUN, "no LUN %d on %s", p.LUN, p.IQN)
-		}
-		if p.Epoch != l.Epoch {
-			return errf(ErrStaleEpoch, "LUN %d on %s is at epoch %d, not %d", p.LUN, p.IQN, l.Epoch, p.Epoch)
+		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch)
+		if err != nil {
+			return err
 		}
 		if !slices.Contains(l.Placement, p.Node) {
 			return errf(ErrInvalid, "node %q holds no copy of LUN %d on %s", p.Node, p.LUN, p.IQN)
@@ -252,9 +238,9 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		t, ok := s.Targets[p.IQN]
-		if !ok {
-			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		t, err := s.target(p.IQN)
+		if err != nil {
+			return err
 		}
 		if !validName(p.Initiator) {
 			return errf(ErrInvalid, "bad initiator name %q", p.Initiator)
@@ -277,9 +263,9 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		t, ok := s.Targets[p.IQN]
-		if !ok {
-			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		t, err := s.target(p.IQN)
+		if err != nil {
+			return err
 		}
 		if err := checkCHAP(&p.CHAP); err != nil {
 			return err
@@ -291,9 +277,9 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		t, ok := s.Targets[p.IQN]
-		if !ok {
-			return errf(ErrUnknownTarget, "no target %s", p.IQN)
+		t, err := s.target(p.IQN)
+		if err != nil {
+			return err
 		}
 		t.CHAP = nil
 	default:

@@ -214,3 +214,30 @@ func (s *State) Place(replicas int) ([]string, error) {
 	}
 	return alive[:replicas], nil
 }
+
+// target returns the target iqn, or ErrUnknownTarget.
+func (s *State) target(iqn string) (*Target, error) {
+	t, ok := s.Targets[iqn]
+	if !ok {
+		return nil, errf(ErrUnknownTarget, "no target %s", iqn)
+	}
+	return t, nil
+}
+
+// lunAtEpoch returns LUN lun of target iqn, or ErrUnknownTarget,
+// ErrUnknownLUN, or ErrStaleEpoch when the LUN is not at epoch: the
+// compare-and-set every ownership and in-sync change goes through.
+func (s *State) lunAtEpoch(iqn string, lun, epoch uint64) (*LUN, error) {
+	t, err := s.target(iqn)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := t.LUNs[lun]
+	if !ok {
+		return nil, errf(ErrUnknownLUN, "no LUN %d on %s", lun, iqn)
+	}
+	if epoch != l.Epoch {
+		return nil, errf(ErrStaleEpoch, "LUN %d on %s is at epoch %d, not %d", lun, iqn, l.Epoch, epoch)
+	}
+	return l, nil
+}
