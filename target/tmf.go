@@ -1,6 +1,7 @@
 package target
 
 import (
+	"fmt"
 	"slices"
 
 	"github.com/hatgt/hatgt/scsi"
@@ -115,6 +116,10 @@ func (c *conn) runTMF(p *PDU) {
 		resp = scsi.TMFRejected
 	}
 
+	// Task management is rare and always worth a line when diagnosing an
+	// initiator's error handling.
+	c.log.Info("task management", "function", tmfName(fn), "lun", lun,
+		"referenced_itt", p.U32(offReferencedTaskTg), "response", int(resp))
 	r := NewPDU(OpTaskMgmtResp)
 	r.SetFinal(true)
 	r.BHS[2] = byte(resp)
@@ -153,4 +158,27 @@ func (s *Server) terminateTargetSessions(tgt *targetEntry, reason string) {
 	for _, ss := range s.targetSessions(tgt) {
 		ss.terminate(reason)
 	}
+}
+
+// tmfName names a task management function code for logs.
+func tmfName(fn byte) string {
+	switch fn {
+	case tmfAbortTask:
+		return "ABORT TASK"
+	case tmfAbortTaskSet:
+		return "ABORT TASK SET"
+	case tmfClearACA:
+		return "CLEAR ACA"
+	case tmfClearTaskSet:
+		return "CLEAR TASK SET"
+	case tmfLUNReset:
+		return "LOGICAL UNIT RESET"
+	case tmfTargetWarmReset:
+		return "TARGET WARM RESET"
+	case tmfTargetColdReset:
+		return "TARGET COLD RESET"
+	case tmfTaskReassign:
+		return "TASK REASSIGN"
+	}
+	return fmt.Sprintf("function %d", fn)
 }
