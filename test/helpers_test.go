@@ -1,7 +1,3 @@
-// Package test runs a built hatgt binary against real iSCSI clients
-// (libiscsi's iscsi-ls and iscsi-inq, qemu-img) and against bad input. Tests
-// that need a client skip with a message naming the Debian package when it
-// is missing.
 package test
 
 import (

@@ -1,5 +1,3 @@
-// Command hatgt is the one binary of a hatgt node: serve, join, status and
-// management of targets, LUNs, ACLs and CHAP.
 package main
 
 import (
