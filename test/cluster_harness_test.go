@@ -101,10 +101,6 @@ func startTestCluster(t *testing.T, n int, nn *netnsNet, ipOf func(int) string) 
 	if b := os.Getenv("HATGT_CLUSTER_BIN"); b != "" {
 		c.bin = b // another build of hatgt to run the cluster tests against
 	}
-	// TODO(k2): drop once main dispatches cluster-mode serve.
-	if out, _ := exec.Command(c.bin, "serve", "--bind", "127.0.0.1", "--help").CombinedOutput(); !strings.Contains(string(out), "-bootstrap") {
-		t.Skip("this hatgt build has no cluster-mode serve yet")
-	}
 	root := t.TempDir()
 	for i := range n {
 		p := &clusterProc{c: c, idx: i, id: fmt.Sprintf("n%d", i+1), ip: ipOf(i)}

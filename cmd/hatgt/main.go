@@ -16,17 +16,20 @@ const usage = `hatgt is an iSCSI target, becoming a clustered, highly available 
 Usage:
   hatgt serve --dev [--data-dir DIR] [--iscsi-addr HOST:PORT]
   hatgt serve --config FILE
+  hatgt serve --node-id ID --bind IP [--bootstrap | --join PEER-IP:PORT]
+  hatgt dev --nodes N
   hatgt version
   hatgt help [COMMAND]
 
 Commands:
-  serve     run an iSCSI target node (see "hatgt help serve")
+  serve     run an iSCSI target node (see "hatgt help serve"), or with
+            --node-id and --bind a cluster node ("hatgt serve --bind IP --help")
+  dev       run a local cluster of N nodes on 127.0.0.11, .12, ...
   version   print the version
   help      print this help, or a command's
 
-Cluster commands (in progress; they talk to a node's admin API, which
-"hatgt serve" does not start yet): status, target, lun, acl, chap, join,
-leave, node. See "hatgt help status".
+Cluster commands (they talk to a cluster node's admin API): status,
+target, lun, acl, chap, join, leave, node. See "hatgt help status".
 `
 
 func main() {
@@ -43,12 +46,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch name, rest := args[0], args[1:]; name {
 	case "serve":
 		return serveCommand(rest, stdout, stderr)
+	case "dev":
+		return devClusterCommand(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 && rest[0] == "serve" {
 			return serveCommand([]string{"--help"}, stdout, stderr)
+		}
+		if len(rest) > 0 && rest[0] == "dev" {
+			return devClusterCommand([]string{"--help"}, stdout, stderr)
 		}
 		if len(rest) > 0 {
 			if ok, err := clusterCommand(rest[0], []string{"--help"}); ok {

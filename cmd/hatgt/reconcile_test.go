@@ -306,19 +306,3 @@ func TestParseClusterServeFlags(t *testing.T) {
 		}
 	}
 }
-
-// TestMain lets the test binary stand in for hatgt while cluster mode is
-// not yet reachable from main (HATGT_TEST_MAIN=1 hatgt.test serve ...).
-func TestMain(m *testing.M) {
-	if os.Getenv("HATGT_TEST_MAIN") == "1" {
-		args := os.Args[1:]
-		if len(args) > 0 && args[0] == "serve" && isClusterServe(args[1:]) {
-			os.Exit(serveClusterCommand(args[1:], os.Stdout, os.Stderr))
-		}
-		if len(args) > 0 && args[0] == "dev" {
-			os.Exit(devClusterCommand(args[1:], os.Stdout, os.Stderr))
-		}
-		os.Exit(run(args, os.Stdout, os.Stderr))
-	}
-	os.Exit(m.Run())
-}

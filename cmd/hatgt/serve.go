@@ -19,6 +19,7 @@ import (
 const serveUsage = `Usage:
   hatgt serve --dev [--data-dir DIR] [--iscsi-addr HOST:PORT]
   hatgt serve --config FILE [--check]
+  hatgt serve --node-id ID --bind IP ...   (a cluster node: "hatgt serve --bind IP --help")
 
 --dev serves one target, ` + devTargetName + `, with LUN 0: a 1 GiB sparse
 file DIR/dev/lun0.img (created on first start, kept across restarts),
@@ -92,6 +93,9 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		if a == "-h" || a == "-help" || a == "--help" {
 			usageOut = stdout // asked for: not an error
 		}
+	}
+	if isClusterServe(args) {
+		return serveClusterCommand(args, stdout, stderr)
 	}
 	f, err := parseServeFlags(args, usageOut)
 	if errors.Is(err, flag.ErrHelp) {
