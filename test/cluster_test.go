@@ -252,9 +252,8 @@ func aclAndCHAP(t *testing.T, c *testCluster, iqn string) {
 		t.Fatal(err)
 	}
 	f.hatgt("chap", "set", iqn, "--user", "alice", "--secret-file", secret)
-	// iscsi-inq logs in to the target directly: iscsi-ls given
-	// credentials declares InitiatorName twice in its discovery login,
-	// which the target refuses as RFC 7143 section 6.2 requires.
+	// iscsi-inq logs in to the target directly, with the credentials
+	// (and only there: discovery needs none).
 	inq := func(cred string) bool {
 		out, err := tool("iscsi-inq", fmt.Sprintf("iscsi://%s%s/%s/0", cred, owner.portal(), iqn))
 		return err == nil && strings.Contains(out, "DIRECT_ACCESS")
