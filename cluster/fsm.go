@@ -321,6 +321,8 @@ func (f *FSM) lunCreate(l *LUN) error {
 	// first owner's.
 	n.InSync = slices.Clone(n.Placement)
 	n.Epoch = 1
+	s.LastLUNID++
+	n.ID = s.LastLUNID
 	t.LUNs[n.LUN] = n
 	return nil
 }

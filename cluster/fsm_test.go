@@ -268,6 +268,32 @@ func TestFSMLUNLifecycle(t *testing.T) {
 	}
 }
 
+// TestFSMLUNIDsAreNeverReused: a LUN deleted and created again under the same
+// target and number gets a new ID, so nodes give it a new backing file and
+// never serve the old LUN's data.
+func TestFSMLUNIDsAreNeverReused(t *testing.T) {
+	f := NewFSM(nil)
+	applyAll(t, f, append(baseLog(t), mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(0, "n1")})))
+	first := f.State().Targets[iqnA].LUNs[0].ID
+	if err := f.ApplyCommand(mustCmd(t, CmdLUNDelete, LUNDelete{IQN: iqnA, LUN: 0})); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ApplyCommand(mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(0, "n1")})); err != nil {
+		t.Fatal(err)
+	}
+	again := f.State().Targets[iqnA].LUNs[0].ID
+	if first == 0 || again == first {
+		t.Fatalf("LUN IDs %d then %d: want distinct and non-zero", first, again)
+	}
+	if a, b := DefaultBackingPath("/d", iqnA, 0, first), DefaultBackingPath("/d", iqnA, 0, again); a == b {
+		t.Fatalf("both LUNs get backing file %s", a)
+	}
+	// The counter survives a snapshot round trip (State.Clone).
+	if got := f.State().LastLUNID; got != again {
+		t.Fatalf("LastLUNID after clone = %d, want %d", got, again)
+	}
+}
+
 func TestPlace(t *testing.T) {
 	f := NewFSM(nil)
 	applyAll(t, f, append(baseLog(t),
@@ -382,7 +408,7 @@ func TestRedactAndDesired(t *testing.T) {
 	if len(d.Targets) != 2 || len(d.Targets[0].LUNs) != 1 || d.Targets[0].LUNs[0].Owned || d.Targets[0].LUNs[0].LUN.LUN != 0 {
 		t.Errorf("desired for n2: %+v", d)
 	}
-	if p := d.Targets[0].LUNs[0].BackingPath; p != "/data/luns/"+iqnA+"/lun0.img" {
+	if p := d.Targets[0].LUNs[0].BackingPath; p != "/data/luns/"+iqnA+"/lun0-1.img" { // the first LUN created: ID 1
 		t.Errorf("default backing path %q", p)
 	}
 	if d.Targets[0].CHAP == nil || d.Targets[0].CHAP.Secret != "very-secret-1" {

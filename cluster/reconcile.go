@@ -57,8 +57,14 @@ type DesiredLUN struct {
 
 // DefaultBackingPath is where a fileio LUN without a path keeps its data:
 // DATA/luns/IQN/lunN.img.
-func DefaultBackingPath(dataDir, iqn string, lun uint64) string {
-	return filepath.Join(dataDir, "luns", iqn, fmt.Sprintf("lun%d.img", lun))
+func DefaultBackingPath(dataDir, iqn string, lun, id uint64) string {
+	name := fmt.Sprintf("lun%d.img", lun)
+	if id != 0 {
+		// The cluster-wide LUN ID keeps a deleted LUN's file (never
+		// removed automatically) from being served as a new LUN.
+		name = fmt.Sprintf("lun%d-%d.img", lun, id)
+	}
+	return filepath.Join(dataDir, "luns", iqn, name)
 }
 
 // DesiredFor derives node id's desired state from s; dataDir is the node's
@@ -75,7 +81,7 @@ func DesiredFor(s *State, id, dataDir string, index uint64) *Desired {
 			if slices.Contains(l.Placement, id) {
 				p := l.Path
 				if p == "" {
-					p = DefaultBackingPath(dataDir, t.IQN, l.LUN)
+					p = DefaultBackingPath(dataDir, t.IQN, l.LUN, l.ID)
 				}
 				dt.LUNs = append(dt.LUNs, DesiredLUN{LUN: *l.clone(), Owned: l.Owner == id, BackingPath: p})
 			}

@@ -79,6 +79,10 @@ type LUN struct {
 	Epoch uint64 `json:"epoch"`
 	// InSync lists the copies known identical to the owner's.
 	InSync []string `json:"in_sync"`
+	// ID is unique among all LUNs the cluster ever created: a LUN created
+	// again under the same target and number gets a new backing file, never
+	// the old LUN's data.
+	ID uint64 `json:"id,omitempty"`
 }
 
 // State is the whole replicated state. It is a plain value: the FSM owns the
@@ -87,6 +91,8 @@ type State struct {
 	Format  int                  `json:"format"`
 	Nodes   map[string]*NodeInfo `json:"nodes"`
 	Targets map[string]*Target   `json:"targets"`
+	// LastLUNID is the ID of the newest LUN (IDs are never reused).
+	LastLUNID uint64 `json:"last_lun_id,omitempty"`
 }
 
 // NewState returns an empty state.
@@ -98,6 +104,7 @@ func NewState() *State {
 func (s *State) Clone() *State {
 	c := NewState()
 	c.Format = s.Format
+	c.LastLUNID = s.LastLUNID
 	for id, n := range s.Nodes {
 		nn := *n
 		c.Nodes[id] = &nn

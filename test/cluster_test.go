@@ -137,7 +137,7 @@ func createThroughFollower(t *testing.T, c *testCluster, iqn string) {
 	})
 	// The owner created the backing file in its data dir.
 	o := c.node(owner)
-	p := cluster.DefaultBackingPath(o.dataDir, iqn, 0)
+	p := cluster.DefaultBackingPath(o.dataDir, iqn, 0, 1) // the cluster's first LUN: ID 1
 	c.waitFor("the owner's backing file", 10*time.Second, func() (bool, string) {
 		st, err := os.Stat(p)
 		if err != nil {

@@ -110,13 +110,13 @@ func TestReconcileServesOwnedLUNsAndCreatesMirrorFiles(t *testing.T) {
 		t.Errorf("served LUNs = %v, want [0]", got)
 	}
 	for n, size := range map[uint64]int64{0: 1 << 20, 1: 2 << 20} {
-		p := cluster.DefaultBackingPath(f.dir, testIQN, n)
+		p := cluster.DefaultBackingPath(f.dir, testIQN, n, 0)
 		st, err := os.Stat(p)
 		if err != nil || st.Size() != size {
 			t.Errorf("LUN %d backing file %s: %v, size %v; want %d bytes", n, p, err, st, size)
 		}
 	}
-	if _, err := os.Stat(cluster.DefaultBackingPath(f.dir, testIQN, 2)); !os.IsNotExist(err) {
+	if _, err := os.Stat(cluster.DefaultBackingPath(f.dir, testIQN, 2, 0)); !os.IsNotExist(err) {
 		t.Errorf("LUN 2 is not placed on n2 but its file exists (%v)", err)
 	}
 
@@ -204,7 +204,7 @@ func TestReconcileReportsBadLUNAndServesTheOthers(t *testing.T) {
 	addLUN(f.st, 0, 1<<20, "n1", "n1")
 	addLUN(f.st, 1, 1<<20, "n1", "n1")
 	// LUN 1's file exists with another size: refused, never resized.
-	p := cluster.DefaultBackingPath(f.dir, testIQN, 1)
+	p := cluster.DefaultBackingPath(f.dir, testIQN, 1, 0)
 	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
 		t.Fatal(err)
 	}
