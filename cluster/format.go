@@ -65,7 +65,11 @@ func WriteStatusTable(w io.Writer, s Status) error {
 	if leader == "" {
 		leader = "(none)"
 	}
-	fmt.Fprintf(w, "node %s  leader %s  term %d  commit %d  applied %d\n\n", s.Node, leader, s.Term, s.CommitIndex, s.Applied)
+	fmt.Fprintf(w, "node %s  leader %s  term %d  commit %d  applied %d\n", s.Node, leader, s.Term, s.CommitIndex, s.Applied)
+	if s.Problem != "" {
+		fmt.Fprintf(w, "%s\n", s.Problem)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tRAFT\tALIVE\tHEALTH\tISCSI PORTAL\tAPI\tLAST CONTACT")
 	for _, n := range s.Nodes {

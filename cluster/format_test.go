@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -55,5 +56,36 @@ func TestWriteStatusTable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestStatusSaysWhyThereIsNoLeader(t *testing.T) {
+	nodes := func(alive ...bool) []NodeStatus {
+		var ns []NodeStatus
+		for i, a := range alive {
+			ns = append(ns, NodeStatus{ID: fmt.Sprintf("n%d", i+1), Voter: true, Alive: a})
+		}
+		return ns
+	}
+	s := Status{Node: "n4", Nodes: nodes(false, false, false, true, true)}
+	p := s.quorumProblem()
+	if !strings.Contains(p, "quorum lost, 2 of 5 voters reachable, a quorum needs 3") {
+		t.Fatalf("problem = %q", p)
+	}
+	s.Problem = p
+	var b strings.Builder
+	if err := WriteStatusTable(&b, s); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "quorum lost") {
+		t.Fatalf("table does not say why:\n%s", b.String())
+	}
+	s = Status{Node: "n1", Nodes: nodes(true, true, false)}
+	if p := s.quorumProblem(); !strings.Contains(p, "election") {
+		t.Fatalf("with a majority reachable: %q", p)
+	}
+	s.Leader = "n1"
+	if p := s.quorumProblem(); p != "" {
+		t.Fatalf("with a leader: %q", p)
 	}
 }

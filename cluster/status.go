@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -17,6 +18,31 @@ type Status struct {
 	Applied     uint64         `json:"applied_index"`
 	Nodes       []NodeStatus   `json:"nodes"`
 	Targets     []TargetStatus `json:"targets"`
+	// Problem, when set, says why the cluster cannot take changes (no
+	// leader, and how many voters this node reaches).
+	Problem string `json:"problem,omitempty"`
+}
+
+// quorumProblem explains a missing leader from the nodes' view: how many
+// voters are reachable and how many a quorum needs. Empty with a leader.
+func (s *Status) quorumProblem() string {
+	if s.Leader != "" {
+		return ""
+	}
+	voters, alive := 0, 0
+	for _, n := range s.Nodes {
+		if n.Voter {
+			voters++
+			if n.Alive {
+				alive++
+			}
+		}
+	}
+	need := voters/2 + 1
+	if alive >= need {
+		return fmt.Sprintf("no leader yet: an election is under way (%d of %d voters reachable)", alive, voters)
+	}
+	return fmt.Sprintf("no leader: quorum lost, %d of %d voters reachable, a quorum needs %d; changes are refused until enough voters are back", alive, voters, need)
 }
 
 // NodeStatus is one node as this node sees it.
@@ -126,6 +152,7 @@ func (n *Node) Status() Status {
 		}
 		s.Targets = append(s.Targets, ts)
 	}
+	s.Problem = s.quorumProblem()
 	return s
 }
 
