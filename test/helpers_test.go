@@ -78,6 +78,21 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// stderrContains waits until the server's stderr contains sub, at most d
+// (a bound against a broken server, not a measurement).
+func (s *server) stderrContains(sub string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if strings.Contains(s.stderr.String(), sub) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // startDev starts "hatgt serve --dev" on a free loopback port with its data
 // in dataDir, and waits until it prints its portal.
 func startDev(t *testing.T, dataDir string) *server {
