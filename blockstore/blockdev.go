@@ -151,14 +151,7 @@ func newBlockDevice(f *os.File, path string, opts Options, direct bool, geo *geo
 	return d, nil
 }
 
-func (d *BlockDevice) control(fn func(fd int) error) error {
-	var ferr error
-	if err := d.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		// Control fails only once the file is closed.
-		return os.ErrClosed
-	}
-	return ferr
-}
+func (d *BlockDevice) control(fn func(fd int) error) error { return controlFD(d.rc, fn) }
 
 // Path returns the device name.
 func (d *BlockDevice) Path() string { return d.path }

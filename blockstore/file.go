@@ -169,9 +169,13 @@ func syncDir(dir string) error {
 
 // control runs fn with the file descriptor, holding it open against a
 // concurrent Close.
-func (s *File) control(fn func(fd int) error) error {
+func (s *File) control(fn func(fd int) error) error { return controlFD(s.rc, fn) }
+
+// controlFD runs fn with rc's file descriptor, holding it open against a
+// concurrent Close; a closed file gives os.ErrClosed.
+func controlFD(rc syscall.RawConn, fn func(fd int) error) error {
 	var ferr error
-	if err := s.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
 		// Control fails only once the file is closed.
 		return os.ErrClosed
 	}
