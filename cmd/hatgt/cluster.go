@@ -28,6 +28,7 @@ or --token-file gives the admin token that changes need.
   hatgt target create IQN [--alias A] | delete IQN | list
   hatgt lun create IQN --lun N --size SIZE [--sector 512|4096] [--io-mode wb|wt|ro]
                        [--type fileio|blockio] [--path P] [--replicas N]
+                       [--placement NODE,NODE,...]
   hatgt lun delete IQN --lun N | list [IQN]
   hatgt acl add IQN INITIATOR | remove IQN INITIATOR | list IQN
   hatgt chap set IQN --user U [--secret-file F] [--mutual-user U --mutual-secret-file F]
@@ -231,8 +232,19 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 		fs.StringVar(&q.IOMode, "io-mode", "wb", "IO mode: wb, wt or ro")
 		fs.StringVar(&q.Backing, "type", "fileio", "backing type: fileio or blockio")
 		fs.StringVar(&q.Path, "path", "", "backing file or device (default: a file in the data dir)")
-		fs.IntVar(&q.Replicas, "replicas", 1, "number of copies")
+		fs.IntVar(&q.Replicas, "replicas", 0, "number of copies (default 1, or the number of --placement nodes)")
+		placement := fs.String("placement", "", "comma-separated node IDs holding the copies, the owner first (default: the leader chooses)")
 		return nargs(1, "lun create IQN --lun N --size SIZE [...]", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			if *placement != "" {
+				for _, id := range strings.Split(*placement, ",") {
+					if id = strings.TrimSpace(id); id != "" {
+						q.Placement = append(q.Placement, id)
+					}
+				}
+				if q.Replicas != 0 && q.Replicas != len(q.Placement) {
+					return fmt.Errorf("lun create: --replicas %d but --placement names %d nodes", q.Replicas, len(q.Placement))
+				}
+			}
 			if *lun < 0 {
 				return errors.New("lun create: --lun N is required")
 			}
