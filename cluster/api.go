@@ -29,9 +29,10 @@ const maxBody = 1 << 20
 // one is configured. The unix socket in the data dir is for local root and
 // needs no token.
 type API struct {
-	node  *Node
-	token string
-	log   hclog.Logger
+	node     *Node
+	token    string
+	log      hclog.Logger
+	verifier verifierBox
 }
 
 // NewAPI returns the API of node; token comes from the node's Config.
@@ -50,6 +51,7 @@ func (a *API) Handler(local bool) http.Handler {
 	mux.HandleFunc("DELETE /v1/targets/{iqn}", a.mutate(a.deleteTarget))
 	mux.HandleFunc("POST /v1/targets/{iqn}/luns", a.mutate(a.createLUN))
 	mux.HandleFunc("DELETE /v1/targets/{iqn}/luns/{lun}", a.mutate(a.deleteLUN))
+	mux.HandleFunc("POST /v1/targets/{iqn}/luns/{lun}/verify", a.mutate(a.verifyLUN))
 	mux.HandleFunc("POST /v1/targets/{iqn}/acl", a.mutate(a.addACL))
 	mux.HandleFunc("DELETE /v1/targets/{iqn}/acl/{initiator}", a.mutate(a.removeACL))
 	mux.HandleFunc("PUT /v1/targets/{iqn}/chap", a.mutate(a.setCHAP))
@@ -347,7 +349,7 @@ func httpStatus(e *Error) int {
 		return http.StatusUnauthorized
 	case ErrUnknownTarget.Code, ErrUnknownLUN.Code, ErrUnknownNode.Code, ErrUnknownACL.Code:
 		return http.StatusNotFound
-	case ErrTargetExists.Code, ErrLUNExists.Code, ErrACLExists.Code, ErrTargetHasLUNs.Code, ErrStaleEpoch.Code:
+	case ErrTargetExists.Code, ErrLUNExists.Code, ErrACLExists.Code, ErrTargetHasLUNs.Code, ErrStaleEpoch.Code, ErrNotLUNOwner.Code:
 		return http.StatusConflict
 	case ErrNoLeader.Code, ErrNotLeader.Code, ErrShutdown.Code, ErrNotEnoughNodes.Code:
 		return http.StatusServiceUnavailable

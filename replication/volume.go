@@ -323,6 +323,11 @@ func (v *Volume) depose(err error) {
 	}
 }
 
+// Serving returns nil while the volume serves IO, else why it does not
+// (deposed, fenced, closed, or not opened yet): the cluster reopens the LUN
+// in a new epoch when it still owns it.
+func (v *Volume) Serving() error { return v.serving() }
+
 func (v *Volume) serving() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
