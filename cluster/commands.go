@@ -11,19 +11,20 @@ const CommandVersion = 1
 
 // Command types.
 const (
-	CmdNodeRegister = "node.register"
-	CmdNodeHealth   = "node.health"
-	CmdNodeRemove   = "node.remove"
-	CmdTargetCreate = "target.create"
-	CmdTargetDelete = "target.delete"
-	CmdLUNCreate    = "lun.create"
-	CmdLUNDelete    = "lun.delete"
-	CmdLUNSetOwner  = "lun.set_owner"
-	CmdLUNSetInSync = "lun.set_in_sync"
-	CmdACLAdd       = "acl.add"
-	CmdACLRemove    = "acl.remove"
-	CmdCHAPSet      = "chap.set"
-	CmdCHAPClear    = "chap.clear"
+	CmdNodeRegister   = "node.register"
+	CmdNodeHealth     = "node.health"
+	CmdNodeRemove     = "node.remove"
+	CmdTargetCreate   = "target.create"
+	CmdTargetDelete   = "target.delete"
+	CmdLUNCreate      = "lun.create"
+	CmdLUNDelete      = "lun.delete"
+	CmdLUNSetOwner    = "lun.set_owner"
+	CmdLUNSetInSync   = "lun.set_in_sync"
+	CmdLUNSetProgress = "lun.set_progress"
+	CmdACLAdd         = "acl.add"
+	CmdACLRemove      = "acl.remove"
+	CmdCHAPSet        = "chap.set"
+	CmdCHAPClear      = "chap.clear"
 )
 
 // Command is the envelope of every Raft log entry: a type, the version of its
@@ -119,6 +120,28 @@ type LUNSetInSync struct {
 	Epoch  uint64 `json:"epoch"`
 	Node   string `json:"node"`
 	InSync bool   `json:"in_sync"`
+	// ID, when set, must be the LUN's ID: a proposal for a LUN that was
+	// deleted and created again under the same number is refused
+	// (ErrUnknownLUN), even at an equal epoch.
+	ID uint64 `json:"id,omitempty"`
+}
+
+// LUNSetProgress records the resync progress of Node's copy of a LUN, as
+// its owner reports it. Epoch must be the LUN's current epoch (compare and
+// set, like LUNSetInSync), ID (when set) the LUN's ID, and Node a node of
+// the placement. Counts are non-negative, RegionsDone at most RegionsTotal.
+type LUNSetProgress struct {
+	IQN          string  `json:"iqn"`
+	LUN          uint64  `json:"lun"`
+	ID           uint64  `json:"id,omitempty"`
+	Epoch        uint64  `json:"epoch"`
+	Node         string  `json:"node"`
+	RegionsTotal int64   `json:"regions_total"`
+	RegionsDone  int64   `json:"regions_done"`
+	BytesCopied  int64   `json:"bytes_copied"`
+	RateBps      float64 `json:"rate_bps,omitempty"`
+	ETAMillis    int64   `json:"eta_ms,omitempty"`
+	Done         bool    `json:"done,omitempty"`
 }
 
 // ACLChange adds or removes one initiator name of a target's ACL.

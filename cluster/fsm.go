@@ -25,6 +25,10 @@ type FSM struct {
 	state   *State
 	applied uint64 // index of the last applied entry
 	changed chan struct{}
+
+	subMu   sync.Mutex
+	subs    map[int]chan struct{}
+	nextSub int
 }
 
 // NewFSM returns an FSM with an empty state.
@@ -53,11 +57,46 @@ func (f *FSM) AppliedIndex() uint64 {
 // restore.
 func (f *FSM) Changed() <-chan struct{} { return f.changed }
 
-func (f *FSM) notify() {
+// Subscribe returns a channel of capacity 1 that is signalled, without
+// blocking and so coalesced, after every command applied without error and
+// after every Restore; a refused command signals nothing. A subscriber
+// reads the state after each signal: it sees every change, though several
+// commits may have happened in between. cancel unsubscribes (the channel
+// is not closed); it may be called more than once.
+func (f *FSM) Subscribe() (ch <-chan struct{}, cancel func()) {
+	c := make(chan struct{}, 1)
+	f.subMu.Lock()
+	if f.subs == nil {
+		f.subs = map[int]chan struct{}{}
+	}
+	id := f.nextSub
+	f.nextSub++
+	f.subs[id] = c
+	f.subMu.Unlock()
+	return c, func() {
+		f.subMu.Lock()
+		delete(f.subs, id)
+		f.subMu.Unlock()
+	}
+}
+
+// notify signals Changed, and the subscribers when the state changed.
+func (f *FSM) notify(changed bool) {
 	select {
 	case f.changed <- struct{}{}:
 	default:
 	}
+	if !changed {
+		return
+	}
+	f.subMu.Lock()
+	for _, c := range f.subs {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+	f.subMu.Unlock()
 }
 
 // Apply applies one log entry. It returns nil or an *Error.
@@ -72,7 +111,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	f.applied = l.Index
 	f.mu.Unlock()
-	f.notify()
+	f.notify(err == nil)
 	if err != nil {
 		// The message names objects, never secrets.
 		f.log.Debug("command refused", "index", l.Index, "type", cmd.Type, "error", err)
@@ -87,7 +126,7 @@ func (f *FSM) ApplyCommand(cmd Command) error {
 	f.mu.Lock()
 	err := f.applyLocked(cmd)
 	f.mu.Unlock()
-	f.notify()
+	f.notify(err == nil)
 	return err
 }
 
@@ -216,6 +255,9 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err != nil {
 			return err
 		}
+		if err := checkLUNID(l, p.ID); err != nil {
+			return err
+		}
 		if !slices.Contains(l.Placement, p.Node) {
 			return errf(ErrInvalid, "node %q holds no copy of LUN %d on %s", p.Node, p.LUN, p.IQN)
 		}
@@ -232,6 +274,31 @@ func (f *FSM) applyLocked(cmd Command) error {
 				return errf(ErrInvalid, "the owner %q of LUN %d on %s cannot leave its in-sync set", p.Node, p.LUN, p.IQN)
 			}
 			l.InSync = slices.DeleteFunc(l.InSync, func(id string) bool { return id == p.Node })
+		}
+	case CmdLUNSetProgress:
+		var p LUNSetProgress
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch)
+		if err != nil {
+			return err
+		}
+		if err := checkLUNID(l, p.ID); err != nil {
+			return err
+		}
+		if !slices.Contains(l.Placement, p.Node) {
+			return errf(ErrInvalid, "node %q holds no copy of LUN %d on %s", p.Node, p.LUN, p.IQN)
+		}
+		if err := checkProgress(&p); err != nil {
+			return err
+		}
+		if l.Resync == nil {
+			l.Resync = map[string]*ResyncProgress{}
+		}
+		l.Resync[p.Node] = &ResyncProgress{
+			Epoch: p.Epoch, RegionsTotal: p.RegionsTotal, RegionsDone: p.RegionsDone,
+			BytesCopied: p.BytesCopied, RateBps: p.RateBps, ETAMillis: p.ETAMillis, Done: p.Done,
 		}
 	case CmdACLAdd, CmdACLRemove:
 		var p ACLChange
@@ -335,6 +402,10 @@ func dropCopy(l *LUN, id string) {
 		return
 	}
 	l.Placement = slices.DeleteFunc(l.Placement, func(s string) bool { return s == id })
+	delete(l.Resync, id)
+	if len(l.Resync) == 0 {
+		l.Resync = nil
+	}
 	l.InSync = slices.DeleteFunc(l.InSync, func(s string) bool { return s == id })
 	if l.Owner == id {
 		l.Owner = ""
@@ -346,6 +417,27 @@ func dropCopy(l *LUN, id string) {
 		}
 		l.Epoch++
 	}
+}
+
+// checkLUNID refuses a proposal made for another LUN of the same number
+// (one deleted since): id 0 means the proposer did not say.
+func checkLUNID(l *LUN, id uint64) error {
+	if id != 0 && l.ID != id {
+		return errf(ErrUnknownLUN, "LUN %d on %s has ID %d, not %d", l.LUN, l.Target, l.ID, id)
+	}
+	return nil
+}
+
+// LUNByID returns a copy of the LUN whose ID is id, and its target's IQN,
+// without copying the whole state.
+func (f *FSM) LUNByID(id uint64) (iqn string, l *LUN, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, lun := f.state.LUNByID(id)
+	if lun == nil {
+		return "", nil, false
+	}
+	return t.IQN, lun.clone(), true
 }
 
 // Snapshot returns a point-in-time copy of the state.
@@ -365,7 +457,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.state = s
 	f.mu.Unlock()
-	f.notify()
+	f.notify(true)
 	return nil
 }
 
@@ -387,12 +479,34 @@ func DecodeState(r io.Reader) (*State, error) {
 	if s.Nodes == nil {
 		s.Nodes = map[string]*NodeInfo{}
 	}
+	for id, n := range s.Nodes {
+		if n == nil {
+			delete(s.Nodes, id)
+		}
+	}
 	if s.Targets == nil {
 		s.Targets = map[string]*Target{}
 	}
-	for _, t := range s.Targets {
+	// A hand-edited or damaged snapshot may hold nulls: drop them rather
+	// than fail later on a nil pointer.
+	for iqn, t := range s.Targets {
+		if t == nil {
+			delete(s.Targets, iqn)
+			continue
+		}
 		if t.LUNs == nil {
 			t.LUNs = map[uint64]*LUN{}
+		}
+		for n, l := range t.LUNs {
+			if l == nil {
+				delete(t.LUNs, n)
+				continue
+			}
+			for id, p := range l.Resync {
+				if p == nil {
+					delete(l.Resync, id)
+				}
+			}
 		}
 	}
 	return s, nil

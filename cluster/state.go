@@ -83,6 +83,23 @@ type LUN struct {
 	// again under the same target and number gets a new backing file, never
 	// the old LUN's data.
 	ID uint64 `json:"id,omitempty"`
+	// Resync holds, per placement node, the last resync progress its
+	// owner reported (lun.set_progress). The record outlives the run: once
+	// the copy is back in sync it still says how much the last resync
+	// copied. A node's record goes when the node leaves the placement.
+	Resync map[string]*ResyncProgress `json:"resync,omitempty"`
+}
+
+// ResyncProgress is the last reported state of one resync run of a copy.
+type ResyncProgress struct {
+	// Epoch is the epoch of the owner that ran (reported) it.
+	Epoch        uint64  `json:"epoch"`
+	RegionsTotal int64   `json:"regions_total"`
+	RegionsDone  int64   `json:"regions_done"`
+	BytesCopied  int64   `json:"bytes_copied"`
+	RateBps      float64 `json:"rate_bps,omitempty"`
+	ETAMillis    int64   `json:"eta_ms,omitempty"`
+	Done         bool    `json:"done,omitempty"`
 }
 
 // State is the whole replicated state. It is a plain value: the FSM owns the
@@ -133,7 +150,33 @@ func (l *LUN) clone() *LUN {
 	c := *l
 	c.Placement = slices.Clone(l.Placement)
 	c.InSync = slices.Clone(l.InSync)
+	if l.Resync != nil {
+		c.Resync = make(map[string]*ResyncProgress, len(l.Resync))
+		for id, p := range l.Resync {
+			if p == nil {
+				continue
+			}
+			pp := *p
+			c.Resync[id] = &pp
+		}
+	}
 	return &c
+}
+
+// LUNByID returns the LUN whose ID is id and its target, or nil, nil when
+// there is none. The pointers are into s.
+func (s *State) LUNByID(id uint64) (*Target, *LUN) {
+	if id == 0 {
+		return nil, nil
+	}
+	for _, t := range s.Targets {
+		for _, l := range t.LUNs {
+			if l.ID == id {
+				return t, l
+			}
+		}
+	}
+	return nil, nil
 }
 
 // Redact blanks every secret in s (in place) and returns s.

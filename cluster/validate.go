@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"math"
 	"net"
 	"strings"
 )
@@ -102,6 +103,23 @@ func checkCHAP(c *CHAP) error {
 		if c.MutualSecret == c.Secret {
 			return errf(ErrInvalid, "mutual CHAP secret must differ from the CHAP secret")
 		}
+	}
+	return nil
+}
+
+// checkProgress validates the numbers of a progress report (not the LUN,
+// epoch or node, which need the state).
+func checkProgress(p *LUNSetProgress) error {
+	if p.RegionsTotal < 0 || p.RegionsDone < 0 || p.BytesCopied < 0 || p.ETAMillis < 0 {
+		return errf(ErrInvalid, "progress of %q: negative count", p.Node)
+	}
+	if p.RegionsDone > p.RegionsTotal {
+		return errf(ErrInvalid, "progress of %q: %d of %d regions done", p.Node, p.RegionsDone, p.RegionsTotal)
+	}
+	// JSON has no NaN or infinity, so such a rate never decodes; a
+	// negative one can.
+	if !(p.RateBps >= 0) || math.IsInf(p.RateBps, 0) {
+		return errf(ErrInvalid, "progress of %q: bad rate", p.Node)
 	}
 	return nil
 }
