@@ -1,0 +1,257 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hatgt/hatgt/replication"
+)
+
+// ProgressInterval is the least time between two lun.set_progress
+// proposals for one copy of a LUN, besides the first and the last (Done)
+// report of a run, which always go through.
+const ProgressInterval = time.Second
+
+// Coordinator is the replication.Coordinator of a cluster node: views come
+// from this node's copy of the state machine, and in-sync changes and
+// resync progress are proposed through Node.Apply, which forwards them to
+// the leader and returns once they are committed.
+//
+// A replication.LUNID is the cluster's LUN.ID, so a LUN deleted and created
+// again under the same number is another LUN for replication: proposals
+// carry the ID, and the state machine refuses them for the new LUN.
+//
+// View reads the state this node has applied, which may trail the leader
+// by the entries not yet applied here; every change is a compare-and-set
+// on the epoch at the leader, so a proposal made from a stale view fails
+// (with an error matching replication.ErrNotOwner) instead of applying.
+type Coordinator struct {
+	fsm   *FSM
+	apply func(context.Context, Command) error
+	// now is the clock of the progress throttle (tests replace it).
+	now func() time.Time
+
+	mu       sync.Mutex
+	reported map[progressKey]progressMark
+}
+
+var (
+	_ replication.Coordinator      = (*Coordinator)(nil)
+	_ replication.ProgressReporter = (*Coordinator)(nil)
+)
+
+type progressKey struct {
+	lun  replication.LUNID
+	node replication.NodeID
+}
+
+// progressMark is the last report of a copy that was proposed.
+type progressMark struct {
+	epoch   uint64
+	started time.Time
+	done    bool
+	at      time.Time
+}
+
+// NewCoordinator returns the Coordinator of node n.
+func NewCoordinator(n *Node) *Coordinator {
+	return newCoordinator(n.FSM(), func(ctx context.Context, cmd Command) error {
+		_, err := n.Apply(ctx, cmd)
+		return err
+	})
+}
+
+// newCoordinator is NewCoordinator over any FSM and way of committing
+// commands (tests apply them to the FSM directly).
+func newCoordinator(fsm *FSM, apply func(context.Context, Command) error) *Coordinator {
+	return &Coordinator{fsm: fsm, apply: apply, now: time.Now, reported: map[progressKey]progressMark{}}
+}
+
+// viewOf is what replication sees of l.
+func viewOf(l *LUN) replication.View {
+	v := replication.View{Epoch: l.Epoch, Owner: replication.NodeID(l.Owner)}
+	for _, id := range l.Placement {
+		v.Replicas = append(v.Replicas, replication.NodeID(id))
+	}
+	for _, id := range l.InSync {
+		v.InSync = append(v.InSync, replication.NodeID(id))
+	}
+	return v
+}
+
+func sameView(a, b replication.View) bool {
+	return a.Epoch == b.Epoch && a.Owner == b.Owner && slices.Equal(a.Replicas, b.Replicas) && slices.Equal(a.InSync, b.InSync)
+}
+
+func noLUN(lun replication.LUNID) error {
+	return fmt.Errorf("%w: no LUN with ID %d", replication.ErrNotOwner, uint64(lun))
+}
+
+// proposalErr makes the refusals that mean "your view is old" match
+// replication.ErrNotOwner (through ErrStaleView), keeping the cluster's
+// error (and its message) in the chain. Other errors, such as ErrNoLeader
+// without a quorum, are returned as they are.
+func proposalErr(err error) error {
+	if errors.Is(err, ErrStaleEpoch) || errors.Is(err, ErrUnknownLUN) || errors.Is(err, ErrUnknownTarget) {
+		return fmt.Errorf("%w: %w", replication.ErrStaleView, err)
+	}
+	return err
+}
+
+// View returns the view of lun in the state this node has applied. An
+// unknown ID gives an error that matches replication.ErrNotOwner.
+func (c *Coordinator) View(ctx context.Context, lun replication.LUNID) (replication.View, error) {
+	_, l, ok := c.fsm.LUNByID(uint64(lun))
+	if !ok {
+		return replication.View{}, noLUN(lun)
+	}
+	return viewOf(l), nil
+}
+
+// DropFromInSync removes node from lun's in-sync set in epoch, and returns
+// once that is committed. Dropping a node that is not in sync commits
+// nothing and returns nil; so does dropping the owner, which never leaves.
+func (c *Coordinator) DropFromInSync(ctx context.Context, lun replication.LUNID, epoch uint64, node replication.NodeID) error {
+	return c.setInSync(ctx, lun, epoch, node, false)
+}
+
+// MarkInSync adds node to lun's in-sync set in epoch, and returns once that
+// is committed. Marking a node that is in sync commits nothing and returns
+// nil; a node outside the placement is refused (ErrInvalid).
+func (c *Coordinator) MarkInSync(ctx context.Context, lun replication.LUNID, epoch uint64, node replication.NodeID) error {
+	return c.setInSync(ctx, lun, epoch, node, true)
+}
+
+func (c *Coordinator) setInSync(ctx context.Context, lun replication.LUNID, epoch uint64, node replication.NodeID, in bool) error {
+	iqn, l, ok := c.fsm.LUNByID(uint64(lun))
+	if !ok {
+		return noLUN(lun)
+	}
+	if !in && l.Epoch == epoch && l.Owner == string(node) {
+		// The owner of an epoch never changes within it, so this holds at
+		// the leader too; the state machine would refuse it (ErrInvalid).
+		return nil
+	}
+	cmd, err := NewCommand(CmdLUNSetInSync, LUNSetInSync{
+		IQN: iqn, LUN: l.LUN, ID: l.ID, Epoch: epoch, Node: string(node), InSync: in,
+	})
+	if err != nil {
+		return err
+	}
+	return proposalErr(c.apply(ctx, cmd))
+}
+
+// Watch calls fn, from one goroutine, with the view of lun each time the
+// view this node applied differs from the last one delivered (or, for the
+// first call, from the view when Watch was called), in commit order.
+// Several commits applied in quick succession may come as one call with
+// the newest view. Nothing is delivered while the LUN does not exist.
+// cancel stops the goroutine and waits for it: fn is never called after
+// cancel returns. fn must not call cancel (it would wait for itself).
+func (c *Coordinator) Watch(lun replication.LUNID, fn func(replication.View)) (cancel func()) {
+	ch, unsubscribe := c.fsm.Subscribe()
+	// Subscribed first, so a commit between here and the goroutine's first
+	// read is not lost.
+	var last replication.View
+	if _, l, ok := c.fsm.LUNByID(uint64(lun)); ok {
+		last = viewOf(l)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ch:
+			}
+			_, l, ok := c.fsm.LUNByID(uint64(lun))
+			if !ok {
+				continue
+			}
+			v := viewOf(l)
+			if sameView(v, last) {
+				continue
+			}
+			select {
+			case <-stop: // cancel won the race: deliver nothing more
+				return
+			default:
+			}
+			last = v
+			fn(v.Clone())
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			unsubscribe()
+			close(stop)
+		})
+		<-done
+	}
+}
+
+// ReportProgress records p, the progress of a resync of node's copy of lun
+// run by the owner of epoch, through lun.set_progress. At most one report
+// per ProgressInterval is proposed for a copy; the first report of a run
+// (a new epoch or start time, or after a Done one) and a Done report
+// always are. A report left out returns nil. Errors as for MarkInSync.
+func (c *Coordinator) ReportProgress(ctx context.Context, lun replication.LUNID, epoch uint64, node replication.NodeID, p replication.Progress) error {
+	iqn, l, ok := c.fsm.LUNByID(uint64(lun))
+	if !ok {
+		return noLUN(lun)
+	}
+	key := progressKey{lun, node}
+	now := c.now()
+	c.mu.Lock()
+	prev, had := c.reported[key]
+	newRun := !had || prev.epoch != epoch || !prev.started.Equal(p.Started) || prev.done
+	if !newRun && !p.Done && now.Sub(prev.at) < ProgressInterval {
+		c.mu.Unlock()
+		if l.Epoch > epoch {
+			return fmt.Errorf("%w: LUN %d on %s is at epoch %d, not %d", replication.ErrStaleView, l.LUN, iqn, l.Epoch, epoch)
+		}
+		return nil
+	}
+	// Taken now, so a concurrent report of the same copy is left out
+	// rather than proposed twice; given back if the proposal fails.
+	c.reported[key] = progressMark{epoch: epoch, started: p.Started, done: p.Done, at: now}
+	c.mu.Unlock()
+
+	cmd, err := NewCommand(CmdLUNSetProgress, progressPayload(iqn, l, epoch, node, p))
+	if err == nil {
+		err = proposalErr(c.apply(ctx, cmd))
+	}
+	if err != nil {
+		c.mu.Lock()
+		if had {
+			c.reported[key] = prev
+		} else {
+			delete(c.reported, key)
+		}
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// progressPayload turns p into a command payload, with numbers the state
+// machine accepts: no negative counts, done at most total, a finite rate.
+func progressPayload(iqn string, l *LUN, epoch uint64, node replication.NodeID, p replication.Progress) LUNSetProgress {
+	pos := func(v int64) int64 { return max(v, 0) }
+	out := LUNSetProgress{
+		IQN: iqn, LUN: l.LUN, ID: l.ID, Epoch: epoch, Node: string(node),
+		RegionsTotal: pos(p.RegionsTotal), RegionsDone: pos(p.RegionsDone), BytesCopied: pos(p.BytesCopied),
+		ETAMillis: pos(p.ETA.Milliseconds()), Done: p.Done,
+	}
+	out.RegionsTotal = max(out.RegionsTotal, out.RegionsDone)
+	if p.Rate > 0 && !math.IsInf(p.Rate, 0) {
+		out.RateBps = p.Rate
+	}
+	return out
+}
