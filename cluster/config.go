@@ -52,6 +52,12 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
+	// OwnerLease is how long a LUN owner may keep serving after its last
+	// contact with a Raft leader; the leader moves the ownership of a dead
+	// owner's LUNs only after a longer wait (FailoverDelay). It must exceed
+	// HeartbeatTimeout, so that a healthy follower, which hears from the
+	// leader many times per heartbeat timeout, never loses it. See lease.go.
+	OwnerLease time.Duration
 	// SnapshotThreshold is the number of log entries between snapshots.
 	SnapshotThreshold uint64
 	// SnapshotRetain is how many snapshots the file store keeps.
@@ -86,6 +92,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:     1000 * time.Millisecond,
 		LeaderLeaseTimeout:  500 * time.Millisecond,
 		CommitTimeout:       50 * time.Millisecond,
+		OwnerLease:          2 * time.Second,
 		SnapshotThreshold:   8192,
 		SnapshotRetain:      2,
 		GossipProbeInterval: 500 * time.Millisecond,
@@ -94,6 +101,15 @@ func DefaultConfig() Config {
 		ApplyTimeout:        5 * time.Second,
 		ReconcileInterval:   10 * time.Second,
 	}
+}
+
+// FailoverDelay is how long the leader must have seen a LUN's owner dead
+// (and out of Raft contact) before it gives the LUN to another node: the
+// owner lease, plus half of it for the owner's periodic lease check and
+// clock rate differences, plus an election timeout for the last heartbeats
+// of a leader that was deposed without knowing it. lease.go says why.
+func (c *Config) FailoverDelay() time.Duration {
+	return c.OwnerLease + c.OwnerLease/2 + c.ElectionTimeout
 }
 
 // ParseGossipKey decodes a gossip encryption key given as base64 (standard
@@ -166,6 +182,10 @@ func (c *Config) validateTiming() error {
 		return fmt.Errorf("cluster: leader lease timeout %v must be in (0, heartbeat timeout %v]", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
 	case c.CommitTimeout <= 0:
 		return fmt.Errorf("cluster: commit timeout must be positive")
+	case c.OwnerLease <= 0:
+		return fmt.Errorf("cluster: owner lease must be positive (default %v)", DefaultConfig().OwnerLease)
+	case c.OwnerLease <= c.HeartbeatTimeout:
+		return fmt.Errorf("cluster: owner lease %v must be longer than the heartbeat timeout %v: raise the owner lease or lower the heartbeat timeout", c.OwnerLease, c.HeartbeatTimeout)
 	case c.SnapshotThreshold == 0 || c.SnapshotRetain < 1:
 		return fmt.Errorf("cluster: snapshot threshold and retain must be positive")
 	case c.GossipProbeInterval <= 0 || c.GossipProbeTimeout <= 0 || c.GossipProbeTimeout >= c.GossipProbeInterval:

@@ -50,6 +50,8 @@ type Node struct {
 	started  time.Time
 	notifyCh chan bool     // raft leadership changes
 	kick     chan struct{} // memberlist events: re-check health
+	foKick   chan struct{} // state, leadership or heartbeat changes: re-check owners
+	lease    lease         // see HoldsLease
 
 	mu         sync.Mutex
 	lastSeen   map[string]time.Time // memberlist ping acks, by node ID
@@ -130,6 +132,7 @@ func NewNode(cfg Config, deps Deps) (*Node, error) {
 		started:    time.Now(),
 		notifyCh:   make(chan bool, 16),
 		kick:       make(chan struct{}, 1),
+		foKick:     make(chan struct{}, 1),
 		lastSeen:   map[string]time.Time{},
 		hbFailed:   map[string]time.Time{},
 		shutdownCh: make(chan struct{}),
@@ -164,7 +167,7 @@ func NewNode(cfg Config, deps Deps) (*Node, error) {
 			}
 		}
 	}
-	r, err := raft.NewRaft(rc, n.fsm, deps.LogStore, deps.StableStore, deps.SnapshotStore, deps.Transport)
+	r, err := raft.NewRaft(rc, notifyFSM{n.fsm, n}, deps.LogStore, deps.StableStore, deps.SnapshotStore, deps.Transport)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
@@ -186,9 +189,10 @@ func NewNode(cfg Config, deps Deps) (*Node, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.observeLoop(ctx, obsCh)
 	go n.healthLoop(ctx)
+	go n.failoverLoop(ctx)
 	go n.rejoinGossip(ctx)
 	if cfg.Reconciler != nil {
 		n.wg.Add(1)
@@ -264,6 +268,7 @@ func (n *Node) observeLoop(ctx context.Context, ch <-chan raft.Observation) {
 		case <-ctx.Done():
 			return
 		case lead := <-n.notifyCh:
+			n.kickFailover()
 			if lead {
 				// Fresh heartbeat bookkeeping for this term; after a
 				// step-down the last view is kept for error messages.
@@ -282,6 +287,7 @@ func (n *Node) observeLoop(ctx context.Context, ch <-chan raft.Observation) {
 				delete(n.hbFailed, string(d.PeerID))
 			}
 			n.mu.Unlock()
+			n.kickFailover()
 		}
 	}
 }

@@ -1,0 +1,253 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Automatic ownership failover, run by the leader.
+//
+// For every LUN whose owner is gone — recorded dead or left (or not a
+// member), and no longer reached by this leader's Raft heartbeats — or
+// that has no owner at all, the leader waits until it has seen that
+// without a break for Config.FailoverDelay, then proposes lun.set_owner to
+// the first node of the placement that is in the in-sync set and recorded
+// alive, at the LUN's current epoch. The FSM checks the epoch (compare and
+// set) and that the new owner is in sync (invariant 4), and bumps the
+// epoch. lease.go explains why the wait keeps two owners from serving at
+// once (invariant 5). The loop is level triggered: it runs after every
+// state change, on a change of leadership or heartbeat health, and on a
+// tick, so a missed event only delays it.
+
+// lunKey names one LUN; ID tells apart a LUN deleted and created again.
+type lunKey struct {
+	iqn string
+	lun uint64
+	id  uint64
+}
+
+// cutOff is what the leader saw of one LUN's owner: since when it has been
+// gone without a break (this leader's clock), and whether the stuck
+// warning was logged.
+type cutOff struct {
+	owner  string
+	epoch  uint64
+	since  time.Time
+	warned bool
+}
+
+// failover is the leader-local bookkeeping of the failover loop; only the
+// loop's goroutine touches it.
+type failover struct {
+	term uint64 // the Raft term the clocks were started in
+	seen map[lunKey]*cutOff
+}
+
+func (f *failover) reset(term uint64) {
+	f.term = term
+	clear(f.seen)
+}
+
+// kickFailover wakes the failover loop (without blocking, coalesced).
+func (n *Node) kickFailover() {
+	select {
+	case n.foKick <- struct{}{}:
+	default:
+	}
+}
+
+// failoverLoop runs on every node and acts only while it leads.
+func (n *Node) failoverLoop(ctx context.Context) {
+	defer n.wg.Done()
+	tick := time.NewTicker(max(n.cfg.OwnerLease/4, time.Millisecond))
+	defer tick.Stop()
+	f := &failover{seen: map[lunKey]*cutOff{}}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.foKick:
+		case <-tick.C:
+		}
+		n.failoverPass(ctx, f)
+	}
+}
+
+// failoverPass checks every LUN once and proposes the owner changes that
+// are due.
+func (n *Node) failoverPass(ctx context.Context, f *failover) {
+	if !n.IsLeader() {
+		f.reset(0)
+		return
+	}
+	// A leader that lost and won leadership again between two passes
+	// starts every clock again, like any new leader.
+	if term := n.raft.CurrentTerm(); term != f.term {
+		f.reset(term)
+	}
+	servers, ok := n.raftServers()
+	if !ok {
+		return // without the configuration no owner can be judged out of reach
+	}
+	st := n.fsm.State()
+	n.mu.Lock()
+	failed := make(map[string]bool, len(n.hbFailed))
+	for id := range n.hbFailed {
+		failed[id] = true
+	}
+	n.mu.Unlock()
+	now := time.Now()
+	delay := n.cfg.FailoverDelay()
+
+	live := map[lunKey]bool{}
+	for _, t := range st.SortedTargets() {
+		for _, l := range t.SortedLUNs() {
+			why := n.ownerGone(st, l, servers, failed)
+			if why == "" {
+				continue
+			}
+			k := lunKey{iqn: t.IQN, lun: l.LUN, id: l.ID}
+			live[k] = true
+			c := f.seen[k]
+			if c == nil || c.owner != l.Owner || c.epoch != l.Epoch {
+				c = &cutOff{owner: l.Owner, epoch: l.Epoch, since: now}
+				f.seen[k] = c
+				n.log.Info("LUN owner gone: failover pending", "target", t.IQN, "lun", l.LUN,
+					"owner", l.Owner, "reason", why, "after", delay)
+			}
+			if now.Sub(c.since) < delay {
+				continue
+			}
+			to, stuck := pickOwner(st, l, n.cfg.NodeID, failed)
+			if to == "" {
+				if !c.warned {
+					c.warned = true
+					n.log.Warn("LUN stuck without a serving owner", "target", t.IQN, "lun", l.LUN,
+						"owner", l.Owner, "reason", why, "stuck", stuck)
+				}
+				continue
+			}
+			if err := n.moveOwner(ctx, l, to); err != nil {
+				n.log.Debug("failover proposal", "target", t.IQN, "lun", l.LUN, "to", to, "error", err)
+				continue
+			}
+			delete(f.seen, k)
+			n.log.Info("LUN owner moved", "target", t.IQN, "lun", l.LUN, "from", l.Owner, "to", to,
+				"epoch", l.Epoch+1, "reason", why)
+		}
+	}
+	for k := range f.seen {
+		if !live[k] {
+			delete(f.seen, k)
+		}
+	}
+}
+
+// ownerGone says why l needs a new owner, or "" when its owner may still
+// be serving. An owner counts as gone only when it is recorded dead or
+// left (or is no member) and this leader's Raft heartbeats do not reach
+// it (or it is no Raft server): gossip alone can be wrong in a partial
+// partition, and a node that Raft reaches keeps renewing its lease.
+func (n *Node) ownerGone(st *State, l *LUN, servers, failed map[string]bool) string {
+	switch {
+	case l.Owner == "":
+		return "no owner"
+	case l.Owner == n.cfg.NodeID:
+		return "" // the leader itself: alive and holding its lease
+	case servers[l.Owner] && !failed[l.Owner]:
+		return "" // Raft still reaches it
+	}
+	ni, ok := st.Nodes[l.Owner]
+	switch {
+	case !ok:
+		return "owner is not a member"
+	case ni.Health == HealthDead:
+		return "owner recorded dead"
+	case ni.Health == HealthLeft:
+		return "owner recorded left"
+	}
+	return ""
+}
+
+// pickOwner returns the first node of l's placement that is in sync,
+// recorded alive and reached by Raft (self is); or "" and why none is.
+func pickOwner(st *State, l *LUN, self string, failed map[string]bool) (string, string) {
+	var why []string
+	for _, id := range l.Placement {
+		if id == l.Owner {
+			continue
+		}
+		ni := st.Nodes[id]
+		switch {
+		case !slices.Contains(l.InSync, id):
+			why = append(why, id+" not in sync")
+		case ni == nil:
+			why = append(why, id+" not a member")
+		case ni.Health != HealthAlive:
+			why = append(why, id+" "+ni.Health)
+		case id != self && failed[id]:
+			why = append(why, id+" unreachable by Raft")
+		default:
+			return id, ""
+		}
+	}
+	if len(why) == 0 {
+		return "", "no other copy"
+	}
+	return "", "no in-sync copy alive: " + strings.Join(why, ", ")
+}
+
+// moveOwner proposes l's new owner at l's current epoch.
+func (n *Node) moveOwner(ctx context.Context, l *LUN, to string) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	cmd, err := NewCommand(CmdLUNSetOwner, LUNSetOwner{IQN: l.Target, LUN: l.LUN, Owner: to, Epoch: l.Epoch})
+	if err != nil {
+		return err
+	}
+	_, err = n.execute(ctx, &Op{Kind: OpCommand, Command: &cmd})
+	if errors.Is(err, errRetry) {
+		return fmt.Errorf("leadership lost")
+	}
+	return err
+}
+
+// raftServers returns the IDs of the servers of the current Raft
+// configuration; false when Raft cannot say.
+func (n *Node) raftServers() (map[string]bool, bool) {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil, false
+	}
+	m := map[string]bool{}
+	for _, s := range f.Configuration().Servers {
+		m[string(s.ID)] = true
+	}
+	return m, true
+}
+
+// notifyFSM is the FSM as Raft sees it: every apply and restore also wakes
+// the failover loop (FSM.Changed has a single reader already).
+type notifyFSM struct {
+	*FSM
+	n *Node
+}
+
+func (w notifyFSM) Apply(l *raft.Log) any {
+	r := w.FSM.Apply(l)
+	w.n.kickFailover()
+	return r
+}
+
+func (w notifyFSM) Restore(rc io.ReadCloser) error {
+	err := w.FSM.Restore(rc)
+	w.n.kickFailover()
+	return err
+}
