@@ -92,7 +92,7 @@ func WriteStatusTable(w io.Writer, s Status) error {
 	for _, t := range s.Targets {
 		fmt.Fprintf(tw, "%s\t\t\t\t\t\t\t\t\t\n", t.IQN)
 		for _, l := range t.LUNs {
-			fmt.Fprintf(tw, "\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", l.LUN, FormatSize(l.Size), l.SectorSize, l.IOMode,
+			fmt.Fprintf(tw, "\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", l.LUN.LUN, FormatSize(l.Size), l.SectorSize, l.IOMode,
 				l.Backing, dash(l.Owner), strings.Join(l.Placement, ","), strings.Join(l.InSync, ","), l.Epoch)
 		}
 	}

@@ -46,7 +46,7 @@ func FuzzParseSize(f *testing.F) {
 func TestWriteStatusTable(t *testing.T) {
 	s := Status{Node: "n1", Leader: "n1", Term: 2, Nodes: []NodeStatus{{ID: "n1", RaftRole: "leader", Alive: true, Health: "alive", LastContactMS: 0}},
 		Targets: []TargetStatus{{IQN: iqnA, CHAP: &CHAPStatus{User: "u", Secret: "set"},
-			LUNs: []LUN{{LUN: 3, Size: 1 << 30, SectorSize: 512, IOMode: "wb", Backing: "fileio", Owner: "n1", Placement: []string{"n1", "n2"}, InSync: []string{"n1"}, Epoch: 4}}}}}
+			LUNs: []LUNStatus{{LUN: LUN{LUN: 3, Size: 1 << 30, SectorSize: 512, IOMode: "wb", Backing: "fileio", Owner: "n1", Placement: []string{"n1", "n2"}, InSync: []string{"n1"}, Epoch: 4}}}}}}
 	var b bytes.Buffer
 	if err := WriteStatusTable(&b, s); err != nil {
 		t.Fatal(err)

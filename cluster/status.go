@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,7 +73,78 @@ type TargetStatus struct {
 	Alias string      `json:"alias,omitempty"`
 	ACL   []string    `json:"acl"`
 	CHAP  *CHAPStatus `json:"chap,omitempty"`
-	LUNs  []LUN       `json:"luns"`
+	LUNs  []LUNStatus `json:"luns"`
+}
+
+// LUNStatus is a LUN as the state machine holds it (its JSON fields flat:
+// owner, epoch, in_sync, placement, ...) and the state of each copy.
+type LUNStatus struct {
+	LUN
+	Copies []CopyStatus `json:"copies"`
+}
+
+// States of a LUN copy in CopyStatus.
+const (
+	CopyInSync    = "in-sync"     // in the in-sync set
+	CopyResyncing = "resyncing"   // the owner of this epoch is copying what it lacks
+	CopyOutOfSync = "out-of-sync" // lacks writes, no resync running
+	CopyOffline   = "offline"     // its node is not recorded alive
+)
+
+// CopyStatus is one copy of a LUN: the state of its node's copy and what
+// the last resync reported for it.
+type CopyStatus struct {
+	Node  string `json:"node"`
+	State string `json:"state"`
+	Owner bool   `json:"owner,omitempty"`
+	// ResyncPercent is 100 in sync, else how far the resync of this
+	// epoch got (0 without one).
+	ResyncPercent float64 `json:"resync_percent"`
+	// BytesCopied is what the last resync reported, of any epoch, even
+	// one that finished long ago.
+	BytesCopied int64 `json:"bytes_copied"`
+	// RateBps and ETASeconds are set while resyncing.
+	RateBps    float64 `json:"rate_bps,omitempty"`
+	ETASeconds float64 `json:"eta_seconds,omitempty"`
+}
+
+// LUNStatus returns l with the status of its copies, one per placement
+// node in placement order, from the node health and resync progress in s:
+// offline when the node is not recorded alive (whatever else holds), else
+// in-sync, else resyncing while a progress record of l's epoch is not
+// done, else out-of-sync.
+func (s *State) LUNStatus(l *LUN) LUNStatus {
+	ls := LUNStatus{LUN: *l.clone(), Copies: make([]CopyStatus, 0, len(l.Placement))}
+	for _, id := range l.Placement {
+		cs := CopyStatus{Node: id, Owner: id == l.Owner}
+		rec := l.Resync[id]
+		if rec != nil {
+			cs.BytesCopied = rec.BytesCopied
+		}
+		cur := rec != nil && rec.Epoch == l.Epoch
+		if cur && rec.RegionsTotal > 0 {
+			cs.ResyncPercent = float64(rec.RegionsDone) / float64(rec.RegionsTotal) * 100
+		} else if cur && rec.Done {
+			cs.ResyncPercent = 100 // nothing was dirty
+		}
+		switch {
+		case slices.Contains(l.InSync, id):
+			cs.State = CopyInSync
+			cs.ResyncPercent = 100
+		case cur && !rec.Done:
+			cs.State = CopyResyncing
+			cs.RateBps = rec.RateBps
+			cs.ETASeconds = float64(rec.ETAMillis) / 1000
+		default:
+			cs.State = CopyOutOfSync
+		}
+		if ni := s.Nodes[id]; ni == nil || ni.Health != HealthAlive {
+			cs.State = CopyOffline
+			cs.RateBps, cs.ETASeconds = 0, 0
+		}
+		ls.Copies = append(ls.Copies, cs)
+	}
+	return ls
 }
 
 // CHAPStatus shows CHAP user names and whether secrets are set.
@@ -140,7 +212,7 @@ func (n *Node) Status() Status {
 		add(ni)
 	}
 	for _, t := range st.SortedTargets() {
-		ts := TargetStatus{IQN: t.IQN, Alias: t.Alias, ACL: append([]string{}, t.ACL...), LUNs: []LUN{}}
+		ts := TargetStatus{IQN: t.IQN, Alias: t.Alias, ACL: append([]string{}, t.ACL...), LUNs: []LUNStatus{}}
 		if t.CHAP != nil {
 			ts.CHAP = &CHAPStatus{User: t.CHAP.User, Secret: "set", MutualUser: t.CHAP.MutualUser}
 			if t.CHAP.MutualSecret != "" {
@@ -148,7 +220,7 @@ func (n *Node) Status() Status {
 			}
 		}
 		for _, l := range t.SortedLUNs() {
-			ts.LUNs = append(ts.LUNs, *l)
+			ts.LUNs = append(ts.LUNs, st.LUNStatus(l))
 		}
 		s.Targets = append(s.Targets, ts)
 	}
