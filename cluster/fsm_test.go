@@ -348,6 +348,8 @@ func fullLog(t *testing.T) []Command {
 		mustCmd(t, CmdNodeHealth, NodeHealth{ID: "n3", Health: HealthDead}),
 		mustCmd(t, CmdLUNSetInSync, LUNSetInSync{IQN: iqnA, LUN: 0, Epoch: 1, Node: "n2"}),
 		mustCmd(t, CmdLUNSetOwner, LUNSetOwner{IQN: iqnA, LUN: 3, Owner: "n3", Epoch: 1}),
+		mustCmd(t, CmdLUNSetProgress, LUNSetProgress{IQN: iqnA, LUN: 0, Epoch: 1, Node: "n2",
+			RegionsTotal: 10, RegionsDone: 4, BytesCopied: 4 << 20, RateBps: 1.5e6, ETAMillis: 4000}),
 	)
 }
 
@@ -370,6 +372,9 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 	if c := g.State().Targets[iqnA].CHAP; c == nil || c.MutualSecret != "very-secret-2" {
 		t.Errorf("CHAP lost in round trip: %+v", c)
+	}
+	if p := g.State().Targets[iqnA].LUNs[0].Resync["n2"]; p == nil || *p != (ResyncProgress{Epoch: 1, RegionsTotal: 10, RegionsDone: 4, BytesCopied: 4 << 20, RateBps: 1.5e6, ETAMillis: 4000}) {
+		t.Errorf("resync progress lost in round trip: %+v", p)
 	}
 	if err := g.Restore(io.NopCloser(strings.NewReader(`{"format":42}`))); err == nil {
 		t.Error("Restore accepted an unknown format")
@@ -453,4 +458,246 @@ func FuzzFSMApply(f *testing.F) {
 			t.Fatalf("refused entry changed the state")
 		}
 	})
+}
+
+func TestFSMSetProgress(t *testing.T) {
+	f := NewFSM(nil)
+	applyAll(t, f, append(baseLog(t), mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(0, "n1", "n2")})))
+	id := f.State().Targets[iqnA].LUNs[0].ID
+	prog := func(m func(*LUNSetProgress)) error {
+		p := LUNSetProgress{IQN: iqnA, LUN: 0, ID: id, Epoch: 1, Node: "n2", RegionsTotal: 8, RegionsDone: 2, BytesCopied: 2 << 20, RateBps: 1e6, ETAMillis: 6000}
+		m(&p)
+		return f.ApplyCommand(mustCmd(t, CmdLUNSetProgress, p))
+	}
+	before := snapshotBytes(t, f)
+	refused := []struct {
+		name string
+		m    func(*LUNSetProgress)
+		want *Error
+	}{
+		{"stale epoch", func(p *LUNSetProgress) { p.Epoch = 0 }, ErrStaleEpoch},
+		{"future epoch", func(p *LUNSetProgress) { p.Epoch = 2 }, ErrStaleEpoch},
+		{"node without a copy", func(p *LUNSetProgress) { p.Node = "n3" }, ErrInvalid},
+		{"unknown node", func(p *LUNSetProgress) { p.Node = "zz" }, ErrInvalid},
+		{"unknown LUN", func(p *LUNSetProgress) { p.LUN = 7 }, ErrUnknownLUN},
+		{"unknown target", func(p *LUNSetProgress) { p.IQN = iqnB }, ErrUnknownTarget},
+		{"other LUN ID", func(p *LUNSetProgress) { p.ID = id + 1 }, ErrUnknownLUN},
+		{"negative bytes", func(p *LUNSetProgress) { p.BytesCopied = -1 }, ErrInvalid},
+		{"done beyond total", func(p *LUNSetProgress) { p.RegionsDone = 9 }, ErrInvalid},
+		{"negative rate", func(p *LUNSetProgress) { p.RateBps = -1 }, ErrInvalid},
+	}
+	for _, tc := range refused {
+		if err := prog(tc.m); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.want.Code)
+		}
+	}
+	if after := snapshotBytes(t, f); !bytes.Equal(before, after) {
+		t.Fatalf("refused progress changed the state:\n%s\n%s", before, after)
+	}
+
+	if err := prog(func(p *LUNSetProgress) { p.ID = 0 }); err != nil { // ID 0: not checked
+		t.Fatal(err)
+	}
+	want := ResyncProgress{Epoch: 1, RegionsTotal: 8, RegionsDone: 2, BytesCopied: 2 << 20, RateBps: 1e6, ETAMillis: 6000}
+	s := f.State()
+	if got := s.Targets[iqnA].LUNs[0].Resync["n2"]; got == nil || *got != want {
+		t.Fatalf("recorded %+v, want %+v", got, want)
+	}
+	// The copy is deep: changing it leaves the FSM's state alone.
+	s.Targets[iqnA].LUNs[0].Resync["n2"].RegionsDone = 99
+	s.Targets[iqnA].LUNs[0].Resync["n1"] = &ResyncProgress{}
+	if got := f.State().Targets[iqnA].LUNs[0].Resync; len(got) != 1 || got["n2"].RegionsDone != 2 {
+		t.Fatalf("State() shares the resync map: %+v", got)
+	}
+
+	// A Done report, then the copy rejoins: the record stays, to tell how
+	// much the last resync copied.
+	if err := prog(func(p *LUNSetProgress) { p.RegionsDone, p.BytesCopied, p.Done = 8, 8<<20, true }); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ApplyCommand(mustCmd(t, CmdLUNSetInSync, LUNSetInSync{IQN: iqnA, LUN: 0, ID: id, Epoch: 1, Node: "n2", InSync: true})); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.State().Targets[iqnA].LUNs[0].Resync["n2"]; got == nil || !got.Done || got.BytesCopied != 8<<20 {
+		t.Fatalf("after rejoining: %+v", got)
+	}
+	// set_in_sync checks the LUN ID too.
+	if err := f.ApplyCommand(mustCmd(t, CmdLUNSetInSync, LUNSetInSync{IQN: iqnA, LUN: 0, ID: id + 1, Epoch: 1, Node: "n2"})); !errors.Is(err, ErrUnknownLUN) {
+		t.Fatalf("set_in_sync for another LUN ID: %v", err)
+	}
+	// A node that leaves the placement takes its record along.
+	if err := f.ApplyCommand(mustCmd(t, CmdNodeRemove, NodeRemove{ID: "n2"})); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.State().Targets[iqnA].LUNs[0].Resync; got != nil {
+		t.Fatalf("record of a removed node kept: %+v", got)
+	}
+}
+
+func TestFSMSubscribe(t *testing.T) {
+	f := NewFSM(nil)
+	ch, cancel := f.Subscribe()
+	ch2, cancel2 := f.Subscribe()
+	defer cancel2()
+	signalled := func(c <-chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
+	}
+	applyAll(t, f, baseLog(t))
+	if !signalled(ch) || !signalled(ch2) {
+		t.Fatal("no signal after applied commands")
+	}
+	if signalled(ch) {
+		t.Fatal("signals are not coalesced into one")
+	}
+	if err := f.ApplyCommand(mustCmd(t, CmdTargetCreate, TargetCreate{IQN: iqnA})); err == nil {
+		t.Fatal("duplicate target accepted")
+	}
+	if signalled(ch) {
+		t.Fatal("signal after a refused command")
+	}
+	snap := snapshotBytes(t, f)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	if !signalled(ch) {
+		t.Fatal("no signal after Restore")
+	}
+	cancel()
+	cancel() // twice is fine
+	signalled(ch2)
+	applyAll(t, f, []Command{mustCmd(t, CmdTargetCreate, TargetCreate{IQN: iqnB})})
+	if signalled(ch) {
+		t.Fatal("signal after cancel")
+	}
+	if !signalled(ch2) {
+		t.Fatal("the other subscriber lost its signal")
+	}
+	// Changed keeps working for the reconcile loop.
+	if !signalled(f.Changed()) {
+		t.Fatal("Changed not signalled")
+	}
+}
+
+func TestLUNByID(t *testing.T) {
+	f := NewFSM(nil)
+	applyAll(t, f, append(baseLog(t),
+		mustCmd(t, CmdTargetCreate, TargetCreate{IQN: iqnB}),
+		mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(0, "n1")}),
+		mustCmd(t, CmdLUNCreate, LUNCreate{LUN: func() LUN { l := lun(5, "n2"); l.Target = iqnB; return l }()}),
+	))
+	s := f.State()
+	tg, l := s.LUNByID(2)
+	if tg == nil || l == nil || tg.IQN != iqnB || l.LUN != 5 || l.ID != 2 {
+		t.Fatalf("LUNByID(2) = %+v, %+v", tg, l)
+	}
+	for _, id := range []uint64{0, 3, 1 << 63} {
+		if tg, l := s.LUNByID(id); tg != nil || l != nil {
+			t.Errorf("LUNByID(%d) = %+v, %+v, want nil, nil", id, tg, l)
+		}
+	}
+	if iqn, l, ok := f.LUNByID(1); !ok || iqn != iqnA || l.LUN != 0 {
+		t.Errorf("FSM.LUNByID(1) = %q, %+v, %v", iqn, l, ok)
+	}
+}
+
+func TestDecodeStateDropsNulls(t *testing.T) {
+	in := `{"format":1,"nodes":{"n1":null},"targets":{"` + iqnA + `":{"iqn":"` + iqnA + `","luns":{"0":{"lun":0,"resync":{"n1":null}},"1":null}},"` + iqnB + `":null}}`
+	s, err := DecodeState(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Nodes) != 0 || len(s.Targets) != 1 || len(s.Targets[iqnA].LUNs) != 1 || len(s.Targets[iqnA].LUNs[0].Resync) != 0 {
+		t.Fatalf("nulls kept: %+v", s)
+	}
+	s.Clone() // must not panic
+}
+
+// TestLUNStatusCopies builds one LUN with a copy in each state, from
+// commands applied to the FSM.
+func TestLUNStatusCopies(t *testing.T) {
+	f := NewFSM(nil)
+	applyAll(t, f, append(baseLog(t),
+		mustCmd(t, CmdNodeRegister, NodeRegister{Node: node("n4")}),
+		mustCmd(t, CmdLUNCreate, LUNCreate{LUN: lun(0, "n1", "n2", "n3", "n4")}),
+	))
+	apply := func(typ string, p any) {
+		t.Helper()
+		if err := f.ApplyCommand(mustCmd(t, typ, p)); err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+	}
+	progress := func(node string, epoch uint64, total, done, bytes int64, fin bool) {
+		t.Helper()
+		apply(CmdLUNSetProgress, LUNSetProgress{IQN: iqnA, LUN: 0, Epoch: epoch, Node: node, RegionsTotal: total,
+			RegionsDone: done, BytesCopied: bytes, RateBps: 2e6, ETAMillis: 1500, Done: fin})
+	}
+	for _, n := range []string{"n2", "n3", "n4"} {
+		apply(CmdLUNSetInSync, LUNSetInSync{IQN: iqnA, LUN: 0, Epoch: 1, Node: n, InSync: false})
+	}
+	// n3 had a resync under epoch 1 that never finished; then n2 took over.
+	progress("n3", 1, 10, 5, 5<<20, false)
+	apply(CmdLUNSetInSync, LUNSetInSync{IQN: iqnA, LUN: 0, Epoch: 1, Node: "n2", InSync: true})
+	apply(CmdLUNSetOwner, LUNSetOwner{IQN: iqnA, LUN: 0, Owner: "n2", Epoch: 1})
+	// Epoch 2: n1 is resyncing, n4 is resyncing but its node is dead.
+	apply(CmdLUNSetInSync, LUNSetInSync{IQN: iqnA, LUN: 0, Epoch: 2, Node: "n1", InSync: false})
+	progress("n1", 2, 4, 1, 1<<20, false)
+	progress("n4", 2, 4, 3, 3<<20, false)
+	apply(CmdNodeHealth, NodeHealth{ID: "n4", Health: HealthDead})
+
+	s := f.State()
+	ls := s.LUNStatus(s.Targets[iqnA].LUNs[0])
+	want := []CopyStatus{
+		{Node: "n1", State: CopyResyncing, ResyncPercent: 25, BytesCopied: 1 << 20, RateBps: 2e6, ETASeconds: 1.5},
+		{Node: "n2", State: CopyInSync, Owner: true, ResyncPercent: 100},
+		{Node: "n3", State: CopyOutOfSync, ResyncPercent: 0, BytesCopied: 5 << 20}, // epoch 1's run: bytes kept, no percent
+		{Node: "n4", State: CopyOffline, ResyncPercent: 75, BytesCopied: 3 << 20},
+	}
+	if len(ls.Copies) != len(want) {
+		t.Fatalf("copies = %+v", ls.Copies)
+	}
+	for i := range want {
+		if ls.Copies[i] != want[i] {
+			t.Errorf("copy %d = %+v, want %+v", i, ls.Copies[i], want[i])
+		}
+	}
+
+	// n1's run finishes and it rejoins: in sync, and the bytes it took
+	// stay visible. A finished run of n3 in this epoch makes it
+	// out-of-sync at 100%, not resyncing.
+	progress("n1", 2, 4, 4, 4<<20, true)
+	progress("n3", 2, 2, 2, 2<<20, true)
+	apply(CmdLUNSetInSync, LUNSetInSync{IQN: iqnA, LUN: 0, Epoch: 2, Node: "n1", InSync: true})
+	s = f.State()
+	ls = s.LUNStatus(s.Targets[iqnA].LUNs[0])
+	if c := ls.Copies[0]; c.State != CopyInSync || c.ResyncPercent != 100 || c.BytesCopied != 4<<20 || c.RateBps != 0 {
+		t.Errorf("n1 after rejoining: %+v", c)
+	}
+	if c := ls.Copies[2]; c.State != CopyOutOfSync || c.ResyncPercent != 100 || c.BytesCopied != 2<<20 {
+		t.Errorf("n3 after a finished run: %+v", c)
+	}
+
+	// The JSON keeps the LUN's fields flat, next to "copies".
+	b, err := json.Marshal(TargetStatus{IQN: iqnA, LUNs: []LUNStatus{ls}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		LUNs []map[string]json.RawMessage `json:"luns"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"lun", "owner", "epoch", "in_sync", "placement", "copies"} {
+		if _, ok := doc.LUNs[0][k]; !ok {
+			t.Errorf("status JSON lacks %q: %s", k, b)
+		}
+	}
+	if !bytes.Contains(b, []byte(`"state":"resyncing"`)) && !bytes.Contains(b, []byte(`"state":"offline"`)) {
+		t.Errorf("status JSON lacks copy states: %s", b)
+	}
 }
