@@ -24,6 +24,10 @@ var (
 	// (I/O error on its store, unknown LUN, bad request).
 	ErrPeerFailed = errors.New("replication: mirror failed the request")
 
+	// ErrNoCopy is a mirror that holds no copy of the LUN (yet: its node
+	// may not have reconciled the LUN). It wraps ErrPeerFailed.
+	ErrNoCopy = fmt.Errorf("%w: no copy of the LUN", ErrPeerFailed)
+
 	// ErrInvalidConfig is wrapped by every Config.Validate failure.
 	ErrInvalidConfig = errors.New("replication: invalid config")
 

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 	"sync/atomic"
 	"syscall"
 
@@ -116,6 +118,11 @@ func NewVolume(cfg Config, lun LUNID, self NodeID, store Store, coord Coordinato
 		progress: map[NodeID]Progress{},
 	}
 	v.limit = newTokenBucket(v.clock, cfg.ResyncRate, cfg.RegionSize)
+	if cfg.StateDir != "" {
+		if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+			return nil, fmt.Errorf("replication: state dir: %w", err)
+		}
+	}
 	return v, nil
 }
 
@@ -224,6 +231,13 @@ func (v *Volume) Open(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			conn, err := v.hello(ctx, n, view.Epoch)
+			// A new LUN's mirrors may not hold their copy yet (their
+			// node is still creating it): give them AckTimeout before
+			// dropping them, which would cost a full copy.
+			for wait := v.cfg.AckTimeout; errors.Is(err, ErrNoCopy) && wait > 0 && ctx.Err() == nil; wait -= helloRetry {
+				time.Sleep(helloRetry)
+				conn, err = v.hello(ctx, n, view.Epoch)
+			}
 			results <- dialed{p, conn, err}
 		}()
 	}
@@ -259,6 +273,9 @@ func (v *Volume) Open(ctx context.Context) error {
 	}
 	return v.serving()
 }
+
+// helloRetry is the pause between hellos to a mirror without the LUN yet.
+const helloRetry = 100 * time.Millisecond
 
 // hello dials node and announces epoch.
 func (v *Volume) hello(ctx context.Context, node NodeID, epoch uint64) (Conn, error) {
@@ -387,7 +404,11 @@ func (v *Volume) send(conn Conn, msgs []*Message) <-chan sendResult {
 			case rep.Status == StatusStaleEpoch:
 				finish(&StaleEpochError{LUN: v.lun, Epoch: m.Epoch, Newest: rep.Epoch}, nil)
 			case rep.Status != StatusOK:
-				finish(fmt.Errorf("%w: %v %s", ErrPeerFailed, m.Type, rep.Status), nil)
+				base := ErrPeerFailed
+				if rep.Status == StatusNoLUN {
+					base = ErrNoCopy
+				}
+				finish(fmt.Errorf("%w: %v %s", base, m.Type, rep.Status), nil)
 			case remaining.Add(-1) == 0:
 				finish(nil, rep)
 			}

@@ -30,6 +30,7 @@ or --token-file gives the admin token that changes need.
                        [--type fileio|blockio] [--path P] [--replicas N]
                        [--placement NODE,NODE,...]
   hatgt lun delete IQN --lun N | list [IQN]
+  hatgt lun verify IQN --lun N    compare every copy with the owner's (exit 1 if any differs)
   hatgt acl add IQN INITIATOR | remove IQN INITIATOR | list IQN
   hatgt chap set IQN --user U [--secret-file F] [--mutual-user U --mutual-secret-file F]
                  (without --secret-file the secret is read from standard input)
@@ -58,6 +59,7 @@ func clusterCommand(name string, args []string) (handled bool, err error) {
 type clusterCLI struct {
 	addr      string
 	tokenFile string
+	token     string // as client() found it
 	timeout   time.Duration
 	getenv    func(string) string
 	stdin     io.Reader
@@ -151,6 +153,7 @@ func (c *clusterCLI) client() (*cluster.Client, string, error) {
 			return nil, "", fmt.Errorf("token file %s is empty", c.tokenFile)
 		}
 	}
+	c.token = token
 	return cluster.NewClient(addr, token, nil), addr, nil
 }
 
@@ -258,6 +261,15 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 			q.LUN, q.Size, q.SectorSize = uint64(*lun), n, uint32(*sector)
 			return cl.CreateLUN(ctx, a[0], q)
 		}), nil
+	case "lun verify":
+		lun := fs.Int64("lun", -1, "LUN number")
+		_ = fs.Set("timeout", "24h") // reading a large LUN takes long
+		return nargs(1, "lun verify IQN --lun N", func(ctx context.Context, cl *cluster.Client, a []string) error {
+			if *lun < 0 {
+				return errors.New("lun verify: --lun N is required")
+			}
+			return c.verifyLUN(ctx, cl, a[0], uint64(*lun))
+		}), nil
 	case "lun delete":
 		lun := fs.Int64("lun", -1, "LUN number")
 		return func(ctx context.Context, cl *cluster.Client, a []string) error {
@@ -291,7 +303,7 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 				}
 				found = true
 				for _, l := range t.LUNs {
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", t.IQN, l.LUN, cluster.FormatSize(l.Size),
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", t.IQN, l.LUN.LUN, cluster.FormatSize(l.Size),
 						l.SectorSize, l.IOMode, l.Backing, l.Replicas, orDash(l.Owner), strings.Join(l.Placement, ","),
 						strings.Join(l.InSync, ","), l.Epoch)
 				}

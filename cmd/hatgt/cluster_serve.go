@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/replication"
 	"github.com/hatgt/hatgt/target"
 )
 
@@ -254,6 +255,7 @@ type clusterNode struct {
 	node    *cluster.Node
 	srv     *target.Server
 	rec     *reconciler
+	repl    *replicaHost
 	iscsi   net.Listener
 	api     net.Listener
 	portal  string
@@ -289,6 +291,15 @@ func startClusterNode(f *clusterServeFlags, dataDir string, log *slog.Logger, lo
 	if cn.api, err = net.Listen("tcp", f.addr(f.ports.api)); err != nil {
 		return nil, fmt.Errorf("admin API %s: %w", f.addr(f.ports.api), listenError(err))
 	}
+	replLn, err := net.Listen("tcp", f.addr(f.ports.repl))
+	if err != nil {
+		return nil, fmt.Errorf("replication port %s: %w", f.addr(f.ports.repl), listenError(err))
+	}
+	defer func() {
+		if err != nil {
+			replLn.Close()
+		}
+	}()
 	cn.portal = cn.iscsi.Addr().String()
 
 	var rec *reconciler
@@ -301,6 +312,8 @@ func startClusterNode(f *clusterServeFlags, dataDir string, log *slog.Logger, lo
 	}
 	rec = newReconciler(log.With("component", "reconcile"), cn.srv, f.nodeID, stateFn)
 	cn.rec = rec
+	cn.repl = newReplicaHost(log.With("component", "replication"), f.nodeID, dataDir, replLn, replicationResolver(stateFn))
+	rec.repl = cn.repl
 
 	cfg := cluster.DefaultConfig()
 	cfg.NodeID, cfg.DataDir = f.nodeID, dataDir
@@ -315,22 +328,48 @@ func startClusterNode(f *clusterServeFlags, dataDir string, log *slog.Logger, lo
 	// Retry a failed reconcile (a file that could not be created, a node
 	// not registered yet) soon.
 	cfg.ReconcileInterval = 2 * time.Second
-	cfg.Reconciler = rec
 	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "cluster", Level: hclogLevel(f.logLevel), Output: logOut})
 
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// The replication side needs the node, and the node's first reconcile
+	// needs the replication side: it waits for ready.
+	ready := make(chan struct{})
+	cfg.Reconciler = cluster.ReconcilerFunc(func(ctx context.Context, d *cluster.Desired) error {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return rec.Reconcile(ctx, d)
+	})
 	cn.node, err = cluster.Start(sctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	nodePtr.Store(cn.node)
+	cn.repl.coord = cluster.NewCoordinator(cn.node)
+	cn.repl.state = stateFn
+	if l, ok := any(cn.node).(interface{ HoldsLease() bool }); ok {
+		cn.repl.lease = l.HoldsLease
+	}
+	cn.repl.claim = func(ctx context.Context, iqn string, lun, epoch uint64) error {
+		cmd, err := cluster.NewCommand(cluster.CmdLUNSetOwner, cluster.LUNSetOwner{IQN: iqn, LUN: lun, Owner: f.nodeID, Epoch: epoch})
+		if err == nil {
+			_, err = cn.node.Apply(ctx, cmd)
+		}
+		return err
+	}
+	cn.repl.start(cn.errc)
+	close(ready)
 
 	actx, acancel := context.WithCancel(context.Background())
 	cn.cancel = acancel
 	go func() {
 		defer close(cn.apiDone)
-		if err := cluster.NewAPI(cn.node).Serve(actx, cn.api); err != nil {
+		api := cluster.NewAPI(cn.node)
+		api.SetVerifier(cn.repl.verifier())
+		if err := api.Serve(actx, cn.api); err != nil {
 			cn.errc <- fmt.Errorf("admin API: %w", err)
 		}
 	}()
@@ -411,6 +450,7 @@ func (cn *clusterNode) shutdown(ctx context.Context) error {
 		cn.log.Warn("commands still in flight when the shutdown timeout expired; connections closed", "err", err)
 	}
 	cn.iscsi.Close()
+	cn.repl.stop()
 	if err := cn.rec.close(); err != nil {
 		cn.log.Error("closing LUNs", "err", err)
 		first = cmpOr(first, err)
@@ -425,6 +465,7 @@ func printClusterBanner(w io.Writer, f *clusterServeFlags, cn *clusterNode) {
 	fmt.Fprintf(&b, "  api     %s\n", cn.api.Addr())
 	fmt.Fprintf(&b, "  raft    %s\n", f.addr(f.ports.raft))
 	fmt.Fprintf(&b, "  gossip  %s\n", f.addr(f.ports.gossip))
+	fmt.Fprintf(&b, "  repl    %s\n", f.addr(f.ports.repl))
 	switch {
 	case f.bootstrap:
 		fmt.Fprintf(&b, "bootstrapping a new cluster (on a restart: rejoining it)\n")
@@ -435,5 +476,21 @@ func printClusterBanner(w io.Writer, f *clusterServeFlags, cn *clusterNode) {
 	io.WriteString(w, b.String())
 	if fl, ok := w.(*os.File); ok {
 		fl.Sync()
+	}
+}
+
+// replicationResolver finds a node's replication address in the cluster
+// state.
+func replicationResolver(state func() *cluster.State) replication.Resolver {
+	return func(id replication.NodeID) (string, error) {
+		st := state()
+		if st == nil {
+			return "", errors.New("cluster state not available yet")
+		}
+		ni := st.Nodes[string(id)]
+		if ni == nil || ni.ReplicationAddr == "" {
+			return "", fmt.Errorf("node %s has no replication address in the cluster state", id)
+		}
+		return ni.ReplicationAddr, nil
 	}
 }

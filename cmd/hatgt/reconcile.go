@@ -52,9 +52,14 @@ type reconciler struct {
 	open   func(l cluster.DesiredLUN) (store, error)
 	ensure func(l cluster.DesiredLUN) error
 
+	// repl is the node's replication side; nil serves every LUN from its
+	// owner's local store only.
+	repl *replicaHost
+
 	mu      sync.Mutex
 	targets map[string]*runTarget // by lower-case IQN
 	ensured map[string]uint64     // backing paths known to exist, with their size
+	copies  map[uint64]bool       // replicated LUN IDs placed here (this reconcile)
 }
 
 // runTarget is a target as this node runs it.
@@ -74,10 +79,12 @@ type targetSpec struct {
 	tpgt  uint16
 }
 
-// runLUN is an owned LUN this node serves.
+// runLUN is an owned LUN this node serves: over its store, or for a
+// replicated LUN over the owner Volume of copy c.
 type runLUN struct {
 	lun cluster.DesiredLUN
 	s   store
+	c   *replicaCopy
 }
 
 func newReconciler(log *slog.Logger, srv targetServer, nodeID string, state func() *cluster.State) *reconciler {
@@ -96,10 +103,11 @@ var errNotRegistered = errors.New("this node is not registered in the cluster st
 
 // Reconcile implements cluster.Reconciler. It does only local work (files,
 // the in-process server), so it does not watch ctx.
-func (r *reconciler) Reconcile(_ context.Context, d *cluster.Desired) error {
+func (r *reconciler) Reconcile(ctx context.Context, d *cluster.Desired) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var errs []error
+	r.copies = map[uint64]bool{}
 	var tpgt uint16
 	if len(d.Targets) > 0 {
 		var st *cluster.State
@@ -115,7 +123,7 @@ func (r *reconciler) Reconcile(_ context.Context, d *cluster.Desired) error {
 	for _, dt := range d.Targets {
 		key := strings.ToLower(dt.IQN)
 		want[key] = true
-		if err := r.reconcileTarget(key, dt, tpgt); err != nil {
+		if err := r.reconcileTarget(ctx, key, dt, tpgt); err != nil {
 			errs = append(errs, fmt.Errorf("target %s: %w", dt.IQN, err))
 		}
 	}
@@ -131,10 +139,11 @@ func (r *reconciler) Reconcile(_ context.Context, d *cluster.Desired) error {
 			delete(r.targets, key)
 		}
 	}
+	errs = append(errs, r.detachStale())
 	return errors.Join(errs...)
 }
 
-func (r *reconciler) reconcileTarget(key string, dt cluster.DesiredTarget, tpgt uint16) error {
+func (r *reconciler) reconcileTarget(ctx context.Context, key string, dt cluster.DesiredTarget, tpgt uint16) error {
 	spec := targetSpec{alias: dt.Alias, tpgt: tpgt}
 	acl := slices.Clone(dt.ACL)
 	slices.Sort(acl)
@@ -173,12 +182,22 @@ func (r *reconciler) reconcileTarget(key string, dt cluster.DesiredTarget, tpgt 
 			errs = append(errs, fmt.Errorf("LUN %d: %w", l.LUN.LUN, err))
 			continue
 		}
+		if r.replicated(l) {
+			r.copies[l.ID] = true
+			if l.Owned {
+				owned[l.LUN.LUN] = true
+			}
+			if err := r.reconcileReplicated(ctx, rt, l); err != nil {
+				errs = append(errs, fmt.Errorf("LUN %d: %w", l.LUN.LUN, err))
+			}
+			continue
+		}
 		if !l.Owned {
 			continue
 		}
 		owned[l.LUN.LUN] = true
 		if cur := rt.luns[l.LUN.LUN]; cur != nil {
-			if sameLUN(cur.lun, l) {
+			if sameLUN(cur.lun, l) && cur.c == nil {
 				continue
 			}
 			r.log.Info("LUN changed, reopening it", "target", dt.IQN, "lun", l.LUN.LUN)
@@ -278,6 +297,11 @@ func (r *reconciler) startLUN(rt *runTarget, l cluster.DesiredLUN) error {
 	if err != nil {
 		return err
 	}
+	return r.exposeLUN(rt, l, s, nil)
+}
+
+// exposeLUN serves s as LUN l of rt; on error s is closed.
+func (r *reconciler) exposeLUN(rt *runTarget, l cluster.DesiredLUN, s store, c *replicaCopy) error {
 	serial, naa := lunIdentity(rt.iqn, l.LUN.LUN)
 	lu, err := scsi.NewLU(s, scsi.LUConfig{
 		BlockSize:    l.LUN.SectorSize,
@@ -295,7 +319,7 @@ func (r *reconciler) startLUN(rt *runTarget, l cluster.DesiredLUN) error {
 		s.Close()
 		return err
 	}
-	rt.luns[l.LUN.LUN] = &runLUN{lun: l, s: s}
+	rt.luns[l.LUN.LUN] = &runLUN{lun: l, s: s, c: c}
 	r.log.Info("serving LUN", "target", rt.iqn, "lun", l.LUN.LUN, "path", l.BackingPath,
 		"size", humanSize(int64(l.LUN.Size)), "epoch", l.LUN.Epoch)
 	return nil
@@ -337,6 +361,8 @@ func (r *reconciler) close() error {
 		}
 		delete(r.targets, key)
 	}
+	r.copies = nil
+	errs = append(errs, r.detachStale())
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/replication"
+)
+
+// replicaHost is the replication side of a cluster node:
+//
+//   - a Mirror holding this node's copy of every replicated LUN placed
+//     here, served on the replication port, fenced at every epoch Raft
+//     commits;
+//   - for each replicated LUN this node owns, a Volume (the owner side)
+//     over the same store, opened in an epoch this node claimed through
+//     Raft for itself (every start of ownership needs an epoch of its own);
+//   - a control loop that resyncs the out-of-sync copies whose node is
+//     back, and deposes every owned volume when this node loses its owner
+//     lease (invariant 5).
+//
+// The reconciler drives it: attach for a LUN placed here, open for one it
+// owns, closeVolume when it stops serving one, detach when the copy leaves
+// this node.
+type replicaHost struct {
+	log      *slog.Logger
+	self     string
+	stateDir string
+	mirror   *replication.Mirror
+	tr       replication.Transport
+	server   *replication.TCPServer
+	ln       net.Listener
+
+	// Set once the cluster node runs (before the first reconcile).
+	coord replication.Coordinator
+	// claim proposes "node self owns LUN (iqn, lun) from epoch+1".
+	claim func(ctx context.Context, iqn string, lun, epoch uint64) error
+	// state returns the cluster state (node health for resync).
+	state func() *cluster.State
+	// lease reports whether this node may serve as an owner.
+	lease func() bool
+
+	mu     sync.Mutex
+	copies map[uint64]*replicaCopy // by LUN ID
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// replicaCopy is this node's copy of one replicated LUN.
+type replicaCopy struct {
+	id      uint64
+	store   store
+	epoch   uint64 // newest epoch fenced on the mirror
+	claimed uint64 // the epoch this node claimed for its next Volume
+	vol     *replication.Volume
+	// resyncing is set while the control loop resyncs this volume's copies.
+	resyncing bool
+}
+
+func newReplicaHost(log *slog.Logger, self, dataDir string, ln net.Listener, resolve replication.Resolver) *replicaHost {
+	h := &replicaHost{
+		log:      log,
+		self:     self,
+		stateDir: filepath.Join(dataDir, "replication"),
+		mirror:   replication.NewMirror(log.With("side", "mirror")),
+		tr:       replication.NewTCPTransport(resolve, log),
+		ln:       ln,
+		copies:   map[uint64]*replicaCopy{},
+	}
+	h.server = replication.NewTCPServer(h.mirror.Handle, log)
+	return h
+}
+
+// start serves the mirror and runs the control loop until stop.
+func (h *replicaHost) start(errc chan<- error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() {
+		if err := h.server.Serve(h.ln); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("replication port %s: %w", h.ln.Addr(), err)
+		}
+	}()
+	h.wg.Add(1)
+	go h.loop(ctx)
+}
+
+// stop ends the control loop and the mirror server. Volumes and stores are
+// closed by the reconciler (close), which runs after.
+func (h *replicaHost) stop() {
+	if h.cancel != nil {
+		h.cancel()
+	}
+	h.server.Close()
+	h.wg.Wait()
+}
+
+// attach makes the mirror serve this node's copy of l from s (opened by the
+// caller) and fences it at l's epoch. It returns the copy's store: s, or
+// the one attached before (the caller then closes s).
+func (h *replicaHost) attach(l cluster.DesiredLUN, open func() (store, error)) (*replicaCopy, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.copies[l.ID]
+	if c == nil {
+		s, err := open()
+		if err != nil {
+			return nil, err
+		}
+		c = &replicaCopy{id: l.ID, store: s, epoch: l.Epoch}
+		h.copies[l.ID] = c
+		h.mirror.AddLUN(replication.LUNID(l.ID), s, l.Epoch)
+		h.log.Info("holding a copy", "lun_id", l.ID, "target", l.Target, "lun", l.LUN.LUN, "epoch", l.Epoch)
+	}
+	if l.Epoch > c.epoch {
+		c.epoch = l.Epoch
+	}
+	h.mirror.Fence(replication.LUNID(l.ID), l.Epoch)
+	return c, nil
+}
+
+// errClaimed says the reconciler must come back once the epoch this node
+// claimed is committed (the state changes, which triggers a reconcile).
+var errClaimed = errors.New("claimed a new epoch; the volume opens when it is applied")
+
+// open returns the owner Volume of l on copy c, opened in an epoch of this
+// node's own: when l's epoch is not one this node claimed (a restart, a
+// takeover), it first claims epoch+1 through Raft and returns errClaimed.
+func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.DesiredLUN) (*replication.Volume, error) {
+	if h.lease != nil && !h.lease() {
+		return nil, errors.New("no owner lease (cut off from the Raft leader): not serving as owner")
+	}
+	if c.claimed != l.Epoch {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := h.claim(cctx, l.Target, l.LUN.LUN, l.Epoch); err != nil {
+			return nil, fmt.Errorf("claim epoch %d: %w", l.Epoch+1, err)
+		}
+		c.claimed = l.Epoch + 1
+		return nil, errClaimed
+	}
+	cfg := replication.DefaultConfig()
+	cfg.WriteThrough = l.IOMode == cluster.IOModeWriteThrough
+	cfg.StateDir = h.stateDir
+	cfg.LocalMirror = h.mirror
+	cfg.Logger = h.log.With("side", "owner")
+	v, err := replication.NewVolume(cfg, replication.LUNID(l.ID), replication.NodeID(h.self), c.store, h.coord, h.tr)
+	if err != nil {
+		return nil, err
+	}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := v.Open(octx); err != nil {
+		v.Close()
+		c.claimed = 0 // never open two Volumes in one epoch
+		return nil, err
+	}
+	h.mu.Lock()
+	c.vol = v
+	h.mu.Unlock()
+	h.log.Info("owning replicated LUN", "lun_id", l.ID, "epoch", l.Epoch, "in_sync", v.InSync())
+	return v, nil
+}
+
+// closeVolume stops the owner side of c (the copy stays on the mirror).
+func (h *replicaHost) closeVolume(c *replicaCopy) error {
+	h.mu.Lock()
+	v := c.vol
+	c.vol = nil
+	h.mu.Unlock()
+	if v == nil {
+		return nil
+	}
+	return v.Close()
+}
+
+// detach removes the copy of LUN id from this node's mirror and closes its
+// store (after its volume, if any).
+func (h *replicaHost) detach(id uint64) error {
+	h.mu.Lock()
+	c := h.copies[id]
+	delete(h.copies, id)
+	h.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	errs := []error{h.closeVolume(c)}
+	h.mirror.RemoveLUN(replication.LUNID(id))
+	if err := c.store.Flush(); err != nil {
+		errs = append(errs, fmt.Errorf("flush copy of LUN %d: %w", id, err))
+	}
+	errs = append(errs, c.store.Close())
+	return errors.Join(errs...)
+}
+
+// ids returns the LUN IDs of the copies held here.
+func (h *replicaHost) ids() []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]uint64, 0, len(h.copies))
+	for id := range h.copies {
+		out = append(out, id)
+	}
+	return out
+}
+
+// volume returns the open owner Volume of LUN id, or nil.
+func (h *replicaHost) volume(id uint64) *replication.Volume {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c := h.copies[id]; c != nil {
+		return c.vol
+	}
+	return nil
+}
+
+// loop checks the owner lease often, and resyncs out-of-sync copies whose
+// node is alive every second.
+func (h *replicaHost) loop(ctx context.Context) {
+	defer h.wg.Done()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var n int
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if h.lease != nil && !h.lease() {
+			h.deposeAll()
+			continue
+		}
+		if n++; n%4 == 0 {
+			h.resyncBack(ctx)
+		}
+	}
+}
+
+// deposeAll stops every owned volume at once: this node lost its lease, and
+// after it runs out another node may become owner.
+func (h *replicaHost) deposeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.copies {
+		if c.vol != nil {
+			c.vol.Depose(fmt.Errorf("%w: owner lease lost (no contact with the Raft leader)", replication.ErrNotOwner))
+		}
+	}
+}
+
+// resyncBack starts a resync of every out-of-sync copy of an owned volume
+// whose node the cluster records alive, one volume at a time each.
+func (h *replicaHost) resyncBack(ctx context.Context) {
+	var st *cluster.State
+	if h.state != nil {
+		st = h.state()
+	}
+	if st == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.copies {
+		if c.vol == nil || c.resyncing {
+			continue
+		}
+		var todo []replication.NodeID
+		for _, p := range c.vol.Peers() {
+			ni := st.Nodes[string(p.Node)]
+			if p.State == "out-of-sync" && ni != nil && ni.Health == cluster.HealthAlive {
+				todo = append(todo, p.Node)
+			}
+		}
+		if len(todo) == 0 {
+			continue
+		}
+		c.resyncing = true
+		v := c.vol
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			for _, node := range todo {
+				h.log.Info("resyncing copy", "lun_id", c.id, "peer", node)
+				if err := v.Resync(ctx, node); err != nil {
+					h.log.Warn("resync failed; retrying later", "lun_id", c.id, "peer", node, "err", err)
+				} else {
+					p, _ := v.Progress(node)
+					h.log.Info("copy back in sync", "lun_id", c.id, "peer", node, "bytes_copied", p.BytesCopied)
+				}
+			}
+			h.mu.Lock()
+			c.resyncing = false
+			h.mu.Unlock()
+		}()
+	}
+}

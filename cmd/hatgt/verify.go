@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/replication"
+)
+
+// errCopiesDiffer makes "hatgt lun verify" exit 1 after printing what
+// differs.
+var errCopiesDiffer = errors.New("lun verify: the copies are not identical")
+
+// verifyLUN runs "hatgt lun verify": it finds the LUN's owner in the status
+// of the node it talks to, asks the owner (only it has the volume) to
+// compare every copy, and prints one line per copy and per divergent
+// region.
+func (c *clusterCLI) verifyLUN(ctx context.Context, cl *cluster.Client, iqn string, lun uint64) error {
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return err
+	}
+	var l *cluster.LUN
+	for _, t := range st.Targets {
+		if strings.EqualFold(t.IQN, iqn) {
+			for i := range t.LUNs {
+				if t.LUNs[i].LUN.LUN == lun {
+					l = &t.LUNs[i].LUN
+				}
+			}
+			iqn = t.IQN
+		}
+	}
+	if l == nil {
+		return fmt.Errorf("lun verify: no LUN %d on target %s", lun, iqn)
+	}
+	if len(l.Placement) < 2 {
+		fmt.Fprintf(c.out, "LUN %d of %s has one copy (on %s): nothing to compare\n", lun, iqn, l.Owner)
+		return nil
+	}
+	owner := ""
+	for _, n := range st.Nodes {
+		if n.ID == l.Owner {
+			owner = n.APIAddr
+		}
+	}
+	if owner == "" {
+		return fmt.Errorf("lun verify: the owner %q of LUN %d has no admin API address in the cluster state", l.Owner, lun)
+	}
+	res, err := cluster.NewClient(owner, c.token, &http.Client{}).VerifyLUN(ctx, iqn, lun)
+	if err != nil {
+		return fmt.Errorf("lun verify on the owner %s (%s): %w", l.Owner, owner, err)
+	}
+	printVerify(c, res)
+	if !res.Identical() {
+		return errCopiesDiffer
+	}
+	return nil
+}
+
+func printVerify(c *clusterCLI, r *cluster.VerifyResult) {
+	rs := r.RegionSize
+	fmt.Fprintf(c.out, "LUN %d of %s: owner %s, epoch %d, regions of %s\n", r.LUN, r.Target, r.Owner, r.Epoch, humanSize(rs))
+	for _, cp := range r.Copies {
+		switch {
+		case cp.Error != "":
+			fmt.Fprintf(c.out, "  %s: not compared after %d regions: %s\n", cp.Node, cp.Regions, cp.Error)
+		case len(cp.Divergent) == 0:
+			fmt.Fprintf(c.out, "  %s: %d regions compared, identical\n", cp.Node, cp.Regions)
+		default:
+			fmt.Fprintf(c.out, "  %s: %d regions compared, %d differ\n", cp.Node, cp.Regions, len(cp.Divergent))
+		}
+		for _, reg := range cp.Divergent {
+			fmt.Fprintf(c.out, "    %s region %d: bytes %d-%d differ\n", cp.Node, reg, reg*rs, (reg+1)*rs-1)
+		}
+	}
+}
+
+// verifier serves online verify on the owner: every other copy of the LUN
+// is compared with this node's, one after the other, while IO goes on.
+func (h *replicaHost) verifier() cluster.LUNVerifier {
+	return func(ctx context.Context, iqn string, lun uint64) (*cluster.VerifyResult, error) {
+		st := h.state()
+		if st == nil {
+			return nil, cluster.ErrNotLUNOwner
+		}
+		var l *cluster.LUN
+		for _, t := range st.Targets {
+			if strings.EqualFold(t.IQN, iqn) {
+				l = t.LUNs[lun]
+			}
+		}
+		if l == nil {
+			return nil, &cluster.Error{Code: cluster.ErrUnknownLUN.Code, Message: fmt.Sprintf("no LUN %d on %s", lun, iqn)}
+		}
+		v := h.volume(l.ID)
+		if l.Owner != h.self || v == nil || v.Serving() != nil {
+			return nil, &cluster.Error{Code: cluster.ErrNotLUNOwner.Code,
+				Message: fmt.Sprintf("node %s does not serve LUN %d of %s as its owner (the owner is %q)", h.self, lun, iqn, l.Owner)}
+		}
+		res := &cluster.VerifyResult{Target: l.Target, LUN: lun, Owner: h.self, Epoch: v.Epoch(),
+			RegionSize: replication.DefaultConfig().RegionSize}
+		for _, node := range l.Placement {
+			if node == h.self {
+				continue
+			}
+			rep, err := v.Verify(ctx, replication.NodeID(node))
+			vc := cluster.VerifyCopy{Node: node, Regions: rep.Regions, BytesCompared: rep.BytesCompared, Divergent: rep.Divergent}
+			if err != nil {
+				vc.Error = err.Error()
+			}
+			res.Copies = append(res.Copies, vc)
+		}
+		return res, nil
+	}
+}
