@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"time"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hatgt/hatgt/scsi"
 )
