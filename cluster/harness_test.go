@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -342,11 +343,16 @@ func (c *testCluster) leader(except ...string) *testNode {
 // threeNodes starts n1 (bootstrap), then n2 and n3 joining through n1's API,
 // and waits until every node has all three registered and alive.
 func threeNodes(t *testing.T) *testCluster {
+	return threeNodesWith(t, nil)
+}
+
+// threeNodesWith is threeNodes with mod applied to every node's config.
+func threeNodesWith(t *testing.T, mod func(*Config)) *testCluster {
 	c := newTestCluster(t)
-	n1 := c.start("n1", true, nil)
+	n1 := c.start("n1", true, mod)
 	c.leader()
 	for _, id := range []string{"n2", "n3"} {
-		n := c.start(id, false, nil)
+		n := c.start(id, false, mod)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := n.JoinVia(ctx, n1.cfg.APIAddr)
 		cancel()
@@ -415,4 +421,32 @@ func (c *testCluster) follower() *testNode {
 	}
 	c.t.Fatal("no follower")
 	return nil
+}
+
+// createLUN creates target iqn (if needed) and LUN lun on it with the
+// given placement (its first node owns it), through the leader, and waits
+// until every running node has it.
+func (c *testCluster) createLUN(iqn string, lun uint64, placement ...string) {
+	c.t.Helper()
+	l := c.leader()
+	if err := c.apply(l, CmdTargetCreate, TargetCreate{IQN: iqn}); err != nil && !errors.Is(err, ErrTargetExists) {
+		c.t.Fatalf("create target %s: %v", iqn, err)
+	}
+	if err := c.apply(l, CmdLUNCreate, LUNCreate{LUN: LUN{Target: iqn, LUN: lun, Size: 1 << 20, SectorSize: 512,
+		IOMode: IOModeWriteThrough, Backing: BackingFile, Replicas: len(placement), Placement: placement}}); err != nil {
+		c.t.Fatalf("create LUN %d on %s: %v", lun, iqn, err)
+	}
+	c.waitConverged(fmt.Sprintf("LUN %d on %s everywhere", lun, iqn), func(s *State) bool {
+		t := s.Targets[iqn]
+		return t != nil && t.LUNs[lun] != nil
+	})
+}
+
+// lunOn returns LUN lun of target iqn in n's state, or nil.
+func lunOn(n *testNode, iqn string, lun uint64) *LUN {
+	t := n.fsm.State().Targets[iqn]
+	if t == nil {
+		return nil
+	}
+	return t.LUNs[lun]
 }
