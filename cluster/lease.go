@@ -44,7 +44,14 @@ import (
 // Memberlist alone is not trusted for this: in a partial partition gossip
 // can call a node dead while Raft still reaches it (and renews its lease),
 // which is why the leader also needs its own heartbeats to the owner to
-// fail. Without a quorum the leader steps down and commits nothing, so no
+// fail. (In a one-way cut, where the owner still receives the leader's
+// AppendEntries but its answers are lost, the owner keeps its lease; the
+// same AppendEntries then bring it the ownership change, and its mirrors
+// refuse its old epoch: invariant 2.) A Raft-only cut that gossip does not
+// see leaves the owner without a lease and its LUNs unserved until the cut
+// heals: the leader does not act on failed heartbeats alone, because a
+// lost ResumedHeartbeat observation could leave them looking failed for a
+// healthy owner. Without a quorum the leader steps down and commits nothing, so no
 // owner changes at all (the FSM also checks the epoch and that the new
 // owner is in sync: invariant 4).
 //
