@@ -51,9 +51,11 @@ import (
 // see leaves the owner without a lease and its LUNs unserved until the cut
 // heals: the leader does not act on failed heartbeats alone, because a
 // lost ResumedHeartbeat observation could leave them looking failed for a
-// healthy owner. Without a quorum the leader steps down and commits nothing, so no
-// owner changes at all (the FSM also checks the epoch and that the new
-// owner is in sync: invariant 4).
+// healthy owner.
+//
+// Without a quorum the leader steps down and commits nothing, so no owner
+// changes at all (the FSM also checks the epoch and that the new owner is
+// in sync: invariant 4).
 //
 // HoldsLease refines "a follower whose last contact is recent" in two
 // ways. Contact counts only while the node is a follower that knows its
