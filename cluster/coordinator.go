@@ -190,8 +190,8 @@ func (c *Coordinator) Watch(lun replication.LUNID, fn func(replication.View)) (c
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			unsubscribe()
 			close(stop)
+			unsubscribe()
 		})
 		<-done
 	}

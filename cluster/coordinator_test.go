@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -409,4 +410,49 @@ func TestCoordinatorCluster(t *testing.T) {
 		return ls.Copies[slices.Index(ls.Placement, cut)].State == CopyOffline
 	})
 	c.heal(cut)
+}
+
+// TestCoordinatorWatchCancelWaits: cancel waits for a callback in progress,
+// and a change pending at cancel is never delivered.
+func TestCoordinatorWatchCancelWaits(t *testing.T) {
+	fc, id := newFSMCoordinator(t)
+	entered, release := make(chan replication.View, 10), make(chan struct{})
+	var calls atomic.Int32
+	cancel := fc.Watch(id, func(v replication.View) {
+		calls.Add(1)
+		entered <- v
+		<-release
+	})
+	drop := func(node string) {
+		t.Helper()
+		if err := fc.DropFromInSync(context.Background(), id, 1, replication.NodeID(node)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drop("n3")
+	if v := <-entered; v.IsInSync("n3") || len(v.InSync) != 2 {
+		t.Fatalf("delivered %+v", v)
+	}
+	returned := make(chan struct{})
+	go func() { cancel(); close(returned) }()
+	drop("n2") // pending while the callback runs
+	// cancel has begun once it unsubscribed (after it closed stop).
+	for subscribed := true; subscribed; {
+		fc.fsm.subMu.Lock()
+		subscribed = len(fc.fsm.subs) > 0
+		fc.fsm.subMu.Unlock()
+		runtime.Gosched()
+	}
+	select {
+	case <-returned:
+		t.Fatal("cancel returned while the callback was still running")
+	default:
+	}
+	close(release)
+	<-returned
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d callbacks, want 1: the change pending at cancel was delivered", n)
+	}
+	// An unknown LUN: nothing to deliver, and cancel still returns.
+	fc.Watch(id+7, func(replication.View) { t.Error("callback for an unknown LUN") })()
 }
