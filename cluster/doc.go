@@ -23,6 +23,27 @@
 // bumps it; removing a node drops its copies and, if it owned a LUN, moves
 // ownership to the first in-sync copy under a new epoch.
 //
+// # Replication coordinator
+//
+// Coordinator (NewCoordinator(node)) is the replication.Coordinator and
+// replication.ProgressReporter of a node; a replication.LUNID is a LUN's
+// ID, never reused. View reads this node's applied state. DropFromInSync
+// and MarkInSync propose lun.set_in_sync, ReportProgress proposes
+// lun.set_progress, each through Node.Apply and returning once committed;
+// every one is a compare-and-set on the epoch and names the LUN ID, and a
+// refusal for an old epoch or a LUN that is gone matches
+// replication.ErrNotOwner. Progress reports are throttled to one per
+// ProgressInterval per copy, except the first and the last (Done) of a
+// run. Watch follows FSM.Subscribe, which is signalled after every applied
+// command and every Restore, and delivers each view that differs from the
+// last one delivered. The last progress record of each copy stays in the
+// LUN (Resync) after the copy rejoins, and goes with the node when it
+// leaves the placement. Status shows every copy of a LUN (LUNStatus.Copies):
+// offline when its node is not recorded alive, else in-sync, resyncing
+// (a run of the current epoch not done), or out-of-sync, with the resync
+// percentage, the bytes the last resync copied, and rate and ETA while
+// resyncing.
+//
 // # Changes go through the leader
 //
 // Node.Apply (and AddNode, RemoveNode, Leave) run on the leader. A follower
