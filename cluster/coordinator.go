@@ -228,15 +228,16 @@ func (c *Coordinator) ReportProgress(ctx context.Context, lun replication.LUNID,
 	if err == nil {
 		err = proposalErr(c.apply(ctx, cmd))
 	}
-	if err != nil {
-		c.mu.Lock()
-		if had {
-			c.reported[key] = prev
-		} else {
-			delete(c.reported, key)
-		}
-		c.mu.Unlock()
+	c.mu.Lock()
+	switch {
+	case err != nil && had:
+		c.reported[key] = prev
+	case err != nil, p.Done:
+		// A run that ended needs no mark: the next report starts a new
+		// one either way, and the map does not keep copies long gone.
+		delete(c.reported, key)
 	}
+	c.mu.Unlock()
 	return err
 }
 

@@ -142,6 +142,9 @@ func TestCoordinatorProgressThrottle(t *testing.T) {
 	if p := recorded(); p.RegionsTotal != 5 || p.RegionsDone != 5 || p.BytesCopied != 0 || p.RateBps != 0 || !p.Done || p.Epoch != 2 {
 		t.Fatalf("sanitized report recorded as %+v", p)
 	}
+	if n := len(fc.reported); n != 0 {
+		t.Fatalf("%d throttle marks kept after the run ended", n)
+	}
 }
 
 func TestCoordinatorInSyncOnFSM(t *testing.T) {
