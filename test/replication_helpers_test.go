@@ -354,3 +354,24 @@ func corruptFile(t *testing.T, path string, off int64, n int) {
 		t.Fatalf("%s unchanged at %d after the overwrite", path, off)
 	}
 }
+
+// untouchedRegions counts the 1 MiB regions of [off, off+length) of path
+// in which no chunk starts with 4 KiB of pattern (qemuIOWrites' chunks).
+func untouchedRegions(t *testing.T, path string, off, length, chunk int64, pattern byte) int {
+	t.Helper()
+	want := bytes.Repeat([]byte{pattern}, 4096)
+	n := 0
+	for r := off; r < off+length; r += 1 << 20 {
+		touched := false
+		for o := r; o < min(r+1<<20, off+length); o += chunk {
+			if bytes.Equal(readFileRange(t, path, o, 4096), want) {
+				touched = true
+				break
+			}
+		}
+		if !touched {
+			n++
+		}
+	}
+	return n
+}
