@@ -24,7 +24,7 @@
 # say what the replication path costs, not what separate machines reach.
 #
 # Environment (defaults finish in a few minutes on 2 cores):
-#   ROUNDS=3            rounds per row (medians over them)
+#   ROUNDS=5            rounds per row (medians over them)
 #   COUNT_4K_QD1=2000   requests per 4 KiB depth-1 run
 #   COUNT_4K_QD32=8000  requests per 4 KiB depth-32 run
 #   COUNT_1M=200        requests per 1 MiB depth-8 run
@@ -38,7 +38,7 @@
 # failed (its cell reads "fail").
 set -uo pipefail
 
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 COUNT_4K_QD1=${COUNT_4K_QD1:-2000}
 COUNT_4K_QD32=${COUNT_4K_QD32:-8000}
 COUNT_1M=${COUNT_1M:-200}
