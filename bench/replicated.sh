@@ -239,6 +239,27 @@ for url in "${urls[@]}"; do
 done
 wait_until 120 "every copy in sync after the warm-up" all_in_sync
 
+# node_cpu: the CPU time (clock ticks, user + system) each node process
+# used so far, "n1 n2 n3".
+node_cpu() {
+	local pid out=()
+	for pid in "${pids[@]}"; do
+		# Fields 14 and 15 of /proc/PID/stat; the command name (field 2)
+		# of hatgt has no spaces.
+		out+=("$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)")
+	done
+	echo "${out[*]}"
+}
+
+# cpu_per_write BEFORE AFTER COUNT: each node's CPU µs per write over a
+# run, "n1 n2 n3" (a clock tick is 1/CLK_TCK s, so short runs are coarse).
+cpu_per_write() {
+	awk -v a="$1" -v b="$2" -v c="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+		split(a, x, " "); split(b, y, " ")
+		for (i = 1; i <= 3; i++) printf "%s%.1f", (i > 1 ? " " : ""), (y[i] - x[i]) * 1e6 / hz / c
+		printf "\n" }'
+}
+
 rows=(
 	"write 4KiB QD32|4096 32 $COUNT_4K_QD32"
 	"write 1MiB QD8|1048576 8 $COUNT_1M"
@@ -258,8 +279,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			for pid in "${pids[@]}"; do
 				kill -0 "$pid" 2>/dev/null || die "a node died (see $work/*.log; KEEP=1 keeps them)"
 			done
+			cpu0=$(node_cpu)
 			if res=$(qemu_bench "${urls[$lun]}" "$size" "$depth" "$count"); then
-				echo "$res" >>"$work/samples/$i.r$((lun + 1))"
+				echo "$res $(cpu_per_write "$cpu0" "$(node_cpu)" "$count")" >>"$work/samples/$i.r$((lun + 1))"
 			else
 				failed=1
 			fi
@@ -294,6 +316,17 @@ ratio() {
 	else
 		echo -
 	fi
+}
+
+# cpu_cell FILE: median CPU µs per write of n1/n2/n3, or "fail".
+cpu_cell() {
+	local c v out=()
+	for c in 4 5 6; do
+		v=$(median "$1" "$c")
+		out+=("$(num "$v" %.0f)")
+	done
+	local IFS=/
+	echo "${out[*]}"
 }
 
 # samples FILE: the IOPS column on one line, or "none".
@@ -334,6 +367,16 @@ table() {
 		awk -v a="$l1" -v b="$l2" -v c="$l3" 'BEGIN {
 			printf "added by replication: one mirror +%.0f µs, two mirrors +%.0f µs\n", b - a, c - a }'
 	fi
+	echo
+	echo "CPU µs per write of each node process (medians; n1 owns every LUN, qemu-img not counted):"
+	printf '%-16s %-20s %-20s %-20s\n' "row" "r1 n1/n2/n3" "r2 n1/n2/n3" "r3 n1/n2/n3"
+	for i in "${!rows[@]}"; do
+		local cells=()
+		for r in r1 r2 r3; do
+			cells+=("$(cpu_cell "$work/samples/$i.$r")")
+		done
+		printf '%-16s %-20s %-20s %-20s\n' "${rows[$i]%%|*}" "${cells[@]}"
+	done
 	echo
 	echo "goal: r2/r1 >= 0.7 (IOPS). ratio = rN IOPS / r1 IOPS; latency = elapsed / count at depth 1."
 	echo
