@@ -46,6 +46,13 @@ type Config struct {
 	// call Mirror.Fence, or Mirror.Follow, for every committed epoch).
 	LocalMirror *Mirror
 
+	// CheckOnOpen says the previous owner may have stopped with writes in
+	// flight (a crash, a takeover): those may be on some copies and not
+	// on others, this one included. Then an in-sync copy unreachable at
+	// Open is resynced by comparing every region (copying only those
+	// that differ), and the cluster runs Repair on the in-sync copies.
+	CheckOnOpen bool
+
 	Logger *slog.Logger
 	Clock  Clock
 }

@@ -69,6 +69,20 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 			v.abortResync(p, conn)
 			return err
 		}
+		if p.compare {
+			off := r * v.cfg.RegionSize
+			same, err := v.verifyRegion(conn, epoch, off, min(v.cfg.RegionSize, v.store.Size()-off))
+			if err != nil {
+				v.resyncFailed(p, conn, epoch, err, 0, 0)
+				return err
+			}
+			if same {
+				d.Clear(r)
+				prog.RegionsDone++
+				prog.RegionsTotal = max(prog.RegionsTotal, prog.RegionsDone+d.Count())
+				continue
+			}
+		}
 		if err := v.copyRegion(p, conn, epoch, r); err != nil {
 			return err
 		}
@@ -122,6 +136,7 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 		if p.state == peerJoining {
 			p.state = peerInSync
 			p.dirty = nil
+			p.compare = false
 		}
 	} else if p.state == peerJoining {
 		p.state = peerOutOfSync // identical, but not recorded: writes mark again

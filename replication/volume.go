@@ -63,6 +63,10 @@ type peer struct {
 	drop      *episode
 	join      *episode
 	resyncing bool
+	// compare makes the resync compare each dirty region's digests and
+	// copy only the regions that differ (a copy that may diverge
+	// anywhere, but mostly is identical).
+	compare bool
 }
 
 // Volume is the owner side of a replicated LUN: a scsi.Backend that writes
@@ -256,6 +260,12 @@ func (v *Volume) Open(ctx context.Context) error {
 			v.logger.Warn("replication: in-sync mirror unreachable at open", "peer", string(r.p.node), "err", r.err)
 			v.mu.Lock()
 			v.failPeerLocked(r.p, nil, v.epoch)
+			if v.cfg.CheckOnOpen && r.p.dirty != nil {
+				// It may hold writes the previous owner had in flight,
+				// anywhere: compare every region when it comes back.
+				r.p.dirty.SetAll()
+				r.p.compare = true
+			}
 			v.mu.Unlock()
 		}
 	}

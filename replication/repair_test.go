@@ -1,0 +1,84 @@
+package replication
+
+import (
+	"context"
+	"slices"
+	"testing"
+)
+
+// The old owner a dies with a write in flight that reached only c (and
+// one that reached only its own store). The new owner b opens with
+// CheckOnOpen: Repair finds and rewrites exactly c's divergent region, and
+// a, unreachable at open, comes back through a compare resync that copies
+// only the region that differs.
+func TestTakeoverRepairsInFlightWrites(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b", "c")
+	rs := testConfig().RegionSize
+	base := pattern(1, int(c.size))
+	for _, n := range c.nodes {
+		if _, err := c.stores[n].WriteAt(base, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// In flight at a's crash, acknowledged to nobody.
+	if _, err := c.stores["c"].WriteAt(pattern(2, 4096), 3*rs+100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.stores["a"].WriteAt(pattern(3, 4096), 5*rs); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Unregister("a")
+	c.coord.NewEpoch(testLUN, "b")
+
+	cfg := testConfig()
+	cfg.CheckOnOpen = true
+	v := c.open("b", cfg, nil)
+	// The drop of a commits in the background; a write waits for it.
+	if _, err := v.WriteAt(base[:4096], 0); err != nil {
+		t.Fatal(err)
+	}
+	if c.view().IsInSync("a") {
+		t.Fatal("the unreachable old owner is still in sync")
+	}
+	reps, err := v.RepairAll(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != 1 || reps[0].Node != "c" || !slices.Equal(reps[0].Divergent, []int64{3}) {
+		t.Fatalf("repair reports %+v, want c with region 3 repaired", reps)
+	}
+	c.identical("b", "c")
+
+	c.net.Register("a", c.mirrors["a"].Handle)
+	if err := v.Resync(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := v.Progress("a")
+	if p.BytesCopied != rs {
+		t.Fatalf("compare resync copied %d bytes, want the one divergent region (%d)", p.BytesCopied, rs)
+	}
+	c.identical("b", "a", "c")
+	if !c.view().IsInSync("a") {
+		t.Fatal("a not back in sync")
+	}
+}
+
+// Repair of an identical in-sync copy rewrites nothing; Repair of a copy
+// that is not in sync is refused.
+func TestRepairIdenticalAndRefusals(t *testing.T) {
+	c := newTestCluster(t, 512<<10, "a", "b")
+	v := c.open("a", Config{}, nil)
+	if _, err := v.WriteAt(pattern(4, 64<<10), 0); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := v.Repair(context.Background(), "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Divergent) != 0 || rep.Regions != 512/64 {
+		t.Fatalf("repair of an identical copy: %+v", rep)
+	}
+	if _, err := v.Repair(context.Background(), "zz"); err == nil {
+		t.Fatal("repair of an unknown copy succeeded")
+	}
+}
