@@ -20,11 +20,13 @@ type VerifyResult struct {
 	Owner      string       `json:"owner"`
 	Epoch      uint64       `json:"epoch"`
 	RegionSize int64        `json:"region_size"`
+	Repair     bool         `json:"repair,omitempty"`
 	Copies     []VerifyCopy `json:"copies"`
 }
 
 // VerifyCopy is the comparison of one copy with the owner's. Error says why
-// the copy could not be compared (offline, or the run was cut short).
+// the copy could not be compared (offline, or the run was cut short). In a
+// repair run Divergent lists the regions that were rewritten.
 type VerifyCopy struct {
 	Node          string  `json:"node"`
 	Regions       int64   `json:"regions"`
@@ -45,7 +47,9 @@ func (r *VerifyResult) Identical() bool {
 
 // LUNVerifier runs an online verify of a LUN this node owns. It fails with
 // ErrNotLUNOwner when the node does not serve the LUN as its owner.
-type LUNVerifier func(ctx context.Context, iqn string, lun uint64) (*VerifyResult, error)
+// With repair, divergent regions of in-sync copies are rewritten from the
+// owner's copy (and still reported).
+type LUNVerifier func(ctx context.Context, iqn string, lun uint64, repair bool) (*VerifyResult, error)
 
 // verifierBox holds the API's LUNVerifier (none: this node cannot verify).
 type verifierBox struct{ v atomic.Pointer[LUNVerifier] }
@@ -62,15 +66,19 @@ func (a *API) verifyLUN(r *http.Request) (any, error) {
 	if vp == nil {
 		return nil, errf(ErrNotLUNOwner, "node %s does not run replication", a.node.cfg.NodeID)
 	}
-	return (*vp)(r.Context(), r.PathValue("iqn"), n)
+	return (*vp)(r.Context(), r.PathValue("iqn"), n, r.URL.Query().Get("repair") == "1")
 }
 
 // VerifyLUN asks the node (which must own the LUN) to verify its copies.
 // It can take as long as reading the whole LUN at the resync rate: ctx
 // bounds it.
-func (c *Client) VerifyLUN(ctx context.Context, iqn string, lun uint64) (*VerifyResult, error) {
+func (c *Client) VerifyLUN(ctx context.Context, iqn string, lun uint64, repair bool) (*VerifyResult, error) {
 	var out VerifyResult
-	if err := c.do(ctx, http.MethodPost, "/v1/targets/"+url.PathEscape(iqn)+"/luns/"+strconv.FormatUint(lun, 10)+"/verify", struct{}{}, &out); err != nil {
+	path := "/v1/targets/" + url.PathEscape(iqn) + "/luns/" + strconv.FormatUint(lun, 10) + "/verify"
+	if repair {
+		path += "?repair=1"
+	}
+	if err := c.do(ctx, http.MethodPost, path, struct{}{}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

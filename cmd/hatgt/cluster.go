@@ -30,7 +30,9 @@ or --token-file gives the admin token that changes need.
                        [--type fileio|blockio] [--path P] [--replicas N]
                        [--placement NODE,NODE,...]
   hatgt lun delete IQN --lun N | list [IQN]
-  hatgt lun verify IQN --lun N    compare every copy with the owner's (exit 1 if any differs)
+  hatgt lun verify IQN --lun N [--repair]
+                       compare every copy with the owner's (exit 1 if any differs);
+                       --repair rewrites divergent regions from the owner's copy
   hatgt acl add IQN INITIATOR | remove IQN INITIATOR | list IQN
   hatgt chap set IQN --user U [--secret-file F] [--mutual-user U --mutual-secret-file F]
                  (without --secret-file the secret is read from standard input)
@@ -263,12 +265,13 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 		}), nil
 	case "lun verify":
 		lun := fs.Int64("lun", -1, "LUN number")
+		repair := fs.Bool("repair", false, "rewrite the regions of in-sync copies that differ from the owner's")
 		_ = fs.Set("timeout", "24h") // reading a large LUN takes long
-		return nargs(1, "lun verify IQN --lun N", func(ctx context.Context, cl *cluster.Client, a []string) error {
+		return nargs(1, "lun verify IQN --lun N [--repair]", func(ctx context.Context, cl *cluster.Client, a []string) error {
 			if *lun < 0 {
 				return errors.New("lun verify: --lun N is required")
 			}
-			return c.verifyLUN(ctx, cl, a[0], uint64(*lun))
+			return c.verifyLUN(ctx, cl, a[0], uint64(*lun), *repair)
 		}), nil
 	case "lun delete":
 		lun := fs.Int64("lun", -1, "LUN number")

@@ -49,6 +49,7 @@ type replicaHost struct {
 
 	mu     sync.Mutex
 	copies map[uint64]*replicaCopy // by LUN ID
+	done   chan struct{}           // closed by stop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -73,6 +74,7 @@ func newReplicaHost(log *slog.Logger, self, dataDir string, ln net.Listener, res
 		tr:       replication.NewTCPTransport(resolve, log),
 		ln:       ln,
 		copies:   map[uint64]*replicaCopy{},
+		done:     make(chan struct{}),
 	}
 	h.server = replication.NewTCPServer(h.mirror.Handle, log)
 	return h
@@ -97,6 +99,7 @@ func (h *replicaHost) stop() {
 	if h.cancel != nil {
 		h.cancel()
 	}
+	close(h.done)
 	h.server.Close()
 	h.wg.Wait()
 }
@@ -150,6 +153,10 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 	cfg.StateDir = h.stateDir
 	cfg.LocalMirror = h.mirror
 	cfg.Logger = h.log.With("side", "owner")
+	// Epoch 2 is the first owner's (claimed from the creation's epoch 1);
+	// any later one follows an owner that may have died with writes in
+	// flight to some copies: compare them all.
+	cfg.CheckOnOpen = l.Epoch > 2
 	v, err := replication.NewVolume(cfg, replication.LUNID(l.ID), replication.NodeID(h.self), c.store, h.coord, h.tr)
 	if err != nil {
 		return nil, err
@@ -165,6 +172,9 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 	c.vol = v
 	h.mu.Unlock()
 	h.log.Info("owning replicated LUN", "lun_id", l.ID, "epoch", l.Epoch, "in_sync", v.InSync())
+	if cfg.CheckOnOpen {
+		h.repairAfterTakeover(v, l)
+	}
 	return v, nil
 }
 
@@ -300,4 +310,31 @@ func (h *replicaHost) resyncBack(ctx context.Context) {
 			h.mu.Unlock()
 		}()
 	}
+}
+
+// repairAfterTakeover compares every in-sync copy with this new owner's in
+// the background and rewrites the regions that differ (writes the previous
+// owner had in flight when it stopped, acknowledged to nobody).
+func (h *replicaHost) repairAfterTakeover(v *replication.Volume, l cluster.DesiredLUN) {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-h.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		reps, err := v.RepairAll(ctx)
+		for _, r := range reps {
+			h.log.Info("new owner compared an in-sync copy", "lun_id", l.ID, "peer", r.Node,
+				"regions", r.Regions, "rewritten", len(r.Divergent))
+		}
+		if err != nil && v.Serving() == nil {
+			h.log.Warn("comparing copies after taking over", "lun_id", l.ID, "err", err)
+		}
+	}()
 }

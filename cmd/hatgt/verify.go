@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/hatgt/hatgt/cluster"
@@ -13,13 +14,17 @@ import (
 
 // errCopiesDiffer makes "hatgt lun verify" exit 1 after printing what
 // differs.
-var errCopiesDiffer = errors.New("lun verify: the copies are not identical")
+var errCopiesDiffer = errors.New("lun verify: the copies are not identical (hatgt lun verify --repair rewrites the regions that differ from the owner's copy)")
+
+// errCopiesRepaired makes "hatgt lun verify --repair" exit 1 when it found
+// (and rewrote) divergent regions, or could not compare a copy.
+var errCopiesRepaired = errors.New("lun verify: divergent regions were found and rewritten from the owner's copy")
 
 // verifyLUN runs "hatgt lun verify": it finds the LUN's owner in the status
 // of the node it talks to, asks the owner (only it has the volume) to
 // compare every copy, and prints one line per copy and per divergent
 // region.
-func (c *clusterCLI) verifyLUN(ctx context.Context, cl *cluster.Client, iqn string, lun uint64) error {
+func (c *clusterCLI) verifyLUN(ctx context.Context, cl *cluster.Client, iqn string, lun uint64, repair bool) error {
 	st, err := cl.Status(ctx)
 	if err != nil {
 		return err
@@ -51,12 +56,15 @@ func (c *clusterCLI) verifyLUN(ctx context.Context, cl *cluster.Client, iqn stri
 	if owner == "" {
 		return fmt.Errorf("lun verify: the owner %q of LUN %d has no admin API address in the cluster state", l.Owner, lun)
 	}
-	res, err := cluster.NewClient(owner, c.token, &http.Client{}).VerifyLUN(ctx, iqn, lun)
+	res, err := cluster.NewClient(owner, c.token, &http.Client{}).VerifyLUN(ctx, iqn, lun, repair)
 	if err != nil {
 		return fmt.Errorf("lun verify on the owner %s (%s): %w", l.Owner, owner, err)
 	}
 	printVerify(c, res)
 	if !res.Identical() {
+		if repair {
+			return errCopiesRepaired
+		}
 		return errCopiesDiffer
 	}
 	return nil
@@ -71,11 +79,17 @@ func printVerify(c *clusterCLI, r *cluster.VerifyResult) {
 			fmt.Fprintf(c.out, "  %s: not compared after %d regions: %s\n", cp.Node, cp.Regions, cp.Error)
 		case len(cp.Divergent) == 0:
 			fmt.Fprintf(c.out, "  %s: %d regions compared, identical\n", cp.Node, cp.Regions)
+		case r.Repair:
+			fmt.Fprintf(c.out, "  %s: %d regions compared, %d differed and were rewritten\n", cp.Node, cp.Regions, len(cp.Divergent))
 		default:
 			fmt.Fprintf(c.out, "  %s: %d regions compared, %d differ\n", cp.Node, cp.Regions, len(cp.Divergent))
 		}
+		what := "differ"
+		if r.Repair {
+			what = "differed, rewritten"
+		}
 		for _, reg := range cp.Divergent {
-			fmt.Fprintf(c.out, "    %s region %d: bytes %d-%d differ\n", cp.Node, reg, reg*rs, (reg+1)*rs-1)
+			fmt.Fprintf(c.out, "    %s region %d: bytes %d-%d %s\n", cp.Node, reg, reg*rs, (reg+1)*rs-1, what)
 		}
 	}
 }
@@ -83,7 +97,7 @@ func printVerify(c *clusterCLI, r *cluster.VerifyResult) {
 // verifier serves online verify on the owner: every other copy of the LUN
 // is compared with this node's, one after the other, while IO goes on.
 func (h *replicaHost) verifier() cluster.LUNVerifier {
-	return func(ctx context.Context, iqn string, lun uint64) (*cluster.VerifyResult, error) {
+	return func(ctx context.Context, iqn string, lun uint64, repair bool) (*cluster.VerifyResult, error) {
 		st := h.state()
 		if st == nil {
 			return nil, cluster.ErrNotLUNOwner
@@ -103,12 +117,16 @@ func (h *replicaHost) verifier() cluster.LUNVerifier {
 				Message: fmt.Sprintf("node %s does not serve LUN %d of %s as its owner (the owner is %q)", h.self, lun, iqn, l.Owner)}
 		}
 		res := &cluster.VerifyResult{Target: l.Target, LUN: lun, Owner: h.self, Epoch: v.Epoch(),
-			RegionSize: replication.DefaultConfig().RegionSize}
+			RegionSize: replication.DefaultConfig().RegionSize, Repair: repair}
 		for _, node := range l.Placement {
 			if node == h.self {
 				continue
 			}
-			rep, err := v.Verify(ctx, replication.NodeID(node))
+			check := v.Verify
+			if repair && slices.Contains(l.InSync, node) {
+				check = v.Repair
+			}
+			rep, err := check(ctx, replication.NodeID(node))
 			vc := cluster.VerifyCopy{Node: node, Regions: rep.Regions, BytesCompared: rep.BytesCompared, Divergent: rep.Divergent}
 			if err != nil {
 				vc.Error = err.Error()
