@@ -151,8 +151,8 @@ func findLUN(st cluster.Status, iqn string, n uint64) *cluster.LUN {
 	for _, ts := range st.Targets {
 		if ts.IQN == iqn {
 			for i := range ts.LUNs {
-				if ts.LUNs[i].LUN == n {
-					return &ts.LUNs[i]
+				if ts.LUNs[i].LUN.LUN == n {
+					return &ts.LUNs[i].LUN
 				}
 			}
 		}
