@@ -45,8 +45,6 @@ func (t *TCPTransport) Dial(ctx context.Context, node NodeID) (Conn, error) {
 		_ = tc.SetNoDelay(true)
 	}
 	c := &tcpConn{nc: nc, pending: map[uint64]func(*Message, error){}, logger: t.logger.With("peer", string(node)), maxPayload: t.maxPayload}
-	c.cond = sync.NewCond(&c.mu)
-	go c.writeLoop()
 	go c.readLoop()
 	return c, nil
 }
@@ -57,14 +55,23 @@ type tcpConn struct {
 	maxPayload int
 
 	mu      sync.Mutex
-	cond    *sync.Cond
-	out     []byte // frames queued for the writer
+	out     []byte // frames queued, not written yet
+	spare   []byte // the buffer of the last write, reused
+	writing bool   // a goroutine is in flush's write loop
 	pending map[uint64]func(*Message, error)
 	nextID  uint64
 	err     error
 }
 
+// Send queues req and writes it (with anything else queued), unless
+// another goroutine is writing already: that one takes it along.
 func (c *tcpConn) Send(req *Message, done func(*Message, error)) {
+	c.Queue(req, done)
+	c.Flush()
+}
+
+// Queue adds req to the buffer without writing it.
+func (c *tcpConn) Queue(req *Message, done func(*Message, error)) {
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -77,30 +84,37 @@ func (c *tcpConn) Send(req *Message, done func(*Message, error)) {
 	m.ReqID = c.nextID
 	c.pending[m.ReqID] = done
 	c.out = AppendMessage(c.out, &m)
-	c.cond.Signal()
 	c.mu.Unlock()
 }
 
-// writeLoop writes whatever accumulated since its last write in one call:
-// under load many frames share a syscall.
-func (c *tcpConn) writeLoop() {
-	var buf []byte
-	for {
-		c.mu.Lock()
-		for len(c.out) == 0 && c.err == nil {
-			c.cond.Wait()
-		}
-		if c.err != nil {
-			c.mu.Unlock()
-			return
-		}
-		buf, c.out = c.out, buf[:0]
+// Flush writes whatever is queued, in this goroutine, until the buffer is
+// empty; frames queued meanwhile by others share the next write (under
+// load many frames share a syscall). If another goroutine is writing, it
+// returns at once: that writer sends what was queued.
+func (c *tcpConn) Flush() {
+	c.mu.Lock()
+	if c.writing {
 		c.mu.Unlock()
-		if _, err := c.nc.Write(buf); err != nil {
+		return
+	}
+	c.writing = true
+	for len(c.out) > 0 && c.err == nil {
+		buf := c.out
+		c.out = c.spare[:0]
+		c.mu.Unlock()
+		_, err := c.nc.Write(buf)
+		if err != nil {
+			c.mu.Lock()
+			c.writing = false
+			c.mu.Unlock()
 			c.fail(err)
 			return
 		}
+		c.mu.Lock()
+		c.spare = buf
 	}
+	c.writing = false
+	c.mu.Unlock()
 }
 
 func (c *tcpConn) readLoop() {
@@ -135,7 +149,6 @@ func (c *tcpConn) fail(err error) {
 	pending := c.pending
 	c.pending = nil
 	c.out = nil
-	c.cond.Broadcast()
 	c.mu.Unlock()
 	_ = c.nc.Close()
 	if !errors.Is(err, ErrClosed) {
@@ -152,8 +165,8 @@ func (c *tcpConn) Close() error {
 }
 
 // TCPServer accepts replication connections and serves them with a
-// Handler: one reader per connection calls the handler for each request in
-// order, a writer batches the replies.
+// Handler: one goroutine per connection calls the handler for each request
+// in order and writes the replies, batched.
 type TCPServer struct {
 	h      Handler
 	logger *slog.Logger
@@ -233,37 +246,14 @@ func (s *TCPServer) serveConn(nc net.Conn) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	var (
-		mu   sync.Mutex
-		cond = sync.NewCond(&mu)
-		out  []byte
-		done bool
-	)
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		var buf []byte
-		for {
-			mu.Lock()
-			for len(out) == 0 && !done {
-				cond.Wait()
-			}
-			if len(out) == 0 && done {
-				mu.Unlock()
-				return
-			}
-			buf, out = out, buf[:0]
-			mu.Unlock()
-			if _, err := nc.Write(buf); err != nil {
-				nc.Close()
-				mu.Lock()
-				done, out = true, nil
-				mu.Unlock()
-				return
-			}
-		}
-	}()
+	// The reader applies the requests in order and writes their replies
+	// itself: each time it has no further request already read, it
+	// writes every reply gathered since its last write in one call. No
+	// hand-off to a writer goroutine (a wake-up costs more than the
+	// write), and replies to a burst of pipelined requests share a
+	// syscall.
 	r := bufio.NewReaderSize(nc, 256<<10)
+	var out []byte
 	for {
 		req, err := ReadMessage(r, MaxPayload)
 		if err != nil {
@@ -278,20 +268,15 @@ func (s *TCPServer) serveConn(nc net.Conn) {
 		} else {
 			rep = s.h(req)
 		}
-		if rep == nil {
-			continue
-		}
-		rep.ReqID = req.ReqID
-		mu.Lock()
-		if !done {
+		if rep != nil {
+			rep.ReqID = req.ReqID
 			out = AppendMessage(out, rep)
-			cond.Signal()
 		}
-		mu.Unlock()
+		if len(out) > 0 && r.Buffered() == 0 {
+			if _, err := nc.Write(out); err != nil {
+				break
+			}
+			out = out[:0]
+		}
 	}
-	mu.Lock()
-	done = true
-	cond.Signal()
-	mu.Unlock()
-	<-writerDone
 }

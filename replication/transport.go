@@ -17,11 +17,24 @@ type Transport interface {
 // Conn is a pipelined request/reply connection. Requests are delivered in
 // the order of Send calls; many may be outstanding.
 type Conn interface {
-	// Send queues req (its ReqID is assigned by the Conn) and returns at
-	// once. done is called exactly once, from another goroutine, with the
+	// Send queues req (its ReqID is assigned by the Conn) and returns
+	// without waiting for the reply (it may write it to the network in
+	// the caller's goroutine). done is called exactly once, from another goroutine, with the
 	// reply or with the error that broke the connection. After a
 	// connection error every later Send fails the same way.
 	Send(req *Message, done func(*Message, error))
 	// Close fails outstanding requests with ErrClosed.
 	Close() error
+}
+
+// QueueConn is an optional Conn capability: Queue adds a request like Send
+// but leaves it in the Conn's buffer; Flush writes everything queued. The
+// owner queues a write to every mirror under its lock (which fixes the
+// order of sequence numbers) and flushes after releasing it, so the
+// syscalls happen outside the lock and without a hand-off to another
+// goroutine.
+type QueueConn interface {
+	Conn
+	Queue(req *Message, done func(*Message, error))
+	Flush()
 }

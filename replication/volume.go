@@ -383,6 +383,24 @@ type sendResult struct {
 // the first failure (connection error, ErrTimeout after AckTimeout, a
 // *StaleEpochError, or ErrPeerFailed).
 func (v *Volume) send(conn Conn, msgs []*Message) <-chan sendResult {
+	return v.sendOn(conn, msgs, false)
+}
+
+// sendQueued is send that leaves the requests queued on a QueueConn: the
+// caller flushes the connection (see flushConns) once it released v.mu.
+func (v *Volume) sendQueued(conn Conn, msgs []*Message) <-chan sendResult {
+	return v.sendOn(conn, msgs, true)
+}
+
+func flushConns(conns []Conn) {
+	for _, c := range conns {
+		if q, ok := c.(QueueConn); ok {
+			q.Flush()
+		}
+	}
+}
+
+func (v *Volume) sendOn(conn Conn, msgs []*Message, queue bool) <-chan sendResult {
 	ch := make(chan sendResult, 1)
 	if conn == nil {
 		ch <- sendResult{err: fmt.Errorf("%w: not connected", ErrPeerFailed)}
@@ -406,8 +424,12 @@ func (v *Volume) send(conn Conn, msgs []*Message) <-chan sendResult {
 	timerMu.Unlock()
 	remaining := atomic.Int64{}
 	remaining.Store(int64(len(msgs)))
+	put := conn.Send
+	if q, ok := conn.(QueueConn); ok && queue {
+		put = q.Queue
+	}
 	for _, m := range msgs {
-		conn.Send(m, func(rep *Message, err error) {
+		put(m, func(rep *Message, err error) {
 			switch {
 			case err != nil:
 				finish(err, nil)
@@ -626,6 +648,7 @@ func (v *Volume) replicate(kind MsgType, p []byte, off, length int64, fua, local
 	}
 	var (
 		sends    []sent
+		flush    []Conn
 		waits    []*episode
 		durables []durable
 	)
@@ -636,7 +659,10 @@ func (v *Volume) replicate(kind MsgType, p []byte, off, length int64, fua, local
 			if pr.unflushed != nil && !fua {
 				pr.unflushed.Mark(off, length)
 			}
-			sends = append(sends, sent{pr, v.send(pr.conn, msgs)})
+			sends = append(sends, sent{pr, v.sendQueued(pr.conn, msgs)})
+			if pr.conn != nil {
+				flush = append(flush, pr.conn)
+			}
 		case peerDropping:
 			durables = append(durables, durable{pr.dirty, pr.dirty.Mark(off, length)})
 			waits = append(waits, pr.drop)
@@ -645,6 +671,7 @@ func (v *Volume) replicate(kind MsgType, p []byte, off, length int64, fua, local
 		}
 	}
 	v.mu.Unlock()
+	flushConns(flush)
 
 	switch {
 	case !local:
