@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 )
 
 // The old owner a dies with a write in flight that reached only c (and
@@ -81,4 +82,52 @@ func TestRepairIdenticalAndRefusals(t *testing.T) {
 	if _, err := v.Repair(context.Background(), "zz"); err == nil {
 		t.Fatal("repair of an unknown copy succeeded")
 	}
+}
+
+// A replica added to the view while the volume serves is a new copy: it
+// gets every region; a removed out-of-sync replica is forgotten.
+func TestViewAddsAndRemovesCopies(t *testing.T) {
+	c := newTestCluster(t, 512<<10, "a", "b")
+	v := c.open("a", Config{}, nil)
+	data := pattern(5, int(c.size))
+	if _, err := v.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.addNode("d")
+	view := c.view()
+	view.Replicas = append(view.Replicas, "d")
+	c.coord.SetView(testLUN, view)
+	waitPeer := func(node NodeID, want string) {
+		t.Helper()
+		for range 5000 {
+			for _, p := range v.Peers() {
+				if p.Node == node && p.State == want {
+					return
+				}
+			}
+			if want == "" && !slices.ContainsFunc(v.Peers(), func(p PeerStatus) bool { return p.Node == node }) {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		t.Fatalf("peer %s never reached state %q: %+v", node, want, v.Peers())
+	}
+	waitPeer("d", "out-of-sync")
+	if err := v.Resync(context.Background(), "d"); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := v.Progress("d"); p.BytesCopied != c.size {
+		t.Fatalf("new copy got %d bytes, want all %d", p.BytesCopied, c.size)
+	}
+	c.identical("a", "b", "d")
+
+	// d leaves the placement after it fell out of sync.
+	c.cut("a", "d")
+	if _, err := v.WriteAt(pattern(6, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	view = c.view()
+	view.Replicas = slices.DeleteFunc(slices.Clone(view.Replicas), func(n NodeID) bool { return n == "d" })
+	c.coord.SetView(testLUN, view)
+	waitPeer("d", "")
 }

@@ -316,6 +316,51 @@ func (v *Volume) onView(view View) {
 	v.mu.Unlock()
 	if view.Epoch > epoch || (view.Epoch == epoch && view.Owner != v.self) {
 		v.depose(fmt.Errorf("%w: LUN %d moved to %s in epoch %d", ErrNotOwner, v.lun, view.Owner, view.Epoch))
+		return
+	}
+	if view.Epoch == epoch {
+		v.followReplicas(view)
+	}
+}
+
+// followReplicas adds a peer for every replica the view added (a new copy:
+// out of sync with every region dirty, so the resync gives it a full copy)
+// and forgets the peers of replicas it removed (their dirty maps too).
+func (v *Volume) followReplicas(view View) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.servingLocked() != nil {
+		return
+	}
+	for _, n := range view.Replicas {
+		if n == v.self || v.peers[n] != nil {
+			continue
+		}
+		d := v.freshDirty(n)
+		d.SetAll()
+		if err := d.Flush(); err != nil {
+			v.logger.Warn("replication: persisting the dirty map of a new copy failed", "peer", string(n), "err", err)
+		}
+		v.peers[n] = &peer{node: n, state: peerOutOfSync, dirty: d, unflushed: v.newUnflushed()}
+		v.order = append(v.order, n)
+		v.logger.Info("replication: new copy, it gets a full copy", "peer", string(n))
+	}
+	for _, n := range slices.Clone(v.order) {
+		if view.IsReplica(n) {
+			continue
+		}
+		p := v.peers[n]
+		if p.state != peerOutOfSync || p.resyncing {
+			continue // a copy the owner writes to leaves once out of sync
+		}
+		delete(v.peers, n)
+		v.order = slices.DeleteFunc(v.order, func(id NodeID) bool { return id == n })
+		if p.dirty != nil {
+			if err := p.dirty.Remove(); err != nil {
+				v.logger.Warn("replication: removing the dirty map of a removed copy failed", "peer", string(n), "err", err)
+			}
+		}
+		v.logger.Info("replication: copy removed", "peer", string(n))
 	}
 }
 
