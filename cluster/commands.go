@@ -21,6 +21,7 @@ const (
 	CmdLUNSetOwner    = "lun.set_owner"
 	CmdLUNSetInSync   = "lun.set_in_sync"
 	CmdLUNSetProgress = "lun.set_progress"
+	CmdLUNAddCopy     = "lun.add_copy"
 	CmdACLAdd         = "acl.add"
 	CmdACLRemove      = "acl.remove"
 	CmdCHAPSet        = "chap.set"
@@ -124,6 +125,19 @@ type LUNSetInSync struct {
 	// deleted and created again under the same number is refused
 	// (ErrUnknownLUN), even at an equal epoch.
 	ID uint64 `json:"id,omitempty"`
+}
+
+// LUNAddCopy places a new copy of a LUN on Node, out of sync (its owner
+// gives it a full copy, then it joins the in-sync set): the leader proposes
+// it when a LUN has fewer copies than its replicas (after "hatgt node
+// remove"). Epoch must be the LUN's current epoch, ID its ID; Node must be
+// an alive node without a copy.
+type LUNAddCopy struct {
+	IQN   string `json:"iqn"`
+	LUN   uint64 `json:"lun"`
+	ID    uint64 `json:"id"`
+	Epoch uint64 `json:"epoch"`
+	Node  string `json:"node"`
 }
 
 // LUNSetProgress records the resync progress of Node's copy of a LUN, as

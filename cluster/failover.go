@@ -77,6 +77,7 @@ func (n *Node) failoverLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		n.failoverPass(ctx, f)
+		n.rereplicatePass(ctx)
 	}
 }
 

@@ -275,6 +275,30 @@ func (f *FSM) applyLocked(cmd Command) error {
 			}
 			l.InSync = slices.DeleteFunc(l.InSync, func(id string) bool { return id == p.Node })
 		}
+	case CmdLUNAddCopy:
+		var p LUNAddCopy
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch)
+		if err != nil {
+			return err
+		}
+		if err := checkLUNID(l, p.ID); err != nil {
+			return err
+		}
+		ni, ok := s.Nodes[p.Node]
+		switch {
+		case !ok:
+			return errf(ErrUnknownNode, "no node %q", p.Node)
+		case ni.Health != HealthAlive:
+			return errf(ErrInvalid, "node %q is %s: a new copy goes on an alive node", p.Node, ni.Health)
+		case slices.Contains(l.Placement, p.Node):
+			return errf(ErrInvalid, "node %q already holds a copy of LUN %d on %s", p.Node, p.LUN, p.IQN)
+		case len(l.Placement) >= l.Replicas:
+			return errf(ErrInvalid, "LUN %d on %s already has its %d copies", p.LUN, p.IQN, l.Replicas)
+		}
+		l.Placement = append(l.Placement, p.Node)
 	case CmdLUNSetProgress:
 		var p LUNSetProgress
 		if err := decodePayload(cmd, &p); err != nil {
