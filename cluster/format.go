@@ -96,7 +96,61 @@ func WriteStatusTable(w io.Writer, s Status) error {
 				l.Backing, dash(l.Owner), strings.Join(l.Placement, ","), strings.Join(l.InSync, ","), l.Epoch)
 		}
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeCopies(w, s)
+}
+
+// writeCopies writes, for every LUN with more than one copy, each copy's
+// state and resync progress.
+func writeCopies(w io.Writer, s Status) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := false
+	for _, t := range s.Targets {
+		for _, l := range t.LUNs {
+			if len(l.Copies) < 2 {
+				continue
+			}
+			if !header {
+				fmt.Fprintln(w)
+				fmt.Fprintln(tw, "TARGET\tLUN\tCOPY\tSTATE\tRESYNC\tRATE\tETA\tLAST RESYNC COPIED")
+				header = true
+			}
+			for _, c := range l.Copies {
+				node := c.Node
+				if c.Owner {
+					node += " (owner)"
+				}
+				rate, eta := "-", "-"
+				if c.State == CopyResyncing {
+					rate = FormatRate(c.RateBps)
+					eta = (time.Duration(c.ETASeconds) * time.Second).String()
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%.0f%%\t%s\t%s\t%s\n", t.IQN, l.LUN.LUN, node, c.State, c.ResyncPercent,
+					rate, eta, humanBytes(c.BytesCopied))
+			}
+		}
+	}
 	return tw.Flush()
+}
+
+// FormatRate writes a byte rate for people: "95.4 MiB/s".
+func FormatRate(bps float64) string {
+	return humanBytes(int64(bps)) + "/s"
+}
+
+func humanBytes(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	v, i := float64(n), 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
 }
 
 func dash(s string) string {

@@ -46,13 +46,16 @@ func FuzzParseSize(f *testing.F) {
 func TestWriteStatusTable(t *testing.T) {
 	s := Status{Node: "n1", Leader: "n1", Term: 2, Nodes: []NodeStatus{{ID: "n1", RaftRole: "leader", Alive: true, Health: "alive", LastContactMS: 0}},
 		Targets: []TargetStatus{{IQN: iqnA, CHAP: &CHAPStatus{User: "u", Secret: "set"},
-			LUNs: []LUNStatus{{LUN: LUN{LUN: 3, Size: 1 << 30, SectorSize: 512, IOMode: "wb", Backing: "fileio", Owner: "n1", Placement: []string{"n1", "n2"}, InSync: []string{"n1"}, Epoch: 4}}}}}}
+			LUNs: []LUNStatus{{LUN: LUN{LUN: 3, Size: 1 << 30, SectorSize: 512, IOMode: "wb", Backing: "fileio", Owner: "n1", Placement: []string{"n1", "n2"}, InSync: []string{"n1"}, Epoch: 4},
+				Copies: []CopyStatus{{Node: "n1", State: CopyInSync, Owner: true, ResyncPercent: 100},
+					{Node: "n2", State: CopyResyncing, ResyncPercent: 42, BytesCopied: 3 << 20, RateBps: 50 << 20, ETASeconds: 7}}}}}}}
 	var b bytes.Buffer
 	if err := WriteStatusTable(&b, s); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"leader n1", "term 2", iqnA, "1GiB", "n1,n2", "leader"} {
+	for _, want := range []string{"leader n1", "term 2", iqnA, "1GiB", "n1,n2", "leader",
+		"n1 (owner)", "resyncing", "42%", "50.0 MiB/s", "7s", "3.0 MiB"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
