@@ -72,6 +72,9 @@ type clusterServeFlags struct {
 	gossipKey []byte
 	logLevel  slog.Level
 	shutdown  time.Duration
+	// resyncRate caps resync, repair and verify traffic, bytes per second
+	// (0: unlimited).
+	resyncRate int64
 }
 
 func (f *clusterServeFlags) addr(port int) string {
@@ -113,12 +116,20 @@ func parseClusterServeFlags(args []string, getenv func(string) string, usageOut 
 	tokenFile := fs.String("token-file", "", "`file` holding the admin token (default $HATGT_TOKEN)")
 	gossipKey := fs.String("gossip-key", "", "gossip encryption `key`, base64 (default $HATGT_GOSSIP_KEY)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	resyncRate := fs.String("resync-rate", "100M", "the most resync, repair and verify may read per second, per LUN (e.g. 50M, 1G; 0: no limit)")
 	fs.DurationVar(&f.shutdown, "shutdown-timeout", 30*time.Second, "how long to wait for commands in flight when stopping")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *resyncRate != "0" {
+		n, err := cluster.ParseSize(*resyncRate)
+		if err != nil || n > 1<<50 {
+			return nil, fmt.Errorf("--resync-rate %q: want bytes per second with an optional K, M or G suffix (e.g. 100M), or 0 for no limit", *resyncRate)
+		}
+		f.resyncRate = int64(n)
 	}
 	if err := f.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
@@ -313,6 +324,7 @@ func startClusterNode(f *clusterServeFlags, dataDir string, log *slog.Logger, lo
 	rec = newReconciler(log.With("component", "reconcile"), cn.srv, f.nodeID, stateFn)
 	cn.rec = rec
 	cn.repl = newReplicaHost(log.With("component", "replication"), f.nodeID, dataDir, replLn, replicationResolver(stateFn))
+	cn.repl.resyncRate = f.resyncRate
 	rec.repl = cn.repl
 
 	cfg := cluster.DefaultConfig()

@@ -281,6 +281,15 @@ func TestParseClusterServeFlags(t *testing.T) {
 		f.addr(f.ports.raft) != "127.0.0.11:3271" || f.addr(f.ports.gossip) != "127.0.0.11:3272" || f.addr(f.ports.repl) != "127.0.0.11:3273" {
 		t.Errorf("addresses: %+v", f.ports)
 	}
+	if f.resyncRate != 100<<20 {
+		t.Errorf("default resync rate %d, want 100 MiB/s", f.resyncRate)
+	}
+	for arg, want := range map[string]int64{"--resync-rate 1G": 1 << 30, "--resync-rate 0": 0, "--resync-rate 4096": 4096} {
+		g, err := parseClusterServeFlags(append(strings.Fields("--node-id n1 --bind 127.0.0.11"), strings.Fields(arg)...), env(nil), os.Stderr)
+		if err != nil || g.resyncRate != want {
+			t.Errorf("%s: rate %v, err %v; want %d", arg, g, err, want)
+		}
+	}
 	f, err = parseClusterServeFlags(strings.Fields("--node-id n1 --bind ::1 --join [::1]:3270"), env(map[string]string{
 		"HATGT_TOKEN": "tok\n", "HATGT_GOSSIP_KEY": "MDEyMzQ1Njc4OWFiY2RlZg==",
 	}), os.Stderr)
@@ -300,6 +309,8 @@ func TestParseClusterServeFlags(t *testing.T) {
 		"--node-id n1 --bind 127.0.0.1 --iscsi-port 70000", // out of range
 		"--node-id n1 --bind 127.0.0.1 --gossip-key short", // not a key
 		"--node-id n1 --bind 127.0.0.1 --token-file /nonexistent/x",
+		"--node-id n1 --bind 127.0.0.1 --resync-rate fast",
+		"--node-id n1 --bind 127.0.0.1 --resync-rate -5M",
 	} {
 		if _, err := parseClusterServeFlags(strings.Fields(bad), env(nil), &strings.Builder{}); err == nil {
 			t.Errorf("%q: accepted", bad)

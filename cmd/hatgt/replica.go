@@ -33,10 +33,12 @@ type replicaHost struct {
 	log      *slog.Logger
 	self     string
 	stateDir string
-	mirror   *replication.Mirror
-	tr       replication.Transport
-	server   *replication.TCPServer
-	ln       net.Listener
+	// resyncRate is Config.ResyncRate of every volume (bytes/s, 0: no cap).
+	resyncRate int64
+	mirror     *replication.Mirror
+	tr         replication.Transport
+	server     *replication.TCPServer
+	ln         net.Listener
 
 	// Set once the cluster node runs (before the first reconcile).
 	coord replication.Coordinator
@@ -151,6 +153,7 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 	cfg := replication.DefaultConfig()
 	cfg.WriteThrough = l.IOMode == cluster.IOModeWriteThrough
 	cfg.StateDir = h.stateDir
+	cfg.ResyncRate = h.resyncRate
 	cfg.LocalMirror = h.mirror
 	cfg.Logger = h.log.With("side", "owner")
 	// Epoch 2 is the first owner's (claimed from the creation's epoch 1);
