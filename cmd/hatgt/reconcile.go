@@ -85,6 +85,11 @@ type runLUN struct {
 	lun cluster.DesiredLUN
 	s   store
 	c   *replicaCopy
+	lu  *scsi.LU
+	// For a replicated LUN: the backend that switches between the owner
+	// Volume and standby, and the LU's port groups.
+	sw     *switchBackend
+	groups *clusterPortGroups
 }
 
 func newReconciler(log *slog.Logger, srv targetServer, nodeID string, state func() *cluster.State) *reconciler {
@@ -183,10 +188,10 @@ func (r *reconciler) reconcileTarget(ctx context.Context, key string, dt cluster
 			continue
 		}
 		if r.replicated(l) {
+			// Exposed on every node with a copy: Active/Optimized on
+			// the owner, Standby elsewhere.
 			r.copies[l.ID] = true
-			if l.Owned {
-				owned[l.LUN.LUN] = true
-			}
+			owned[l.LUN.LUN] = true
 			if err := r.reconcileReplicated(ctx, rt, l); err != nil {
 				errs = append(errs, fmt.Errorf("LUN %d: %w", l.LUN.LUN, err))
 			}
@@ -302,8 +307,16 @@ func (r *reconciler) startLUN(rt *runTarget, l cluster.DesiredLUN) error {
 
 // exposeLUN serves s as LUN l of rt; on error s is closed.
 func (r *reconciler) exposeLUN(rt *runTarget, l cluster.DesiredLUN, s store, c *replicaCopy) error {
+	_, err := r.exposeLUNWith(rt, l, s, c, nil)
+	return err
+}
+
+// exposeLUNWith is exposeLUN with the LU's port groups (nil: one
+// Active/Optimized group) and returns the run LUN.
+func (r *reconciler) exposeLUNWith(rt *runTarget, l cluster.DesiredLUN, s store, c *replicaCopy, groups scsi.PortGroupState) (*runLUN, error) {
 	serial, naa := lunIdentity(rt.iqn, l.LUN.LUN)
 	lu, err := scsi.NewLU(s, scsi.LUConfig{
+		PortGroups:   groups,
 		BlockSize:    l.LUN.SectorSize,
 		ReadOnly:     l.LUN.IOMode == cluster.IOModeReadOnly,
 		WriteCache:   l.LUN.IOMode == cluster.IOModeWriteBack,
@@ -317,12 +330,13 @@ func (r *reconciler) exposeLUN(rt *runTarget, l cluster.DesiredLUN, s store, c *
 	}
 	if err != nil {
 		s.Close()
-		return err
+		return nil, err
 	}
-	rt.luns[l.LUN.LUN] = &runLUN{lun: l, s: s, c: c}
+	rl := &runLUN{lun: l, s: s, c: c, lu: lu}
+	rt.luns[l.LUN.LUN] = rl
 	r.log.Info("serving LUN", "target", rt.iqn, "lun", l.LUN.LUN, "path", l.BackingPath,
 		"size", humanSize(int64(l.LUN.Size)), "epoch", l.LUN.Epoch)
-	return nil
+	return rl, nil
 }
 
 // stopLUN stops exposing LUN n of rt, then flushes and closes its store.
@@ -367,7 +381,8 @@ func (r *reconciler) close() error {
 }
 
 // portals answers SendTargets for a target: the iSCSI portals of the nodes
-// that own one of its LUNs (each node its own portal group), or of every
+// that own one of its LUNs or hold a copy of a replicated one (each node its
+// own portal group), or of every
 // node that is not gone when the target has no LUN yet. Nil lets the server
 // answer with the address the discovery came in on.
 func (r *reconciler) portals(targetName string) []target.Portal {
@@ -392,6 +407,13 @@ func (r *reconciler) portals(targetName string) []target.Portal {
 	serving := map[string]bool{}
 	for _, l := range t.LUNs {
 		serving[l.Owner] = true
+		if r.repl != nil && l.Replicas > 1 {
+			// Every copy's node exposes the LUN (Standby when it is
+			// not the owner): a multipath initiator logs in to all.
+			for _, id := range l.Placement {
+				serving[id] = true
+			}
+		}
 	}
 	var out []target.Portal
 	for i, ni := range st.SortedNodes() {

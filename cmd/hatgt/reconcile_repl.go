@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/hatgt/hatgt/cluster"
 	"github.com/hatgt/hatgt/replication"
+	"github.com/hatgt/hatgt/scsi"
 )
 
 // replicated tells whether l is served through replication: a LUN created
@@ -16,45 +18,90 @@ func (r *reconciler) replicated(l cluster.DesiredLUN) bool {
 }
 
 // reconcileReplicated keeps this node's copy of replicated LUN l on the
-// mirror (fenced at l's epoch) and, when this node owns l, serves it
-// through an owner Volume opened in an epoch of its own.
+// mirror (fenced at l's epoch) and exposes l on this node: through an
+// owner Volume, opened in an epoch of this node's own, when this node owns
+// l; in ALUA Standby otherwise, so multipath initiators keep a path here
+// and move to it when this node takes over.
 func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l cluster.DesiredLUN) error {
 	c, err := r.repl.attach(l, func() (store, error) { return r.open(l) })
 	if err != nil {
 		return err
 	}
-	cur := rt.luns[l.LUN.LUN]
-	if !l.Owned {
-		if cur != nil {
-			r.log.Info("no longer owner of replicated LUN; keeping the copy", "target", rt.iqn, "lun", l.LUN.LUN, "owner", l.Owner)
-			return r.stopLUN(rt, l.LUN.LUN)
+	n := l.LUN.LUN
+	rl := rt.luns[n]
+	if rl != nil && (rl.c != c || rl.sw == nil || !sameShape(rl.lun, l)) {
+		r.log.Info("LUN changed, exposing it again", "target", rt.iqn, "lun", n)
+		if err := r.stopLUN(rt, n); err != nil {
+			r.log.Warn("stop LUN", "target", rt.iqn, "lun", n, "err", err)
 		}
-		return nil
+		rl = nil
 	}
-	if cur != nil {
-		if cur.c == c && sameLUN(cur.lun, l) && c.vol != nil && c.vol.Serving() == nil {
-			return nil
+	if rl == nil {
+		sw := &switchBackend{size: c.store.Size(), h: r.repl, c: c}
+		groups := &clusterPortGroups{}
+		groups.set(portGroupsFor(r.stateNow(), l, r.nodeID, false))
+		if rl, err = r.exposeLUNWith(rt, l, sw, c, groups); err != nil {
+			return err
 		}
-		why := "LUN changed"
-		if c.vol != nil {
-			if err := c.vol.Serving(); err != nil {
-				why = err.Error()
+		rl.sw, rl.groups = sw, groups
+	}
+	rl.lun = l
+
+	var openErr error
+	if l.Owned {
+		v := rl.sw.volume()
+		if v == nil || v.Serving() != nil || v.Epoch() != l.Epoch {
+			if v != nil {
+				r.log.Info("reopening replicated LUN in a new epoch", "target", rt.iqn, "lun", n, "why", servingWhy(v))
+				rl.sw.set(nil)
+				if err := r.repl.closeVolume(c); err != nil {
+					r.log.Warn("close volume", "target", rt.iqn, "lun", n, "err", err)
+				}
+				c.claimed = 0
+			}
+			nv, err := r.repl.open(ctx, c, l)
+			switch {
+			case errors.Is(err, errClaimed): // the state change brings us back here
+			case err != nil:
+				openErr = err
+			default:
+				rl.sw.set(nv)
 			}
 		}
-		r.log.Info("reopening replicated LUN in a new epoch", "target", rt.iqn, "lun", l.LUN.LUN, "why", why)
-		if err := r.stopLUN(rt, l.LUN.LUN); err != nil {
-			r.log.Warn("stop LUN", "target", rt.iqn, "lun", l.LUN.LUN, "err", err)
+	} else if rl.sw.volume() != nil {
+		r.log.Info("no longer owner of replicated LUN; standby", "target", rt.iqn, "lun", n, "owner", l.Owner)
+		rl.sw.set(nil)
+		if err := r.repl.closeVolume(c); err != nil {
+			r.log.Warn("close volume", "target", rt.iqn, "lun", n, "err", err)
 		}
-		c.claimed = 0
 	}
-	v, err := r.repl.open(ctx, c, l)
-	if errors.Is(err, errClaimed) {
-		return nil // the state change brings us back here
+	serving := rl.sw.volume() != nil && rl.sw.volume().Serving() == nil
+	if rl.groups.set(portGroupsFor(r.stateNow(), l, r.nodeID, serving)) {
+		rl.lu.PortGroupsChanged()
 	}
-	if err != nil {
-		return err
+	return openErr
+}
+
+func servingWhy(v *replication.Volume) string {
+	if err := v.Serving(); err != nil {
+		return err.Error()
 	}
-	return r.exposeLUN(rt, l, ownedVolume{Volume: v, h: r.repl, c: c}, c)
+	return "new epoch"
+}
+
+// stateNow returns the cluster state (nil before the node runs).
+func (r *reconciler) stateNow() *cluster.State {
+	if r.state == nil {
+		return nil
+	}
+	return r.state()
+}
+
+// sameShape reports whether the exposed LU a still fits b: same file, size,
+// sector size, IO mode and type (owner and epoch may differ).
+func sameShape(a, b cluster.DesiredLUN) bool {
+	return a.BackingPath == b.BackingPath && a.LUN.Size == b.LUN.Size && a.LUN.SectorSize == b.LUN.SectorSize &&
+		a.LUN.IOMode == b.LUN.IOMode && a.LUN.Backing == b.LUN.Backing
 }
 
 // detachStale removes from the mirror every copy no longer placed on this
@@ -75,13 +122,74 @@ func (r *reconciler) detachStale() error {
 	return errors.Join(errs...)
 }
 
-// ownedVolume is the store of a replicated LUN this node serves: the owner
-// Volume. Closing it closes the Volume only; the copy's own store stays on
-// the mirror.
-type ownedVolume struct {
-	*replication.Volume
-	h *replicaHost
-	c *replicaCopy
+// errStandby answers IO on a node that does not own the LUN (the ALUA gate
+// refuses it before; this covers the moment ownership changes).
+var errStandby = fmt.Errorf("%w: this node does not serve the LUN as its owner", replication.ErrNotOwner)
+
+// switchBackend is the backend of a replicated LUN's LU: the owner Volume
+// while this node serves the LUN, nothing (standby) otherwise. The LU
+// stays the same across owner changes, so sessions keep their nexus and
+// get ASYMMETRIC ACCESS STATE CHANGED instead of a vanished LUN.
+type switchBackend struct {
+	size int64
+	h    *replicaHost
+	c    *replicaCopy
+	cur  atomic.Pointer[replication.Volume]
 }
 
-func (o ownedVolume) Close() error { return o.h.closeVolume(o.c) }
+var (
+	_ scsi.Backend               = (*switchBackend)(nil)
+	_ scsi.Unmapper              = (*switchBackend)(nil)
+	_ scsi.ForceUnitAccessWriter = (*switchBackend)(nil)
+	_ scsi.ErrorKinder           = (*switchBackend)(nil)
+)
+
+func (b *switchBackend) set(v *replication.Volume)   { b.cur.Store(v) }
+func (b *switchBackend) volume() *replication.Volume { return b.cur.Load() }
+func (b *switchBackend) Size() int64                 { return b.size }
+func (b *switchBackend) ErrorKind(err error) scsi.BackendErrorKind {
+	return (*replication.Volume)(nil).ErrorKind(err)
+}
+
+func (b *switchBackend) ReadAt(p []byte, off int64) (int, error) {
+	if v := b.volume(); v != nil {
+		return v.ReadAt(p, off)
+	}
+	return 0, errStandby
+}
+
+func (b *switchBackend) WriteAt(p []byte, off int64) (int, error) {
+	if v := b.volume(); v != nil {
+		return v.WriteAt(p, off)
+	}
+	return 0, errStandby
+}
+
+func (b *switchBackend) WriteAtFUA(p []byte, off int64) (int, error) {
+	if v := b.volume(); v != nil {
+		return v.WriteAtFUA(p, off)
+	}
+	return 0, errStandby
+}
+
+func (b *switchBackend) Unmap(off, length int64) error {
+	if v := b.volume(); v != nil {
+		return v.Unmap(off, length)
+	}
+	return errStandby
+}
+
+// Flush flushes the owner's copies; on standby there is nothing this LU
+// wrote (the mirror flushes its copy when asked, or when it is closed).
+func (b *switchBackend) Flush() error {
+	if v := b.volume(); v != nil {
+		return v.Flush()
+	}
+	return nil
+}
+
+// Close closes the Volume, if any; the copy stays on the mirror.
+func (b *switchBackend) Close() error {
+	b.cur.Store(nil)
+	return b.h.closeVolume(b.c)
+}
