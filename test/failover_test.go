@@ -1,0 +1,93 @@
+package test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestOwnerKilledFailsOverToInSyncCopy: a LUN with two copies is served
+// Active/Optimized by its owner and refused (ALUA Standby) on the other
+// copy's portal; kill -9 of the owner moves the LUN to the in-sync copy
+// under a new epoch, where every byte written before the kill reads back
+// and new writes work; the old owner restarts as a standby copy, is
+// caught up, and all copies end identical.
+func TestOwnerKilledFailsOverToInSyncCopy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts hatgt processes; skipped with -short")
+	}
+	needTools(t, "qemu-img")
+	const iqn = "iqn.2026-11.io.hatgt:failover"
+	c := newTestCluster(t, 3)
+	lead := c.leader()
+	var copies []*clusterProc // the two followers: killing the owner keeps the leader
+	for _, p := range c.nodes {
+		if p != lead {
+			copies = append(copies, p)
+		}
+	}
+	owner, standby := copies[0], copies[1]
+	lead.hatgt("target", "create", iqn)
+	createReplicatedLUN(lead, iqn, 0, "64M", copies)
+	l := waitAllInSync(c, lead, iqn, 0, 60*time.Second)
+	epoch := l.Epoch
+
+	src, data := randomImage(t, 16<<20)
+	c.waitFor("the owner serves the LUN", 30*time.Second, func() (bool, string) {
+		out, err := tool("qemu-img", "info", replURL(owner, iqn, 0))
+		return err == nil, fmt.Sprintf("%v: %s", err, out)
+	})
+	if out, err := tool("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, replURL(owner, iqn, 0)); err != nil {
+		t.Fatalf("write through the owner: %v\n%s", err, out)
+	}
+	// The other copy's portal lists the LUN but refuses IO: standby.
+	out, err := tool("qemu-img", "info", replURL(standby, iqn, 0))
+	if err == nil || !strings.Contains(out, "NOT READY") {
+		t.Fatalf("IO through the standby copy's portal: err %v, output %s; want NOT READY (ALUA standby)", err, out)
+	}
+
+	killed := time.Now()
+	owner.kill9()
+	l = waitReplLUN(c, lead, iqn, 0, "the LUN moved to the in-sync copy", 60*time.Second, func(l *replLUN) (bool, string) {
+		return l.Owner == standby.id && l.Epoch > epoch, l.summary()
+	})
+	newOwner := standby
+	c.waitFor("the new owner serves the LUN", 30*time.Second, func() (bool, string) {
+		out, err := tool("qemu-img", "info", replURL(newOwner, iqn, 0))
+		return err == nil, fmt.Sprintf("%v: %s", err, out)
+	})
+	t.Logf("owner %s killed; %s serves the LUN in epoch %d after %v", owner.id, newOwner.id, l.Epoch, time.Since(killed).Round(100*time.Millisecond))
+
+	back := filepath.Join(t.TempDir(), "back.img")
+	if out, err := tool("qemu-img", "convert", "-f", "raw", "-O", "raw", replURL(newOwner, iqn, 0), back); err != nil {
+		t.Fatalf("read through the new owner: %v\n%s", err, out)
+	}
+	got, err := os.ReadFile(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:len(data)], data) {
+		t.Fatal("data written before the owner died does not read back from the new owner")
+	}
+	src2, data2 := randomImage(t, 8<<20)
+	if out, err := tool("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src2, replURL(newOwner, iqn, 0)); err != nil {
+		t.Fatalf("write through the new owner: %v\n%s", err, out)
+	}
+
+	owner.start()
+	l = waitAllInSync(c, lead, iqn, 0, 90*time.Second)
+	if l.Owner != newOwner.id {
+		t.Fatalf("owner moved back to %s after the restart: %s", l.Owner, l.summary())
+	}
+	f := checkCopiesIdentical(t, c, iqn, l)
+	if !bytes.Equal(readFileRange(t, f, 0, int64(len(data2))), data2) {
+		t.Fatal("the new owner's copy lacks the write made after the failover")
+	}
+	if out, rc := runLUNVerify(lead, iqn, 0); rc != 0 {
+		t.Fatalf("lun verify after the failover exited %d:\n%s", rc, out)
+	}
+}
