@@ -20,6 +20,8 @@ func TestLayering(t *testing.T) {
 		{"blockstore", func(d string) bool { return strings.HasPrefix(d, "golang.org/x/sys/") }},
 		{"config", func(d string) bool { return false }},
 		{"target", func(d string) bool { return d == mod+"scsi" || strings.HasPrefix(d, "golang.org/x/sys/") }},
+		// ALUA state: scsi's types only, no cluster.
+		{"alua", func(d string) bool { return d == mod+"scsi" || strings.HasPrefix(d, "golang.org/x/sys/") }},
 		// Replication sits under the cluster: never Raft, memberlist or
 		// cluster/ itself.
 		{"replication", func(d string) bool {

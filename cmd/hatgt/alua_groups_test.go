@@ -33,11 +33,4 @@ func TestPortGroupsFor(t *testing.T) {
 	st.Nodes["n3"].Health = cluster.HealthDead
 	want(portGroupsFor(st, l, "n1", false), map[uint16]scsi.AccessState{1: scsi.ALUAStandby, 3: scsi.ALUATransitioning})
 
-	var g clusterPortGroups
-	if !g.set(portGroupsFor(st, l, "n1", false)) || g.set(portGroupsFor(st, l, "n1", false)) {
-		t.Fatal("set must report a change once, then none")
-	}
-	if g.AccessState(1) != scsi.ALUAStandby || g.AccessState(2) != scsi.ALUAUnavailable {
-		t.Fatalf("AccessState: 1 %v, 2 %v", g.AccessState(1), g.AccessState(2))
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/hatgt/hatgt/alua"
 	"github.com/hatgt/hatgt/blockstore"
 	"github.com/hatgt/hatgt/cluster"
 	"github.com/hatgt/hatgt/scsi"
@@ -89,7 +90,7 @@ type runLUN struct {
 	// For a replicated LUN: the backend that switches between the owner
 	// Volume and standby, and the LU's port groups.
 	sw     *switchBackend
-	groups *clusterPortGroups
+	groups *alua.Groups
 }
 
 func newReconciler(log *slog.Logger, srv targetServer, nodeID string, state func() *cluster.State) *reconciler {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/hatgt/hatgt/alua"
 	"github.com/hatgt/hatgt/cluster"
 	"github.com/hatgt/hatgt/replication"
 	"github.com/hatgt/hatgt/scsi"
@@ -38,8 +39,8 @@ func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l c
 	}
 	if rl == nil {
 		sw := &switchBackend{size: c.store.Size(), h: r.repl, c: c}
-		groups := &clusterPortGroups{}
-		groups.set(portGroupsFor(r.stateNow(), l, r.nodeID, false))
+		groups := &alua.Groups{}
+		groups.Set(portGroupsFor(r.stateNow(), l, r.nodeID, false))
 		if rl, err = r.exposeLUNWith(rt, l, sw, c, groups); err != nil {
 			return err
 		}
@@ -76,7 +77,7 @@ func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l c
 		}
 	}
 	serving := rl.sw.volume() != nil && rl.sw.volume().Serving() == nil
-	if rl.groups.set(portGroupsFor(r.stateNow(), l, r.nodeID, serving)) {
+	if rl.groups.Set(portGroupsFor(r.stateNow(), l, r.nodeID, serving)) {
 		rl.lu.PortGroupsChanged()
 	}
 	return openErr
