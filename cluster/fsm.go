@@ -237,7 +237,7 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch)
+		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch, 0)
 		if err != nil {
 			return err
 		}
@@ -251,11 +251,8 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch)
+		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch, p.ID)
 		if err != nil {
-			return err
-		}
-		if err := checkLUNID(l, p.ID); err != nil {
 			return err
 		}
 		if !slices.Contains(l.Placement, p.Node) {
@@ -280,11 +277,8 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch)
+		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch, p.ID)
 		if err != nil {
-			return err
-		}
-		if err := checkLUNID(l, p.ID); err != nil {
 			return err
 		}
 		ni, ok := s.Nodes[p.Node]
@@ -304,11 +298,8 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if err := decodePayload(cmd, &p); err != nil {
 			return err
 		}
-		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch)
+		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch, p.ID)
 		if err != nil {
-			return err
-		}
-		if err := checkLUNID(l, p.ID); err != nil {
 			return err
 		}
 		if !slices.Contains(l.Placement, p.Node) {
@@ -441,15 +432,6 @@ func dropCopy(l *LUN, id string) {
 		}
 		l.Epoch++
 	}
-}
-
-// checkLUNID refuses a proposal made for another LUN of the same number
-// (one deleted since): id 0 means the proposer did not say.
-func checkLUNID(l *LUN, id uint64) error {
-	if id != 0 && l.ID != id {
-		return errf(ErrUnknownLUN, "LUN %d on %s has ID %d, not %d", l.LUN, l.Target, l.ID, id)
-	}
-	return nil
 }
 
 // LUNByID returns a copy of the LUN whose ID is id, and its target's IQN,

@@ -276,8 +276,11 @@ func (s *State) target(iqn string) (*Target, error) {
 
 // lunAtEpoch returns LUN lun of target iqn, or ErrUnknownTarget,
 // ErrUnknownLUN, or ErrStaleEpoch when the LUN is not at epoch: the
-// compare-and-set every ownership and in-sync change goes through.
-func (s *State) lunAtEpoch(iqn string, lun, epoch uint64) (*LUN, error) {
+// compare-and-set every ownership and in-sync change goes through. A
+// non-zero id must be the LUN's ID (ErrUnknownLUN otherwise): a proposal
+// made for a LUN deleted since, and created again under the same number,
+// is refused even at an equal epoch.
+func (s *State) lunAtEpoch(iqn string, lun, epoch, id uint64) (*LUN, error) {
 	t, err := s.target(iqn)
 	if err != nil {
 		return nil, err
@@ -288,6 +291,9 @@ func (s *State) lunAtEpoch(iqn string, lun, epoch uint64) (*LUN, error) {
 	}
 	if epoch != l.Epoch {
 		return nil, errf(ErrStaleEpoch, "LUN %d on %s is at epoch %d, not %d", lun, iqn, l.Epoch, epoch)
+	}
+	if id != 0 && l.ID != id {
+		return nil, errf(ErrUnknownLUN, "LUN %d on %s has ID %d, not %d", l.LUN, l.Target, l.ID, id)
 	}
 	return l, nil
 }

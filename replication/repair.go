@@ -21,22 +21,8 @@ import (
 // agree before another failover could expose the difference.
 func (v *Volume) Repair(ctx context.Context, node NodeID) (VerifyReport, error) {
 	rep := VerifyReport{Node: node}
-	size, rs := v.store.Size(), v.cfg.RegionSize
-	for r := int64(0); r*rs < size; r++ {
-		if err := v.limit.wait(ctx, rs); err != nil {
-			return rep, err
-		}
-		off := r * rs
-		n := min(rs, size-off)
-		fixed, err := v.repairRegion(node, off, n)
-		if err != nil {
-			return rep, err
-		}
-		rep.Regions++
-		rep.BytesCompared += n
-		if fixed {
-			rep.Divergent = append(rep.Divergent, r)
-		}
+	if err := v.eachRegion(ctx, &rep, func(off, n int64) (bool, error) { return v.repairRegion(node, off, n) }); err != nil {
+		return rep, err
 	}
 	if len(rep.Divergent) > 0 {
 		v.logger.Warn("replication: repaired divergent regions of an in-sync copy", "peer", string(node), "count", len(rep.Divergent))
@@ -71,7 +57,7 @@ func (v *Volume) repairRegion(node NodeID, off, n int64) (bool, error) {
 		return false, fmt.Errorf("replication: reading region at %d for repair: %w", off, lerr)
 	}
 	if got.err != nil {
-		v.repairFailed(p, conn, epoch, got.err, off, n)
+		v.resyncFailed(p, conn, epoch, got.err, off, n)
 		return false, got.err
 	}
 	local := regionDigest(buf)
@@ -98,27 +84,10 @@ func (v *Volume) repairRegion(node NodeID, off, n int64) (bool, error) {
 	ch := v.send(conn, msgs)
 	v.mu.Unlock()
 	if got := <-ch; got.err != nil {
-		v.repairFailed(p, conn, epoch, got.err, off, n)
+		v.resyncFailed(p, conn, epoch, got.err, off, n)
 		return false, got.err
 	}
 	return true, nil
-}
-
-// repairFailed handles a failed repair request on an in-sync copy: a stale
-// epoch deposes the owner; anything else drops the copy through the
-// coordinator like a failed write, with the region marked dirty.
-func (v *Volume) repairFailed(p *peer, conn Conn, epoch uint64, err error, off, n int64) {
-	var stale *StaleEpochError
-	if errors.As(err, &stale) {
-		v.depose(err)
-		return
-	}
-	v.mu.Lock()
-	v.failPeerLocked(p, conn, epoch)
-	if p.dirty != nil {
-		p.dirty.Mark(off, n)
-	}
-	v.mu.Unlock()
 }
 
 // RepairAll repairs every in-sync copy, one after the other.

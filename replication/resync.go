@@ -225,9 +225,10 @@ func (v *Volume) copyRegion(p *peer, conn Conn, epoch uint64, r int64) error {
 	return nil
 }
 
-// resyncFailed handles a failed resync request: a stale epoch deposes the
-// owner; anything else returns the copy to out of sync with the range
-// marked again.
+// resyncFailed handles a failed resync or repair request: a stale epoch
+// deposes the owner; anything else fails the copy (a resyncing one returns
+// to out of sync, an in-sync one is dropped through the coordinator) with
+// the range marked dirty.
 func (v *Volume) resyncFailed(p *peer, conn Conn, epoch uint64, err error, off, n int64) {
 	var stale *StaleEpochError
 	if errors.As(err, &stale) {

@@ -44,26 +44,18 @@ func (v *Volume) Verify(ctx context.Context, node NodeID) (VerifyReport, error) 
 		return rep, err
 	}
 	defer conn.Close()
-	size, rs := v.store.Size(), v.cfg.RegionSize
-	for r := int64(0); r*rs < size; r++ {
-		if err := v.limit.wait(ctx, rs); err != nil {
-			return rep, err
-		}
-		off := r * rs
-		n := min(rs, size-off)
+	err = v.eachRegion(ctx, &rep, func(off, n int64) (bool, error) {
 		same, err := v.verifyRegion(conn, epoch, off, n)
 		if err != nil {
 			var stale *StaleEpochError
 			if errors.As(err, &stale) {
 				v.depose(err)
 			}
-			return rep, err
 		}
-		rep.Regions++
-		rep.BytesCompared += n
-		if !same {
-			rep.Divergent = append(rep.Divergent, r)
-		}
+		return !same, err
+	})
+	if err != nil {
+		return rep, err
 	}
 	if len(rep.Divergent) > 0 {
 		v.logger.Warn("replication: verify found divergent regions", "peer", string(node), "count", len(rep.Divergent))
@@ -87,4 +79,28 @@ func (v *Volume) verifyRegion(conn Conn, epoch uint64, off, n int64) (bool, erro
 		return false, r.err
 	}
 	return bytes.Equal(r.rep.Payload, local[:]), nil
+}
+
+// eachRegion calls check for every region of the volume in order, at most
+// ResyncRate bytes per second, and counts the regions into rep: Divergent
+// lists those for which check returned true. It stops at the first error.
+func (v *Volume) eachRegion(ctx context.Context, rep *VerifyReport, check func(off, n int64) (bool, error)) error {
+	size, rs := v.store.Size(), v.cfg.RegionSize
+	for r := int64(0); r*rs < size; r++ {
+		if err := v.limit.wait(ctx, rs); err != nil {
+			return err
+		}
+		off := r * rs
+		n := min(rs, size-off)
+		differs, err := check(off, n)
+		if err != nil {
+			return err
+		}
+		rep.Regions++
+		rep.BytesCompared += n
+		if differs {
+			rep.Divergent = append(rep.Divergent, r)
+		}
+	}
+	return nil
 }
