@@ -304,3 +304,83 @@ func TestVerifyReportsDivergence(t *testing.T) {
 		}
 	}
 }
+
+// TestMirrorPausedDuringWrites: a mirror stopped with SIGSTOP neither
+// answers nor closes its connections, so the owner finds out only by the
+// replication ack timeout: the writes pause, then go on without it. The
+// same range is written twice while it is stopped: the request the owner
+// sent before it gave up (the first version) still sits unread in the
+// stopped mirror's socket when it continues. Whatever the mirror does with
+// that stale request, after the resync its copy must equal the owner's,
+// second version and all.
+func TestMirrorPausedDuringWrites(t *testing.T) {
+	needTools(t, "qemu-io")
+	const (
+		iqn    = "iqn.2026-11.io.hatgt:repl-paused"
+		offX   = 8 << 20
+		lenX   = 4 << 20
+		offY   = 20 << 20 // only while it is stopped, after the drop
+		lenY   = 2 << 20
+		marker = 0x11
+	)
+	c, placement := replSetup(t, 3, iqn)
+	owner, victim := placement[0], placement[2]
+	createReplicatedLUN(owner, iqn, 0, "32M", placement)
+	l := waitAllInSync(c, owner, iqn, 0, 60*time.Second)
+	waitBackingFiles(c, iqn, l)
+	before := *l
+	url := replURL(owner, iqn, 0)
+	c.waitFor("the owner serves the LUN", 30*time.Second, func() (bool, string) {
+		out, err := tool("qemu-img", "info", url)
+		return err == nil, fmt.Sprintf("%v: %s", err, out)
+	})
+
+	victim.pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			victim.resume()
+		}
+	}()
+	start := time.Now()
+	out := runTool(t, "qemu-io", qemuIOWrites(url, marker, offX, lenX, 1<<20)...)
+	if qemuIOFailed(out) {
+		t.Fatalf("qemu-io with a stopped mirror:\n%s", out)
+	}
+	t.Logf("%d MiB written with %s stopped in %v (logged, not asserted: the ack timeout bounds the pause)", lenX>>20, victim.id, time.Since(start).Round(time.Millisecond))
+	l = waitReplLUN(c, owner, iqn, 0, victim.id+" out of the in-sync set", 60*time.Second, func(l *replLUN) (bool, string) {
+		return !slices.Contains(l.InSync, victim.id), l.summary()
+	})
+	if l.Owner != before.Owner || l.Epoch != before.Epoch {
+		t.Errorf("a stopped mirror changed the LUN: owner %s epoch %d, before owner %s epoch %d", l.Owner, l.Epoch, before.Owner, before.Epoch)
+	}
+	// The second version of range X, and range Y, the stopped mirror
+	// never sees.
+	for _, w := range [][]string{qemuIOWrites(url, marker+1, offX, lenX, 1<<20), qemuIOWrites(url, marker+2, offY, lenY, 1<<20)} {
+		if out := runTool(t, "qemu-io", w...); qemuIOFailed(out) {
+			t.Fatalf("qemu-io after the drop:\n%s", out)
+		}
+	}
+
+	victim.resume()
+	resumed = true
+	l = waitAllInSync(c, owner, iqn, 0, 3*time.Minute)
+	cp := l.copyOf(victim.id)
+	t.Logf("resynced %.0f bytes after SIGCONT: %s", cp.BytesCopied, l.summary())
+	if cp.BytesCopied <= 0 {
+		t.Errorf("%s rejoined with bytes_copied %.0f: it missed range Y, so the resync must copy something", victim.id, cp.BytesCopied)
+	}
+	if limit := float64(lenX + lenY + 8<<20); cp.BytesCopied > limit {
+		t.Errorf("%s's resync copied %.0f bytes, more than the %d written plus 8 MiB", victim.id, cp.BytesCopied, lenX+lenY)
+	}
+	ownerFile := checkCopiesIdentical(t, c, iqn, l)
+	if !bytes.Equal(readFileRange(t, ownerFile, offX, lenX), bytes.Repeat([]byte{marker + 1}, lenX)) {
+		t.Errorf("the owner's file does not hold the second version of range X")
+	}
+	if !bytes.Equal(readFileRange(t, ownerFile, offY, lenY), bytes.Repeat([]byte{marker + 2}, lenY)) {
+		t.Errorf("the owner's file does not hold range Y")
+	}
+	if vout, code := runLUNVerify(owner, iqn, 0); code != 0 {
+		t.Errorf("hatgt lun verify exited %d after the resync:\n%s", code, vout)
+	}
+}
