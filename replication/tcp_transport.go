@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 )
 
@@ -98,6 +99,12 @@ func (c *tcpConn) Flush() {
 		return
 	}
 	c.writing = true
+	// Let the goroutines that are ready to run queue their requests
+	// first: they then share this write (with few Ps, each would
+	// otherwise reach its own write before the next one runs).
+	c.mu.Unlock()
+	runtime.Gosched()
+	c.mu.Lock()
 	for len(c.out) > 0 && c.err == nil {
 		buf := c.out
 		c.out = c.spare[:0]
