@@ -28,6 +28,10 @@ var (
 	// may not have reconciled the LUN). It wraps ErrPeerFailed.
 	ErrNoCopy = fmt.Errorf("%w: no copy of the LUN", ErrPeerFailed)
 
+	// ErrCopyLost is a mirror whose copy was lost (created again, empty):
+	// the owner drops it and gives it a full copy. It wraps ErrPeerFailed.
+	ErrCopyLost = fmt.Errorf("%w: the copy was lost", ErrPeerFailed)
+
 	// ErrInvalidConfig is wrapped by every Config.Validate failure.
 	ErrInvalidConfig = errors.New("replication: invalid config")
 

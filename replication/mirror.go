@@ -24,6 +24,9 @@ type mirrorLUN struct {
 	// so once a newer epoch is recorded no older request is in progress.
 	mu     sync.RWMutex
 	newest uint64
+	// lost: the copy was created again, empty; only a hello with
+	// FlagFull (a full copy begins) is taken. Guarded by mu.
+	lost bool
 
 	// seqMu guards lastSeq, the highest write or unmap sequence number
 	// applied (or the hello floor) in epoch newest. Requests of one
@@ -57,6 +60,32 @@ func (m *Mirror) AddLUN(lun LUNID, store Store, epoch uint64) {
 	m.mu.Lock()
 	m.luns[lun] = &mirrorLUN{store: store, newest: epoch}
 	m.mu.Unlock()
+}
+
+// MarkLost records that this node's copy of lun was lost (its backing file
+// had to be created again): until an owner starts a full copy (a hello
+// with FlagFull) every request is answered StatusCopyLost, so no owner
+// counts this copy as holding data it does not have.
+func (m *Mirror) MarkLost(lun LUNID) {
+	l := m.lun(lun)
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.lost = true
+	l.mu.Unlock()
+	m.logger.Warn("replication: copy lost, it needs a full copy", "lun", uint64(lun))
+}
+
+// Lost reports whether lun's copy is marked lost.
+func (m *Mirror) Lost(lun LUNID) bool {
+	l := m.lun(lun)
+	if l == nil {
+		return false
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.lost
 }
 
 // RemoveLUN stops serving lun.
@@ -135,6 +164,13 @@ func (m *Mirror) Handle(req *Message) *Message {
 			l.count(func(st *MirrorStats) { st.StaleRefused++ })
 			return staleReply(req, l.newest)
 		}
+		if l.lost {
+			if req.Flags&FlagFull == 0 {
+				return reply(req, StatusCopyLost)
+			}
+			l.lost = false
+			m.logger.Info("replication: a full copy of a lost copy begins", "lun", req.LUN, "epoch", req.Epoch)
+		}
 		l.seqMu.Lock()
 		if req.Epoch > l.newest || req.Seq > l.lastSeq {
 			l.lastSeq = req.Seq
@@ -166,6 +202,10 @@ func (m *Mirror) Handle(req *Message) *Message {
 		}
 		l.mu.Unlock()
 		return m.Handle(req)
+	}
+	if l.lost {
+		l.mu.RUnlock()
+		return reply(req, StatusCopyLost)
 	}
 	if req.Type == MsgWrite || req.Type == MsgUnmap {
 		l.seqMu.Lock()

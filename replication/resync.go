@@ -31,6 +31,10 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	}
 	p.resyncing = true
 	epoch := v.epoch
+	var flags uint8
+	if p.dirty.Count() == p.dirty.Regions() {
+		flags = FlagFull // every region will be rewritten: a lost copy may take it
+	}
 	v.mu.Unlock()
 	defer func() {
 		v.mu.Lock()
@@ -38,10 +42,15 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 		v.mu.Unlock()
 	}()
 
-	conn, err := v.hello(ctx, node, epoch)
+	conn, err := v.helloFlags(ctx, node, epoch, flags)
 	if err != nil {
 		if errors.Is(err, ErrNotOwner) {
 			v.depose(err)
+		}
+		if errors.Is(err, ErrCopyLost) {
+			v.mu.Lock()
+			v.failPeerLocked(p, nil, epoch, err)
+			v.mu.Unlock()
 		}
 		return err
 	}
@@ -236,7 +245,7 @@ func (v *Volume) resyncFailed(p *peer, conn Conn, epoch uint64, err error, off, 
 		return
 	}
 	v.mu.Lock()
-	v.failPeerLocked(p, conn, epoch)
+	v.failPeerLocked(p, conn, epoch, err)
 	if p.dirty != nil && n > 0 {
 		p.dirty.Mark(off, n)
 	}
@@ -249,7 +258,7 @@ func (v *Volume) abortResync(p *peer, conn Conn) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if p.state == peerResyncing && p.conn == conn {
-		v.failPeerLocked(p, conn, v.epoch)
+		v.failPeerLocked(p, conn, v.epoch, nil)
 	}
 }
 

@@ -259,8 +259,8 @@ func (v *Volume) Open(ctx context.Context) error {
 		default:
 			v.logger.Warn("replication: in-sync mirror unreachable at open", "peer", string(r.p.node), "err", r.err)
 			v.mu.Lock()
-			v.failPeerLocked(r.p, nil, v.epoch)
-			if v.cfg.CheckOnOpen && r.p.dirty != nil {
+			v.failPeerLocked(r.p, nil, v.epoch, r.err)
+			if v.cfg.CheckOnOpen && r.p.dirty != nil && !errors.Is(r.err, ErrCopyLost) {
 				// It may hold writes the previous owner had in flight,
 				// anywhere: compare every region when it comes back.
 				r.p.dirty.SetAll()
@@ -289,6 +289,11 @@ const helloRetry = 100 * time.Millisecond
 
 // hello dials node and announces epoch.
 func (v *Volume) hello(ctx context.Context, node NodeID, epoch uint64) (Conn, error) {
+	return v.helloFlags(ctx, node, epoch, 0)
+}
+
+// helloFlags is hello with message flags (FlagFull).
+func (v *Volume) helloFlags(ctx context.Context, node NodeID, epoch uint64, flags uint8) (Conn, error) {
 	conn, err := v.tr.Dial(ctx, node)
 	if err != nil {
 		return nil, err
@@ -298,7 +303,7 @@ func (v *Volume) hello(ctx context.Context, node NodeID, epoch uint64) (Conn, er
 	v.mu.Lock()
 	floor := v.seq
 	v.mu.Unlock()
-	res := <-v.send(conn, []*Message{{Type: MsgHello, LUN: v.lun, Epoch: epoch, Seq: floor}})
+	res := <-v.send(conn, []*Message{{Type: MsgHello, Flags: flags, LUN: v.lun, Epoch: epoch, Seq: floor}})
 	if res.err != nil {
 		conn.Close()
 		return nil, res.err
@@ -482,8 +487,11 @@ func (v *Volume) sendOn(conn Conn, msgs []*Message, queue bool) <-chan sendResul
 				finish(&StaleEpochError{LUN: v.lun, Epoch: m.Epoch, Newest: rep.Epoch}, nil)
 			case rep.Status != StatusOK:
 				base := ErrPeerFailed
-				if rep.Status == StatusNoLUN {
+				switch rep.Status {
+				case StatusNoLUN:
 					base = ErrNoCopy
+				case StatusCopyLost:
+					base = ErrCopyLost
 				}
 				finish(fmt.Errorf("%w: %v %s", base, m.Type, rep.Status), nil)
 			case remaining.Add(-1) == 0:
@@ -495,9 +503,18 @@ func (v *Volume) sendOn(conn Conn, msgs []*Message, queue bool) <-chan sendResul
 }
 
 // failPeerLocked handles a copy that failed a request (or could not be
-// reached). It returns the episode a write that the copy missed must wait
-// for before it is acknowledged (nil when none). Callers hold v.mu.
-func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64) *episode {
+// reached) with err (nil: unknown). It returns the episode a write that the
+// copy missed must wait for before it is acknowledged (nil when none). A
+// copy that answered ErrCopyLost gets every region marked: a full copy.
+// Callers hold v.mu.
+func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64, err error) *episode {
+	defer func() {
+		if errors.Is(err, ErrCopyLost) && p.dirty != nil && p.dirty.Count() != p.dirty.Regions() {
+			p.dirty.SetAll()
+			p.compare = false
+			v.logger.Warn("replication: the copy was lost, it gets a full copy", "peer", string(p.node))
+		}
+	}()
 	// A failure reported by an earlier connection (its requests can
 	// finish late) says nothing about the current one. The write it
 	// belongs to still marks the copy's map; only a copy in sync must
@@ -507,11 +524,11 @@ func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64) *episode {
 		p.conn.Close()
 		p.conn = nil
 	}
-	if err := v.servingLocked(); err != nil && v.opened {
+	if serr := v.servingLocked(); serr != nil && v.opened {
 		// Deposed or closed: the connections were cut on purpose, and
 		// nothing is acknowledged any more, so nothing is dropped.
 		ep := newEpisode()
-		ep.err = err
+		ep.err = serr
 		close(ep.done)
 		return ep
 	}
@@ -744,7 +761,7 @@ func (v *Volume) replicate(kind MsgType, p []byte, off, length int64, fua, local
 			continue
 		}
 		v.mu.Lock()
-		if ep := v.failPeerLocked(s.p, res.conn, epoch); ep != nil {
+		if ep := v.failPeerLocked(s.p, res.conn, epoch, res.err); ep != nil {
 			waits = append(waits, ep)
 		}
 		if s.p.dirty != nil {
@@ -826,7 +843,7 @@ func (v *Volume) Flush() error {
 				s.p.dirty.Merge(s.snap)
 			}
 		}
-		if ep := v.failPeerLocked(s.p, res.conn, epoch); ep != nil {
+		if ep := v.failPeerLocked(s.p, res.conn, epoch, res.err); ep != nil {
 			waits = append(waits, ep)
 		}
 		v.mu.Unlock()

@@ -99,6 +99,10 @@ const (
 	// the floor of the owner's latest hello: a late request from an
 	// older connection, refused so it cannot overwrite newer data.
 	StatusOutOfOrder
+	// StatusCopyLost: the mirror's copy was lost (its backing file was
+	// created again, empty): it takes nothing but a hello with FlagFull,
+	// which starts a full copy.
+	StatusCopyLost
 	statusEnd
 )
 
@@ -116,6 +120,8 @@ func (s Status) String() string {
 		return "bad-request"
 	case StatusOutOfOrder:
 		return "out-of-order"
+	case StatusCopyLost:
+		return "copy-lost"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
@@ -126,7 +132,10 @@ const (
 	FlagFUA uint8 = 1 << iota
 	// FlagResync marks resync traffic (statistics only).
 	FlagResync
-	flagMask = FlagFUA | FlagResync
+	// FlagFull on a hello says the owner will rewrite every region of the
+	// copy (its dirty map for the copy is full): a lost copy accepts it.
+	FlagFull
+	flagMask = FlagFUA | FlagResync | FlagFull
 )
 
 // Message is one replication frame.
