@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 )
 
 // A lost copy refuses everything but a hello that starts a full copy.
@@ -70,4 +71,33 @@ func TestLostInSyncCopyGetsFullCopy(t *testing.T) {
 		t.Fatalf("lost copy resynced %d bytes, want all %d", p.BytesCopied, c.size)
 	}
 	c.identical("a", "b", "c")
+}
+
+// A copy's node that finds its copy lost records it out of sync in Raft;
+// the owner, seeing that view, probes the copy and gives it a full copy
+// without waiting for a write.
+func TestLostCopyReportedThroughTheView(t *testing.T) {
+	c := newTestCluster(t, 256<<10, "a", "b")
+	v := c.open("a", Config{}, nil)
+	if _, err := v.WriteAt(pattern(9, int(c.size)), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.mirrors["b"].MarkLost(testLUN)
+	view := c.view()
+	view.InSync = []NodeID{"a"}
+	c.coord.SetView(testLUN, view)
+	for i := 0; ; i++ {
+		p := v.Peers()[0]
+		if p.State == "out-of-sync" && p.DirtyRegions == int64(c.size/testConfig().RegionSize) {
+			break
+		}
+		if i > 5000 {
+			t.Fatalf("the owner never failed the lost copy: %+v", p)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := v.Resync(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	c.identical("a", "b")
 }

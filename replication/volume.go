@@ -350,6 +350,16 @@ func (v *Volume) followReplicas(view View) {
 		v.order = append(v.order, n)
 		v.logger.Info("replication: new copy, it gets a full copy", "peer", string(n))
 	}
+	for _, n := range v.order {
+		// Raft says out of sync, the volume says in sync: someone else
+		// (the copy's own node, which found its copy lost) recorded it.
+		// The view may also just be older than the copy's join, so
+		// only probe: a lost copy answers copy-lost, and the usual
+		// failure path drops it with every region dirty.
+		if p := v.peers[n]; p.state == peerInSync && p.conn != nil && view.IsReplica(n) && !view.IsInSync(n) {
+			go v.probe(p, p.conn, view.Epoch)
+		}
+	}
 	for _, n := range slices.Clone(v.order) {
 		if view.IsReplica(n) {
 			continue
@@ -367,6 +377,23 @@ func (v *Volume) followReplicas(view View) {
 		}
 		v.logger.Info("replication: copy removed", "peer", string(n))
 	}
+}
+
+// probe sends a flush to an in-sync copy on its connection and fails the
+// copy if it errs.
+func (v *Volume) probe(p *peer, conn Conn, epoch uint64) {
+	res := <-v.send(conn, []*Message{{Type: MsgFlush, LUN: v.lun, Epoch: epoch}})
+	if res.err == nil {
+		return
+	}
+	var stale *StaleEpochError
+	if errors.As(res.err, &stale) {
+		v.depose(res.err)
+		return
+	}
+	v.mu.Lock()
+	v.failPeerLocked(p, conn, epoch, res.err)
+	v.mu.Unlock()
 }
 
 // Depose makes the volume stop serving for good: every later call answers

@@ -365,8 +365,8 @@ func startClusterNode(f *clusterServeFlags, dataDir string, log *slog.Logger, lo
 	if l, ok := any(cn.node).(interface{ HoldsLease() bool }); ok {
 		cn.repl.lease = l.HoldsLease
 	}
-	cn.repl.claim = func(ctx context.Context, iqn string, lun, epoch uint64) error {
-		cmd, err := cluster.NewCommand(cluster.CmdLUNSetOwner, cluster.LUNSetOwner{IQN: iqn, LUN: lun, Owner: f.nodeID, Epoch: epoch})
+	cn.repl.propose = func(ctx context.Context, iqn string, lun uint64, owner string, epoch uint64) error {
+		cmd, err := cluster.NewCommand(cluster.CmdLUNSetOwner, cluster.LUNSetOwner{IQN: iqn, LUN: lun, Owner: owner, Epoch: epoch})
 		if err == nil {
 			_, err = cn.node.Apply(ctx, cmd)
 		}

@@ -51,7 +51,7 @@ type reconciler struct {
 	// open opens the store of an owned LUN; ensure creates the backing
 	// file of a LUN placed here. Tests replace them.
 	open   func(l cluster.DesiredLUN) (store, error)
-	ensure func(l cluster.DesiredLUN) error
+	ensure func(l cluster.DesiredLUN) (created bool, err error)
 
 	// repl is the node's replication side; nil serves every LUN from its
 	// owner's local store only.
@@ -61,6 +61,7 @@ type reconciler struct {
 	targets map[string]*runTarget // by lower-case IQN
 	ensured map[string]uint64     // backing paths known to exist, with their size
 	copies  map[uint64]bool       // replicated LUN IDs placed here (this reconcile)
+	created map[string]bool       // backing files ensureOnce had to create
 }
 
 // runTarget is a target as this node runs it.
@@ -96,7 +97,7 @@ type runLUN struct {
 func newReconciler(log *slog.Logger, srv targetServer, nodeID string, state func() *cluster.State) *reconciler {
 	r := &reconciler{
 		log: log, srv: srv, nodeID: nodeID, state: state,
-		targets: map[string]*runTarget{}, ensured: map[string]uint64{},
+		targets: map[string]*runTarget{}, ensured: map[string]uint64{}, created: map[string]bool{},
 	}
 	r.open = r.openStore
 	r.ensure = ensureBacking
@@ -145,7 +146,7 @@ func (r *reconciler) Reconcile(ctx context.Context, d *cluster.Desired) error {
 			delete(r.targets, key)
 		}
 	}
-	errs = append(errs, r.detachStale())
+	errs = append(errs, r.detachStale(false))
 	return errors.Join(errs...)
 }
 
@@ -250,39 +251,44 @@ func (r *reconciler) ensureOnce(l cluster.DesiredLUN) error {
 	if r.ensured[l.BackingPath] == l.LUN.Size {
 		return nil
 	}
-	if err := r.ensure(l); err != nil {
+	created, err := r.ensure(l)
+	if err != nil {
 		return err
+	}
+	if created {
+		r.created[l.BackingPath] = true
 	}
 	r.ensured[l.BackingPath] = l.LUN.Size
 	return nil
 }
 
 // ensureBacking makes sure a fileio LUN's file exists with the LUN's size
-// (created sparse when missing). A block device must exist already.
-func ensureBacking(l cluster.DesiredLUN) error {
+// (created sparse when missing: created says so). A block device must
+// exist already.
+func ensureBacking(l cluster.DesiredLUN) (created bool, err error) {
 	if l.LUN.Backing == cluster.BackingBlock {
 		if _, err := os.Stat(l.BackingPath); err != nil {
-			return fmt.Errorf("block device: %w", err)
+			return false, fmt.Errorf("block device: %w", err)
 		}
-		return nil
+		return false, nil
 	}
 	if st, err := os.Stat(l.BackingPath); err == nil {
 		if !st.Mode().IsRegular() || st.Size() == int64(l.LUN.Size) {
-			return nil
+			return false, nil
 		}
-		return fmt.Errorf("%s is %d bytes, not the LUN's %d: hatgt does not resize an existing LUN file", l.BackingPath, st.Size(), l.LUN.Size)
+		return false, fmt.Errorf("%s is %d bytes, not the LUN's %d: hatgt does not resize an existing LUN file", l.BackingPath, st.Size(), l.LUN.Size)
 	}
 	if l.LUN.IOMode == cluster.IOModeReadOnly {
-		return fmt.Errorf("%s does not exist, and a read-only LUN is never created", l.BackingPath)
+		return false, fmt.Errorf("%s does not exist, and a read-only LUN is never created", l.BackingPath)
 	}
 	if err := os.MkdirAll(filepath.Dir(l.BackingPath), 0o750); err != nil {
-		return err
+		return false, err
 	}
 	s, err := blockstore.OpenFile(l.BackingPath, blockstore.Options{Size: int64(l.LUN.Size), Mode: blockstore.WriteBack, Create: true})
 	if err != nil {
-		return err
+		return false, err
 	}
-	return s.Close()
+	return true, s.Close()
 }
 
 // openStore opens the backing store of an owned LUN.
@@ -377,7 +383,7 @@ func (r *reconciler) close() error {
 		delete(r.targets, key)
 	}
 	r.copies = nil
-	errs = append(errs, r.detachStale())
+	errs = append(errs, r.detachStale(true))
 	return errors.Join(errs...)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 
 	"github.com/hatgt/hatgt/alua"
@@ -24,10 +25,26 @@ func (r *reconciler) replicated(l cluster.DesiredLUN) bool {
 // l; in ALUA Standby otherwise, so multipath initiators keep a path here
 // and move to it when this node takes over.
 func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l cluster.DesiredLUN) error {
+	// A copy this node held before whose file had to be created again
+	// is empty: it must get a full copy before it counts as in sync.
+	lost := r.created[l.BackingPath] && r.repl.heldBefore(l.ID)
+	delete(r.created, l.BackingPath)
 	c, err := r.repl.attach(l, func() (store, error) { return r.open(l) })
 	if err != nil {
 		return err
 	}
+	if lost {
+		r.repl.mirror.MarkLost(replication.LUNID(l.ID))
+	}
+	if !l.Owned && slices.Contains(l.InSync, r.nodeID) && r.repl.mirror.Lost(replication.LUNID(l.ID)) {
+		// Say so in Raft at once (the owner would learn it only at its
+		// next write to this copy); retried at every reconcile, since
+		// the state may lag at start.
+		if err := r.repl.coord.DropFromInSync(ctx, replication.LUNID(l.ID), l.Epoch, replication.NodeID(r.nodeID)); err != nil {
+			r.log.Debug("recording the lost copy out of sync", "lun_id", l.ID, "err", err)
+		}
+	}
+	r.repl.recordHeld(l.ID)
 	n := l.LUN.LUN
 	rl := rt.luns[n]
 	if rl != nil && (rl.c != c || rl.sw == nil || !sameShape(rl.lun, l)) {
@@ -49,7 +66,11 @@ func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l c
 	rl.lun = l
 
 	var openErr error
-	if l.Owned {
+	if l.Owned && r.repl.mirror.Lost(replication.LUNID(l.ID)) {
+		// This node's copy is gone: it must not serve. Hand the LUN
+		// to an in-sync copy; this one then gets a full copy.
+		openErr = r.handOver(ctx, rt, l)
+	} else if l.Owned {
 		v := rl.sw.volume()
 		if v == nil || v.Serving() != nil || v.Epoch() != l.Epoch {
 			if v != nil {
@@ -106,16 +127,19 @@ func sameShape(a, b cluster.DesiredLUN) bool {
 }
 
 // detachStale removes from the mirror every copy no longer placed on this
-// node (r.copies holds those of the last reconcile).
-func (r *reconciler) detachStale() error {
+// node (r.copies holds those of the last reconcile); at shutdown, every
+// copy, keeping the markers that the node holds them.
+func (r *reconciler) detachStale(shutdown bool) error {
 	if r.repl == nil {
 		return nil
 	}
 	var errs []error
 	for _, id := range r.repl.ids() {
 		if !r.copies[id] {
-			r.log.Info("copy no longer placed here; closing it", "lun_id", id)
-			if err := r.repl.detach(id); err != nil {
+			if !shutdown {
+				r.log.Info("copy no longer placed here; closing it", "lun_id", id)
+			}
+			if err := r.repl.detach(id, !shutdown); err != nil {
 				errs = append(errs, fmt.Errorf("copy of LUN %d: %w", id, err))
 			}
 		}
@@ -193,4 +217,20 @@ func (b *switchBackend) Flush() error {
 func (b *switchBackend) Close() error {
 	b.cur.Store(nil)
 	return b.h.closeVolume(b.c)
+}
+
+// handOver moves LUN l, whose copy on this node (its owner) was lost, to
+// the first other in-sync copy on an alive node. Without one the LUN stays
+// unserved: serving an empty copy would lose every acknowledged write.
+func (r *reconciler) handOver(ctx context.Context, rt *runTarget, l cluster.DesiredLUN) error {
+	st := r.stateNow()
+	for _, id := range l.InSync {
+		if id == r.nodeID || st == nil || st.Nodes[id] == nil || st.Nodes[id].Health != cluster.HealthAlive {
+			continue
+		}
+		r.log.Warn("this node's copy of the LUN was lost (its file was created again): handing the LUN over",
+			"target", rt.iqn, "lun", l.LUN.LUN, "to", id)
+		return r.repl.propose(ctx, l.Target, l.LUN.LUN, id, l.Epoch)
+	}
+	return fmt.Errorf("the owner's copy of LUN %d was lost (its backing file %s was created again) and no other in-sync copy is alive: not serving it; restore the file, or bring an in-sync copy's node back", l.LUN.LUN, l.BackingPath)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -42,8 +43,8 @@ type replicaHost struct {
 
 	// Set once the cluster node runs (before the first reconcile).
 	coord replication.Coordinator
-	// claim proposes "node self owns LUN (iqn, lun) from epoch+1".
-	claim func(ctx context.Context, iqn string, lun, epoch uint64) error
+	// propose proposes "node owns LUN (iqn, lun) from epoch+1".
+	propose func(ctx context.Context, iqn string, lun uint64, node string, epoch uint64) error
 	// state returns the cluster state (node health for resync).
 	state func() *cluster.State
 	// lease reports whether this node may serve as an owner.
@@ -144,7 +145,7 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 	if c.claimed != l.Epoch {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		if err := h.claim(cctx, l.Target, l.LUN.LUN, l.Epoch); err != nil {
+		if err := h.propose(cctx, l.Target, l.LUN.LUN, h.self, l.Epoch); err != nil {
 			return nil, fmt.Errorf("claim epoch %d: %w", l.Epoch+1, err)
 		}
 		c.claimed = l.Epoch + 1
@@ -194,8 +195,9 @@ func (h *replicaHost) closeVolume(c *replicaCopy) error {
 }
 
 // detach removes the copy of LUN id from this node's mirror and closes its
-// store (after its volume, if any).
-func (h *replicaHost) detach(id uint64) error {
+// store (after its volume, if any). forget also removes the marker that the
+// node held the copy (the copy left this node; not at a shutdown).
+func (h *replicaHost) detach(id uint64, forget bool) error {
 	h.mu.Lock()
 	c := h.copies[id]
 	delete(h.copies, id)
@@ -205,11 +207,43 @@ func (h *replicaHost) detach(id uint64) error {
 	}
 	errs := []error{h.closeVolume(c)}
 	h.mirror.RemoveLUN(replication.LUNID(id))
+	if forget {
+		if err := os.Remove(h.heldPath(id)); err != nil && !os.IsNotExist(err) {
+			h.log.Warn("removing the copy marker", "lun_id", id, "err", err)
+		}
+	}
 	if err := c.store.Flush(); err != nil {
 		errs = append(errs, fmt.Errorf("flush copy of LUN %d: %w", id, err))
 	}
 	errs = append(errs, c.store.Close())
 	return errors.Join(errs...)
+}
+
+// heldPath is the marker that this node held a copy of LUN id: a copy
+// whose backing file is missing while the marker exists was lost.
+func (h *replicaHost) heldPath(id uint64) string {
+	return filepath.Join(h.stateDir, "copies", fmt.Sprintf("lun-%d", id))
+}
+
+// heldBefore reports whether this node held a copy of LUN id before.
+func (h *replicaHost) heldBefore(id uint64) bool {
+	_, err := os.Stat(h.heldPath(id))
+	return err == nil
+}
+
+// recordHeld writes the marker of LUN id (once).
+func (h *replicaHost) recordHeld(id uint64) {
+	p := h.heldPath(id)
+	if _, err := os.Stat(p); err == nil {
+		return
+	}
+	err := os.MkdirAll(filepath.Dir(p), 0o750)
+	if err == nil {
+		err = os.WriteFile(p, nil, 0o640)
+	}
+	if err != nil {
+		h.log.Warn("recording the copy held here failed: a lost file would not be noticed", "lun_id", id, "err", err)
+	}
 }
 
 // ids returns the LUN IDs of the copies held here.
