@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -90,4 +91,42 @@ func TestOwnerKilledFailsOverToInSyncCopy(t *testing.T) {
 	if out, rc := runLUNVerify(lead, iqn, 0); rc != 0 {
 		t.Fatalf("lun verify after the failover exited %d:\n%s", rc, out)
 	}
+}
+
+// TestLostCopyGetsFullCopy: a mirror's node restarts with its backing file
+// gone (a replaced disk); it must not count as in sync: its node records
+// it out of sync, the owner gives it a full copy, and the copies end
+// identical.
+func TestLostCopyGetsFullCopy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts hatgt processes; skipped with -short")
+	}
+	needTools(t, "qemu-img")
+	const iqn = "iqn.2026-11.io.hatgt:lost"
+	c, placement := replSetup(t, 2, iqn)
+	owner, mirror := placement[0], placement[1]
+	createReplicatedLUN(owner, iqn, 0, "32M", placement)
+	l := waitAllInSync(c, owner, iqn, 0, 60*time.Second)
+	src, _ := randomImage(t, 16<<20)
+	c.waitFor("the owner serves the LUN", 30*time.Second, func() (bool, string) {
+		out, err := tool("qemu-img", "info", replURL(owner, iqn, 0))
+		return err == nil, fmt.Sprintf("%v: %s", err, out)
+	})
+	// -t none: the write ends with a flush, so no region counts as
+	// possibly lost from the mirror's cache; only the lost file does.
+	if out, err := tool("qemu-img", "convert", "-n", "-t", "none", "-f", "raw", "-O", "raw", src, replURL(owner, iqn, 0)); err != nil {
+		t.Fatalf("write: %v\n%s", err, out)
+	}
+	mirror.signal(syscall.SIGTERM)
+	<-mirror.done
+	if err := os.Remove(backingFile(mirror, iqn, l)); err != nil {
+		t.Fatal(err)
+	}
+	mirror.start()
+	l = waitReplLUN(c, owner, iqn, 0, "the lost copy resynced in full", 60*time.Second, func(l *replLUN) (bool, string) {
+		cp := l.copyOf(mirror.id)
+		ok, why := l.allInSync()
+		return ok && cp != nil && int64(cp.BytesCopied) == int64(l.Size), fmt.Sprintf("%s (%s)", l.summary(), why)
+	})
+	checkCopiesIdentical(t, c, iqn, l)
 }
