@@ -47,7 +47,7 @@ set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KI=${KI_TOOL:-$ROOT/../shared/tools/kernel-initiator}
-OUT=${KI_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/hatgt-kf.XXXXXX")}
+OUT=${KI_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/kf-failover.XXXXXX")}
 VM_TIMEOUT=${KI_VM_TIMEOUT:-600}
 LOG_LEVEL=${HATGT_LOG_LEVEL:-info}
 IQN=iqn.2026-11.io.hatgt:kf
@@ -105,12 +105,15 @@ if [ -n "${KI_REV:-}" ]; then
   SRC=$OUT/src; rm -rf "$SRC"; mkdir -p "$SRC"
   (cd "$ROOT" && git archive "$KI_REV") | tar -x -C "$SRC" || { bad build "git archive $KI_REV failed"; finish; exit 1; }
 fi
-if (cd "$SRC" && go build -o "$OUT/hatgt" ./cmd/hatgt) >"$OUT/build.log" 2>&1; then
+if [ -n "${KF_HATGT:-}" ]; then # a hatgt built elsewhere (e.g. with a fix under test)
+  cp "$KF_HATGT" "$OUT/hatgt" && ok "binary $KF_HATGT" || { bad build "no $KF_HATGT"; finish; exit 1; }
+elif (cd "$SRC" && go build -o "$OUT/hatgt" ./cmd/hatgt) >"$OUT/build.log" 2>&1; then
   ok "build ${KI_REV:-working tree} ($(cd "$ROOT" && git log -1 --format='%h %s' ${KI_REV:-HEAD} 2>/dev/null | cut -c1-60))"
 else
   bad build "$(tail -5 "$OUT/build.log")"; finish; exit 1
 fi
-H=$OUT/hatgt
+H=$OUT/kfnode # not "hatgt": others' `pkill -f hatgt` must not meet our nodes
+mv "$OUT/hatgt" "$H"
 "$KI/run-vm.sh" --build-only >"$OUT/vm-build.log" 2>&1 || { bad vm-build "$(tail -5 "$OUT/vm-build.log")"; finish; exit 1; }
 
 # --- cluster ---------------------------------------------------------------
@@ -243,12 +246,16 @@ D2=$(pathmap | awk -v p=$P2 '$1 == p {print $2}' | head -1)
 SID1=$(pathmap | awk -v p=$P1 '$1 == p {print $3}' | head -1)
 ki_log "n1 path: /dev/$D1 (session $SID1), n2 path: /dev/$D2"
 ck_fatal path-per-portal "test -n '$D1' && test -n '$D2' && test '$D1' != '$D2'"
-printf 'n1 %s %s\nn2 %s\n' "$D1" "$SID1" "$D2" >$S/paths
+printf 'n1 %s %s %s\nn2 %s %s\n' "$D1" "$SID1" "$(basename $(readlink -f /sys/block/$D1/device))" "$D2" "$(basename $(readlink -f /sys/block/$D2/device))" >$S/paths
 ck same-wwid "cat /sys/block/$D1/device/wwid /sys/block/$D2/device/wwid; test \"\$(cat /sys/block/$D1/device/wwid)\" = \"\$(cat /sys/block/$D2/device/wwid)\""
 ck alua-handler "cat /sys/block/$D1/device/dh_state /sys/block/$D2/device/dh_state; grep -qx alua /sys/block/$D1/device/dh_state && grep -qx alua /sys/block/$D2/device/dh_state"
 ck n1-active-optimized "astate $D1; test \"\$(astate $D1)\" = active/optimized"
 ck n2-standby "astate $D2; test \"\$(astate $D2)\" = standby"
 ck rtpg-n2 "sg_rtpg -d /dev/$D2"
+# the standby path must know the LUN's size: Linux reads it once, at attach
+# (READ CAPACITY); a path sized 0 fails every IO once it becomes active
+# ("access beyond end of device") until someone rescans it
+ck standby-path-capacity "echo $D1=\$(cat /sys/block/$D1/size) $D2=\$(cat /sys/block/$D2/size) sectors; test \$(cat /sys/block/$D2/size) -eq \$(cat /sys/block/$D1/size)"
 cat >/etc/multipath.conf <<'MPC'
 defaults {
 	user_friendly_names yes
@@ -290,12 +297,24 @@ ki_log "asking the host to kill -9 n1 (the owner)"
 ck_fatal host-killed-n1 "wait_file $S/killed 60"
 t0=$(now)
 trace & TRACE=$!
+RESCAN=
+if [ -n "${KF_RESCAN:-}" ]; then # workaround, to see the rest: rescan a path sized 0 once it is active
+  ( while :; do
+      if [ "$(astate $D2)" = active/optimized ] && [ "$(cat /sys/block/$D2/size)" = 0 ]; then
+        ki_log "KF_RESCAN: $D2 active with size 0: rescan"; echo 1 >/sys/block/$D2/device/rescan
+      fi
+      sleep 0.5
+    done ) & RESCAN=$!
+fi
 ( dd if=$M of=/tmp/fo-read bs=1M count=16 iflag=direct; echo $? >/tmp/fo-read.rc; now >/tmp/fo-read.t ) >/tmp/fo-read.log 2>&1 &
 ( dd if=/tmp/pattern2 of=$M bs=1M seek=128 count=16 oflag=direct; echo $? >/tmp/fo-write.rc; now >/tmp/fo-write.t ) >/tmp/fo-write.log 2>&1 &
+# and one 4 KiB read: when the first IO after the kill completes
+( dd if=$M of=/tmp/fo-probe bs=4k skip=4096 count=1 iflag=direct; echo $? >/tmp/fo-probe.rc; now >/tmp/fo-probe.t ) >/tmp/fo-probe.log 2>&1 &
 # a dd stuck in D state cannot be killed: wait 180 s at most (the map queues
 # 60 s without a path), then report what the initiator sees and stop
-i=0; while { [ ! -e /tmp/fo-read.rc ] || [ ! -e /tmp/fo-write.rc ]; } && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done
-kill $TRACE 2>/dev/null; wait $TRACE 2>/dev/null
+end=$(awk "BEGIN {print $t0 + 180}")
+while { [ ! -e /tmp/fo-read.rc ] || [ ! -e /tmp/fo-write.rc ]; } && awk "BEGIN {exit !($(now) < $end)}"; do sleep 0.1; done
+kill $TRACE $RESCAN 2>/dev/null; wait $TRACE $RESCAN 2>/dev/null
 if [ ! -e /tmp/fo-read.rc ] || [ ! -e /tmp/fo-write.rc ]; then
   echo "KI_CHECK FAIL failover-io: read $(test -e /tmp/fo-read.rc && echo done || echo STUCK), write $(test -e /tmp/fo-write.rc && echo done || echo STUCK) 180 s after the kill"
   ps | grep -E ' dd ' | grep -v grep; cat /sys/block/$D2/device/access_state; sg_rtpg -d /dev/$D2; multipath -ll; dmsetup status; dmesg | tail -60
@@ -308,7 +327,10 @@ ck failover-read-completes "cat /tmp/fo-read.log; test \"\$(cat /tmp/fo-read.rc)
 ck failover-write-completes "cat /tmp/fo-write.log; test \"\$(cat /tmp/fo-write.rc)\" = 0"
 ck failover-read-data "head -c 16777216 /tmp/pattern | cmp - /tmp/fo-read"
 ck failover-write-data "dd if=$M of=/tmp/back2 bs=1M skip=128 count=16 iflag=direct && cmp /tmp/pattern2 /tmp/back2"
-first=$(awk "BEGIN {a = $tr - $t0; b = $tw - $t0; print (a < b) ? a : b}")
+tp=$(cat /tmp/fo-probe.t 2>/dev/null || echo $tr)
+ki_log "4 KiB probe read done at +$(awk "BEGIN {print $tp - $t0}") s (status $(cat /tmp/fo-probe.rc 2>/dev/null))"
+ck failover-probe-data "dd if=/tmp/pattern bs=4k skip=4096 count=1 2>/dev/null | cmp - /tmp/fo-probe"
+first=$(awk "BEGIN {m = $tr; if ($tw < m) m = $tw; if ($tp < m) m = $tp; print m - $t0}")
 echo "KI_FAILOVER_SECONDS $first"
 ki_log "failover as the initiator saw it: first IO completed $first s after the kill"
 i=0; while [ "$(astate $D2)" != active/optimized ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
@@ -324,14 +346,28 @@ ck mp-write-after "dd if=/tmp/pattern of=$M bs=1M count=16 seek=160 oflag=direct
 ki_log "asking the host to restart n1"
 : >$S/restart-request
 ck n1-back-in-sync "wait_file $S/restarted 200 && cat $S/restarted && grep -q '^PASS' $S/restarted"
-i=0; while ! iscsiadm -m session -r $SID1 -P 1 2>/dev/null | grep -q 'Connection State: LOGGED IN' && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
-ck n1-session-back "iscsiadm -m session -r $SID1 -P 1 | grep -E 'State'; iscsiadm -m session -r $SID1 -P 1 | grep -q 'Connection State: LOGGED IN'"
-i=0; while [ $(multipathd show paths | grep -c 'active ready\|active ghost') -lt 2 ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
+logged_in() { iscsiadm -m session -r $1 -P 1 2>/dev/null | grep -q 'Connection State: LOGGED IN'; }
+i=0; while ! logged_in $SID1 && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
+N1D=
+if logged_in $SID1; then
+  ki_log "n1's session came back by itself"; N1D=$D1
+else
+  echo "KI_NOTE iscsid did not bring n1's session back by itself within 30 s of its copy being in sync ($(iscsiadm -m session -r $SID1 -P 1 2>&1 | grep -E 'State' | tr -s '\t\n ' '  ')); logged out and in again (run-vm.sh's relays accept and close while a portal is down: see test/kernel-initiator.sh, Restart)"
+  iscsiadm -m session -r $SID1 -u
+  ck n1-relogin iscsiadm -m node -T "$KI_TARGET" -p "$P1" --login
+  i=0; while [ -z "$(pathmap | awk -v p=$P1 '$1 == p {print $2}')" ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
+  udevadm settle -t 30 2>/dev/null
+  N1D=$(pathmap | awk -v p=$P1 '$1 == p {print $2}' | head -1)
+fi
+ki_log "n1 path after the restart: /dev/$N1D"
+ck_fatal n1-path-disk "pathmap; test -n '$N1D'"
+i=0; while ! multipathd show paths | grep " $N1D " | grep -q -E 'active +(ready|ghost)' && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
 multipath -ll; multipathd show paths
-ck n1-path-back "multipathd show paths | grep $D1 | grep -q -E 'active +(ready|ghost)'"
-ck n1-rtpg-standby "sg_rtpg -d /dev/$D1 | tee /tmp/rtpg1; awk '/target port group id/ {g=\$NF} /asymmetric access state/ {print g, \$0}' /tmp/rtpg1 | grep -i -E '^0x0*1 .*standby' && grep -q active/optimized /tmp/rtpg1"
-i=0; while [ "$(astate $D1)" != standby ] && [ $i -lt 20 ]; do sleep 1; i=$((i+1)); done
-ck n1-access-state-standby "astate $D1; test \"\$(astate $D1)\" = standby"
+ck n1-path-in-map "multipathd show paths | grep ' $N1D ' | grep -E 'active +(ready|ghost)'"
+ck n1-path-low-prio "multipathd show paths format '%d %p %t %T' | tee /dev/stderr | grep -q -E '^$N1D +1 '"
+ck n1-path-capacity "echo $N1D=\$(cat /sys/block/$N1D/size) $D2=\$(cat /sys/block/$D2/size) sectors; test \$(cat /sys/block/$N1D/size) -eq \$(cat /sys/block/$D2/size)"
+ck n1-rtpg-standby "sg_rtpg -d /dev/$N1D | tee /tmp/rtpg1; awk '/target port group id/ {g=\$6} /asymmetric access state/ {print g, \$0}' /tmp/rtpg1 | tee /dev/stderr | grep -i -E '^0x0*1 .*standby' && grep -q active/optimized /tmp/rtpg1"
+ck n1-access-state-standby "astate $N1D; test \"\$(astate $N1D)\" = standby"
 ck n2-still-optimized "astate $D2; test \"\$(astate $D2)\" = active/optimized"
 ck mp-read-after-rejoin "dd if=$M of=/tmp/back bs=1M count=64 iflag=direct && cmp /tmp/pattern /tmp/back"
 ck mp-write-after-rejoin "dd if=/tmp/pattern2 of=$M bs=1M count=16 seek=192 oflag=direct && dd if=$M of=/tmp/back2 bs=1M skip=192 count=16 iflag=direct && cmp /tmp/pattern2 /tmp/back2"
@@ -398,18 +434,23 @@ PY
 }
 
 scan_dmesg() { # DMESG_FILE
-  local f=$1 d1= s1= d2=
-  read -r _ d1 s1 < <(grep '^n1 ' "$OUT/share/paths" 2>/dev/null)
-  read -r _ d2 < <(grep '^n2 ' "$OUT/share/paths" 2>/dev/null)
+  local f=$1 d1= s1= h1= d2= h2=
+  read -r _ d1 s1 h1 < <(grep '^n1 ' "$OUT/share/paths" 2>/dev/null)
+  read -r _ d2 h2 < <(grep '^n2 ' "$OUT/share/paths" 2>/dev/null)
   local pat='sense|unsupported|not supported|conn error|connection[0-9:]* error|timed out|timing out|i/o error|critical|call trace|warning|rejected|abort|reset|failed|failing|illegal|invalid|unaligned|recovery|mismatch|disabl|ignor|unable|bogus|incorrect|inconsistent|exceed|truncat|out of range|offline'
   local benign='Power-on or device reset occurred|fail to add MMCONFIG|Fast TSC calibration failed|Mode Sense:|Write cache:|iommu:|CONFIG_IMA_DISABLE_HTABLE'
   sed -n '/iSCSI transport class/,$p' "$f" | grep -i -E "$pat" | grep -v -E "$benign" >"$OUT/dmesg-all-complaints.txt"
   # the dead path: its connection drops, its session times out, its I/O fails
   local dead='^$'
-  [ -n "$d1" ] && dead="\\b$d1\\b|\\[$d1\\]|session$s1\\b|connection$s1:"
+  [ -n "$d1" ] && dead="\\b$d1\\b|\\[$d1\\]|session$s1\\b|connection$s1:|sd $h1:"
+  # the standby path refuses reads (NOT READY, standby): the partition scan at attach fails
+  local standby='^$'
+  [ -n "$d2" ] && standby="ldm_validate_partition_table\\(\\): Disk read failed|Dev $d2: unable to read RDB block 0|$d2: unable to read partition table"
   # dm-multipath failing/reinstating paths is what it is for
   grep -E "$dead" "$OUT/dmesg-all-complaints.txt" >"$OUT/dmesg-dead-path.txt"
-  grep -v -E "$dead" "$OUT/dmesg-all-complaints.txt" | grep -v -E 'multipath: [0-9:]+: (Failing|Reinstating) path' >"$OUT/dmesg-complaints.txt"
+  grep -v -E "$dead" "$OUT/dmesg-all-complaints.txt" | grep -v -E "$standby" |
+    grep -v -E 'multipath: [0-9:]+: (Failing|Reinstating) path' >"$OUT/dmesg-complaints.txt"
+  echo "  standby path ($d2) at attach: $(grep -c -E "$standby" "$OUT/dmesg-all-complaints.txt") failed partition-table reads (expected)"
   echo "  dead path ($d1, session $s1): $(wc -l <"$OUT/dmesg-dead-path.txt") kernel lines (expected), in $OUT/dmesg-dead-path.txt:"
   head -12 "$OUT/dmesg-dead-path.txt" | sed 's/^/    /'
   echo "  dm-multipath path events:"
@@ -429,7 +470,7 @@ rm -rf "$share"; mkdir -p "$share"
 watch_guest "$share" & WATCH_PID=$!
 echo "--- VM: 127.0.0.1:${B1}60 ($N1) 127.0.0.1:${B2}60 ($N2) (console: $OUT/console.log)"
 t0=$SECONDS rc=0
-"$KI/run-vm.sh" -q -o "$OUT/console.log" -t "$VM_TIMEOUT" -s "$share" -e KI_TARGET=$IQN \
+"$KI/run-vm.sh" -q -o "$OUT/console.log" -t "$VM_TIMEOUT" -s "$share" -e KI_TARGET=$IQN ${KF_RESCAN:+-e KF_RESCAN=1} \
   -p "127.0.0.1:${B1}60" -p "127.0.0.1:${B2}60" "$OUT/guest.sh" >"$OUT/run.log" 2>&1 || rc=$?
 kill "$WATCH_PID" 2>/dev/null; wait "$WATCH_PID" 2>/dev/null; WATCH_PID=
 tr -d '\r' <"$OUT/console.log" >"$OUT/console.txt"
@@ -441,6 +482,7 @@ while IFS= read -r line; do
 done < <(grep -a -E '^KI_CHECK (PASS|FAIL) ' "$OUT/console.txt")
 if [ "$rc" -eq 0 ]; then ok "vm: guest script finished ($((SECONDS - t0)) s)"
 else bad vm "run-vm.sh exit status $rc after $((SECONDS - t0)) s (124 = VM timeout, 125 = no status; see $OUT/run.log)"; fi
+grep -a '^KI_NOTE ' "$OUT/console.txt" | sed 's/^KI_NOTE /NOTE /'
 fo=$(grep -a '^KI_FAILOVER_SECONDS ' "$OUT/console.txt" | tail -1 | cut -d' ' -f2)
 [ -n "$fo" ] && echo "  failover as the initiator saw it: first IO completed $fo s after kill -9 of the owner"
 if [ -s "$OUT/owner-timeline.txt" ]; then
@@ -454,13 +496,13 @@ else bad dmesg "no guest dmesg saved"; fi
 for n in $N2 $N3 $N1; do
   [ $n = $N1 ] && [ ! -e "$share/restarted" ] && continue # killed, never restarted
   p=$(cat "$OUT/$n.pid" 2>/dev/null)
-  kill -0 "$p" 2>/dev/null || bad "$n-alive" "$n exited: $(tail -3 "$OUT/$n.log")"
+  kill -0 "$p" 2>/dev/null || bad "$n-alive" "$n exited (no 'signal received' line: SIGKILL, by whom?): $(tail -2 "$OUT/$n.log")"
 done
-cat "$OUT"/n?.log | grep -a 'level=ERROR' >"$OUT/hatgt-errors.txt"
+cat "$OUT"/$N1.log "$OUT"/$N2.log "$OUT"/$N3.log | grep -a 'level=ERROR' >"$OUT/hatgt-errors.txt"
 if [ -s "$OUT/hatgt-errors.txt" ]; then
   bad hatgt-log "ERROR lines in the node logs ($OUT/hatgt-errors.txt):"; head -20 "$OUT/hatgt-errors.txt" | sed 's/^/    /'
 else ok "hatgt logs: no ERROR lines"; fi
-grep -a -h 'level=WARN' "$OUT"/n?.log | head -20 | sed 's/^/    WARN /'
+grep -a -h 'level=WARN' "$OUT"/$N1.log "$OUT"/$N2.log "$OUT"/$N3.log | head -20 | sed 's/^/    WARN /'
 HATGT_ADDR=$(api $N2) "$H" status >"$OUT/status-after.txt" 2>&1
 
 finish
