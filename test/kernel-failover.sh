@@ -42,7 +42,26 @@
 # start (KI_OUT=DIR to choose it).
 #
 # Env: KI_TOOL (kernel-initiator tool dir), KI_OUT, KI_REV, KI_VM_TIMEOUT
-# (seconds, default 900), HATGT_LOG_LEVEL (default info), KF_BASES.
+# (seconds, default 600), HATGT_LOG_LEVEL (default info), KF_BASES,
+# KF_PREFIX (node IDs PREFIX1..3, default kf), KF_HATGT=BINARY (test a hatgt
+# built elsewhere, e.g. with a fix), KF_RESCAN=1 (workaround: the guest
+# rescans the standby path once it turns active while sized 0, see below).
+#
+# Node IDs are kf1..kf3 and the binary is copied as "kfnode": others on this
+# machine were seen killing "n3" or every "hatgt" process by name mid-run.
+# A node that died without a "signal received" line was SIGKILLed: not us.
+#
+# Known (2026-11-25, at a0e6fc6): scsi/alua.go refuses READ CAPACITY (10) and
+# (16) in Standby (NOT READY, 04/0B). Linux reads a disk's size once, when it
+# attaches it, so the standby path gets size 0 ("0 512-byte logical blocks").
+# After the failover, scsi_dh_alua sees it active/optimized, but every IO the
+# map sends there fails with "access beyond end of device". dm-multipath
+# fails and reinstates the path every ~3 s (TUR passes), the map keeps
+# queueing, and the IO never completes ("standby-path-capacity" and
+# "failover-io" fail). LIO answers READ CAPACITY in Standby. With
+# READ CAPACITY (10) and SERVICE ACTION IN(16)/READ CAPACITY(16) allowed in
+# Standby (a local experiment, KF_HATGT), the whole run passed (51 checks).
+# The first IO completed 8.4 s after the kill.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
