@@ -150,6 +150,11 @@ var aluaAllowed = map[AccessState]map[byte]bool{
 		opcPROut:          true,
 		opcMaintenanceIn:  true,
 		opcMaintenanceOut: true,
+		// Beyond SPC-4's list, as LIO does: Linux reads the capacity of
+		// every path once, when it attaches it; a standby path refused
+		// it would stay at size 0 after it becomes active.
+		0x25: true, // READ CAPACITY(10)
+		0x9e: true, // SERVICE ACTION IN(16): READ CAPACITY(16) only
 	},
 	ALUAUnavailable: {
 		0x12:              true, // INQUIRY
@@ -167,14 +172,17 @@ var aluaAllowed = map[AccessState]map[byte]bool{
 }
 
 // aluaAllowedCDB refines aluaAllowed: only SET TARGET PORT GROUPS of the
-// MAINTENANCE OUT service actions, and only the echo buffer (mode 0Ah)
-// of READ/WRITE BUFFER in the Unavailable state.
+// MAINTENANCE OUT service actions, only READ CAPACITY(16) of SERVICE ACTION
+// IN(16), and only the echo buffer (mode 0Ah) of READ/WRITE BUFFER in the
+// Unavailable state.
 func aluaAllowedCDB(s AccessState, cdb []byte) bool {
 	switch cdb[0] {
 	case opcMaintenanceOut:
 		return cdb[1]&0x1f == 0x0a
 	case 0x3b, 0x3c:
 		return s == ALUAStandby || cdb[1]&0x1f == 0x0a
+	case 0x9e:
+		return len(cdb) > 1 && cdb[1]&0x1f == 0x10
 	}
 	return true
 }

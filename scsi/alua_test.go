@@ -138,6 +138,19 @@ func TestALUAGate(t *testing.T) {
 		} else {
 			prSense(t, prInCmd(d, onB, prinReadKeys, 64), KeyNotReady, c.asc)
 		}
+		// READ CAPACITY in Standby (Linux sizes every path when it
+		// attaches it), but no other SERVICE ACTION IN(16).
+		rc10 := []byte{0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+		rc16 := []byte{0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0}
+		lbaStatus := []byte{0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 24, 0, 0}
+		if c.state == ALUAStandby {
+			prGood(t, run(d, onB, rc10, nil, 8))
+			prGood(t, run(d, onB, rc16, nil, 32))
+		} else {
+			prSense(t, run(d, onB, rc10, nil, 8), KeyNotReady, c.asc)
+			prSense(t, run(d, onB, rc16, nil, 32), KeyNotReady, c.asc)
+		}
+		prSense(t, run(d, onB, lbaStatus, nil, 24), KeyNotReady, c.asc)
 		// The other group is unaffected.
 		prGood(t, prRead10(d, onA))
 	}
