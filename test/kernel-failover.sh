@@ -51,17 +51,17 @@
 # machine were seen killing "n3" or every "hatgt" process by name mid-run.
 # A node that died without a "signal received" line was SIGKILLed: not us.
 #
-# Known (2026-11-25, at a0e6fc6): scsi/alua.go refuses READ CAPACITY (10) and
-# (16) in Standby (NOT READY, 04/0B). Linux reads a disk's size once, when it
-# attaches it, so the standby path gets size 0 ("0 512-byte logical blocks").
-# After the failover, scsi_dh_alua sees it active/optimized, but every IO the
-# map sends there fails with "access beyond end of device". dm-multipath
-# fails and reinstates the path every ~3 s (TUR passes), the map keeps
-# queueing, and the IO never completes ("standby-path-capacity" and
-# "failover-io" fail). LIO answers READ CAPACITY in Standby. With
-# READ CAPACITY (10) and SERVICE ACTION IN(16)/READ CAPACITY(16) allowed in
-# Standby (a local experiment, KF_HATGT), the whole run passed (51 checks).
-# The first IO completed 8.4 s after the kill.
+# Found by this test (2026-11-25, at a0e6fc6; fixed in 6cf0686): scsi/alua.go
+# refused READ CAPACITY (10) and (16) in Standby (NOT READY, 04/0B). Linux
+# reads a disk's size once, when it attaches it, so the standby path got size
+# 0 ("0 512-byte logical blocks"). After the failover, scsi_dh_alua saw it
+# active/optimized, but every IO the map sent there failed with "access
+# beyond end of device". dm-multipath failed and reinstated the path every
+# ~3 s (TUR passes), the map kept queueing, and the IO never completed
+# ("standby-path-capacity" and "failover-io" failed). LIO answers READ
+# CAPACITY in Standby. At 6cf0686 the whole run passes. The first 4 KiB read
+# completed 7.6 s after the kill and the 16 MiB read/write after 13-14 s
+# (TCG guest). "standby-path-capacity" keeps watching for that regression.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -456,7 +456,7 @@ scan_dmesg() { # DMESG_FILE
   local f=$1 d1= s1= h1= d2= h2=
   read -r _ d1 s1 h1 < <(grep '^n1 ' "$OUT/share/paths" 2>/dev/null)
   read -r _ d2 h2 < <(grep '^n2 ' "$OUT/share/paths" 2>/dev/null)
-  local pat='sense|unsupported|not supported|conn error|connection[0-9:]* error|timed out|timing out|i/o error|critical|call trace|warning|rejected|abort|reset|failed|failing|illegal|invalid|unaligned|recovery|mismatch|disabl|ignor|unable|bogus|incorrect|inconsistent|exceed|truncat|out of range|offline'
+  local pat='sense|unsupported|not supported|conn error|connection[0-9:]* error|timed out|timing out|i/o error|critical|call trace|warning|rejected|abort|reset|failed|failing|illegal|invalid|unaligned|recovery|mismatch|disabl|ignor|unable|bogus|incorrect|inconsistent|exceed|truncat|out of range|offline|beyond end|not a multiple'
   local benign='Power-on or device reset occurred|fail to add MMCONFIG|Fast TSC calibration failed|Mode Sense:|Write cache:|iommu:|CONFIG_IMA_DISABLE_HTABLE'
   sed -n '/iSCSI transport class/,$p' "$f" | grep -i -E "$pat" | grep -v -E "$benign" >"$OUT/dmesg-all-complaints.txt"
   # the dead path: its connection drops, its session times out, its I/O fails
