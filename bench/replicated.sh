@@ -51,17 +51,8 @@ LUN_SIZE=1G
 NODES=(n1 n2 n3)
 PORTS=(3260 3270 3271 3272 3273) # iSCSI, API, Raft, gossip, replication
 
-die() {
-	echo "bench: $*" >&2
-	exit 1
-}
-log() { echo "bench: $*" >&2; }
-
-need() {
-	command -v "$1" >/dev/null 2>&1 || die "missing tool '$1' (install $2)"
-}
-
-is_uint() { [[ $1 =~ ^[0-9]+$ ]] && (($1 > 0)); }
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 for v in ROUNDS COUNT_4K_QD1 COUNT_4K_QD32 COUNT_1M; do
 	is_uint "${!v}" || die "$v must be a positive integer, not '${!v}'"
 done
@@ -295,19 +286,6 @@ all_in_sync >/dev/null 2>&1 || {
 	failed=1
 }
 
-# median FILE COLUMN: median of one column (mean of the middle two for an
-# even count); empty when there are no samples.
-median() {
-	[[ -s $1 ]] || return 0
-	awk -v c="$2" '{print $c}' "$1" | sort -g | awk '
-		{ v[NR] = $1 }
-		END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-# num VALUE FORMAT: VALUE formatted, or "fail" when there is none.
-num() {
-	if [[ -n $1 ]]; then printf "$2" "$1"; else echo fail; fi
-}
 
 # ratio A B: A/B with two decimals, "-" when either is missing.
 ratio() {

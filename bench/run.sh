@@ -44,17 +44,8 @@ HATGT_LUN=0
 TGT_IQN=iqn.2026-11.io.tgt:bench
 TGT_LUN=1 # tgt's LUN 0 is its controller
 
-die() {
-	echo "bench: $*" >&2
-	exit 1
-}
-log() { echo "bench: $*" >&2; }
-
-need() {
-	command -v "$1" >/dev/null 2>&1 || die "missing tool '$1' (install $2)"
-}
-
-is_uint() { [[ $1 =~ ^[0-9]+$ ]] && (($1 > 0)); }
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 for v in ROUNDS COUNT_4K_QD1 COUNT_4K_QD32 COUNT_1M PERF_SECONDS; do
 	is_uint "${!v}" || die "$v must be a positive integer, not '${!v}'"
 done
@@ -264,19 +255,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	done
 done
 
-# median FILE COLUMN: median of one column (mean of the middle two for an
-# even count); empty when there are no samples.
-median() {
-	[[ -s $1 ]] || return 0
-	awk -v c="$2" '{print $c}' "$1" | sort -g | awk '
-		{ v[NR] = $1 }
-		END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-# num VALUE FORMAT: VALUE formatted, or "fail" when there is none.
-num() {
-	if [[ -n $1 ]]; then printf "$2" "$1"; else echo fail; fi
-}
 
 table() {
 	echo "hatgt vs tgt: medians of $ROUNDS rounds, $(date -u '+%Y-%m-%d %H:%M UTC')"
