@@ -130,3 +130,52 @@ func TestLostCopyGetsFullCopy(t *testing.T) {
 	})
 	checkCopiesIdentical(t, c, iqn, l)
 }
+
+// TestOwnerLeaseBlipRecovers: an owner cut off from the cluster for a
+// little longer than its lease stops serving (its lease ran out) but,
+// healed before any failover, must serve again by itself: no state change
+// comes to trigger its reconciler. Needs network namespaces (root).
+func TestOwnerLeaseBlipRecovers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts hatgt processes; skipped with -short")
+	}
+	needTools(t, "qemu-img")
+	const iqn = "iqn.2026-11.io.hatgt:blip"
+	c := newNetnsCluster(t, 3)
+	lead := c.leader()
+	var copies []*clusterProc
+	for _, p := range c.nodes {
+		if p != lead {
+			copies = append(copies, p)
+		}
+	}
+	owner := copies[0]
+	lead.hatgt("target", "create", iqn)
+	createReplicatedLUN(lead, iqn, 0, "16M", copies)
+	waitAllInSync(c, lead, iqn, 0, 60*time.Second)
+	serves := func() (bool, string) {
+		out, err := tool("qemu-img", "info", replURL(owner, iqn, 0))
+		return err == nil, fmt.Sprintf("%v: %s", err, out)
+	}
+	c.waitFor("the owner serves the LUN", 30*time.Second, serves)
+
+	owner.isolate()
+	c.waitFor("the cut-off owner deposes its volume", 30*time.Second, func() (bool, string) {
+		b, _ := os.ReadFile(owner.logPath)
+		return strings.Contains(string(b), "owner lease lost"), "no lease-loss line in " + owner.logPath
+	})
+	owner.heal()
+	c.waitFor("the LUN served again after the heal", 60*time.Second, func() (bool, string) {
+		l, err := replLUNOf(lead, iqn, 0)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range copies {
+			if p.id == l.Owner {
+				out, err := tool("qemu-img", "info", replURL(p, iqn, 0))
+				return err == nil, fmt.Sprintf("owner %s: %v: %s", l.Owner, err, out)
+			}
+		}
+		return false, "owner " + l.Owner + " is not a copy"
+	})
+}

@@ -372,6 +372,15 @@ func startClusterNode(f *clusterServeFlags, dataDir string, log *slog.Logger, lo
 		}
 		return err
 	}
+	cn.repl.reconcile = func() {
+		fsm := cn.node.FSM()
+		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d := cluster.DesiredFor(fsm.State(), f.nodeID, dataDir, fsm.AppliedIndex())
+		if err := rec.Reconcile(rctx, d); err != nil {
+			log.Debug("reconcile after a deposed volume", "err", err)
+		}
+	}
 	cn.repl.start(cn.errc)
 	close(ready)
 

@@ -49,6 +49,9 @@ type replicaHost struct {
 	state func() *cluster.State
 	// lease reports whether this node may serve as an owner.
 	lease func() bool
+	// reconcile runs the node's reconciler on the current state (the
+	// loop calls it when a volume was deposed, see loop).
+	reconcile func()
 
 	mu     sync.Mutex
 	copies map[uint64]*replicaCopy // by LUN ID
@@ -281,25 +284,66 @@ func (h *replicaHost) loop(ctx context.Context) {
 		case <-tick.C:
 		}
 		if h.lease != nil && !h.lease() {
-			h.deposeAll()
+			if h.deposeAll() {
+				h.kick() // report the owner's port group as transitioning
+			}
 			continue
 		}
 		if n++; n%4 == 0 {
+			// A volume deposed while the state still names this node
+			// (a lease lost and regained before any failover) must be
+			// opened again in a new epoch: no state change will come
+			// to trigger the reconciler.
+			if h.ownedNotServing() {
+				h.kick()
+			}
 			h.resyncBack(ctx)
 		}
 	}
 }
 
+// kick runs the reconciler now, if the node set one.
+func (h *replicaHost) kick() {
+	if h.reconcile != nil {
+		h.reconcile()
+	}
+}
+
 // deposeAll stops every owned volume at once: this node lost its lease, and
-// after it runs out another node may become owner.
-func (h *replicaHost) deposeAll() {
+// after it runs out another node may become owner. It reports whether it
+// deposed a serving volume.
+func (h *replicaHost) deposeAll() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	deposed := false
 	for _, c := range h.copies {
-		if c.vol != nil {
+		if c.vol != nil && c.vol.Serving() == nil {
 			c.vol.Depose(fmt.Errorf("%w: owner lease lost (no contact with the Raft leader)", replication.ErrNotOwner))
+			deposed = true
 		}
 	}
+	return deposed
+}
+
+// ownedNotServing reports whether the state names this node owner of a
+// LUN it holds a copy of while no volume serves it here (deposed, or
+// closed after a lost lease): the reconciler must open it again.
+func (h *replicaHost) ownedNotServing() bool {
+	if h.state == nil {
+		return false
+	}
+	st := h.state()
+	if st == nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, c := range h.copies {
+		if _, l := st.LUNByID(id); l != nil && l.Owner == h.self && (c.vol == nil || c.vol.Serving() != nil) {
+			return true
+		}
+	}
+	return false
 }
 
 // resyncBack starts a resync of every out-of-sync copy of an owned volume
