@@ -291,6 +291,10 @@ func (t *task) respond(resp *scsi.Response) {
 	}
 	t.responding = true
 	t.mu.Unlock()
+	// The initiator may reuse the ITT as soon as it has the response
+	// (Linux does): the tag must be free before the response leaves,
+	// or the next command with it is rejected as a duplicate.
+	t.sess.removeTask(t)
 	t.sendResult(resp)
 }
 
