@@ -57,7 +57,7 @@ func (v *Volume) repairRegion(node NodeID, off, n int64) (bool, error) {
 		return false, fmt.Errorf("replication: reading region at %d for repair: %w", off, lerr)
 	}
 	if got.err != nil {
-		v.resyncFailed(p, conn, epoch, got.err, off, n)
+		v.peerFailed(p, conn, epoch, got.err, off, n)
 		return false, got.err
 	}
 	local := regionDigest(buf)
@@ -84,7 +84,7 @@ func (v *Volume) repairRegion(node NodeID, off, n int64) (bool, error) {
 	ch := v.send(conn, msgs)
 	v.mu.Unlock()
 	if got := <-ch; got.err != nil {
-		v.resyncFailed(p, conn, epoch, got.err, off, n)
+		v.peerFailed(p, conn, epoch, got.err, off, n)
 		return false, got.err
 	}
 	return true, nil

@@ -82,7 +82,7 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 			off := r * v.cfg.RegionSize
 			same, err := v.verifyRegion(conn, epoch, off, min(v.cfg.RegionSize, v.store.Size()-off))
 			if err != nil {
-				v.resyncFailed(p, conn, epoch, err, 0, 0)
+				v.peerFailed(p, conn, epoch, err, 0, 0)
 				return err
 			}
 			if same {
@@ -123,7 +123,7 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 			p.unflushed.Merge(snap)
 		}
 		v.mu.Unlock()
-		v.resyncFailed(p, conn, epoch, res.err, 0, 0)
+		v.peerFailed(p, conn, epoch, res.err, 0, 0)
 		return res.err
 	}
 
@@ -228,20 +228,18 @@ func (v *Volume) copyRegion(p *peer, conn Conn, epoch uint64, r int64) error {
 	v.mu.Unlock()
 
 	if res := <-ch; res.err != nil {
-		v.resyncFailed(p, conn, epoch, res.err, off, n)
+		v.peerFailed(p, conn, epoch, res.err, off, n)
 		return res.err
 	}
 	return nil
 }
 
-// resyncFailed handles a failed resync or repair request: a stale epoch
-// deposes the owner; anything else fails the copy (a resyncing one returns
-// to out of sync, an in-sync one is dropped through the coordinator) with
-// the range marked dirty.
-func (v *Volume) resyncFailed(p *peer, conn Conn, epoch uint64, err error, off, n int64) {
-	var stale *StaleEpochError
-	if errors.As(err, &stale) {
-		v.depose(err)
+// peerFailed handles a failed request to copy p outside the write path
+// (resync, repair, probe): a stale epoch deposes the owner; anything else
+// fails the copy (a resyncing one returns to out of sync, an in-sync one is
+// dropped through the coordinator) with the range, if any, marked dirty.
+func (v *Volume) peerFailed(p *peer, conn Conn, epoch uint64, err error, off, n int64) {
+	if v.deposeIfStale(err) {
 		return
 	}
 	v.mu.Lock()

@@ -3,7 +3,6 @@ package replication
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 )
 
@@ -47,10 +46,7 @@ func (v *Volume) Verify(ctx context.Context, node NodeID) (VerifyReport, error) 
 	err = v.eachRegion(ctx, &rep, func(off, n int64) (bool, error) {
 		same, err := v.verifyRegion(conn, epoch, off, n)
 		if err != nil {
-			var stale *StaleEpochError
-			if errors.As(err, &stale) {
-				v.depose(err)
-			}
+			v.deposeIfStale(err)
 		}
 		return !same, err
 	})

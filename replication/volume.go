@@ -382,18 +382,20 @@ func (v *Volume) followReplicas(view View) {
 // probe sends a flush to an in-sync copy on its connection and fails the
 // copy if it errs.
 func (v *Volume) probe(p *peer, conn Conn, epoch uint64) {
-	res := <-v.send(conn, []*Message{{Type: MsgFlush, LUN: v.lun, Epoch: epoch}})
-	if res.err == nil {
-		return
+	if res := <-v.send(conn, []*Message{{Type: MsgFlush, LUN: v.lun, Epoch: epoch}}); res.err != nil {
+		v.peerFailed(p, conn, epoch, res.err, 0, 0)
 	}
+}
+
+// deposeIfStale deposes the volume when err is a mirror's stale-epoch
+// answer (a newer owner exists) and reports whether it was.
+func (v *Volume) deposeIfStale(err error) bool {
 	var stale *StaleEpochError
-	if errors.As(res.err, &stale) {
-		v.depose(res.err)
-		return
+	if !errors.As(err, &stale) {
+		return false
 	}
-	v.mu.Lock()
-	v.failPeerLocked(p, conn, epoch, res.err)
-	v.mu.Unlock()
+	v.depose(err)
+	return true
 }
 
 // Depose makes the volume stop serving for good: every later call answers
@@ -781,9 +783,7 @@ func (v *Volume) replicate(kind MsgType, p []byte, off, length int64, fua, local
 		if res.err == nil {
 			continue
 		}
-		var stale *StaleEpochError
-		if errors.As(res.err, &stale) {
-			v.depose(res.err)
+		if v.deposeIfStale(res.err) {
 			failed = res.err
 			continue
 		}
@@ -855,9 +855,7 @@ func (v *Volume) Flush() error {
 		if res.err == nil {
 			continue
 		}
-		var stale *StaleEpochError
-		if errors.As(res.err, &stale) {
-			v.depose(res.err)
+		if v.deposeIfStale(res.err) {
 			failed = res.err
 			continue
 		}
