@@ -229,8 +229,14 @@ func (r *reconciler) reconcileTarget(ctx context.Context, key string, dt cluster
 // everything but the in-sync set and placement (the epoch included: a new
 // epoch means another owner was in between, so the store is reopened).
 func sameLUN(a, b cluster.DesiredLUN) bool {
+	return sameShape(a, b) && a.LUN.Epoch == b.LUN.Epoch
+}
+
+// sameShape reports whether the exposed LU a still fits b: same file, size,
+// sector size, IO mode and type (owner and epoch may differ).
+func sameShape(a, b cluster.DesiredLUN) bool {
 	return a.BackingPath == b.BackingPath && a.LUN.Size == b.LUN.Size && a.LUN.SectorSize == b.LUN.SectorSize &&
-		a.LUN.IOMode == b.LUN.IOMode && a.LUN.Backing == b.LUN.Backing && a.LUN.Epoch == b.LUN.Epoch
+		a.LUN.IOMode == b.LUN.IOMode && a.LUN.Backing == b.LUN.Backing
 }
 
 func targetConfig(dt cluster.DesiredTarget, spec targetSpec, dev *scsi.Device) target.TargetConfig {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync/atomic"
 
 	"github.com/hatgt/hatgt/alua"
 	"github.com/hatgt/hatgt/cluster"
@@ -75,29 +74,24 @@ func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l c
 		if v == nil || v.Serving() != nil || v.Epoch() != l.Epoch {
 			if v != nil {
 				r.log.Info("reopening replicated LUN in a new epoch", "target", rt.iqn, "lun", n, "why", servingWhy(v))
-				rl.sw.set(nil)
 				if err := r.repl.closeVolume(c); err != nil {
 					r.log.Warn("close volume", "target", rt.iqn, "lun", n, "err", err)
 				}
 				c.claimed = 0
 			}
-			nv, err := r.repl.open(ctx, c, l)
-			switch {
-			case errors.Is(err, errClaimed): // the state change brings us back here
-			case err != nil:
-				openErr = err
-			default:
-				rl.sw.set(nv)
+			// On success the switch backend serves the new volume.
+			if err := r.repl.open(ctx, c, l); err != nil && !errors.Is(err, errClaimed) {
+				openErr = err // errClaimed: the state change brings us back here
 			}
 		}
 	} else if rl.sw.volume() != nil {
 		r.log.Info("no longer owner of replicated LUN; standby", "target", rt.iqn, "lun", n, "owner", l.Owner)
-		rl.sw.set(nil)
 		if err := r.repl.closeVolume(c); err != nil {
 			r.log.Warn("close volume", "target", rt.iqn, "lun", n, "err", err)
 		}
 	}
-	serving := rl.sw.volume() != nil && rl.sw.volume().Serving() == nil
+	v := rl.sw.volume()
+	serving := v != nil && v.Serving() == nil
 	if rl.groups.Set(portGroupsFor(r.stateNow(), l, r.nodeID, serving)) {
 		rl.lu.PortGroupsChanged()
 	}
@@ -117,13 +111,6 @@ func (r *reconciler) stateNow() *cluster.State {
 		return nil
 	}
 	return r.state()
-}
-
-// sameShape reports whether the exposed LU a still fits b: same file, size,
-// sector size, IO mode and type (owner and epoch may differ).
-func sameShape(a, b cluster.DesiredLUN) bool {
-	return a.BackingPath == b.BackingPath && a.LUN.Size == b.LUN.Size && a.LUN.SectorSize == b.LUN.SectorSize &&
-		a.LUN.IOMode == b.LUN.IOMode && a.LUN.Backing == b.LUN.Backing
 }
 
 // detachStale removes from the mirror every copy no longer placed on this
@@ -152,14 +139,13 @@ func (r *reconciler) detachStale(shutdown bool) error {
 var errStandby = fmt.Errorf("%w: this node does not serve the LUN as its owner", replication.ErrNotOwner)
 
 // switchBackend is the backend of a replicated LUN's LU: the owner Volume
-// while this node serves the LUN, nothing (standby) otherwise. The LU
-// stays the same across owner changes, so sessions keep their nexus and
-// get ASYMMETRIC ACCESS STATE CHANGED instead of a vanished LUN.
+// of copy c while this node serves the LUN, nothing (standby) otherwise.
+// The LU stays the same across owner changes, so sessions keep their nexus
+// and get ASYMMETRIC ACCESS STATE CHANGED instead of a vanished LUN.
 type switchBackend struct {
 	size int64
 	h    *replicaHost
 	c    *replicaCopy
-	cur  atomic.Pointer[replication.Volume]
 }
 
 var (
@@ -169,8 +155,7 @@ var (
 	_ scsi.ErrorKinder           = (*switchBackend)(nil)
 )
 
-func (b *switchBackend) set(v *replication.Volume)   { b.cur.Store(v) }
-func (b *switchBackend) volume() *replication.Volume { return b.cur.Load() }
+func (b *switchBackend) volume() *replication.Volume { return b.c.vol.Load() }
 func (b *switchBackend) Size() int64                 { return b.size }
 func (b *switchBackend) ErrorKind(err error) scsi.BackendErrorKind {
 	return (*replication.Volume)(nil).ErrorKind(err)
@@ -214,10 +199,7 @@ func (b *switchBackend) Flush() error {
 }
 
 // Close closes the Volume, if any; the copy stays on the mirror.
-func (b *switchBackend) Close() error {
-	b.cur.Store(nil)
-	return b.h.closeVolume(b.c)
-}
+func (b *switchBackend) Close() error { return b.h.closeVolume(b.c) }
 
 // handOver moves LUN l, whose copy on this node (its owner) was lost, to
 // the first other in-sync copy on an alive node. Without one the LUN stays

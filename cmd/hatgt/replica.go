@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hatgt/hatgt/cluster"
@@ -64,9 +65,10 @@ type replicaHost struct {
 type replicaCopy struct {
 	id      uint64
 	store   store
-	epoch   uint64 // newest epoch fenced on the mirror
 	claimed uint64 // the epoch this node claimed for its next Volume
-	vol     *replication.Volume
+	// vol is the owner Volume while this node serves the LUN; the LU's
+	// switchBackend reads it on every command.
+	vol atomic.Pointer[replication.Volume]
 	// resyncing is set while the control loop resyncs this volume's copies.
 	resyncing bool
 }
@@ -122,13 +124,10 @@ func (h *replicaHost) attach(l cluster.DesiredLUN, open func() (store, error)) (
 		if err != nil {
 			return nil, err
 		}
-		c = &replicaCopy{id: l.ID, store: s, epoch: l.Epoch}
+		c = &replicaCopy{id: l.ID, store: s}
 		h.copies[l.ID] = c
 		h.mirror.AddLUN(replication.LUNID(l.ID), s, l.Epoch)
 		h.log.Info("holding a copy", "lun_id", l.ID, "target", l.Target, "lun", l.LUN.LUN, "epoch", l.Epoch)
-	}
-	if l.Epoch > c.epoch {
-		c.epoch = l.Epoch
 	}
 	h.mirror.Fence(replication.LUNID(l.ID), l.Epoch)
 	return c, nil
@@ -138,21 +137,21 @@ func (h *replicaHost) attach(l cluster.DesiredLUN, open func() (store, error)) (
 // claimed is committed (the state changes, which triggers a reconcile).
 var errClaimed = errors.New("claimed a new epoch; the volume opens when it is applied")
 
-// open returns the owner Volume of l on copy c, opened in an epoch of this
+// open opens the owner Volume of l on copy c (c.vol), in an epoch of this
 // node's own: when l's epoch is not one this node claimed (a restart, a
 // takeover), it first claims epoch+1 through Raft and returns errClaimed.
-func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.DesiredLUN) (*replication.Volume, error) {
+func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.DesiredLUN) error {
 	if h.lease != nil && !h.lease() {
-		return nil, errors.New("no owner lease (cut off from the Raft leader): not serving as owner")
+		return errors.New("no owner lease (cut off from the Raft leader): not serving as owner")
 	}
 	if c.claimed != l.Epoch {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		if err := h.propose(cctx, l.Target, l.LUN.LUN, h.self, l.Epoch); err != nil {
-			return nil, fmt.Errorf("claim epoch %d: %w", l.Epoch+1, err)
+			return fmt.Errorf("claim epoch %d: %w", l.Epoch+1, err)
 		}
 		c.claimed = l.Epoch + 1
-		return nil, errClaimed
+		return errClaimed
 	}
 	cfg := replication.DefaultConfig()
 	cfg.WriteThrough = l.IOMode == cluster.IOModeWriteThrough
@@ -166,31 +165,26 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 	cfg.CheckOnOpen = l.Epoch > 2
 	v, err := replication.NewVolume(cfg, replication.LUNID(l.ID), replication.NodeID(h.self), c.store, h.coord, h.tr)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := v.Open(octx); err != nil {
 		v.Close()
 		c.claimed = 0 // never open two Volumes in one epoch
-		return nil, err
+		return err
 	}
-	h.mu.Lock()
-	c.vol = v
-	h.mu.Unlock()
+	c.vol.Store(v)
 	h.log.Info("owning replicated LUN", "lun_id", l.ID, "epoch", l.Epoch, "in_sync", v.InSync())
 	if cfg.CheckOnOpen {
 		h.repairAfterTakeover(v, l)
 	}
-	return v, nil
+	return nil
 }
 
 // closeVolume stops the owner side of c (the copy stays on the mirror).
 func (h *replicaHost) closeVolume(c *replicaCopy) error {
-	h.mu.Lock()
-	v := c.vol
-	c.vol = nil
-	h.mu.Unlock()
+	v := c.vol.Swap(nil)
 	if v == nil {
 		return nil
 	}
@@ -265,7 +259,7 @@ func (h *replicaHost) volume(id uint64) *replication.Volume {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if c := h.copies[id]; c != nil {
-		return c.vol
+		return c.vol.Load()
 	}
 	return nil
 }
@@ -317,8 +311,8 @@ func (h *replicaHost) deposeAll() bool {
 	defer h.mu.Unlock()
 	deposed := false
 	for _, c := range h.copies {
-		if c.vol != nil && c.vol.Serving() == nil {
-			c.vol.Depose(fmt.Errorf("%w: owner lease lost (no contact with the Raft leader)", replication.ErrNotOwner))
+		if v := c.vol.Load(); v != nil && v.Serving() == nil {
+			v.Depose(fmt.Errorf("%w: owner lease lost (no contact with the Raft leader)", replication.ErrNotOwner))
 			deposed = true
 		}
 	}
@@ -339,7 +333,7 @@ func (h *replicaHost) ownedNotServing() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for id, c := range h.copies {
-		if _, l := st.LUNByID(id); l != nil && l.Owner == h.self && (c.vol == nil || c.vol.Serving() != nil) {
+		if _, l := st.LUNByID(id); l != nil && l.Owner == h.self && (c.vol.Load() == nil || c.vol.Load().Serving() != nil) {
 			return true
 		}
 	}
@@ -359,11 +353,12 @@ func (h *replicaHost) resyncBack(ctx context.Context) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, c := range h.copies {
-		if c.vol == nil || c.resyncing {
+		v := c.vol.Load()
+		if v == nil || c.resyncing {
 			continue
 		}
 		var todo []replication.NodeID
-		for _, p := range c.vol.Peers() {
+		for _, p := range v.Peers() {
 			ni := st.Nodes[string(p.Node)]
 			if p.State == "out-of-sync" && ni != nil && ni.Health == cluster.HealthAlive {
 				todo = append(todo, p.Node)
@@ -373,7 +368,6 @@ func (h *replicaHost) resyncBack(ctx context.Context) {
 			continue
 		}
 		c.resyncing = true
-		v := c.vol
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
