@@ -200,23 +200,30 @@ func (d *DirtyMap) WaitDurable(gen uint64) error {
 			d.cond.Wait()
 			continue
 		}
-		d.syncing = true
-		target := d.gen
-		b := d.encodeLocked()
-		d.mu.Unlock()
-		err := writeFileSync(d.path, b)
-		d.mu.Lock()
-		d.syncing = false
-		if err == nil {
-			d.synced = max(d.synced, target)
-			d.dirtyDisk = false
-		}
-		d.cond.Broadcast()
-		if err != nil {
+		if err := d.syncLocked(); err != nil {
 			return fmt.Errorf("replication: persist dirty map: %w", err)
 		}
 	}
 	return nil
+}
+
+// syncLocked writes the map as it is now, with d.mu released during the
+// write (no other persist runs meanwhile: syncing), and wakes the waiters.
+// Callers hold d.mu and have checked that no persist runs.
+func (d *DirtyMap) syncLocked() error {
+	d.syncing = true
+	target := d.gen
+	b := d.encodeLocked()
+	d.mu.Unlock()
+	err := writeFileSync(d.path, b)
+	d.mu.Lock()
+	d.syncing = false
+	if err == nil {
+		d.synced = max(d.synced, target)
+		d.dirtyDisk = false
+	}
+	d.cond.Broadcast()
+	return err
 }
 
 // MarkDurable is Mark then WaitDurable.
@@ -294,19 +301,7 @@ func (d *DirtyMap) Flush() error {
 	if !d.dirtyDisk && d.synced >= d.gen {
 		return nil
 	}
-	d.syncing = true
-	target := d.gen
-	b := d.encodeLocked()
-	d.mu.Unlock()
-	err := writeFileSync(d.path, b)
-	d.mu.Lock()
-	d.syncing = false
-	if err == nil {
-		d.synced = max(d.synced, target)
-		d.dirtyDisk = false
-	}
-	d.cond.Broadcast()
-	return err
+	return d.syncLocked()
 }
 
 // Remove deletes the persisted file (the copy is in sync again).
