@@ -38,10 +38,7 @@ func TestOwnerKilledFailsOverToInSyncCopy(t *testing.T) {
 	epoch := l.Epoch
 
 	src, data := randomImage(t, 16<<20)
-	c.waitFor("the owner serves the LUN", 30*time.Second, func() (bool, string) {
-		out, err := tool("qemu-img", "info", replURL(owner, iqn, 0))
-		return err == nil, fmt.Sprintf("%v: %s", err, out)
-	})
+	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(replURL(owner, iqn, 0)))
 	if out, err := tool("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, replURL(owner, iqn, 0)); err != nil {
 		t.Fatalf("write through the owner: %v\n%s", err, out)
 	}
@@ -57,10 +54,7 @@ func TestOwnerKilledFailsOverToInSyncCopy(t *testing.T) {
 		return l.Owner == standby.id && l.Epoch > epoch, l.summary()
 	})
 	newOwner := standby
-	c.waitFor("the new owner serves the LUN", 30*time.Second, func() (bool, string) {
-		out, err := tool("qemu-img", "info", replURL(newOwner, iqn, 0))
-		return err == nil, fmt.Sprintf("%v: %s", err, out)
-	})
+	c.waitFor("the new owner serves the LUN", 30*time.Second, servesIO(replURL(newOwner, iqn, 0)))
 	t.Logf("owner %s killed; %s serves the LUN in epoch %d after %v", owner.id, newOwner.id, l.Epoch, time.Since(killed).Round(100*time.Millisecond))
 
 	back := filepath.Join(t.TempDir(), "back.img")
@@ -108,10 +102,7 @@ func TestLostCopyGetsFullCopy(t *testing.T) {
 	createReplicatedLUN(owner, iqn, 0, "32M", placement)
 	l := waitAllInSync(c, owner, iqn, 0, 60*time.Second)
 	src, _ := randomImage(t, 16<<20)
-	c.waitFor("the owner serves the LUN", 30*time.Second, func() (bool, string) {
-		out, err := tool("qemu-img", "info", replURL(owner, iqn, 0))
-		return err == nil, fmt.Sprintf("%v: %s", err, out)
-	})
+	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(replURL(owner, iqn, 0)))
 	// -t none: the write ends with a flush, so no region counts as
 	// possibly lost from the mirror's cache; only the lost file does.
 	if out, err := tool("qemu-img", "convert", "-n", "-t", "none", "-f", "raw", "-O", "raw", src, replURL(owner, iqn, 0)); err != nil {
@@ -153,11 +144,7 @@ func TestOwnerLeaseBlipRecovers(t *testing.T) {
 	lead.hatgt("target", "create", iqn)
 	createReplicatedLUN(lead, iqn, 0, "16M", copies)
 	waitAllInSync(c, lead, iqn, 0, 60*time.Second)
-	serves := func() (bool, string) {
-		out, err := tool("qemu-img", "info", replURL(owner, iqn, 0))
-		return err == nil, fmt.Sprintf("%v: %s", err, out)
-	}
-	c.waitFor("the owner serves the LUN", 30*time.Second, serves)
+	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(replURL(owner, iqn, 0)))
 
 	owner.isolate()
 	c.waitFor("the cut-off owner deposes its volume", 30*time.Second, func() (bool, string) {
@@ -172,8 +159,8 @@ func TestOwnerLeaseBlipRecovers(t *testing.T) {
 		}
 		for _, p := range copies {
 			if p.id == l.Owner {
-				out, err := tool("qemu-img", "info", replURL(p, iqn, 0))
-				return err == nil, fmt.Sprintf("owner %s: %v: %s", l.Owner, err, out)
+				ok, why := servesIO(replURL(p, iqn, 0))()
+				return ok, "owner " + l.Owner + ": " + why
 			}
 		}
 		return false, "owner " + l.Owner + " is not a copy"

@@ -375,3 +375,12 @@ func untouchedRegions(t *testing.T, path string, off, length, chunk int64, patte
 	}
 	return n
 }
+
+// servesIO reports whether url answers IO (qemu-img opens the LUN, which
+// fails on a standby or deposed path), for waitFor.
+func servesIO(url string) func() (bool, string) {
+	return func() (bool, string) {
+		out, err := tool("qemu-img", "info", url)
+		return err == nil, fmt.Sprintf("%v: %s", err, out)
+	}
+}

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
@@ -55,10 +54,7 @@ func TestReplicatedCopiesIdentical(t *testing.T) {
 
 	src, data := randomImage(t, 40<<20)
 	url := replURL(owner, iqn, 0)
-	c.waitFor("the owner serves the LUN", 30*time.Second, func() (bool, string) {
-		out, err := tool("qemu-img", "info", url)
-		return err == nil, fmt.Sprintf("%v: %s", err, out)
-	})
+	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(url))
 	runTool(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, url)
 
 	checkCopiesIdentical(t, c, iqn, l)
@@ -132,10 +128,7 @@ func TestMirrorKilledDuringWritesResyncsDirtyRegions(t *testing.T) {
 	// Every region holds data, so a full copy and a dirty-region resync
 	// would differ in what they copy.
 	src, _ := randomImage(t, lunSize)
-	c.waitFor("the owner serves the LUN", 30*time.Second, func() (bool, string) {
-		out, err := tool("qemu-img", "info", url)
-		return err == nil, fmt.Sprintf("%v: %s", err, out)
-	})
+	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(url))
 	// -t writeback: qemu-img convert's default cache mode ("unsafe") sends
 	// no SYNCHRONIZE CACHE at the end. Write-back, the owner counts every
 	// region a mirror took since the last flush as lost with the mirror's
@@ -278,10 +271,7 @@ func TestVerifyReportsDivergence(t *testing.T) {
 	waitBackingFiles(c, iqn, l)
 	url := replURL(owner, iqn, 0)
 	src, _ := randomImage(t, 8<<20)
-	c.waitFor("the owner serves the LUN", 30*time.Second, func() (bool, string) {
-		out, err := tool("qemu-img", "info", url)
-		return err == nil, fmt.Sprintf("%v: %s", err, out)
-	})
+	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(url))
 	runTool(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, url)
 
 	// Identical first: the exit status 1 below is the corruption's.
@@ -330,10 +320,7 @@ func TestMirrorPausedDuringWrites(t *testing.T) {
 	waitBackingFiles(c, iqn, l)
 	before := *l
 	url := replURL(owner, iqn, 0)
-	c.waitFor("the owner serves the LUN", 30*time.Second, func() (bool, string) {
-		out, err := tool("qemu-img", "info", url)
-		return err == nil, fmt.Sprintf("%v: %s", err, out)
-	})
+	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(url))
 
 	victim.pause()
 	resumed := false
