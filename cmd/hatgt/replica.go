@@ -283,15 +283,19 @@ func (h *replicaHost) loop(ctx context.Context) {
 			}
 			continue
 		}
-		if n++; n%4 == 0 {
+		if n++; n%4 == 0 && h.state != nil {
+			st := h.state() // one copy of the state for both checks
+			if st == nil {
+				continue
+			}
 			// A volume deposed while the state still names this node
 			// (a lease lost and regained before any failover) must be
 			// opened again in a new epoch: no state change will come
 			// to trigger the reconciler.
-			if h.ownedNotServing() {
+			if h.ownedNotServing(st) {
 				h.kick()
 			}
-			h.resyncBack(ctx)
+			h.resyncBack(ctx, st)
 		}
 	}
 }
@@ -322,18 +326,12 @@ func (h *replicaHost) deposeAll() bool {
 // ownedNotServing reports whether the state names this node owner of a
 // LUN it holds a copy of while no volume serves it here (deposed, or
 // closed after a lost lease): the reconciler must open it again.
-func (h *replicaHost) ownedNotServing() bool {
-	if h.state == nil {
-		return false
-	}
-	st := h.state()
-	if st == nil {
-		return false
-	}
+func (h *replicaHost) ownedNotServing(st *cluster.State) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for id, c := range h.copies {
-		if _, l := st.LUNByID(id); l != nil && l.Owner == h.self && (c.vol.Load() == nil || c.vol.Load().Serving() != nil) {
+		v := c.vol.Load()
+		if _, l := st.LUNByID(id); l != nil && l.Owner == h.self && (v == nil || v.Serving() != nil) {
 			return true
 		}
 	}
@@ -342,14 +340,7 @@ func (h *replicaHost) ownedNotServing() bool {
 
 // resyncBack starts a resync of every out-of-sync copy of an owned volume
 // whose node the cluster records alive, one volume at a time each.
-func (h *replicaHost) resyncBack(ctx context.Context) {
-	var st *cluster.State
-	if h.state != nil {
-		st = h.state()
-	}
-	if st == nil {
-		return
-	}
+func (h *replicaHost) resyncBack(ctx context.Context, st *cluster.State) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, c := range h.copies {
