@@ -200,7 +200,8 @@ func (c *Coordinator) Watch(lun replication.LUNID, fn func(replication.View)) (c
 // ReportProgress records p, the progress of a resync of node's copy of lun
 // run by the owner of epoch, through lun.set_progress. At most one report
 // per ProgressInterval is proposed for a copy; the first report of a run
-// (a new epoch or start time, or after a Done one) and a Done report
+// (a new epoch or start time, or after a Done one), a complete one (every
+// region done: the counts a copy marked in sync must show) and a Done one
 // always are. A report left out returns nil. Errors as for MarkInSync.
 func (c *Coordinator) ReportProgress(ctx context.Context, lun replication.LUNID, epoch uint64, node replication.NodeID, p replication.Progress) error {
 	iqn, l, ok := c.fsm.LUNByID(uint64(lun))
@@ -212,7 +213,8 @@ func (c *Coordinator) ReportProgress(ctx context.Context, lun replication.LUNID,
 	c.mu.Lock()
 	prev, had := c.reported[key]
 	newRun := !had || prev.epoch != epoch || !prev.started.Equal(p.Started) || prev.done
-	if !newRun && !p.Done && now.Sub(prev.at) < ProgressInterval {
+	complete := p.RegionsTotal > 0 && p.RegionsDone >= p.RegionsTotal
+	if !newRun && !p.Done && !complete && now.Sub(prev.at) < ProgressInterval {
 		c.mu.Unlock()
 		if l.Epoch > epoch {
 			return fmt.Errorf("%w: LUN %d on %s is at epoch %d, not %d", replication.ErrStaleView, l.LUN, iqn, l.Epoch, epoch)

@@ -92,9 +92,10 @@ func TestCoordinatorProgressThrottle(t *testing.T) {
 		{"a quick second report is left out", func() error { fc.advance(300 * time.Millisecond); return report(1, run1, 2, false) }, 1, 1},
 		{"a third, still within the interval", func() error { fc.advance(600 * time.Millisecond); return report(1, run1, 3, false) }, 1, 1},
 		{"once the interval passed", func() error { fc.advance(100 * time.Millisecond); return report(1, run1, 4, false) }, 2, 4},
-		{"a Done report always goes", func() error { return report(1, run1, 8, true) }, 3, 8},
-		{"a new run right after", func() error { return report(1, run1.Add(time.Hour), 1, false) }, 4, 1},
-		{"its quick second report", func() error { return report(1, run1.Add(time.Hour), 2, false) }, 4, 1},
+		{"a complete report always goes", func() error { return report(1, run1, 8, false) }, 3, 8},
+		{"a Done report always goes", func() error { return report(1, run1, 8, true) }, 4, 8},
+		{"a new run right after", func() error { return report(1, run1.Add(time.Hour), 1, false) }, 5, 1},
+		{"its quick second report", func() error { return report(1, run1.Add(time.Hour), 2, false) }, 5, 1},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {

@@ -137,6 +137,10 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	p.join = join
 	v.mu.Unlock()
 
+	// The complete counts are recorded before the copy reads in sync, so
+	// status never shows an in-sync copy with a partial resync's count.
+	prog.RegionsTotal = prog.RegionsDone
+	v.setProgress(ctx, epoch, prog)
 	err = v.coord.MarkInSync(ctx, v.lun, epoch, node)
 
 	v.mu.Lock()
