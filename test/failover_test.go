@@ -166,3 +166,60 @@ func TestOwnerLeaseBlipRecovers(t *testing.T) {
 		return false, "owner " + l.Owner + " is not a copy"
 	})
 }
+
+// TestOwnerPartitionedFailsOver: an owner cut off from the network (no
+// RST, no answer: a dead switch port or a powered-off machine) loses its
+// lease and stops serving; the LUN moves to the in-sync copy, which
+// serves every byte written before the cut; healed, the old owner comes
+// back as an up-to-date standby. Needs network namespaces (root).
+func TestOwnerPartitionedFailsOver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts hatgt processes; skipped with -short")
+	}
+	needTools(t, "qemu-img")
+	const iqn = "iqn.2026-11.io.hatgt:cut-owner"
+	c := newNetnsCluster(t, 3)
+	lead := c.leader()
+	var copies []*clusterProc
+	for _, p := range c.nodes {
+		if p != lead {
+			copies = append(copies, p)
+		}
+	}
+	owner, standby := copies[0], copies[1]
+	lead.hatgt("target", "create", iqn)
+	createReplicatedLUN(lead, iqn, 0, "32M", copies)
+	l := waitAllInSync(c, lead, iqn, 0, 60*time.Second)
+	epoch := l.Epoch
+	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(replURL(owner, iqn, 0)))
+	src, data := randomImage(t, 8<<20)
+	if out, err := tool("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, replURL(owner, iqn, 0)); err != nil {
+		t.Fatalf("write through the owner: %v\n%s", err, out)
+	}
+
+	cut := time.Now()
+	owner.isolate()
+	l = waitReplLUN(c, lead, iqn, 0, "the LUN moved to the in-sync copy", 60*time.Second, func(l *replLUN) (bool, string) {
+		return l.Owner == standby.id && l.Epoch > epoch, l.summary()
+	})
+	c.waitFor("the new owner serves the LUN", 60*time.Second, servesIO(replURL(standby, iqn, 0)))
+	t.Logf("owner %s cut off; %s serves the LUN in epoch %d after %v", owner.id, standby.id, l.Epoch, time.Since(cut).Round(100*time.Millisecond))
+	back := filepath.Join(t.TempDir(), "back.img")
+	if out, err := tool("qemu-img", "convert", "-f", "raw", "-O", "raw", replURL(standby, iqn, 0), back); err != nil {
+		t.Fatalf("read through the new owner: %v\n%s", err, out)
+	}
+	got, err := os.ReadFile(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:len(data)], data) {
+		t.Fatal("data written before the cut does not read back from the new owner")
+	}
+
+	owner.heal()
+	l = waitAllInSync(c, lead, iqn, 0, 90*time.Second)
+	if l.Owner != standby.id {
+		t.Fatalf("owner moved back to %s after the heal: %s", l.Owner, l.summary())
+	}
+	checkCopiesIdentical(t, c, iqn, l)
+}
