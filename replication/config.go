@@ -53,6 +53,12 @@ type Config struct {
 	// that differ), and the cluster runs Repair on the in-sync copies.
 	CheckOnOpen bool
 
+	// Down, if set, reports nodes the cluster records dead or gone. Open
+	// does not dial an in-sync copy on such a node (a node cut off
+	// without a reset would hold Open for the dial timeout): it counts
+	// as unreachable at once.
+	Down func(NodeID) bool
+
 	Logger *slog.Logger
 	Clock  Clock
 }

@@ -131,3 +131,39 @@ func TestViewAddsAndRemovesCopies(t *testing.T) {
 	c.coord.SetView(testLUN, view)
 	waitPeer("d", "")
 }
+
+// A copy on a node the cluster records down is not dialed at Open (its
+// mirror never hears the new epoch), counts as unreachable at once, and
+// with CheckOnOpen comes back through a compare resync.
+func TestOpenSkipsCopiesOnDownNodes(t *testing.T) {
+	c := newTestCluster(t, 512<<10, "a", "b", "c")
+	c.coord.NewEpoch(testLUN, "b")
+	before := c.mirrors["a"].Newest(testLUN)
+	cfg := testConfig()
+	cfg.CheckOnOpen = true
+	var asked []NodeID
+	cfg.Down = func(n NodeID) bool { asked = append(asked, n); return n == "a" }
+	v := c.open("b", cfg, nil)
+	if _, err := v.WriteAt(pattern(5, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.mirrors["c"].Newest(testLUN); got == before {
+		t.Fatalf("the up node's mirror still at epoch %d after open", got)
+	}
+	if got := c.mirrors["a"].Newest(testLUN); got != before {
+		t.Fatalf("the down node's mirror saw epoch %d at open (had %d): it was dialed", got, before)
+	}
+	if c.view().IsInSync("a") || !c.view().IsInSync("c") {
+		t.Fatalf("in sync after open: %v, want c and not a", c.view().InSync)
+	}
+	if !slices.Contains(asked, "a") || !slices.Contains(asked, "c") {
+		t.Fatalf("Down asked about %v, want every in-sync copy", asked)
+	}
+	if err := v.Resync(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := v.Progress("a"); p.BytesCopied != testConfig().RegionSize {
+		t.Fatalf("compare resync of the down copy copied %d bytes, want the one region written (%d)", p.BytesCopied, testConfig().RegionSize)
+	}
+	c.identical("b", "a", "c")
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"time"
 )
 
 // Resolver maps a node to its replication address (host:port).
@@ -29,8 +30,13 @@ func NewTCPTransport(resolve Resolver, logger *slog.Logger) *TCPTransport {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &TCPTransport{resolve: resolve, logger: logger, maxPayload: MaxPayload}
+	return &TCPTransport{resolve: resolve, logger: logger, maxPayload: MaxPayload, dialer: net.Dialer{Timeout: DialTimeout}}
 }
+
+// DialTimeout bounds a connection attempt to a mirror. A node cut off
+// without a reset would otherwise hold a new owner's Open (which says
+// hello to every in-sync copy) for the kernel's connect timeout, minutes.
+const DialTimeout = 2 * time.Second
 
 // Dial connects to node.
 func (t *TCPTransport) Dial(ctx context.Context, node NodeID) (Conn, error) {

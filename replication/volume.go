@@ -231,6 +231,10 @@ func (v *Volume) Open(ctx context.Context) error {
 		if p.state != peerInSync {
 			continue
 		}
+		if v.cfg.Down != nil && v.cfg.Down(n) {
+			results <- dialed{p: p, err: fmt.Errorf("%w: node %s is recorded down", ErrPeerFailed, n)}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -163,6 +163,13 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 	// any later one follows an owner that may have died with writes in
 	// flight to some copies: compare them all.
 	cfg.CheckOnOpen = l.Epoch > 2
+	if h.state != nil {
+		nodes := h.state().Nodes
+		cfg.Down = func(n replication.NodeID) bool {
+			ni := nodes[string(n)]
+			return ni == nil || ni.Health == cluster.HealthDead || ni.Health == cluster.HealthLeft
+		}
+	}
 	v, err := replication.NewVolume(cfg, replication.LUNID(l.ID), replication.NodeID(h.self), c.store, h.coord, h.tr)
 	if err != nil {
 		return err
