@@ -75,10 +75,24 @@ type gossipEvents struct{ n *Node }
 
 func (e gossipEvents) NotifyJoin(m *memberlist.Node) {
 	e.n.log.Debug("gossip: node joined", "peer", m.Name)
+	e.n.mu.Lock()
+	delete(e.n.gone, m.Name)
+	e.n.mu.Unlock()
 	e.n.kickHealth()
 }
+
+// NotifyLeave remembers the verdict: memberlist's member list leaves out
+// dead and departed nodes, so without it a node that fails soon after
+// this one started would be recorded only after the start-up grace.
 func (e gossipEvents) NotifyLeave(m *memberlist.Node) {
 	e.n.log.Info("gossip: node left or failed", "peer", m.Name)
+	h := HealthDead
+	if m.State == memberlist.StateLeft {
+		h = HealthLeft
+	}
+	e.n.mu.Lock()
+	e.n.gone[m.Name] = h
+	e.n.mu.Unlock()
 	e.n.kickHealth()
 }
 func (e gossipEvents) NotifyUpdate(m *memberlist.Node) { e.n.kickHealth() }
@@ -132,9 +146,15 @@ func (n *Node) gossipMeta(id string) (NodeInfo, bool) {
 	return NodeInfo{}, false
 }
 
-// gossipHealth maps memberlist's view of each member to a recorded health.
+// gossipHealth maps memberlist's view of each member to a recorded health:
+// its member list, and the nodes it reported dead or departed since.
 func (n *Node) gossipHealth() map[string]string {
 	h := map[string]string{n.cfg.NodeID: HealthAlive}
+	n.mu.Lock()
+	for id, g := range n.gone {
+		h[id] = g
+	}
+	n.mu.Unlock()
 	for _, m := range n.ml.Members() {
 		switch m.State {
 		case memberlist.StateAlive, memberlist.StateSuspect:
