@@ -88,11 +88,11 @@ type Config struct {
 // DefaultConfig returns a Config with LAN timings and no addresses.
 func DefaultConfig() Config {
 	return Config{
-		HeartbeatTimeout:    1000 * time.Millisecond,
-		ElectionTimeout:     1000 * time.Millisecond,
-		LeaderLeaseTimeout:  500 * time.Millisecond,
+		HeartbeatTimeout:    500 * time.Millisecond,
+		ElectionTimeout:     500 * time.Millisecond,
+		LeaderLeaseTimeout:  250 * time.Millisecond,
 		CommitTimeout:       50 * time.Millisecond,
-		OwnerLease:          2 * time.Second,
+		OwnerLease:          time.Second,
 		SnapshotThreshold:   8192,
 		SnapshotRetain:      2,
 		GossipProbeInterval: 500 * time.Millisecond,

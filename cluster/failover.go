@@ -100,8 +100,10 @@ func (n *Node) failoverPass(ctx context.Context, f *failover) {
 	st := n.fsm.State()
 	n.mu.Lock()
 	failed := make(map[string]bool, len(n.hbFailed))
-	for id := range n.hbFailed {
+	contact := make(map[string]time.Time, len(n.hbFailed))
+	for id, t := range n.hbFailed {
 		failed[id] = true
+		contact[id] = t
 	}
 	n.mu.Unlock()
 	now := time.Now()
@@ -118,10 +120,10 @@ func (n *Node) failoverPass(ctx context.Context, f *failover) {
 			live[k] = true
 			c := f.seen[k]
 			if c == nil || c.owner != l.Owner || c.epoch != l.Epoch {
-				c = &cutOff{owner: l.Owner, epoch: l.Epoch, since: now}
+				c = &cutOff{owner: l.Owner, epoch: l.Epoch, since: cutSince(now, contact, l.Owner)}
 				f.seen[k] = c
 				n.log.Info("LUN owner gone: failover pending", "target", t.IQN, "lun", l.LUN,
-					"owner", l.Owner, "reason", why, "after", delay)
+					"owner", l.Owner, "reason", why, "after", (delay - now.Sub(c.since)).Round(time.Millisecond))
 			}
 			if now.Sub(c.since) < delay {
 				continue
@@ -149,6 +151,18 @@ func (n *Node) failoverPass(ctx context.Context, f *failover) {
 			delete(f.seen, k)
 		}
 	}
+}
+
+// cutSince is when the failover clock of a LUN whose owner is found gone
+// at now starts: when this leader first saw its heartbeats to the owner
+// fail, if they fail since then, else now. Gossip takes seconds to call a
+// node dead, and the owner's lease runs out meanwhile (lease.go): the wait
+// need not start again from the gossip verdict.
+func cutSince(now time.Time, failing map[string]time.Time, owner string) time.Time {
+	if t, ok := failing[owner]; ok && t.Before(now) {
+		return t
+	}
+	return now
 }
 
 // ownerGone says why l needs a new owner, or "" when its owner may still

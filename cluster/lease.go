@@ -17,17 +17,19 @@ import (
 //
 // The leader moves the LUNs of an owner only after it has seen, itself and
 // without a break, that the owner is recorded dead (or left) and that its
-// own Raft heartbeats to it fail (or it is no Raft server at all), for
-// Config.FailoverDelay = OwnerLease + OwnerLease/2 + ElectionTimeout. The
-// clock is this leader's own (monotonic): a new leader starts it again and
-// no time is ever read from the log, since clocks of different nodes do
-// not compare. Why that wait is enough:
+// own Raft heartbeats to it fail (or it is no Raft server at all), and
+// Config.FailoverDelay = OwnerLease + OwnerLease/2 + ElectionTimeout has
+// passed since t0: the moment this leader first saw those heartbeats
+// fail, when they fail without a break since (else the moment it saw the
+// owner gone). The clock is this leader's own (monotonic): a new leader
+// starts it again and no time is ever read from the log, since clocks of
+// different nodes do not compare. Why that wait is enough:
 //
-//   - The owner's lease runs from its last contact with a leader. When the
-//     current leader starts its clock at t0, its heartbeats to the owner
-//     already fail, so the owner's last contact with this leader is before
-//     t0 (a follower refreshes its contact only on an AppendEntries that it
-//     accepts, and a failed one was not).
+//   - The owner's lease runs from its last contact with a leader. At t0
+//     the current leader's heartbeats to the owner already fail, so the
+//     owner's last contact with this leader is before t0 (a follower
+//     refreshes its contact only on an AppendEntries that it accepts, and
+//     a failed one was not).
 //   - A leader of an older term can have been in contact with the owner
 //     after t0 only while it still believed it led. It steps down once it
 //     has missed a quorum for LeaderLeaseTimeout, or at the first answer
@@ -38,7 +40,7 @@ import (
 //   - Hence the owner's lease ends before t0 + ElectionTimeout + OwnerLease,
 //     and it has deposed its volumes one lease check later. The remaining
 //     OwnerLease/2 covers that check (the serve command checks every 250ms;
-//     the default lease is 2s) and clocks that run at slightly different
+//     the default lease is 1s) and clocks that run at slightly different
 //     rates.
 //
 // Memberlist alone is not trusted for this: in a partial partition gossip

@@ -12,8 +12,11 @@ func TestConfigOwnerLease(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("default owner lease: %v", err)
 	}
-	if d := DefaultConfig(); d.OwnerLease != 2*time.Second || d.OwnerLease <= d.HeartbeatTimeout {
-		t.Errorf("default owner lease %v (heartbeat timeout %v)", d.OwnerLease, d.HeartbeatTimeout)
+	// The default fails over within about two seconds of a kill, with a
+	// lease of at least twice the heartbeat timeout (a follower hears
+	// from its leader twenty times per heartbeat timeout).
+	if d := DefaultConfig(); d.OwnerLease < 2*d.HeartbeatTimeout || d.FailoverDelay() > 2*time.Second {
+		t.Errorf("default owner lease %v, heartbeat timeout %v, failover delay %v", d.OwnerLease, d.HeartbeatTimeout, d.FailoverDelay())
 	}
 	for _, tc := range []struct {
 		lease time.Duration

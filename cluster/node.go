@@ -55,13 +55,17 @@ type Node struct {
 
 	mu         sync.Mutex
 	lastSeen   map[string]time.Time // memberlist ping acks, by node ID
-	hbFailed   map[string]time.Time // leader only: followers whose heartbeats fail
+	hbFailed   map[string]time.Time // leader only: followers whose heartbeats fail, since when
+	gone       map[string]string    // nodes memberlist reported dead or left (and not back)
 	observer   *raft.Observer
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
 	shutdownCh chan struct{}
 }
+
+// raftRPCTimeout bounds every Raft RPC's dial and IO (see Start).
+const raftRPCTimeout = time.Second
 
 // Start opens the node's stores under cfg.DataDir (raft/raft.db for log and
 // stable store, raft/snapshots/), binds Raft's TCP transport on RaftAddr and
@@ -96,7 +100,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		store.Close()
 		return nil, fmt.Errorf("cluster: raft address: %w", err)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, logger.Named("raft-net"))
+	// The RPC timeout is how long a heartbeat to a node cut off without a
+	// reset (a dead switch port, a machine powered off) hangs before the
+	// leader sees it fail, which starts the failover clock: 1s, not
+	// Raft's usual 10s (a LAN answers in milliseconds; snapshot transfers
+	// get a longer deadline by their size).
+	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, raftRPCTimeout, logger.Named("raft-net"))
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("cluster: raft transport: %w", err)
@@ -135,6 +144,7 @@ func NewNode(cfg Config, deps Deps) (*Node, error) {
 		foKick:     make(chan struct{}, 1),
 		lastSeen:   map[string]time.Time{},
 		hbFailed:   map[string]time.Time{},
+		gone:       map[string]string{},
 		shutdownCh: make(chan struct{}),
 	}
 	if n.hc == nil {
@@ -282,7 +292,15 @@ func (n *Node) observeLoop(ctx context.Context, ch <-chan raft.Observation) {
 			n.mu.Lock()
 			switch d := o.Data.(type) {
 			case raft.FailedHeartbeatObservation:
-				n.hbFailed[string(d.PeerID)] = d.LastContact
+				// The first failure since the heartbeats last worked:
+				// the failover clock may start there (failover.go). Not
+				// Raft's LastContact: a pipelined AppendEntries that
+				// times out refreshes it.
+				id := string(d.PeerID)
+				if _, was := n.hbFailed[id]; !was {
+					n.log.Warn("Raft heartbeats to a node failing", "peer", id)
+					n.hbFailed[id] = time.Now()
+				}
 			case raft.ResumedHeartbeatObservation:
 				delete(n.hbFailed, string(d.PeerID))
 			}
