@@ -5,7 +5,9 @@ import "context"
 // Handler serves replication requests on a mirror node. A transport calls
 // it for the requests of one connection one at a time, in the order they
 // were sent (so writes to overlapping ranges apply in the owner's order),
-// and sends the reply it returns. Mirror.Handle is the Handler of a node.
+// and sends the reply it returns. req, its Payload included, is the
+// handler's only until it returns (the transport reads the next payload
+// into the same buffer). Mirror.Handle is the Handler of a node.
 type Handler func(req *Message) *Message
 
 // Transport connects an owner to the mirrors of its LUNs.

@@ -254,28 +254,40 @@ func DecodeMessage(b []byte, maxPayload int) (*Message, int, error) {
 
 // ReadMessage reads one frame from r.
 func ReadMessage(r io.Reader, maxPayload int) (*Message, error) {
+	m, _, err := ReadMessageBuf(r, maxPayload, nil)
+	return m, err
+}
+
+// ReadMessageBuf is ReadMessage with the payload read into buf (grown when
+// too small): the message's Payload is valid until buf is used again. It
+// returns the buffer to reuse. A reader that applies each request before
+// it reads the next needs no payload allocation per request.
+func ReadMessageBuf(r io.Reader, maxPayload int, buf []byte) (*Message, []byte, error) {
 	var h [HeaderSize]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return nil, err
+		return nil, buf, err
 	}
 	d, err := decodeHeader(h[:], maxPayload)
 	if err != nil {
-		return nil, err
+		return nil, buf, err
 	}
 	m := d.m
 	if d.payloadLen > 0 {
-		m.Payload = make([]byte, d.payloadLen)
+		if cap(buf) < d.payloadLen {
+			buf = make([]byte, d.payloadLen)
+		}
+		m.Payload = buf[:d.payloadLen]
 		if _, err := io.ReadFull(r, m.Payload); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return nil, err
+			return nil, buf, err
 		}
 	}
 	if crc32.Checksum(m.Payload, castagnoli) != d.payloadCRC {
-		return nil, fmt.Errorf("%w: payload checksum", ErrBadMessage)
+		return nil, buf, fmt.Errorf("%w: payload checksum", ErrBadMessage)
 	}
-	return &m, nil
+	return &m, buf, nil
 }
 
 // reply builds the answer to req.

@@ -136,3 +136,45 @@ func FuzzMirrorHandle(f *testing.F) {
 		}
 	})
 }
+
+// ReadMessageBuf reads every payload into the one buffer it is given,
+// growing it only for a payload larger than any before, and still checks
+// each payload's CRC.
+func TestReadMessageBufReusesItsBuffer(t *testing.T) {
+	big := bytes.Repeat([]byte{7}, 8192)
+	msgs := []*Message{
+		{Type: MsgWrite, LUN: 1, Epoch: 1, Seq: 1, Length: 4096, Payload: bytes.Repeat([]byte{1}, 4096)},
+		{Type: MsgWrite, LUN: 1, Epoch: 1, Seq: 2, Length: 16, Payload: bytes.Repeat([]byte{2}, 16)},
+		{Type: MsgWrite, LUN: 1, Epoch: 1, Seq: 3, Length: 8192, Payload: big},
+		{Type: MsgFlush, LUN: 1, Epoch: 1},
+	}
+	var stream []byte
+	for _, m := range msgs {
+		stream = AppendMessage(stream, m)
+	}
+	r := bytes.NewReader(stream)
+	buf := make([]byte, 4096)
+	first := &buf[0]
+	for i, want := range msgs {
+		got, nbuf, err := ReadMessageBuf(r, 0, buf)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if !bytes.Equal(got.Payload, want.Payload) || got.Seq != want.Seq || got.Type != want.Type {
+			t.Fatalf("message %d: got %+v", i, got)
+		}
+		if len(want.Payload) > 0 && len(want.Payload) <= 4096 && &got.Payload[0] != first {
+			t.Fatalf("message %d: payload of %d bytes not read into the given buffer", i, len(want.Payload))
+		}
+		buf = nbuf
+	}
+	if cap(buf) < len(big) {
+		t.Fatalf("buffer not grown for the %d-byte payload: cap %d", len(big), cap(buf))
+	}
+	// A corrupted payload is refused, buffer or not.
+	bad := AppendMessage(nil, msgs[0])
+	bad[len(bad)-1] ^= 0xff
+	if _, _, err := ReadMessageBuf(bytes.NewReader(bad), 0, buf); !errors.Is(err, ErrBadMessage) {
+		t.Fatalf("corrupted payload: %v, want ErrBadMessage", err)
+	}
+}
