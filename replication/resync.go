@@ -64,6 +64,7 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	p.state = peerResyncing
 	p.unflushed = v.newUnflushed()
 	d := p.dirty
+	compare := p.compare
 	v.mu.Unlock()
 
 	prog := Progress{Node: node, RegionsTotal: d.Count(), Started: v.clock.Now()}
@@ -78,15 +79,13 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 			v.abortResync(p, conn)
 			return err
 		}
-		if p.compare {
-			off := r * v.cfg.RegionSize
-			same, err := v.verifyRegion(conn, epoch, off, min(v.cfg.RegionSize, v.store.Size()-off))
+		if compare {
+			same, err := v.compareRegion(p, conn, epoch, r)
 			if err != nil {
 				v.peerFailed(p, conn, epoch, err, 0, 0)
 				return err
 			}
 			if same {
-				d.Clear(r)
 				prog.RegionsDone++
 				prog.RegionsTotal = max(prog.RegionsTotal, prog.RegionsDone+d.Count())
 				continue
@@ -177,6 +176,29 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 		return fmt.Errorf("%w: %s failed while joining", ErrPeerFailed, node)
 	}
 	return nil
+}
+
+// compareRegion compares region r of the owner's copy with p's and, when
+// they are the same, clears r from p's dirty map. The range lock is held
+// from the comparison to the clear: a write to the region that fails on
+// the copy marks it dirty again only after the clear, never before it
+// (which the clear would undo).
+func (v *Volume) compareRegion(p *peer, conn Conn, epoch uint64, r int64) (bool, error) {
+	off := r * v.cfg.RegionSize
+	n := min(v.cfg.RegionSize, v.store.Size()-off)
+	held := v.ranges.lock(off, n)
+	defer v.ranges.unlock(held)
+	same, err := v.verifyLocked(conn, epoch, off, n)
+	if err != nil || !same {
+		return false, err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if p.state != peerResyncing || p.conn != conn {
+		return false, fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
+	}
+	p.dirty.Clear(r)
+	return true, nil
 }
 
 // ResyncFull marks every region of node's copy dirty (a new or wiped copy)

@@ -62,6 +62,11 @@ func (v *Volume) Verify(ctx context.Context, node NodeID) (VerifyReport, error) 
 func (v *Volume) verifyRegion(conn Conn, epoch uint64, off, n int64) (bool, error) {
 	held := v.ranges.lock(off, n)
 	defer v.ranges.unlock(held)
+	return v.verifyLocked(conn, epoch, off, n)
+}
+
+// verifyLocked is verifyRegion for a caller that holds the range lock.
+func (v *Volume) verifyLocked(conn Conn, epoch uint64, off, n int64) (bool, error) {
 	if err := v.serving(); err != nil {
 		return false, err
 	}

@@ -583,16 +583,29 @@ func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64, err error) *ep
 			break // the caller marks the region; the resync copies it
 		}
 		p.state = peerOutOfSync
-		if p.unflushed != nil {
-			p.dirty.Merge(p.unflushed)
-			p.unflushed = v.newUnflushed()
-		}
+		v.mergeUnflushedLocked(p)
 		v.logger.Warn("replication: mirror failed during resync", "peer", string(p.node))
 	}
 	if p.state == peerDropping {
 		return p.drop
 	}
 	return nil
+}
+
+// mergeUnflushedLocked marks dirty the regions p took since its last
+// flush (its cache may be gone: a crash of its machine) and returns the
+// dirty map's generation. A process that died on a machine that stayed up
+// still has them (the kernel keeps its dirty pages), so the resync then
+// compares each region before it copies it: only what differs goes over
+// the wire (like DRBD's csums-alg). Callers hold v.mu.
+func (v *Volume) mergeUnflushedLocked(p *peer) uint64 {
+	if p.unflushed == nil || p.unflushed.Count() == 0 {
+		return 0
+	}
+	gen := p.dirty.Merge(p.unflushed)
+	p.unflushed = v.newUnflushed()
+	p.compare = true
+	return gen
 }
 
 // runDrop commits the drop of p, then lets the writes it missed complete.
@@ -607,11 +620,7 @@ func (v *Volume) runDrop(p *peer, ep *episode, epoch uint64, join *episode) {
 		err = v.coord.DropFromInSync(context.Background(), v.lun, epoch, p.node)
 	}
 	v.mu.Lock()
-	var gen uint64
-	if p.unflushed != nil {
-		gen = p.dirty.Merge(p.unflushed)
-		p.unflushed = v.newUnflushed()
-	}
+	gen := v.mergeUnflushedLocked(p)
 	d := p.dirty
 	v.mu.Unlock()
 	if err == nil {
