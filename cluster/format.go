@@ -122,8 +122,10 @@ func writeCopies(w io.Writer, s Status) error {
 				if c.Owner {
 					node += " (owner)"
 				}
+				// Rate and ETA are known once the resync reported a
+				// second time (its first report has copied nothing).
 				rate, eta := "-", "-"
-				if c.State == CopyResyncing {
+				if c.State == CopyResyncing && c.RateBps > 0 {
 					rate = FormatRate(c.RateBps)
 					eta = (time.Duration(c.ETASeconds) * time.Second).String()
 				}

@@ -60,6 +60,19 @@ func TestWriteStatusTable(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
+
+	// A resync that has not reported a rate yet shows no rate and no
+	// ETA (not "0 B/s", "0s": done in no time).
+	s.Targets[0].LUNs[0].Copies[1] = CopyStatus{Node: "n2", State: CopyResyncing}
+	b.Reset()
+	if err := WriteStatusTable(&b, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(b.String(), "\n") {
+		if strings.Contains(line, "resyncing") && (strings.Contains(line, "0 B/s") || strings.Contains(line, " 0s ")) {
+			t.Errorf("a resync without a rate yet shows one: %q", line)
+		}
+	}
 }
 
 func TestStatusSaysWhyThereIsNoLeader(t *testing.T) {
