@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -116,14 +115,7 @@ func TestNoAcknowledgedWriteLost(t *testing.T) {
 
 	// Read the LUN through its owner, and check every block.
 	ownerNode := c.node(l.Owner)
-	back := filepath.Join(t.TempDir(), "back.img")
-	if out, err := tool("qemu-img", "convert", "-f", "raw", "-O", "raw", replURL(ownerNode, iqn, 0), back); err != nil {
-		t.Fatalf("read back through the owner %s: %v\n%s", l.Owner, err, out)
-	}
-	data, err := os.ReadFile(back)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readLUN(t, replURL(ownerNode, iqn, 0), "the owner "+l.Owner)
 	lost := 0
 	for b := range chaosBlocks {
 		blk := data[b*chaosBlock : (b+1)*chaosBlock]

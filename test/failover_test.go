@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,54 +23,23 @@ func TestOwnerKilledFailsOverToInSyncCopy(t *testing.T) {
 	needTools(t, "qemu-img")
 	const iqn = "iqn.2026-11.io.hatgt:failover"
 	c := newTestCluster(t, 3)
-	lead := c.leader()
-	var copies []*clusterProc // the two followers: killing the owner keeps the leader
-	for _, p := range c.nodes {
-		if p != lead {
-			copies = append(copies, p)
-		}
-	}
+	lead, copies, l := replOnFollowers(c, iqn, "64M")
 	owner, standby := copies[0], copies[1]
-	lead.hatgt("target", "create", iqn)
-	createReplicatedLUN(lead, iqn, 0, "64M", copies)
-	l := waitAllInSync(c, lead, iqn, 0, 60*time.Second)
 	epoch := l.Epoch
 
 	src, data := randomImage(t, 16<<20)
 	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(replURL(owner, iqn, 0)))
-	if out, err := tool("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, replURL(owner, iqn, 0)); err != nil {
-		t.Fatalf("write through the owner: %v\n%s", err, out)
-	}
+	writeImage(t, src, replURL(owner, iqn, 0), "the owner")
 	// The other copy's portal lists the LUN but refuses IO: standby.
 	out, err := tool("qemu-img", "info", replURL(standby, iqn, 0))
 	if err == nil || !strings.Contains(out, "NOT READY") {
 		t.Fatalf("IO through the standby copy's portal: err %v, output %s; want NOT READY (ALUA standby)", err, out)
 	}
 
-	killed := time.Now()
-	owner.kill9()
-	l = waitReplLUN(c, lead, iqn, 0, "the LUN moved to the in-sync copy", 60*time.Second, func(l *replLUN) (bool, string) {
-		return l.Owner == standby.id && l.Epoch > epoch, l.summary()
-	})
+	failOver(c, lead, iqn, epoch, "killed", owner.kill9, standby, data)
 	newOwner := standby
-	c.waitFor("the new owner serves the LUN", 30*time.Second, servesIO(replURL(newOwner, iqn, 0)))
-	t.Logf("owner %s killed; %s serves the LUN in epoch %d after %v", owner.id, newOwner.id, l.Epoch, time.Since(killed).Round(100*time.Millisecond))
-
-	back := filepath.Join(t.TempDir(), "back.img")
-	if out, err := tool("qemu-img", "convert", "-f", "raw", "-O", "raw", replURL(newOwner, iqn, 0), back); err != nil {
-		t.Fatalf("read through the new owner: %v\n%s", err, out)
-	}
-	got, err := os.ReadFile(back)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got[:len(data)], data) {
-		t.Fatal("data written before the owner died does not read back from the new owner")
-	}
 	src2, data2 := randomImage(t, 8<<20)
-	if out, err := tool("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src2, replURL(newOwner, iqn, 0)); err != nil {
-		t.Fatalf("write through the new owner: %v\n%s", err, out)
-	}
+	writeImage(t, src2, replURL(newOwner, iqn, 0), "the new owner")
 
 	owner.start()
 	l = waitAllInSync(c, lead, iqn, 0, 90*time.Second)
@@ -133,17 +101,8 @@ func TestOwnerLeaseBlipRecovers(t *testing.T) {
 	needTools(t, "qemu-img")
 	const iqn = "iqn.2026-11.io.hatgt:blip"
 	c := newNetnsCluster(t, 3)
-	lead := c.leader()
-	var copies []*clusterProc
-	for _, p := range c.nodes {
-		if p != lead {
-			copies = append(copies, p)
-		}
-	}
+	lead, copies, _ := replOnFollowers(c, iqn, "16M")
 	owner := copies[0]
-	lead.hatgt("target", "create", iqn)
-	createReplicatedLUN(lead, iqn, 0, "16M", copies)
-	waitAllInSync(c, lead, iqn, 0, 60*time.Second)
 	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(replURL(owner, iqn, 0)))
 
 	owner.isolate()
@@ -179,47 +138,36 @@ func TestOwnerPartitionedFailsOver(t *testing.T) {
 	needTools(t, "qemu-img")
 	const iqn = "iqn.2026-11.io.hatgt:cut-owner"
 	c := newNetnsCluster(t, 3)
-	lead := c.leader()
-	var copies []*clusterProc
-	for _, p := range c.nodes {
-		if p != lead {
-			copies = append(copies, p)
-		}
-	}
+	lead, copies, l := replOnFollowers(c, iqn, "32M")
 	owner, standby := copies[0], copies[1]
-	lead.hatgt("target", "create", iqn)
-	createReplicatedLUN(lead, iqn, 0, "32M", copies)
-	l := waitAllInSync(c, lead, iqn, 0, 60*time.Second)
 	epoch := l.Epoch
 	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(replURL(owner, iqn, 0)))
 	src, data := randomImage(t, 8<<20)
-	if out, err := tool("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, replURL(owner, iqn, 0)); err != nil {
-		t.Fatalf("write through the owner: %v\n%s", err, out)
-	}
+	writeImage(t, src, replURL(owner, iqn, 0), "the owner")
 
-	cut := time.Now()
-	owner.isolate()
-	l = waitReplLUN(c, lead, iqn, 0, "the LUN moved to the in-sync copy", 60*time.Second, func(l *replLUN) (bool, string) {
-		return l.Owner == standby.id && l.Epoch > epoch, l.summary()
-	})
-	c.waitFor("the new owner serves the LUN", 60*time.Second, servesIO(replURL(standby, iqn, 0)))
-	t.Logf("owner %s cut off; %s serves the LUN in epoch %d after %v", owner.id, standby.id, l.Epoch, time.Since(cut).Round(100*time.Millisecond))
-	back := filepath.Join(t.TempDir(), "back.img")
-	if out, err := tool("qemu-img", "convert", "-f", "raw", "-O", "raw", replURL(standby, iqn, 0), back); err != nil {
-		t.Fatalf("read through the new owner: %v\n%s", err, out)
-	}
-	got, err := os.ReadFile(back)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got[:len(data)], data) {
-		t.Fatal("data written before the cut does not read back from the new owner")
-	}
-
+	failOver(c, lead, iqn, epoch, "cut off", owner.isolate, standby, data)
 	owner.heal()
 	l = waitAllInSync(c, lead, iqn, 0, 90*time.Second)
 	if l.Owner != standby.id {
 		t.Fatalf("owner moved back to %s after the heal: %s", l.Owner, l.summary())
 	}
 	checkCopiesIdentical(t, c, iqn, l)
+}
+
+// failOver applies fault to the owner of LUN 0 of iqn (at epoch) and
+// waits until the LUN moved to standby in a newer epoch and standby
+// serves it, with data at its start. The time from the fault to the new
+// owner serving is logged (not asserted).
+func failOver(c *testCluster, lead *clusterProc, iqn string, epoch uint64, what string, fault func(), standby *clusterProc, data []byte) {
+	c.t.Helper()
+	start := time.Now()
+	fault()
+	l := waitReplLUN(c, lead, iqn, 0, "the LUN moved to the in-sync copy", 60*time.Second, func(l *replLUN) (bool, string) {
+		return l.Owner == standby.id && l.Epoch > epoch, l.summary()
+	})
+	c.waitFor("the new owner serves the LUN", 60*time.Second, servesIO(replURL(standby, iqn, 0)))
+	c.t.Logf("owner %s; %s serves the LUN in epoch %d after %v", what, standby.id, l.Epoch, time.Since(start).Round(100*time.Millisecond))
+	if got := readLUN(c.t, replURL(standby, iqn, 0), "the new owner"); !bytes.Equal(got[:len(data)], data) {
+		c.t.Fatalf("data written before the owner was %s does not read back from the new owner", what)
+	}
 }

@@ -384,3 +384,46 @@ func servesIO(url string) func() (bool, string) {
 		return err == nil, fmt.Sprintf("%v: %s", err, out)
 	}
 }
+
+// replOnFollowers creates target iqn with a LUN 0 of size whose two
+// copies are on the nodes that are not the Raft leader (killing or
+// cutting off either keeps the leader and the quorum), waits until both
+// are in sync, and returns the leader, the copies (the owner first) and
+// the LUN.
+func replOnFollowers(c *testCluster, iqn, size string) (*clusterProc, []*clusterProc, *replLUN) {
+	c.t.Helper()
+	lead := c.leader()
+	var copies []*clusterProc
+	for _, p := range c.nodes {
+		if p != lead {
+			copies = append(copies, p)
+		}
+	}
+	lead.hatgt("target", "create", iqn)
+	createReplicatedLUN(lead, iqn, 0, size, copies)
+	return lead, copies, waitAllInSync(c, lead, iqn, 0, 60*time.Second)
+}
+
+// writeImage writes the raw image file src to the start of the LUN
+// behind url (what names the path in a failure).
+func writeImage(t *testing.T, src, url, what string) {
+	t.Helper()
+	if out, err := tool("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, url); err != nil {
+		t.Fatalf("write through %s: %v\n%s", what, err, out)
+	}
+}
+
+// readLUN reads the whole LUN behind url (what names the path in a
+// failure).
+func readLUN(t *testing.T, url, what string) []byte {
+	t.Helper()
+	back := filepath.Join(t.TempDir(), "back.img")
+	if out, err := tool("qemu-img", "convert", "-f", "raw", "-O", "raw", url, back); err != nil {
+		t.Fatalf("read through %s: %v\n%s", what, err, out)
+	}
+	b, err := os.ReadFile(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

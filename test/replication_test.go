@@ -318,9 +318,12 @@ func TestMirrorPausedDuringWrites(t *testing.T) {
 	createReplicatedLUN(owner, iqn, 0, "32M", placement)
 	l := waitAllInSync(c, owner, iqn, 0, 60*time.Second)
 	waitBackingFiles(c, iqn, l)
-	before := *l
 	url := replURL(owner, iqn, 0)
 	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(url))
+	// Read again now that the owner serves: it claims an epoch of its
+	// own when it opens the LUN, which the first read may predate.
+	l = waitAllInSync(c, owner, iqn, 0, 60*time.Second)
+	before := *l
 
 	victim.pause()
 	resumed := false
