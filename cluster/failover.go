@@ -123,7 +123,7 @@ func (n *Node) failoverPass(ctx context.Context, f *failover) {
 				c = &cutOff{owner: l.Owner, epoch: l.Epoch, since: cutSince(now, contact, l.Owner)}
 				f.seen[k] = c
 				n.log.Info("LUN owner gone: failover pending", "target", t.IQN, "lun", l.LUN,
-					"owner", l.Owner, "reason", why, "after", (delay - now.Sub(c.since)).Round(time.Millisecond))
+					"owner", l.Owner, "reason", why, "after", max(delay-now.Sub(c.since), 0).Round(time.Millisecond))
 			}
 			if now.Sub(c.since) < delay {
 				continue
