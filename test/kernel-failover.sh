@@ -79,18 +79,8 @@ N1=${KF_PREFIX:-kf}1 N2=${KF_PREFIX:-kf}2 N3=${KF_PREFIX:-kf}3
 PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3 # (a pyenv shim takes 1-2 s a call)
 export HATGT_TOKEN=kf-token-$RANDOM$RANDOM$RANDOM
 
-pass=0 fail=0
-failed_names=()
-ok()  { pass=$((pass + 1)); echo "PASS $*"; }
-bad() { fail=$((fail + 1)); failed_names+=("$1"); echo "FAIL $*"; }
-
-finish() {
-  echo
-  [ ${#failed_names[@]} -gt 0 ] && printf 'failed: %s\n' "${failed_names[*]}"
-  echo "logs: $OUT"
-  echo "$pass passed, $fail failed"
-  [ "$fail" -eq 0 ]
-}
+# shellcheck source=test/kernel-lib.sh
+. "$ROOT/test/kernel-lib.sh"
 
 WATCH_PID=
 cleanup() {
@@ -112,25 +102,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ "$(id -u)" != 0 ]; then echo "kernel-failover.sh: run as root (run-vm.sh needs it)" >&2; exit 2; fi
-[ -x "$KI/run-vm.sh" ] || { echo "kernel-failover.sh: no $KI/run-vm.sh (set KI_TOOL)" >&2; exit 2; }
+ki_preflight kernel-failover.sh
 command -v python3 >/dev/null || { echo "kernel-failover.sh: needs python3 (reads hatgt status --json)" >&2; exit 2; }
-export PATH=$PATH:/usr/local/go/bin
-echo "logs in $OUT"
 
 # --- build ---------------------------------------------------------------
-SRC=$ROOT
-if [ -n "${KI_REV:-}" ]; then
-  SRC=$OUT/src; rm -rf "$SRC"; mkdir -p "$SRC"
-  (cd "$ROOT" && git archive "$KI_REV") | tar -x -C "$SRC" || { bad build "git archive $KI_REV failed"; finish; exit 1; }
-fi
-if [ -n "${KF_HATGT:-}" ]; then # a hatgt built elsewhere (e.g. with a fix under test)
-  cp "$KF_HATGT" "$OUT/hatgt" && ok "binary $KF_HATGT" || { bad build "no $KF_HATGT"; finish; exit 1; }
-elif (cd "$SRC" && go build -o "$OUT/hatgt" ./cmd/hatgt) >"$OUT/build.log" 2>&1; then
-  ok "build ${KI_REV:-working tree} ($(cd "$ROOT" && git log -1 --format='%h %s' ${KI_REV:-HEAD} 2>/dev/null | cut -c1-60))"
-else
-  bad build "$(tail -5 "$OUT/build.log")"; finish; exit 1
-fi
+ki_build "${KF_HATGT:-}" # KF_HATGT: a hatgt built elsewhere (e.g. with a fix under test)
 H=$OUT/kfnode # not "hatgt": others' `pkill -f hatgt` must not meet our nodes
 mv "$OUT/hatgt" "$H"
 "$KI/run-vm.sh" --build-only >"$OUT/vm-build.log" 2>&1 || { bad vm-build "$(tail -5 "$OUT/vm-build.log")"; finish; exit 1; }
@@ -215,18 +191,8 @@ EPOCH0=$(echo "$info" | cut -d' ' -f2)
 # --- guest script ------------------------------------------------------------
 # Sourced by the guest's sh after /ki/lib.sh. Each check prints
 # "KI_CHECK PASS name" or "KI_CHECK FAIL name: detail"; the host counts them.
-cat >"$OUT/guest.sh" <<'EOF'
-ck() { # NAME SHELL-CODE...: eval it in a subshell, report
-  local n=$1; shift
-  if ( eval "$*" ) >/tmp/ck.out 2>&1; then echo "KI_CHECK PASS $n"
-  else echo "KI_CHECK FAIL $n: $(tail -4 /tmp/ck.out | tr '\n' ' ' | cut -c1-300)"; fi
-  cat /tmp/ck.out
-}
-ck_fatal() { # like ck, but exit the script on failure
-  local n=$1; shift
-  if ( eval "$*" ) >/tmp/ck.out 2>&1; then echo "KI_CHECK PASS $n"; cat /tmp/ck.out
-  else echo "KI_CHECK FAIL $n: $(tail -4 /tmp/ck.out | tr '\n' ' ' | cut -c1-300)"; cat /tmp/ck.out; exit 20; fi
-}
+ki_guest_checks >"$OUT/guest.sh"
+cat >>"$OUT/guest.sh" <<'EOF'
 now() { cut -d' ' -f1 /proc/uptime; }
 S=/ki/share
 wait_file() { # FILE SECS

@@ -71,18 +71,8 @@ MODES=${*:-smoke multipath}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-pass=0 fail=0
-failed_names=()
-ok()  { pass=$((pass + 1)); echo "PASS $*"; }
-bad() { fail=$((fail + 1)); failed_names+=("$1"); echo "FAIL $*"; }
-
-finish() {
-  echo
-  [ ${#failed_names[@]} -gt 0 ] && printf 'failed: %s\n' "${failed_names[*]}"
-  echo "logs: $OUT"
-  echo "$pass passed, $fail failed"
-  [ "$fail" -eq 0 ]
-}
+# shellcheck source=test/kernel-lib.sh
+. "$ROOT/test/kernel-lib.sh"
 
 HATGT_PID= WATCH_PID=
 cleanup() {
@@ -97,22 +87,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ "$(id -u)" != 0 ]; then echo "kernel-initiator.sh: run as root (run-vm.sh needs it)" >&2; exit 2; fi
-[ -x "$KI/run-vm.sh" ] || { echo "kernel-initiator.sh: no $KI/run-vm.sh (set KI_TOOL)" >&2; exit 2; }
-export PATH=$PATH:/usr/local/go/bin
-echo "logs in $OUT"
+ki_preflight kernel-initiator.sh
 
 # --- build ---------------------------------------------------------------
-SRC=$ROOT
-if [ -n "${KI_REV:-}" ]; then # build a commit, not the working tree
-  SRC=$OUT/src; rm -rf "$SRC"; mkdir -p "$SRC"
-  (cd "$ROOT" && git archive "$KI_REV") | tar -x -C "$SRC" || { bad build "git archive $KI_REV failed"; finish; exit 1; }
-fi
-if (cd "$SRC" && go build -o "$OUT/hatgt" ./cmd/hatgt) >"$OUT/build.log" 2>&1; then
-  ok "build ${KI_REV:-working tree} ($(cd "$ROOT" && git log -1 --format='%h %s' ${KI_REV:-HEAD} 2>/dev/null | cut -c1-60))"
-else
-  bad build "$(tail -5 "$OUT/build.log")"; finish; exit 1
-fi
+ki_build
 "$KI/run-vm.sh" --build-only >"$OUT/vm-build.log" 2>&1 || { bad vm-build "$(tail -5 "$OUT/vm-build.log")"; finish; exit 1; }
 
 # --- ports + config --------------------------------------------------------
@@ -161,18 +139,8 @@ else bad hatgt-start "$(tail -5 "$OUT/hatgt.log")"; finish; exit 1; fi
 # --- guest scripts ---------------------------------------------------------
 # Sourced by the guest's sh after /ki/lib.sh. Each check prints
 # "KI_CHECK PASS name" or "KI_CHECK FAIL name: detail"; the host counts them.
-cat >"$OUT/guest-lib.sh" <<'EOF'
-ck() { # NAME SHELL-CODE...: eval it in a subshell, report
-  local n=$1; shift
-  if ( eval "$*" ) >/tmp/ck.out 2>&1; then echo "KI_CHECK PASS $n"
-  else echo "KI_CHECK FAIL $n: $(tail -4 /tmp/ck.out | tr '\n' ' ' | cut -c1-300)"; fi
-  cat /tmp/ck.out
-}
-ck_fatal() { # like ck, but exit the script on failure
-  local n=$1; shift
-  if ( eval "$*" ) >/tmp/ck.out 2>&1; then echo "KI_CHECK PASS $n"; cat /tmp/ck.out
-  else echo "KI_CHECK FAIL $n: $(tail -4 /tmp/ck.out | tr '\n' ' ' | cut -c1-300)"; cat /tmp/ck.out; exit 20; fi
-}
+ki_guest_checks >"$OUT/guest-lib.sh"
+cat >>"$OUT/guest-lib.sh" <<'EOF'
 same() { cmp "$1" "$2"; }
 readback() { # DEV OFFSET_MIB COUNT_MIB FILE: O_DIRECT read
   rm -f $4; dd if=/dev/$1 of=$4 bs=1M skip=$2 count=$3 iflag=direct

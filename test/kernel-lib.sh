@@ -1,0 +1,62 @@
+# kernel-lib.sh - what test/kernel-initiator.sh and test/kernel-failover.sh
+# share: check counters, preflight, building hatgt, and the guest's check
+# functions. Sourced (not run) by both; they set ROOT, KI and OUT first.
+
+pass=0 fail=0
+failed_names=()
+ok()  { pass=$((pass + 1)); echo "PASS $*"; }
+bad() { fail=$((fail + 1)); failed_names+=("$1"); echo "FAIL $*"; }
+
+finish() {
+  echo
+  [ ${#failed_names[@]} -gt 0 ] && printf 'failed: %s\n' "${failed_names[*]}"
+  echo "logs: $OUT"
+  echo "$pass passed, $fail failed"
+  [ "$fail" -eq 0 ]
+}
+
+# ki_preflight NAME: exit 2 unless root and run-vm.sh is there.
+ki_preflight() {
+  if [ "$(id -u)" != 0 ]; then echo "$1: run as root (run-vm.sh needs it)" >&2; exit 2; fi
+  [ -x "$KI/run-vm.sh" ] || { echo "$1: no $KI/run-vm.sh (set KI_TOOL)" >&2; exit 2; }
+  export PATH=$PATH:/usr/local/go/bin
+  echo "logs in $OUT"
+}
+
+# ki_build [BINARY]: $OUT/hatgt from the working tree, or from commit
+# KI_REV (git archive), or a copy of BINARY (built elsewhere); exits on
+# failure.
+ki_build() {
+  local src=$ROOT
+  if [ -n "${KI_REV:-}" ]; then
+    src=$OUT/src; rm -rf "$src"; mkdir -p "$src"
+    (cd "$ROOT" && git archive "$KI_REV") | tar -x -C "$src" || { bad build "git archive $KI_REV failed"; finish; exit 1; }
+  fi
+  if [ -n "${1:-}" ]; then
+    cp "$1" "$OUT/hatgt" && ok "binary $1" || { bad build "no $1"; finish; exit 1; }
+  elif (cd "$src" && go build -o "$OUT/hatgt" ./cmd/hatgt) >"$OUT/build.log" 2>&1; then
+    ok "build ${KI_REV:-working tree} ($(cd "$ROOT" && git log -1 --format='%h %s' ${KI_REV:-HEAD} 2>/dev/null | cut -c1-60))"
+  else
+    bad build "$(tail -5 "$OUT/build.log")"; finish; exit 1
+  fi
+}
+
+# ki_guest_checks prints the guest's check functions, for the top of a
+# guest script (sourced by the guest's sh after /ki/lib.sh). Each check
+# prints "KI_CHECK PASS name" or "KI_CHECK FAIL name: detail"; the host
+# counts them.
+ki_guest_checks() {
+  cat <<'EOF'
+ck() { # NAME SHELL-CODE...: eval it in a subshell, report
+  local n=$1; shift
+  if ( eval "$*" ) >/tmp/ck.out 2>&1; then echo "KI_CHECK PASS $n"
+  else echo "KI_CHECK FAIL $n: $(tail -4 /tmp/ck.out | tr '\n' ' ' | cut -c1-300)"; fi
+  cat /tmp/ck.out
+}
+ck_fatal() { # like ck, but exit the script on failure
+  local n=$1; shift
+  if ( eval "$*" ) >/tmp/ck.out 2>&1; then echo "KI_CHECK PASS $n"; cat /tmp/ck.out
+  else echo "KI_CHECK FAIL $n: $(tail -4 /tmp/ck.out | tr '\n' ' ' | cut -c1-300)"; cat /tmp/ck.out; exit 20; fi
+}
+EOF
+}
