@@ -27,6 +27,14 @@ func TestLayering(t *testing.T) {
 		{"replication", func(d string) bool {
 			return !strings.HasPrefix(d, "github.com/hashicorp/") && d != mod+"cluster"
 		}},
+		// The node runtime sits on top of every layer but the binary.
+		{"agent", func(d string) bool {
+			switch strings.TrimPrefix(d, mod) {
+			case "cluster", "replication", "target", "scsi", "alua", "blockstore":
+				return true
+			}
+			return !strings.HasPrefix(d, mod)
+		}},
 	}
 	for _, tc := range tests {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "../"+tc.pkg).CombinedOutput()
@@ -39,6 +47,27 @@ func TestLayering(t *testing.T) {
 				continue
 			}
 			t.Errorf("%s imports %s, which its layer must not", tc.pkg, dep)
+		}
+	}
+}
+
+// TestAgentImportedOnlyByTheBinary checks that the node runtime is a leaf:
+// no package of the module but cmd/hatgt imports package agent (tests may).
+func TestAgentImportedOnlyByTheBinary(t *testing.T) {
+	const mod = "github.com/hatgt/hatgt/"
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "../...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] == mod+"cmd/hatgt" || f[0] == mod+"agent" {
+			continue
+		}
+		for _, imp := range f[1:] {
+			if imp == mod+"agent" {
+				t.Errorf("%s imports agent: only cmd/hatgt may", f[0])
+			}
 		}
 	}
 }

@@ -13,15 +13,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/cluster"
-	"github.com/hatgt/hatgt/replication"
-	"github.com/hatgt/hatgt/target"
 )
 
 // Default ports of a cluster node, all on its --bind address.
@@ -225,182 +223,31 @@ func serveClusterCommand(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	cn, err := startClusterNode(f, dataDir, log, stderr)
+	cc := cluster.DefaultConfig()
+	// Retry a failed reconcile (a file that could not be created, a node
+	// not registered yet) soon.
+	cc.ReconcileInterval = 2 * time.Second
+	cc.Logger = hclog.New(&hclog.LoggerOptions{Name: "cluster", Level: hclogLevel(f.logLevel), Output: stderr})
+	a, err := agent.New(ctx, agent.Config{
+		NodeID: f.nodeID, DataDir: dataDir, Bootstrap: f.bootstrap, Join: f.join,
+		ISCSIAddr: f.addr(f.ports.iscsi), APIAddr: apiAddr, RaftAddr: f.addr(f.ports.raft),
+		GossipAddr: f.addr(f.ports.gossip), ReplAddr: f.addr(f.ports.repl),
+		Token: f.token, GossipKey: f.gossipKey, ResyncRate: f.resyncRate,
+		Cluster: cc, Logger: log,
+	}, agent.Deps{})
 	if err != nil {
 		fmt.Fprintf(stderr, "hatgt: %v\n", err)
 		return 1
 	}
-	printClusterBanner(stdout, f, cn)
-
-	if f.join != "" {
-		go cn.joinLoop(ctx, f.join)
-	}
-	var failed error
-	select {
-	case <-ctx.Done():
-		log.Info("signal received, shutting down", "timeout", f.shutdown)
-	case <-cn.node.Done():
-		log.Info("left the cluster, shutting down")
-	case err := <-cn.errc:
-		failed = err
-		log.Error("shutting down", "err", err)
-	}
+	printClusterBanner(stdout, f, a)
+	failed := a.Run(ctx, f.shutdown)
 	stop()
-	sctx, cancel := context.WithTimeout(context.Background(), f.shutdown)
-	defer cancel()
-	if err := cn.shutdown(sctx); err != nil {
-		log.Error("shutdown", "err", err)
-		failed = cmpOr(failed, err)
-	}
 	if failed != nil {
 		fmt.Fprintf(stderr, "hatgt: %v\n", failed)
 		return 1
 	}
 	log.Info("stopped")
 	return 0
-}
-
-// clusterNode is a running cluster-mode node.
-type clusterNode struct {
-	log     *slog.Logger
-	node    *cluster.Node
-	srv     *target.Server
-	rec     *reconciler
-	repl    *replicaHost
-	iscsi   net.Listener
-	api     net.Listener
-	portal  string
-	cancel  context.CancelFunc // stops the API
-	apiDone chan struct{}
-	errc    chan error // a portal or the API failed
-}
-
-// startClusterNode listens on the iSCSI and API ports, starts the cluster
-// node with the reconciler, and serves both. On error nothing is left
-// running.
-func startClusterNode(f *clusterServeFlags, dataDir string, log *slog.Logger, logOut io.Writer) (_ *clusterNode, err error) {
-	cn := &clusterNode{log: log, errc: make(chan error, 2), apiDone: make(chan struct{})}
-	var nodePtr atomic.Pointer[cluster.Node]
-	stateFn := func() *cluster.State {
-		if n := nodePtr.Load(); n != nil {
-			return n.FSM().State()
-		}
-		return nil
-	}
-	// Listen first: a busy port is the commonest start-up failure.
-	if cn.iscsi, err = net.Listen("tcp", f.addr(f.ports.iscsi)); err != nil {
-		return nil, fmt.Errorf("iSCSI portal %s: %w", f.addr(f.ports.iscsi), listenError(err))
-	}
-	defer func() {
-		if err != nil {
-			cn.iscsi.Close()
-			if cn.api != nil {
-				cn.api.Close()
-			}
-		}
-	}()
-	if cn.api, err = net.Listen("tcp", f.addr(f.ports.api)); err != nil {
-		return nil, fmt.Errorf("admin API %s: %w", f.addr(f.ports.api), listenError(err))
-	}
-	replLn, err := net.Listen("tcp", f.addr(f.ports.repl))
-	if err != nil {
-		return nil, fmt.Errorf("replication port %s: %w", f.addr(f.ports.repl), listenError(err))
-	}
-	defer func() {
-		if err != nil {
-			replLn.Close()
-		}
-	}()
-	cn.portal = cn.iscsi.Addr().String()
-
-	var rec *reconciler
-	cn.srv, err = target.NewServer(target.ServerConfig{
-		Logger:  log.With("component", "target"),
-		Portals: func(name string) []target.Portal { return rec.portals(name) },
-	})
-	if err != nil {
-		return nil, err
-	}
-	rec = newReconciler(log.With("component", "reconcile"), cn.srv, f.nodeID, stateFn)
-	cn.rec = rec
-	cn.repl = newReplicaHost(log.With("component", "replication"), f.nodeID, dataDir, replLn, replicationResolver(stateFn))
-	cn.repl.resyncRate = f.resyncRate
-	rec.repl = cn.repl
-
-	cfg := cluster.DefaultConfig()
-	cfg.NodeID, cfg.DataDir = f.nodeID, dataDir
-	cfg.RaftAddr = f.addr(f.ports.raft)
-	cfg.GossipAddr = f.addr(f.ports.gossip)
-	cfg.APIAddr = cn.api.Addr().String()
-	cfg.ISCSIPortal = cn.portal
-	cfg.ReplicationAddr = f.addr(f.ports.repl)
-	cfg.GossipKey = f.gossipKey
-	cfg.Token = f.token
-	cfg.Bootstrap = f.bootstrap
-	// Retry a failed reconcile (a file that could not be created, a node
-	// not registered yet) soon.
-	cfg.ReconcileInterval = 2 * time.Second
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "cluster", Level: hclogLevel(f.logLevel), Output: logOut})
-
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	// The replication side needs the node, and the node's first reconcile
-	// needs the replication side: it waits for ready.
-	ready := make(chan struct{})
-	cfg.Reconciler = cluster.ReconcilerFunc(func(ctx context.Context, d *cluster.Desired) error {
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		return rec.Reconcile(ctx, d)
-	})
-	cn.node, err = cluster.Start(sctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	nodePtr.Store(cn.node)
-	cn.repl.coord = cluster.NewCoordinator(cn.node)
-	cn.repl.state = stateFn
-	if l, ok := any(cn.node).(interface{ HoldsLease() bool }); ok {
-		cn.repl.lease = l.HoldsLease
-	}
-	cn.repl.propose = func(ctx context.Context, iqn string, lun uint64, owner string, epoch uint64) error {
-		cmd, err := cluster.NewCommand(cluster.CmdLUNSetOwner, cluster.LUNSetOwner{IQN: iqn, LUN: lun, Owner: owner, Epoch: epoch})
-		if err == nil {
-			_, err = cn.node.Apply(ctx, cmd)
-		}
-		return err
-	}
-	cn.repl.reconcile = func() {
-		fsm := cn.node.FSM()
-		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		d := cluster.DesiredFor(fsm.State(), f.nodeID, dataDir, fsm.AppliedIndex())
-		if err := rec.Reconcile(rctx, d); err != nil {
-			log.Debug("reconcile after a deposed volume", "err", err)
-		}
-	}
-	cn.repl.start(cn.errc)
-	close(ready)
-
-	actx, acancel := context.WithCancel(context.Background())
-	cn.cancel = acancel
-	go func() {
-		defer close(cn.apiDone)
-		api := cluster.NewAPI(cn.node)
-		api.SetVerifier(cn.repl.verifier())
-		if err := api.Serve(actx, cn.api); err != nil {
-			cn.errc <- fmt.Errorf("admin API: %w", err)
-		}
-	}()
-	go func() {
-		if err := cn.srv.Serve(cn.iscsi); err != nil && !errors.Is(err, target.ErrServerClosed) {
-			cn.errc <- fmt.Errorf("portal %s: %w", cn.portal, err)
-		}
-	}()
-	log.Info("serving", "portal", cn.portal, "api", cfg.APIAddr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr)
-	return cn, nil
 }
 
 func hclogLevel(l slog.Level) hclog.Level {
@@ -415,83 +262,11 @@ func hclogLevel(l slog.Level) hclog.Level {
 	return hclog.Error
 }
 
-// member reports whether this node is already a voter of a cluster (a
-// restart, or a join that went through).
-func (cn *clusterNode) member() bool {
-	fut := cn.node.Raft().GetConfiguration()
-	if fut.Error() != nil {
-		return false
-	}
-	for _, s := range fut.Configuration().Servers {
-		if string(s.ID) == cn.node.ID() {
-			return true
-		}
-	}
-	return false
-}
-
-// joinLoop joins the cluster through peer, retrying until it succeeds or
-// ctx ends: the peer may be starting too.
-func (cn *clusterNode) joinLoop(ctx context.Context, peer string) {
-	if cn.member() {
-		cn.log.Info("already a cluster member, not joining again", "peer", peer)
-		return
-	}
-	for attempt := 0; ; attempt++ {
-		jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := cn.node.JoinVia(jctx, peer)
-		cancel()
-		if err == nil {
-			cn.log.Info("joined the cluster", "peer", peer)
-			return
-		}
-		if attempt == 0 || attempt%10 == 0 {
-			cn.log.Warn("join failed, retrying", "peer", peer, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-cn.node.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// shutdown stops the cluster node (without leaving: the others see it as
-// down), drains the iSCSI server, then flushes and closes every LUN.
-func (cn *clusterNode) shutdown(ctx context.Context) error {
-	var first error
-	if err := cn.node.Shutdown(); err != nil {
-		first = fmt.Errorf("cluster: %w", err)
-	}
-	cn.cancel()
-	<-cn.apiDone
-	if err := cn.srv.Shutdown(ctx); err != nil {
-		cn.log.Warn("commands still in flight when the shutdown timeout expired; connections closed", "err", err)
-	}
-	cn.iscsi.Close()
-	cn.repl.stop()
-	if err := cn.rec.close(); err != nil {
-		if errors.Is(err, replication.ErrNotOwner) {
-			// A replicated LUN's last flush could not reach a copy
-			// and, Raft being stopped, not drop it either: the copy
-			// stays in sync in Raft, and the next owner compares it
-			// with its own copy (CheckOnOpen) before trusting it.
-			cn.log.Warn("closing replicated LUNs: a copy missed the last flush", "err", err)
-		} else {
-			cn.log.Error("closing LUNs", "err", err)
-			first = cmpOr(first, err)
-		}
-	}
-	return first
-}
-
-func printClusterBanner(w io.Writer, f *clusterServeFlags, cn *clusterNode) {
+func printClusterBanner(w io.Writer, f *clusterServeFlags, a *agent.Agent) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "hatgt %s node %s is running\n", version, f.nodeID)
-	fmt.Fprintf(&b, "  portal  %s\n", cn.portal)
-	fmt.Fprintf(&b, "  api     %s\n", cn.api.Addr())
+	fmt.Fprintf(&b, "  portal  %s\n", a.Portal())
+	fmt.Fprintf(&b, "  api     %s\n", a.APIAddr())
 	fmt.Fprintf(&b, "  raft    %s\n", f.addr(f.ports.raft))
 	fmt.Fprintf(&b, "  gossip  %s\n", f.addr(f.ports.gossip))
 	fmt.Fprintf(&b, "  repl    %s\n", f.addr(f.ports.repl))
@@ -501,25 +276,9 @@ func printClusterBanner(w io.Writer, f *clusterServeFlags, cn *clusterNode) {
 	case f.join != "":
 		fmt.Fprintf(&b, "joining the cluster through %s\n", f.join)
 	}
-	fmt.Fprintf(&b, "manage it with: HATGT_ADDR=%s hatgt status\n", cn.api.Addr())
+	fmt.Fprintf(&b, "manage it with: HATGT_ADDR=%s hatgt status\n", a.APIAddr())
 	io.WriteString(w, b.String())
 	if fl, ok := w.(*os.File); ok {
 		fl.Sync()
-	}
-}
-
-// replicationResolver finds a node's replication address in the cluster
-// state.
-func replicationResolver(state func() *cluster.State) replication.Resolver {
-	return func(id replication.NodeID) (string, error) {
-		st := state()
-		if st == nil {
-			return "", errors.New("cluster state not available yet")
-		}
-		ni := st.Nodes[string(id)]
-		if ni == nil || ni.ReplicationAddr == "" {
-			return "", fmt.Errorf("node %s has no replication address in the cluster state", id)
-		}
-		return ni.ReplicationAddr, nil
 	}
 }

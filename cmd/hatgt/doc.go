@@ -5,8 +5,9 @@
 //	hatgt status | target | lun | acl | chap | join | leave | node
 //	                                  cluster management over the admin API
 //
-// main wires the packages together and owns nothing else: target (iSCSI),
-// scsi (device server), blockstore (backends), config (the file format) and
-// cluster (Raft state, membership, admin API). Every error a user can cause
+// main parses flags, runs the CLI and wires the packages together; it owns
+// nothing else. A cluster node's runtime is package agent (agent.New, Run);
+// the single-node "serve --dev" / "serve --config" runtime still lives in
+// node.go until it joins agent too. Every error a user can cause
 // ends in one line that says what to fix and a non-zero exit status.
 package main

@@ -9,6 +9,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/blockstore"
 	"github.com/hatgt/hatgt/config"
 	"github.com/hatgt/hatgt/scsi"
@@ -129,7 +130,7 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 	if s.Size() < int64(l.Sector) {
 		return nil, fmt.Errorf("%s: %d bytes is smaller than one %d-byte sector", l.Path, s.Size(), l.Sector)
 	}
-	serial, naa := lunIdentity(targetName, l.Number)
+	serial, naa := agent.LUNIdentity(targetName, l.Number)
 	if l.SerialNumber != "" {
 		serial = l.SerialNumber
 	}

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/hatgt/hatgt/cluster"
-	"github.com/hatgt/hatgt/replication"
 )
 
 // errCopiesDiffer makes "hatgt lun verify" exit 1 after printing what
@@ -91,48 +89,5 @@ func printVerify(c *clusterCLI, r *cluster.VerifyResult) {
 		for _, reg := range cp.Divergent {
 			fmt.Fprintf(c.out, "    %s region %d: bytes %d-%d %s\n", cp.Node, reg, reg*rs, (reg+1)*rs-1, what)
 		}
-	}
-}
-
-// verifier serves online verify on the owner: every other copy of the LUN
-// is compared with this node's, one after the other, while IO goes on.
-func (h *replicaHost) verifier() cluster.LUNVerifier {
-	return func(ctx context.Context, iqn string, lun uint64, repair bool) (*cluster.VerifyResult, error) {
-		st := h.state()
-		if st == nil {
-			return nil, cluster.ErrNotLUNOwner
-		}
-		var l *cluster.LUN
-		for _, t := range st.Targets {
-			if strings.EqualFold(t.IQN, iqn) {
-				l = t.LUNs[lun]
-			}
-		}
-		if l == nil {
-			return nil, &cluster.Error{Code: cluster.ErrUnknownLUN.Code, Message: fmt.Sprintf("no LUN %d on %s", lun, iqn)}
-		}
-		v := h.volume(l.ID)
-		if l.Owner != h.self || v == nil || v.Serving() != nil {
-			return nil, &cluster.Error{Code: cluster.ErrNotLUNOwner.Code,
-				Message: fmt.Sprintf("node %s does not serve LUN %d of %s as its owner (the owner is %q)", h.self, lun, iqn, l.Owner)}
-		}
-		res := &cluster.VerifyResult{Target: l.Target, LUN: lun, Owner: h.self, Epoch: v.Epoch(),
-			RegionSize: replication.DefaultConfig().RegionSize, Repair: repair}
-		for _, node := range l.Placement {
-			if node == h.self {
-				continue
-			}
-			check := v.Verify
-			if repair && slices.Contains(l.InSync, node) {
-				check = v.Repair
-			}
-			rep, err := check(ctx, replication.NodeID(node))
-			vc := cluster.VerifyCopy{Node: node, Regions: rep.Regions, BytesCompared: rep.BytesCompared, Divergent: rep.Divergent}
-			if err != nil {
-				vc.Error = err.Error()
-			}
-			res.Copies = append(res.Copies, vc)
-		}
-		return res, nil
 	}
 }

@@ -1,18 +1,15 @@
-package main
+package agent
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/hatgt/hatgt/alua"
-	"github.com/hatgt/hatgt/blockstore"
 	"github.com/hatgt/hatgt/cluster"
 	"github.com/hatgt/hatgt/scsi"
 	"github.com/hatgt/hatgt/target"
@@ -50,7 +47,7 @@ type reconciler struct {
 	state func() *cluster.State
 	// open opens the store of an owned LUN; ensure creates the backing
 	// file of a LUN placed here. Tests replace them.
-	open   func(l cluster.DesiredLUN) (store, error)
+	open   func(l cluster.DesiredLUN) (Store, error)
 	ensure func(l cluster.DesiredLUN) (created bool, err error)
 
 	// repl is the node's replication side; nil serves every LUN from its
@@ -81,11 +78,11 @@ type targetSpec struct {
 	tpgt  uint16
 }
 
-// runLUN is an owned LUN this node serves: over its store, or for a
+// runLUN is an owned LUN this node serves: over its Store, or for a
 // replicated LUN over the owner Volume of copy c.
 type runLUN struct {
 	lun cluster.DesiredLUN
-	s   store
+	s   Store
 	c   *replicaCopy
 	lu  *scsi.LU
 	// For a replicated LUN: the backend that switches between the owner
@@ -99,8 +96,8 @@ func newReconciler(log *slog.Logger, srv targetServer, nodeID string, state func
 		log: log, srv: srv, nodeID: nodeID, state: state,
 		targets: map[string]*runTarget{}, ensured: map[string]uint64{}, created: map[string]bool{},
 	}
-	r.open = r.openStore
-	r.ensure = ensureBacking
+	r.open = func(l cluster.DesiredLUN) (Store, error) { return OpenStore(l, log) }
+	r.ensure = EnsureBacking
 	return r
 }
 
@@ -268,48 +265,6 @@ func (r *reconciler) ensureOnce(l cluster.DesiredLUN) error {
 	return nil
 }
 
-// ensureBacking makes sure a fileio LUN's file exists with the LUN's size
-// (created sparse when missing: created says so). A block device must
-// exist already.
-func ensureBacking(l cluster.DesiredLUN) (created bool, err error) {
-	if l.LUN.Backing == cluster.BackingBlock {
-		if _, err := os.Stat(l.BackingPath); err != nil {
-			return false, fmt.Errorf("block device: %w", err)
-		}
-		return false, nil
-	}
-	if st, err := os.Stat(l.BackingPath); err == nil {
-		if !st.Mode().IsRegular() || st.Size() == int64(l.LUN.Size) {
-			return false, nil
-		}
-		return false, fmt.Errorf("%s is %d bytes, not the LUN's %d: hatgt does not resize an existing LUN file", l.BackingPath, st.Size(), l.LUN.Size)
-	}
-	if l.LUN.IOMode == cluster.IOModeReadOnly {
-		return false, fmt.Errorf("%s does not exist, and a read-only LUN is never created", l.BackingPath)
-	}
-	if err := os.MkdirAll(filepath.Dir(l.BackingPath), 0o750); err != nil {
-		return false, err
-	}
-	s, err := blockstore.OpenFile(l.BackingPath, blockstore.Options{Size: int64(l.LUN.Size), Mode: blockstore.WriteBack, Create: true})
-	if err != nil {
-		return false, err
-	}
-	return true, s.Close()
-}
-
-// openStore opens the backing store of an owned LUN.
-func (r *reconciler) openStore(l cluster.DesiredLUN) (store, error) {
-	mode, err := blockstore.ParseMode(l.LUN.IOMode)
-	if err != nil {
-		return nil, err
-	}
-	opts := blockstore.Options{Mode: mode, Size: int64(l.LUN.Size), Logger: r.log}
-	if l.LUN.Backing == cluster.BackingBlock {
-		return blockstore.OpenBlockDevice(l.BackingPath, opts)
-	}
-	return blockstore.OpenFile(l.BackingPath, opts)
-}
-
 func (r *reconciler) startLUN(rt *runTarget, l cluster.DesiredLUN) error {
 	s, err := r.open(l)
 	if err != nil {
@@ -319,15 +274,15 @@ func (r *reconciler) startLUN(rt *runTarget, l cluster.DesiredLUN) error {
 }
 
 // exposeLUN serves s as LUN l of rt; on error s is closed.
-func (r *reconciler) exposeLUN(rt *runTarget, l cluster.DesiredLUN, s store, c *replicaCopy) error {
+func (r *reconciler) exposeLUN(rt *runTarget, l cluster.DesiredLUN, s Store, c *replicaCopy) error {
 	_, err := r.exposeLUNWith(rt, l, s, c, nil)
 	return err
 }
 
 // exposeLUNWith is exposeLUN with the LU's port groups (nil: one
 // Active/Optimized group) and returns the run LUN.
-func (r *reconciler) exposeLUNWith(rt *runTarget, l cluster.DesiredLUN, s store, c *replicaCopy, groups scsi.PortGroupState) (*runLUN, error) {
-	serial, naa := lunIdentity(rt.iqn, l.LUN.LUN)
+func (r *reconciler) exposeLUNWith(rt *runTarget, l cluster.DesiredLUN, s Store, c *replicaCopy, groups scsi.PortGroupState) (*runLUN, error) {
+	serial, naa := LUNIdentity(rt.iqn, l.LUN.LUN)
 	lu, err := scsi.NewLU(s, scsi.LUConfig{
 		PortGroups:   groups,
 		BlockSize:    l.LUN.SectorSize,
@@ -348,7 +303,7 @@ func (r *reconciler) exposeLUNWith(rt *runTarget, l cluster.DesiredLUN, s store,
 	rl := &runLUN{lun: l, s: s, c: c, lu: lu}
 	rt.luns[l.LUN.LUN] = rl
 	r.log.Info("serving LUN", "target", rt.iqn, "lun", l.LUN.LUN, "path", l.BackingPath,
-		"size", humanSize(int64(l.LUN.Size)), "epoch", l.LUN.Epoch)
+		"size", cluster.FormatSize(l.LUN.Size), "epoch", l.LUN.Epoch)
 	return rl, nil
 }
 

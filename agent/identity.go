@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"crypto/sha256"
@@ -13,12 +13,12 @@ import (
 // company ID has.
 const identityOUI = 0x026874
 
-// lunIdentity derives the unit serial number (VPD page 0x80) and the NAA
+// LUNIdentity derives the unit serial number (VPD page 0x80) and the NAA
 // IEEE Registered Extended designator (VPD page 0x83, 16 bytes) of a LUN
 // from the target name and LUN number alone. A restart, or another node of
 // a cluster serving the same LUN, therefore reports the same identity, which
 // is what multipath and every initiator's disk identification rely on.
-func lunIdentity(targetName string, lun uint64) (serial string, naa [16]byte) {
+func LUNIdentity(targetName string, lun uint64) (serial string, naa [16]byte) {
 	h := sha256.New()
 	h.Write([]byte("hatgt lun identity v1\x00"))
 	h.Write([]byte(strings.ToLower(targetName)))

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 //     here, served on the replication port, fenced at every epoch Raft
 //     commits;
 //   - for each replicated LUN this node owns, a Volume (the owner side)
-//     over the same store, opened in an epoch this node claimed through
+//     over the same Store, opened in an epoch this node claimed through
 //     Raft for itself (every start of ownership needs an epoch of its own);
 //   - a control loop that resyncs the out-of-sync copies whose node is
 //     back, and deposes every owned volume when this node loses its owner
@@ -64,7 +64,7 @@ type replicaHost struct {
 // replicaCopy is this node's copy of one replicated LUN.
 type replicaCopy struct {
 	id      uint64
-	store   store
+	store   Store
 	claimed uint64 // the epoch this node claimed for its next Volume
 	// vol is the owner Volume while this node serves the LUN; the LU's
 	// switchBackend reads it on every command.
@@ -115,7 +115,7 @@ func (h *replicaHost) stop() {
 // attach makes the mirror serve this node's copy of l from s (opened by the
 // caller) and fences it at l's epoch. It returns the copy's store: s, or
 // the one attached before (the caller then closes s).
-func (h *replicaHost) attach(l cluster.DesiredLUN, open func() (store, error)) (*replicaCopy, error) {
+func (h *replicaHost) attach(l cluster.DesiredLUN, open func() (Store, error)) (*replicaCopy, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c := h.copies[l.ID]

@@ -1,0 +1,354 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/replication"
+	"github.com/hatgt/hatgt/scsi"
+	"github.com/hatgt/hatgt/target"
+)
+
+// Agent is one running cluster node: its Raft member and admin API
+// (cluster.Node), the iSCSI target kept equal to the cluster state by the
+// reconciler, and the replication side (mirror and owner volumes).
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	node *cluster.Node
+	srv  *target.Server
+	rec  *reconciler
+	repl *replicaHost
+
+	iscsi, api net.Listener
+	portal     string
+
+	cancel  context.CancelFunc // stops the API and the join loop
+	apiDone chan struct{}
+	errc    chan error // a portal, the API or the replication port failed
+	wg      sync.WaitGroup
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New starts a node: it listens (unless deps gives listeners), starts the
+// cluster member with the reconciler, the replication side, the admin API
+// and the iSCSI portal. ctx bounds the start only. On error nothing is left
+// running.
+func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{cfg: cfg, log: log, errc: make(chan error, 4), apiDone: make(chan struct{})}
+	var opened []net.Listener
+	defer func() {
+		if err != nil {
+			for _, l := range opened {
+				l.Close()
+			}
+		}
+	}()
+	// Listen first: a busy port is the commonest start-up failure.
+	listen := func(l net.Listener, what, addr string) (net.Listener, error) {
+		if l == nil {
+			var err error
+			if l, err = net.Listen("tcp", addr); err != nil {
+				return nil, fmt.Errorf("%s %s: %w", what, addr, ListenError(err))
+			}
+		}
+		opened = append(opened, l)
+		return l, nil
+	}
+	if a.iscsi, err = listen(deps.ISCSIListener, "iSCSI portal", cfg.ISCSIAddr); err != nil {
+		return nil, err
+	}
+	if a.api, err = listen(deps.APIListener, "admin API", cfg.APIAddr); err != nil {
+		return nil, err
+	}
+	replLn, err := listen(deps.ReplListener, "replication port", cfg.ReplAddr)
+	if err != nil {
+		return nil, err
+	}
+	a.portal = a.iscsi.Addr().String()
+
+	var stateFn func() *cluster.State
+	var rec *reconciler
+	a.srv, err = target.NewServer(target.ServerConfig{
+		Logger:  log.With("component", "target"),
+		Portals: func(name string) []target.Portal { return rec.portals(name) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The node is created after the reconciler and the replication side
+	// it drives; until then the state is nil, which both handle.
+	var node *cluster.Node
+	stateFn = func() *cluster.State {
+		if node == nil {
+			return nil
+		}
+		return node.FSM().State()
+	}
+	rec = newReconciler(log.With("component", "reconcile"), a.srv, cfg.NodeID, func() *cluster.State { return stateFn() })
+	if deps.OpenStore != nil {
+		rec.open = deps.OpenStore
+	}
+	if deps.EnsureBacking != nil {
+		rec.ensure = deps.EnsureBacking
+	}
+	a.rec = rec
+	a.repl = newReplicaHost(log.With("component", "replication"), cfg.NodeID, cfg.DataDir, replLn,
+		replicationResolver(func() *cluster.State { return stateFn() }))
+	a.repl.resyncRate = cfg.ResyncRate
+	rec.repl = a.repl
+
+	cc := cfg.clusterConfig()
+	// The replication side needs the node, and the node's first reconcile
+	// needs the replication side: the reconciler waits until it is wired.
+	ready := make(chan struct{})
+	cc.Reconciler = cluster.ReconcilerFunc(func(ctx context.Context, d *cluster.Desired) error {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return rec.Reconcile(ctx, d)
+	})
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if deps.Cluster != nil {
+		cd := *deps.Cluster
+		if cd.HTTPClient == nil {
+			cd.HTTPClient = deps.HTTPClient
+		}
+		node, err = cluster.NewNode(cc, cd)
+	} else {
+		node, err = cluster.Start(sctx, cc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.node = node
+	a.repl.coord = cluster.NewCoordinator(node)
+	a.repl.state = stateFn
+	a.repl.lease = node.HoldsLease
+	a.repl.propose = func(ctx context.Context, iqn string, lun uint64, owner string, epoch uint64) error {
+		cmd, err := cluster.NewCommand(cluster.CmdLUNSetOwner, cluster.LUNSetOwner{IQN: iqn, LUN: lun, Owner: owner, Epoch: epoch})
+		if err == nil {
+			_, err = node.Apply(ctx, cmd)
+		}
+		return err
+	}
+	a.repl.reconcile = func() {
+		fsm := node.FSM()
+		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d := cluster.DesiredFor(fsm.State(), cfg.NodeID, cfg.DataDir, fsm.AppliedIndex())
+		if err := rec.Reconcile(rctx, d); err != nil {
+			log.Debug("reconcile after a deposed volume", "err", err)
+		}
+	}
+	a.repl.start(a.errc)
+	close(ready)
+
+	actx, acancel := context.WithCancel(context.Background())
+	a.cancel = acancel
+	go func() {
+		defer close(a.apiDone)
+		api := cluster.NewAPI(node)
+		api.SetVerifier(a.repl.verifier())
+		if err := api.Serve(actx, a.api); err != nil {
+			a.errc <- fmt.Errorf("admin API: %w", err)
+		}
+	}()
+	go func() {
+		if err := a.srv.Serve(a.iscsi); err != nil && !errors.Is(err, target.ErrServerClosed) {
+			a.errc <- fmt.Errorf("portal %s: %w", a.portal, err)
+		}
+	}()
+	if cfg.Join != "" {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.joinLoop(actx, cfg.Join)
+		}()
+	}
+	log.Info("serving", "portal", a.portal, "api", cc.APIAddr, "raft", cc.RaftAddr, "gossip", cc.GossipAddr)
+	return a, nil
+}
+
+// Run waits until ctx ends, the node leaves the cluster, or a listener
+// fails, then shuts the node down within shutdownTimeout. It returns the
+// failure, if any.
+func (a *Agent) Run(ctx context.Context, shutdownTimeout time.Duration) error {
+	var failed error
+	select {
+	case <-ctx.Done():
+		a.log.Info("signal received, shutting down", "timeout", shutdownTimeout)
+	case <-a.node.Done():
+		a.log.Info("left the cluster, shutting down")
+	case err := <-a.errc:
+		failed = err
+		a.log.Error("shutting down", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := a.Shutdown(sctx); err != nil {
+		a.log.Error("shutdown", "err", err)
+		failed = cmp(failed, err)
+	}
+	return failed
+}
+
+// Node returns the node's cluster member.
+func (a *Agent) Node() *cluster.Node { return a.node }
+
+// Portal returns the iSCSI portal address the node listens on.
+func (a *Agent) Portal() string { return a.portal }
+
+// APIAddr returns the address the admin API listens on.
+func (a *Agent) APIAddr() string { return a.api.Addr().String() }
+
+// Errors delivers the failure of a listener (the portal, the admin API, the
+// replication port); the node should then be shut down.
+func (a *Agent) Errors() <-chan error { return a.errc }
+
+// Device returns the SCSI device of target iqn as this node serves it, or
+// nil: what an iSCSI session of the target executes its commands on. Tests
+// drive IO through it without an iSCSI initiator.
+func (a *Agent) Device(iqn string) *scsi.Device {
+	a.rec.mu.Lock()
+	defer a.rec.mu.Unlock()
+	if rt := a.rec.targets[strings.ToLower(iqn)]; rt != nil {
+		return rt.dev
+	}
+	return nil
+}
+
+// member reports whether this node is already a voter of a cluster (a
+// restart, or a join that went through).
+func (a *Agent) member() bool {
+	fut := a.node.Raft().GetConfiguration()
+	if fut.Error() != nil {
+		return false
+	}
+	for _, s := range fut.Configuration().Servers {
+		if string(s.ID) == a.node.ID() {
+			return true
+		}
+	}
+	return false
+}
+
+// joinLoop joins the cluster through peer, retrying until it succeeds or
+// ctx ends: the peer may be starting too.
+func (a *Agent) joinLoop(ctx context.Context, peer string) {
+	if a.member() {
+		a.log.Info("already a cluster member, not joining again", "peer", peer)
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := a.node.JoinVia(jctx, peer)
+		cancel()
+		if err == nil {
+			a.log.Info("joined the cluster", "peer", peer)
+			return
+		}
+		if attempt == 0 || attempt%10 == 0 {
+			a.log.Warn("join failed, retrying", "peer", peer, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.node.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Shutdown stops the node without leaving the cluster (the others see it
+// as down), drains the iSCSI server (commands in flight finish until ctx
+// ends), then flushes and closes every LUN. It is safe to call twice.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	a.stopOnce.Do(func() { a.stopErr = a.shutdown(ctx) })
+	return a.stopErr
+}
+
+func (a *Agent) shutdown(ctx context.Context) error {
+	var first error
+	if err := a.node.Shutdown(); err != nil {
+		first = fmt.Errorf("cluster: %w", err)
+	}
+	a.cancel()
+	<-a.apiDone
+	a.wg.Wait()
+	if err := a.srv.Shutdown(ctx); err != nil {
+		a.log.Warn("commands still in flight when the shutdown timeout expired; connections closed", "err", err)
+	}
+	a.iscsi.Close()
+	a.repl.stop()
+	if err := a.rec.close(); err != nil {
+		if errors.Is(err, replication.ErrNotOwner) {
+			// A replicated LUN's last flush could not reach a copy
+			// and, Raft being stopped, not drop it either: the copy
+			// stays in sync in Raft, and the next owner compares it
+			// with its own copy (CheckOnOpen) before trusting it.
+			a.log.Warn("closing replicated LUNs: a copy missed the last flush", "err", err)
+		} else {
+			a.log.Error("closing LUNs", "err", err)
+			first = cmp(first, err)
+		}
+	}
+	return first
+}
+
+// replicationResolver finds a node's replication address in the cluster
+// state.
+func replicationResolver(state func() *cluster.State) replication.Resolver {
+	return func(id replication.NodeID) (string, error) {
+		st := state()
+		if st == nil {
+			return "", errors.New("cluster state not available yet")
+		}
+		ni := st.Nodes[string(id)]
+		if ni == nil || ni.ReplicationAddr == "" {
+			return "", fmt.Errorf("node %s has no replication address in the cluster state", id)
+		}
+		return ni.ReplicationAddr, nil
+	}
+}
+
+// ListenError shortens the usual listen failures to what to do about them.
+func ListenError(err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return errors.New("address already in use (another hatgt, tgtd or iscsitarget running? pick another port)")
+	case errors.Is(err, syscall.EACCES):
+		return errors.New("permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)")
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return errors.New("no such address on this machine")
+	}
+	return err
+}
+
+func cmp(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,46 @@
+// Package agent is a running hatgt cluster node: what "hatgt serve
+// --node-id ID --bind IP" runs, built from its dependencies so that several
+// nodes can run in one test process (the models are consul's agent/ and
+// nomad's client/).
+//
+//	a, err := agent.New(ctx, cfg, agent.Deps{}) // production dependencies
+//	err = a.Run(ctx, 30*time.Second)            // until ctx ends or the node leaves
+//
+// An Agent wires together:
+//
+//   - a cluster.Node: the Raft member, membership, owner lease, failover
+//     and the admin API (package cluster);
+//   - the reconciler (reconcile.go, reconcile_repl.go): keeps the node's
+//     iSCSI targets and LUNs equal to what the state machine says — every
+//     target of the cluster, its ACL and CHAP, this node's portal group
+//     tag; the backing file of every LUN placed here; a LUN with one copy
+//     served by its owner; a replicated LUN exposed on every node with a
+//     copy, Active/Optimized on the owner and Standby elsewhere, through a
+//     switch backend (switch.go) that keeps the same SCSI LU across owner
+//     changes;
+//   - the replica host (replica.go): this node's replication.Mirror (one
+//     copy per replicated LUN placed here, fenced at every committed
+//     epoch), the owner replication.Volume of each replicated LUN this node
+//     owns (opened in an epoch this node claimed through Raft), and a
+//     control loop that resyncs copies whose node came back and deposes
+//     every volume when the node loses its owner lease;
+//   - the iSCSI target (package target) on the node's portal.
+//
+// Deps replaces what a test must control: listeners, Raft's transport and
+// stores, gossip's transport, the HTTP client between nodes, the clock,
+// and the LUN stores (blockstore.Crash for power loss).
+//
+// # Invariants kept here
+//
+//   - A node serves a replicated LUN as its owner only through a Volume
+//     opened in an epoch of its own, claimed through a committed Raft entry
+//     that names it owner (invariant 4); a volume that was deposed is never
+//     used again.
+//   - A copy whose backing file had to be created again on a node that held
+//     it is lost: it refuses every request until a full copy starts, is
+//     recorded out of sync, and never serves as owner (it hands the LUN
+//     over instead).
+//   - The LUN identity (serial number, NAA designator) is derived from the
+//     target name and LUN number only, so every node and every restart
+//     reports the same one (LUNIdentity).
+package agent
