@@ -35,7 +35,7 @@ cleanup() {
 		kill -TERM "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	fi
-	rm -rf "$work/data" "$work/ro.img" "$work/hatgt"
+	rm -rf "$work/data" "$work/ro.img" "$work/hatgt" "$work/cucount"
 	if [[ $rc -eq 0 && -z "${HATGT_CU_LOG_DIR:-}" ]]; then
 		rm -rf "$work"
 	else
@@ -79,28 +79,20 @@ stop_hatgt() {
 	fi
 }
 
-summary_tool="$root/../shared/tools/cu-summary"
+go build -o "$work/cucount" ./test/cucount
 # summarize LOG: prints "conformance: N passed, N skipped, N failed, N total"
-# and sets $passed and $failed.
+# (test/cucount: CUnit's verdict per test run) and the failed runs, and sets
+# $passed and $failed. An incomplete or misread log counts as a failure.
 summarize() {
-	local log="$1" line
-	if [[ -x "$summary_tool" ]]; then
-		line="$("$summary_tool" "$log" | tail -n 1)" || true
-		"$summary_tool" "$log" --list failed | grep '^failed' || true
-	else
-		# Fallback: count CUnit's per-test verdicts ourselves.
-		local p f s
-		p=$(grep -cE '^\s+Test: \S+ \.\.\.passed' "$log" || true)
-		f=$(grep -cE '^\s+Test: \S+ \.\.\..*FAILED' "$log" || true)
-		s=0
-		line="conformance: $p passed, $s skipped, $f failed, $((p + f)) total"
-		grep -q 'Run Summary' "$log" || line="$line, incomplete"
-	fi
+	local log="$1" line rc=0
+	line="$("$work/cucount" --list failed "$log")" || rc=$?
+	grep '^failed' <<<"$line" || true
+	line="$(tail -n 1 <<<"$line")"
 	echo "$line"
 	passed=$(sed -nE 's/^conformance: ([0-9]+) passed.*/\1/p' <<<"$line")
 	failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
-	if [[ -z "$passed" || -z "$failed" || "$line" == *incomplete* ]]; then
-		echo "conformance: $log is incomplete or unreadable" >&2
+	if [[ $rc -ne 0 || -z "$passed" || -z "$failed" ]]; then
+		echo "conformance: $log is incomplete or unreadable (see above)" >&2
 		failed=${failed:-1}
 		[[ "$failed" -eq 0 ]] && failed=1
 		passed=${passed:-0}
