@@ -113,6 +113,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 	a.repl = newReplicaHost(log.With("component", "replication"), cfg.NodeID, cfg.DataDir, replLn,
 		replicationResolver(func() *cluster.State { return stateFn() }))
 	a.repl.resyncRate = cfg.ResyncRate
+	if deps.Clock != nil {
+		a.repl.clock = deps.Clock
+	}
 	rec.repl = a.repl
 
 	cc := cfg.clusterConfig()
@@ -134,6 +137,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 		if cd.HTTPClient == nil {
 			cd.HTTPClient = deps.HTTPClient
 		}
+		if cd.Clock == nil {
+			cd.Clock = deps.Clock
+		}
 		node, err = cluster.NewNode(cc, cd)
 	} else {
 		node, err = cluster.Start(sctx, cc)
@@ -144,7 +150,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 	a.node = node
 	a.repl.coord = cluster.NewCoordinator(node)
 	a.repl.state = stateFn
-	a.repl.lease = node.HoldsLease
+	a.repl.lease = node.Lease
+	a.repl.leaseValid = node.LeaseValid
 	a.repl.propose = func(ctx context.Context, iqn string, lun uint64, owner string, epoch uint64) error {
 		cmd, err := cluster.NewCommand(cluster.CmdLUNSetOwner, cluster.LUNSetOwner{IQN: iqn, LUN: lun, Owner: owner, Epoch: epoch})
 		if err == nil {

@@ -48,8 +48,13 @@ type replicaHost struct {
 	propose func(ctx context.Context, iqn string, lun uint64, node string, epoch uint64) error
 	// state returns the cluster state (node health for resync).
 	state func() *cluster.State
-	// lease reports whether this node may serve as an owner.
-	lease func() bool
+	// lease returns the generation of this node's owner lease and
+	// whether it holds one; leaseValid whether generation gen still
+	// holds (cluster.Node's Lease and LeaseValid).
+	lease      func() (gen uint64, ok bool)
+	leaseValid func(gen uint64) bool
+	// clock drives the control loop and the volumes' timers.
+	clock replication.Clock
 	// reconcile runs the node's reconciler on the current state (the
 	// loop calls it when a volume was deposed, see loop).
 	reconcile func()
@@ -66,9 +71,10 @@ type replicaCopy struct {
 	id      uint64
 	store   Store
 	claimed uint64 // the epoch this node claimed for its next Volume
-	// vol is the owner Volume while this node serves the LUN; the LU's
-	// switchBackend reads it on every command.
-	vol atomic.Pointer[replication.Volume]
+	// vol is the owner Volume while this node serves the LUN, with the
+	// lease generation it was opened under; the LU's switchBackend reads
+	// it on every command.
+	vol atomic.Pointer[ownedVolume]
 	// resyncing is set while the control loop resyncs this volume's copies.
 	resyncing bool
 }
@@ -83,6 +89,7 @@ func newReplicaHost(log *slog.Logger, self, dataDir string, ln net.Listener, res
 		ln:       ln,
 		copies:   map[uint64]*replicaCopy{},
 		done:     make(chan struct{}),
+		clock:    replication.SystemClock{},
 	}
 	h.server = replication.NewTCPServer(h.mirror.Handle, log)
 	return h
@@ -133,6 +140,22 @@ func (h *replicaHost) attach(l cluster.DesiredLUN, open func() (Store, error)) (
 	return c, nil
 }
 
+// ownedVolume is an owner Volume and the generation of the owner lease it
+// serves under: it serves only while that lease holds (cluster.Node's
+// LeaseValid), and never again once it ended.
+type ownedVolume struct {
+	*replication.Volume
+	leaseGen uint64
+}
+
+// volume returns c's owner Volume, or nil.
+func (c *replicaCopy) volume() *replication.Volume {
+	if o := c.vol.Load(); o != nil {
+		return o.Volume
+	}
+	return nil
+}
+
 // errClaimed says the reconciler must come back once the epoch this node
 // claimed is committed (the state changes, which triggers a reconcile).
 var errClaimed = errors.New("claimed a new epoch; the volume opens when it is applied")
@@ -141,7 +164,8 @@ var errClaimed = errors.New("claimed a new epoch; the volume opens when it is ap
 // node's own: when l's epoch is not one this node claimed (a restart, a
 // takeover), it first claims epoch+1 through Raft and returns errClaimed.
 func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.DesiredLUN) error {
-	if h.lease != nil && !h.lease() {
+	gen, ok := h.lease()
+	if !ok {
 		return errors.New("no owner lease (cut off from the Raft leader): not serving as owner")
 	}
 	if c.claimed != l.Epoch {
@@ -159,6 +183,7 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 	cfg.ResyncRate = h.resyncRate
 	cfg.LocalMirror = h.mirror
 	cfg.Logger = h.log.With("side", "owner")
+	cfg.Clock = h.clock
 	// Epoch 2 is the first owner's (claimed from the creation's epoch 1);
 	// any later one follows an owner that may have died with writes in
 	// flight to some copies: compare them all.
@@ -181,7 +206,7 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 		c.claimed = 0 // never open two Volumes in one epoch
 		return err
 	}
-	c.vol.Store(v)
+	c.vol.Store(&ownedVolume{Volume: v, leaseGen: gen})
 	h.log.Info("owning replicated LUN", "lun_id", l.ID, "epoch", l.Epoch, "in_sync", v.InSync())
 	if cfg.CheckOnOpen {
 		h.repairAfterTakeover(v, l)
@@ -191,11 +216,11 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 
 // closeVolume stops the owner side of c (the copy stays on the mirror).
 func (h *replicaHost) closeVolume(c *replicaCopy) error {
-	v := c.vol.Swap(nil)
-	if v == nil {
+	o := c.vol.Swap(nil)
+	if o == nil {
 		return nil
 	}
-	return v.Close()
+	return o.Close()
 }
 
 // detach removes the copy of LUN id from this node's mirror and closes its
@@ -266,7 +291,7 @@ func (h *replicaHost) volume(id uint64) *replication.Volume {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if c := h.copies[id]; c != nil {
-		return c.vol.Load()
+		return c.volume()
 	}
 	return nil
 }
@@ -275,16 +300,18 @@ func (h *replicaHost) volume(id uint64) *replication.Volume {
 // node is alive every second.
 func (h *replicaHost) loop(ctx context.Context) {
 	defer h.wg.Done()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
 	var n int
 	for {
+		// Ticks on the node's clock: a stalled node's loop stalls too.
+		wake := make(chan struct{})
+		t := h.clock.AfterFunc(250*time.Millisecond, func() { close(wake) })
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-tick.C:
+		case <-wake:
 		}
-		if h.lease != nil && !h.lease() {
+		if _, ok := h.lease(); !ok {
 			if h.deposeAll() {
 				h.kick() // report the owner's port group as transitioning
 			}
@@ -322,7 +349,7 @@ func (h *replicaHost) deposeAll() bool {
 	defer h.mu.Unlock()
 	deposed := false
 	for _, c := range h.copies {
-		if v := c.vol.Load(); v != nil && v.Serving() == nil {
+		if v := c.volume(); v != nil && v.Serving() == nil {
 			v.Depose(fmt.Errorf("%w: owner lease lost (no contact with the Raft leader)", replication.ErrNotOwner))
 			deposed = true
 		}
@@ -337,7 +364,7 @@ func (h *replicaHost) ownedNotServing(st *cluster.State) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for id, c := range h.copies {
-		v := c.vol.Load()
+		v := c.volume()
 		if _, l := st.LUNByID(id); l != nil && l.Owner == h.self && (v == nil || v.Serving() != nil) {
 			return true
 		}
@@ -351,7 +378,7 @@ func (h *replicaHost) resyncBack(ctx context.Context, st *cluster.State) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, c := range h.copies {
-		v := c.vol.Load()
+		v := c.volume()
 		if v == nil || c.resyncing {
 			continue
 		}

@@ -28,47 +28,86 @@ var (
 	_ scsi.ErrorKinder           = (*switchBackend)(nil)
 )
 
-func (b *switchBackend) volume() *replication.Volume { return b.c.vol.Load() }
+func (b *switchBackend) volume() *replication.Volume { return b.c.volume() }
 func (b *switchBackend) Size() int64                 { return b.size }
 func (b *switchBackend) ErrorKind(err error) scsi.BackendErrorKind {
 	return (*replication.Volume)(nil).ErrorKind(err)
 }
 
-func (b *switchBackend) ReadAt(p []byte, off int64) (int, error) {
-	if v := b.volume(); v != nil {
-		return v.ReadAt(p, off)
+// errLeaseEnded answers IO once the owner lease the volume was opened under
+// ended (a stall, a cut from the Raft leader): the volume never serves
+// again; the node claims a new epoch first if it still owns the LUN.
+var errLeaseEnded = fmt.Errorf("%w: the owner lease ended (no contact with the Raft leader in time)", replication.ErrNotOwner)
+
+// serving returns the owner volume when this node may serve through it
+// now: a volume is open and the lease it was opened under still holds
+// (checked on the node's clock at every command, so a command that waited
+// through a stall is refused). A volume whose lease ended is deposed.
+func (b *switchBackend) serving() (*replication.Volume, error) {
+	o := b.c.vol.Load()
+	if o == nil {
+		return nil, errStandby
 	}
-	return 0, errStandby
+	if !skipLeaseCheck && !b.h.leaseValid(o.leaseGen) {
+		o.Depose(errLeaseEnded)
+		return nil, errLeaseEnded
+	}
+	return o.Volume, nil
+}
+
+// ReadAt reads the owner's copy. The lease is checked again after the
+// read: the data returned was read while this node was still the owner,
+// so no write acknowledged by a later owner can be older than it.
+func (b *switchBackend) ReadAt(p []byte, off int64) (int, error) {
+	v, err := b.serving()
+	if err != nil {
+		return 0, err
+	}
+	n, err := v.ReadAt(p, off)
+	if err != nil {
+		return n, err
+	}
+	if _, err := b.serving(); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 func (b *switchBackend) WriteAt(p []byte, off int64) (int, error) {
-	if v := b.volume(); v != nil {
-		return v.WriteAt(p, off)
+	v, err := b.serving()
+	if err != nil {
+		return 0, err
 	}
-	return 0, errStandby
+	return v.WriteAt(p, off)
 }
 
 func (b *switchBackend) WriteAtFUA(p []byte, off int64) (int, error) {
-	if v := b.volume(); v != nil {
-		return v.WriteAtFUA(p, off)
+	v, err := b.serving()
+	if err != nil {
+		return 0, err
 	}
-	return 0, errStandby
+	return v.WriteAtFUA(p, off)
 }
 
 func (b *switchBackend) Unmap(off, length int64) error {
-	if v := b.volume(); v != nil {
-		return v.Unmap(off, length)
+	v, err := b.serving()
+	if err != nil {
+		return err
 	}
-	return errStandby
+	return v.Unmap(off, length)
 }
 
 // Flush flushes the owner's copies; on standby there is nothing this LU
 // wrote (the mirror flushes its copy when asked, or when it is closed).
 func (b *switchBackend) Flush() error {
-	if v := b.volume(); v != nil {
-		return v.Flush()
+	if b.volume() == nil {
+		return nil
 	}
-	return nil
+	v, err := b.serving()
+	if err != nil {
+		return err
+	}
+	return v.Flush()
 }
 
 // Close closes the Volume, if any; the copy stays on the mirror.

@@ -1,19 +1,34 @@
 package cluster
 
 import (
+	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/hatgt/hatgt/replication"
 )
 
 // Owner leases (invariant 5: no split brain).
 //
 // A node may serve a LUN as its owner only while it holds the owner lease:
-// while it is the Raft leader, or for Config.OwnerLease after its last
-// contact with a Raft leader. The serve command polls HoldsLease several
-// times per lease and deposes every volume it owns as soon as it returns
-// false; past that point the node serves nothing as an owner.
+// for Config.OwnerLease after its last contact with a Raft leader (a
+// follower), or after the start of its last successful leadership check
+// (raft's VerifyLeader: a quorum still follows it) when it leads. The lease
+// is read on the node's own clock (Deps.Clock, monotonic) on every IO of a
+// replicated LUN (Lease, LeaseValid), not only by a poller: a node that
+// wakes from a stall (SIGSTOP, a paused VM, a stuck CPU) finds its lease
+// ended before it serves a command that was queued meanwhile.
+//
+// A lease that ends is never extended: the next contact starts a new lease
+// with a new generation, and whatever was opened under the old generation
+// (owner volumes) must not serve again (the node claims a new epoch through
+// Raft before it serves the LUN again, which fails if the LUN moved). This
+// matters because contact can resume before anything reads the lease: a
+// node woken from a stall may process a heartbeat of the new term at once,
+// and would otherwise look as if it had never lost its lease.
 //
 // The leader moves the LUNs of an owner only after it has seen, itself and
 // without a break, that the owner is recorded dead (or left) and that its
@@ -38,10 +53,13 @@ import (
 //     within about LeaderLeaseTimeout <= HeartbeatTimeout <= ElectionTimeout
 //     after t0.
 //   - Hence the owner's lease ends before t0 + ElectionTimeout + OwnerLease,
-//     and it has deposed its volumes one lease check later. The remaining
-//     OwnerLease/2 covers that check (the serve command checks every 250ms;
-//     the default lease is 1s) and clocks that run at slightly different
-//     rates.
+//     and every IO it serves after that is refused (the lease is checked
+//     on the IO path, before a write and after a read). The remaining
+//     OwnerLease/2 covers clocks that run at slightly different rates.
+//   - A leader-owner's lease starts before a leadership check that a quorum
+//     answered; the followers of that quorum elect no one else until an
+//     election timeout after that answer, and the new leader then waits
+//     FailoverDelay again.
 //
 // Memberlist alone is not trusted for this: in a partial partition gossip
 // can call a node dead while Raft still reaches it (and renews its lease),
@@ -68,31 +86,145 @@ import (
 // serving until its lease runs out, so a change of Raft leader alone does
 // not make every owner stop.
 type lease struct {
-	mu   sync.Mutex
-	from time.Time // start of the current lease; zero: never held
+	clock replication.Clock
+	d     time.Duration
+
+	mu       sync.Mutex
+	deadline time.Time // end of the current lease; zero: none
+	gen      uint64    // bumped when a lease ends without renewal
+	lapses   uint64
+	snap     atomic.Pointer[leaseSnap] // deadline and gen, for LeaseValid
 }
 
-// HoldsLease reports whether this node may serve LUNs as their owner: it
-// is the Raft leader, or its last contact with a leader is within
-// OwnerLease. A node that gets false must stop serving as an owner at
-// once; the leader may give its LUNs to another node FailoverDelay after
-// it saw the node cut off.
-func (n *Node) HoldsLease() bool {
-	now := time.Now()
-	n.lease.mu.Lock()
-	defer n.lease.mu.Unlock()
-	switch n.raft.State() {
-	case raft.Leader:
-		n.lease.from = now
+type leaseSnap struct {
+	deadline time.Time
+	gen      uint64
+}
+
+func newLease(clock replication.Clock, d time.Duration) *lease {
+	l := &lease{clock: clock, d: d, gen: 1}
+	l.snap.Store(&leaseSnap{gen: 1})
+	return l
+}
+
+// observeLocked ends the lease if it ran out by now.
+func (l *lease) observeLocked(now time.Time) {
+	if !l.deadline.IsZero() && !now.Before(l.deadline) {
+		l.deadline = time.Time{}
+		l.gen++
+		l.lapses++
+		l.snap.Store(&leaseSnap{gen: l.gen})
+	}
+}
+
+// renew extends the lease to from+d, from being the start of a contact
+// with a leader (or of a successful leadership check). A lease that ran out
+// is ended first: the contact then starts a new one (a new generation).
+func (l *lease) renew(from time.Time) {
+	now := l.clock.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.observeLocked(now)
+	if from.After(now) {
+		from = now
+	}
+	if d := from.Add(l.d); d.After(now) && d.After(l.deadline) {
+		l.deadline = d
+		l.snap.Store(&leaseSnap{deadline: d, gen: l.gen})
+	}
+}
+
+// current returns the lease generation and whether a lease is held now.
+func (l *lease) current() (uint64, bool) {
+	now := l.clock.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.observeLocked(now)
+	return l.gen, !l.deadline.IsZero()
+}
+
+// valid reports whether lease generation gen is still held now: the check
+// on every IO (one atomic load and a clock read while it holds).
+func (l *lease) valid(gen uint64) bool {
+	s := l.snap.Load()
+	if s.gen != gen {
+		return false
+	}
+	if l.clock.Now().Before(s.deadline) {
 		return true
-	case raft.Follower:
-		if _, id := n.raft.LeaderWithID(); id != "" {
-			if c := n.raft.LastContact(); c.After(n.lease.from) && !c.After(now) {
-				n.lease.from = c
+	}
+	l.current() // records the end of the lease
+	return false
+}
+
+// refreshFollowerContact renews the lease from Raft's last contact with a
+// leader, while this node is a follower that knows its leader.
+func (n *Node) refreshFollowerContact() {
+	if n.raft.State() != raft.Follower {
+		return
+	}
+	if _, id := n.raft.LeaderWithID(); id == "" {
+		return
+	}
+	if c := n.raft.LastContact(); !c.IsZero() {
+		n.lease.renew(c)
+	}
+}
+
+// leaseLoop renews the lease every OwnerLease/4 on the node's clock: from
+// the last contact on a follower, by a leadership check on the leader.
+func (n *Node) leaseLoop(ctx context.Context) {
+	defer n.wg.Done()
+	for {
+		switch n.raft.State() {
+		case raft.Leader:
+			start := n.clock.Now()
+			if n.raft.VerifyLeader().Error() == nil {
+				n.lease.renew(start)
 			}
+		default:
+			n.refreshFollowerContact()
+		}
+		wake := make(chan struct{})
+		t := n.clock.AfterFunc(max(n.cfg.OwnerLease/4, time.Millisecond), func() { close(wake) })
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-wake:
+		case <-n.leaseKick: // became leader: check at once
+			t.Stop()
 		}
 	}
-	return !n.lease.from.IsZero() && now.Sub(n.lease.from) <= n.cfg.OwnerLease
+}
+
+// HoldsLease reports whether this node may serve LUNs as their owner now.
+// A node that gets false must stop serving as an owner at once; the leader
+// may give its LUNs to another node FailoverDelay after it saw the node
+// cut off.
+func (n *Node) HoldsLease() bool {
+	_, ok := n.Lease()
+	return ok
+}
+
+// Lease returns the generation of this node's owner lease and whether it
+// holds one now. An owner volume opened under generation g may serve only
+// while LeaseValid(g).
+func (n *Node) Lease() (gen uint64, ok bool) {
+	n.refreshFollowerContact()
+	return n.lease.current()
+}
+
+// LeaseValid reports whether lease generation gen is still held: false
+// once that lease ended, even if the node holds a newer one since. It is
+// cheap enough for every IO.
+func (n *Node) LeaseValid(gen uint64) bool { return n.lease.valid(gen) }
+
+// LeaseLapses counts the leases of this node that ended without renewal.
+func (n *Node) LeaseLapses() uint64 {
+	n.lease.mu.Lock()
+	defer n.lease.mu.Unlock()
+	return n.lease.lapses
 }
 
 // OwnerLease returns how long an owner keeps its lease after its last

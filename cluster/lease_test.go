@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hatgt/hatgt/replication"
 )
 
 func TestConfigOwnerLease(t *testing.T) {
@@ -67,13 +69,62 @@ func TestLeaseFollowerPartition(t *testing.T) {
 func TestLeaseLeaderPartition(t *testing.T) {
 	c := threeNodesWith(t, fastLease)
 	old := c.leader()
-	if !old.HoldsLease() {
-		t.Fatal("leader without lease")
-	}
+	// A new leader's lease starts with its first leadership check.
+	c.waitFor("leader holds its lease", old.HoldsLease)
 	c.partition(old.id)
 	nl := c.leader(old.id)
 	c.waitFor("new leader holds its lease", nl.HoldsLease)
 	c.waitFor("cut-off old leader loses its lease", func() bool { return !old.HoldsLease() })
 	c.heal(old.id)
 	c.waitFor("old leader, healed, holds a lease again", old.HoldsLease)
+}
+
+// The lease runs on the node's clock and never comes back once it ended:
+// a contact after the end starts a new generation, and what was opened
+// under the old one stays refused (a node waking from a stall).
+func TestLeaseGenerations(t *testing.T) {
+	clk := replication.NewManualClock(time.Unix(1000, 0))
+	l := newLease(clk, time.Second)
+	if _, ok := l.current(); ok {
+		t.Fatal("a lease before any contact")
+	}
+	l.renew(clk.Now())
+	g, ok := l.current()
+	if !ok || !l.valid(g) {
+		t.Fatalf("after a contact: gen %d, ok %v, valid %v", g, ok, l.valid(g))
+	}
+	clk.Advance(900 * time.Millisecond)
+	l.renew(clk.Now()) // renewed in time: same generation
+	clk.Advance(900 * time.Millisecond)
+	if !l.valid(g) {
+		t.Fatal("a lease renewed in time ended")
+	}
+	// A stall: the clock jumps past the end, then a contact comes in
+	// before anything reads the lease.
+	clk.Advance(3 * time.Second)
+	l.renew(clk.Now())
+	if l.valid(g) {
+		t.Fatal("the lease of before the stall is still valid after it ran out")
+	}
+	g2, ok := l.current()
+	if !ok || g2 == g || !l.valid(g2) {
+		t.Fatalf("after the stall: gen %d (was %d), ok %v", g2, g, ok)
+	}
+	// An old contact (before the end) does not extend the new lease's
+	// deadline backwards nor revive anything.
+	l.renew(clk.Now().Add(-10 * time.Second))
+	if !l.valid(g2) || l.valid(g) {
+		t.Fatal("an old contact changed the lease")
+	}
+	// A contact stamped in the future (another clock) counts from now.
+	clk.Advance(2 * time.Second)
+	if l.valid(g2) {
+		t.Fatal("lease valid past its end")
+	}
+	l.renew(clk.Now().Add(time.Hour))
+	g3, _ := l.current()
+	clk.Advance(1100 * time.Millisecond)
+	if l.valid(g3) {
+		t.Fatal("a contact stamped in the future extended the lease beyond one lease from now")
+	}
 }

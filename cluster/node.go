@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/hatgt/hatgt/replication"
 )
 
 // Deps are the pieces of a Node that tests replace: Raft's transport and
@@ -33,6 +35,9 @@ type Deps struct {
 	HTTPClient *http.Client
 	// Closers are closed, in order, after Raft shut down.
 	Closers []io.Closer
+	// Clock is the time source of the owner lease (nil: the system
+	// clock). A test pauses it to model a stalled node.
+	Clock replication.Clock
 }
 
 // Node is one member of a hatgt cluster: the Raft replica of the state
@@ -47,11 +52,13 @@ type Node struct {
 	hc    *http.Client
 	deps  Deps
 
-	started  time.Time
-	notifyCh chan bool     // raft leadership changes
-	kick     chan struct{} // memberlist events: re-check health
-	foKick   chan struct{} // state, leadership or heartbeat changes: re-check owners
-	lease    lease         // see HoldsLease
+	started   time.Time
+	notifyCh  chan bool     // raft leadership changes
+	kick      chan struct{} // memberlist events: re-check health
+	foKick    chan struct{} // state, leadership or heartbeat changes: re-check owners
+	leaseKick chan struct{} // became leader: renew the lease now
+	lease     *lease        // see HoldsLease
+	clock     replication.Clock
 
 	mu         sync.Mutex
 	lastSeen   map[string]time.Time // memberlist ping acks, by node ID
@@ -142,6 +149,7 @@ func NewNode(cfg Config, deps Deps) (*Node, error) {
 		notifyCh:   make(chan bool, 16),
 		kick:       make(chan struct{}, 1),
 		foKick:     make(chan struct{}, 1),
+		leaseKick:  make(chan struct{}, 1),
 		lastSeen:   map[string]time.Time{},
 		hbFailed:   map[string]time.Time{},
 		gone:       map[string]string{},
@@ -150,6 +158,11 @@ func NewNode(cfg Config, deps Deps) (*Node, error) {
 	if n.hc == nil {
 		n.hc = &http.Client{Timeout: cfg.ApplyTimeout}
 	}
+	n.clock = deps.Clock
+	if n.clock == nil {
+		n.clock = replication.SystemClock{}
+	}
+	n.lease = newLease(n.clock, cfg.OwnerLease)
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -199,7 +212,8 @@ func NewNode(cfg Config, deps Deps) (*Node, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go n.leaseLoop(ctx)
 	go n.observeLoop(ctx, obsCh)
 	go n.healthLoop(ctx)
 	go n.failoverLoop(ctx)
@@ -280,6 +294,10 @@ func (n *Node) observeLoop(ctx context.Context, ch <-chan raft.Observation) {
 		case lead := <-n.notifyCh:
 			n.kickFailover()
 			if lead {
+				select {
+				case n.leaseKick <- struct{}{}:
+				default:
+				}
 				// Fresh heartbeat bookkeeping for this term; after a
 				// step-down the last view is kept for error messages.
 				n.mu.Lock()
