@@ -9,8 +9,8 @@ import (
 
 func TestPortGroupsFor(t *testing.T) {
 	st := cluster.NewState()
-	for _, id := range []string{"n1", "n2", "n3"} {
-		st.Nodes[id] = &cluster.NodeInfo{ID: id, Health: cluster.HealthAlive}
+	for i, id := range []string{"n1", "n2", "n3"} {
+		st.Nodes[id] = &cluster.NodeInfo{ID: id, Health: cluster.HealthAlive, Tag: uint16(i + 1)}
 	}
 	l := cluster.DesiredLUN{LUN: cluster.LUN{Replicas: 2, Placement: []string{"n3", "n1"}, Owner: "n3"}}
 	want := func(got []scsi.TargetPortGroup, states map[uint16]scsi.AccessState) {

@@ -384,30 +384,24 @@ func (r *reconciler) portals(targetName string) []target.Portal {
 		}
 	}
 	var out []target.Portal
-	for i, ni := range st.SortedNodes() {
-		if ni.ISCSIPortal == "" || ni.Health == cluster.HealthLeft {
+	for _, ni := range st.SortedNodes() {
+		if ni.ISCSIPortal == "" || ni.Health == cluster.HealthLeft || ni.Tag == 0 {
 			continue
 		}
 		if len(t.LUNs) > 0 && !serving[ni.ID] {
 			continue
 		}
-		out = append(out, target.Portal{Addr: ni.ISCSIPortal, TPGT: tagOf(i)})
+		out = append(out, target.Portal{Addr: ni.ISCSIPortal, TPGT: ni.Tag})
 	}
 	return out
 }
 
-// portalGroupTag is node id's target portal group tag: its position among
-// the nodes of the state ordered by ID, plus one. 0 means not in the state.
+// portalGroupTag is node id's target portal group tag (and relative
+// target port ID), as the state machine gave it when the node registered:
+// it never changes while the node is a member. 0 means not in the state.
 func portalGroupTag(st *cluster.State, id string) uint16 {
-	if st == nil {
+	if st == nil || st.Nodes[id] == nil {
 		return 0
 	}
-	for i, ni := range st.SortedNodes() {
-		if ni.ID == id {
-			return tagOf(i)
-		}
-	}
-	return 0
+	return st.Nodes[id].Tag
 }
-
-func tagOf(i int) uint16 { return uint16(i%65535 + 1) }

@@ -45,7 +45,7 @@ const testIQN = "iqn.2026-11.io.hatgt:rec"
 func threeNodes() *cluster.State {
 	s := cluster.NewState()
 	for i, id := range []string{"n1", "n2", "n3"} {
-		s.Nodes[id] = &cluster.NodeInfo{ID: id, ISCSIPortal: "127.0.0.1" + string(rune('1'+i)) + ":3260", Health: cluster.HealthAlive}
+		s.Nodes[id] = &cluster.NodeInfo{ID: id, ISCSIPortal: "127.0.0.1" + string(rune('1'+i)) + ":3260", Health: cluster.HealthAlive, Tag: uint16(i + 1)}
 	}
 	s.Targets[testIQN] = &cluster.Target{IQN: testIQN, LUNs: map[uint64]*cluster.LUN{}}
 	return s
@@ -252,5 +252,53 @@ func TestPortalsListOwnersWithTheirTags(t *testing.T) {
 	}
 	if got := f.rec.portals("iqn.2026-11.io.hatgt:unknown"); got != nil {
 		t.Errorf("portals of an unknown target = %v, want nil", got)
+	}
+}
+
+// A node's portal group tag is the one the state machine gave it when it
+// registered: nodes joining (even with an ID that sorts first) or leaving
+// renumber no other node. With tags taken from positions in the sorted
+// node list, n3 went from 2 to 3 when n1 joined, dropping its sessions and
+// moving its ALUA group and relative port under the initiators.
+func TestPortalGroupTagsStayPut(t *testing.T) {
+	fsm := cluster.NewFSM(nil)
+	register := func(id string) {
+		t.Helper()
+		cmd, _ := cluster.NewCommand(cluster.CmdNodeRegister, cluster.NodeRegister{Node: cluster.NodeInfo{
+			ID: id, APIAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:2", ISCSIPortal: "127.0.0.1:3260"}})
+		if err := fsm.ApplyCommand(cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("n2")
+	register("n3")
+	tag3 := portalGroupTag(fsm.State(), "n3")
+	if tag3 == 0 || tag3 == portalGroupTag(fsm.State(), "n2") {
+		t.Fatalf("tags n2 %d, n3 %d: want two different non-zero tags", portalGroupTag(fsm.State(), "n2"), tag3)
+	}
+	register("n1") // sorts before both
+	if got := portalGroupTag(fsm.State(), "n3"); got != tag3 {
+		t.Errorf("n3's tag moved from %d to %d when n1 joined", tag3, got)
+	}
+	cmd, _ := cluster.NewCommand(cluster.CmdNodeRemove, cluster.NodeRemove{ID: "n2"})
+	if err := fsm.ApplyCommand(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if got := portalGroupTag(fsm.State(), "n3"); got != tag3 {
+		t.Errorf("n3's tag moved from %d to %d when n2 left", tag3, got)
+	}
+	register("n4")
+	st := fsm.State()
+	seen := map[uint16]string{}
+	for id := range st.Nodes {
+		tag := portalGroupTag(st, id)
+		if other, dup := seen[tag]; dup || tag == 0 {
+			t.Errorf("node %s has tag %d (also %q)", id, tag, other)
+		}
+		seen[tag] = id
+	}
+	register("n3") // a restart re-registers: same tag
+	if got := portalGroupTag(fsm.State(), "n3"); got != tag3 {
+		t.Errorf("n3's tag moved from %d to %d at a re-registration", tag3, got)
 	}
 }

@@ -155,7 +155,12 @@ func (f *FSM) applyLocked(cmd Command) error {
 		}
 		n := p.Node
 		n.Health = HealthAlive
+		n.Tag = 0
+		if old := s.Nodes[n.ID]; old != nil {
+			n.Tag = old.Tag // a node keeps its tag across re-registrations
+		}
 		s.Nodes[n.ID] = &n
+		s.assignTags()
 	case CmdNodeHealth:
 		var p NodeHealth
 		if err := decodePayload(cmd, &p); err != nil {
@@ -460,6 +465,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
+	s.assignTags()
 	f.mu.Lock()
 	f.state = s
 	f.mu.Unlock()

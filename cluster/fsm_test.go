@@ -701,3 +701,30 @@ func TestLUNStatusCopies(t *testing.T) {
 		t.Errorf("status JSON lacks copy states: %s", b)
 	}
 }
+
+// A snapshot written before nodes had portal group tags gets them on
+// restore: the positions the nodes reported then (so running sessions keep
+// their tags across the upgrade), and LastTag above them.
+func TestRestoreAssignsTagsOfOldSnapshots(t *testing.T) {
+	old := `{"format":1,"nodes":{"b":{"id":"b","api_addr":"127.0.0.1:1","iscsi_portal":"","raft_addr":"127.0.0.1:2","gossip_addr":"","health":"alive"},` +
+		`"a":{"id":"a","api_addr":"127.0.0.1:3","iscsi_portal":"","raft_addr":"127.0.0.1:4","gossip_addr":"","health":"alive"},` +
+		`"c":{"id":"c","api_addr":"127.0.0.1:5","iscsi_portal":"","raft_addr":"127.0.0.1:6","gossip_addr":"","health":"dead","tag":7}},"targets":{}}`
+	f := NewFSM(nil)
+	if err := f.Restore(io.NopCloser(strings.NewReader(old))); err != nil {
+		t.Fatal(err)
+	}
+	st := f.State()
+	// c kept its tag 7; a and b would have been 1 and 2, but LastTag is 7:
+	// tags only ever grow, so they get 8 and 9 in ID order.
+	if st.Nodes["c"].Tag != 7 || st.Nodes["a"].Tag != 8 || st.Nodes["b"].Tag != 9 || st.LastTag != 9 {
+		t.Errorf("tags a=%d b=%d c=%d last=%d; want 8, 9, 7, 9", st.Nodes["a"].Tag, st.Nodes["b"].Tag, st.Nodes["c"].Tag, st.LastTag)
+	}
+	untagged := strings.ReplaceAll(old, `,"tag":7`, "")
+	if err := f.Restore(io.NopCloser(strings.NewReader(untagged))); err != nil {
+		t.Fatal(err)
+	}
+	st = f.State()
+	if st.Nodes["a"].Tag != 1 || st.Nodes["b"].Tag != 2 || st.Nodes["c"].Tag != 3 || st.LastTag != 3 {
+		t.Errorf("tags a=%d b=%d c=%d last=%d; want the old positions 1, 2, 3", st.Nodes["a"].Tag, st.Nodes["b"].Tag, st.Nodes["c"].Tag, st.LastTag)
+	}
+}

@@ -36,6 +36,13 @@ type NodeInfo struct {
 	// Health is alive, dead or left, as the leader recorded it from
 	// memberlist events.
 	Health string `json:"health"`
+	// Tag is the node's target portal group tag and relative target port
+	// identifier in every target (and its ALUA target port group): given
+	// once, when the node registers, and never reused, so a node that
+	// joins or leaves renumbers no other (sessions, ALUA group IDs and
+	// reservations keyed on relative ports stay put). 0 only in a state
+	// written before tags existed; the state machine assigns it then.
+	Tag uint16 `json:"tag,omitempty"`
 }
 
 // CHAP holds a target's CHAP credentials. Secrets never leave the state
@@ -110,6 +117,9 @@ type State struct {
 	Targets map[string]*Target   `json:"targets"`
 	// LastLUNID is the ID of the newest LUN (IDs are never reused).
 	LastLUNID uint64 `json:"last_lun_id,omitempty"`
+	// LastTag is the highest portal group tag given to a node (tags are
+	// never reused).
+	LastTag uint16 `json:"last_tag,omitempty"`
 }
 
 // NewState returns an empty state.
@@ -122,6 +132,7 @@ func (s *State) Clone() *State {
 	c := NewState()
 	c.Format = s.Format
 	c.LastLUNID = s.LastLUNID
+	c.LastTag = s.LastTag
 	for id, n := range s.Nodes {
 		nn := *n
 		c.Nodes[id] = &nn
@@ -192,6 +203,54 @@ func (s *State) Redact() *State {
 		}
 	}
 	return s
+}
+
+// assignTags gives every node without a portal group tag one: in a state
+// written before tags existed, the position among the nodes ordered by ID
+// (plus one) that nodes reported then, when no other node has it, else the
+// next unused tag. Deterministic: every node applying the same log or
+// snapshot assigns the same tags. It reports whether it changed s.
+func (s *State) assignTags() bool {
+	used := map[uint16]bool{}
+	missing := false
+	for _, n := range s.Nodes {
+		if n.Tag != 0 {
+			used[n.Tag] = true
+			s.LastTag = max(s.LastTag, n.Tag)
+		} else {
+			missing = true
+		}
+	}
+	if !missing {
+		return false
+	}
+	for i, n := range s.SortedNodes() {
+		if n.Tag != 0 {
+			continue
+		}
+		if t := uint16(i + 1); i < 65535 && !used[t] && t > s.LastTag {
+			n.Tag = t
+		} else {
+			n.Tag = s.nextTag(used)
+		}
+		used[n.Tag] = true
+		s.LastTag = max(s.LastTag, n.Tag)
+	}
+	return true
+}
+
+// nextTag returns the tag after LastTag (wrapping past 65535 to the lowest
+// unused one: a cluster would need 65535 registrations to get there).
+func (s *State) nextTag(used map[uint16]bool) uint16 {
+	if s.LastTag < 65535 {
+		return s.LastTag + 1
+	}
+	for t := uint16(1); t != 0; t++ {
+		if !used[t] {
+			return t
+		}
+	}
+	return 0
 }
 
 // SortedNodes returns the nodes ordered by ID.
