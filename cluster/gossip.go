@@ -250,8 +250,11 @@ func (n *Node) refreshSelf(ctx context.Context) {
 	}
 }
 
+// sameAddrs compares what a node says of itself: its ID and addresses,
+// not what the state machine records of it (health, portal group tag).
 func sameAddrs(a, b NodeInfo) bool {
 	a.Health, b.Health = "", ""
+	a.Tag, b.Tag = 0, 0
 	return a == b
 }
 
