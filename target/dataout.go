@@ -1,13 +1,12 @@
 package target
 
-import "slices"
-
 // solicitLocked issues R2Ts for data still to be solicited, keeping at
 // most MaxOutstandingR2T outstanding, each for at most MaxBurstLength
 // (RFC 7143 section 11.8). It returns the R2T PDUs to send. Solicitation
-// starts once the unsolicited data has ended.
+// starts once the unsolicited data has ended and the session's write
+// budget has granted the solicited part (admission.go).
 func (t *task) solicitLocked() []*PDU {
-	if !t.write || !t.unsolDone || t.failSense != nil || t.aborted {
+	if !t.write || !t.unsolDone || !t.granted || t.failed || t.aborted || t.started || t.completed {
 		return nil
 	}
 	ss := t.sess
@@ -29,6 +28,19 @@ func (t *task) solicitLocked() []*PDU {
 		out = append(out, p)
 	}
 	return out
+}
+
+// grant is called once the session's budget has reserved the solicited
+// part of t's buffer: its R2Ts may go out.
+func (t *task) grant() {
+	t.mu.Lock()
+	t.granted = true
+	t.bufLimit = t.edtl
+	r2ts := t.solicitLocked()
+	t.mu.Unlock()
+	for _, r := range r2ts {
+		t.conn.send(r, stampPeek)
+	}
 }
 
 // handleDataOut files one Data-Out PDU (RFC 7143 section 11.7) into its
@@ -55,7 +67,8 @@ func (c *conn) handleDataOut(p *PDU, badDigest bool) {
 		t.mu.Unlock()
 		return
 	}
-	ok := t.fileDataLocked(p, badDigest)
+	// A failing task only follows the sequence: its data is not kept.
+	ok := t.fileDataLocked(p, badDigest || t.failed)
 	if !ok {
 		t.fail(senseDataPhaseError(), true)
 	} else if badDigest {
@@ -70,15 +83,15 @@ func (c *conn) handleDataOut(p *PDU, badDigest bool) {
 }
 
 // fileDataLocked checks p against the task's data state and copies its
-// data. It returns false on a protocol violation.
-func (t *task) fileDataLocked(p *PDU, badDigest bool) bool {
+// data unless discard is set. It returns false on a protocol violation.
+func (t *task) fileDataLocked(p *PDU, discard bool) bool {
 	off, n := p.BufferOffset(), uint32(len(p.Data))
 	if ttt := p.TTT(); ttt == ReservedTag {
 		// Unsolicited data (InitialR2T=No).
 		if t.unsolDone || off != t.unsolGot || n > t.unsolEnd-off || p.DataSN() != t.unsolDataSN {
 			return false
 		}
-		if !badDigest {
+		if !discard {
 			t.put(off, p.Data)
 		}
 		t.unsolGot += n
@@ -101,7 +114,7 @@ func (t *task) fileDataLocked(p *PDU, badDigest bool) bool {
 	if r == nil || off != r.offset+r.got || n > r.length-r.got || p.DataSN() != r.dataSN {
 		return false
 	}
-	if !badDigest {
+	if !discard {
 		t.put(off, p.Data)
 	}
 	r.got += n
@@ -129,13 +142,19 @@ func (t *task) put(off uint32, data []byte) {
 	}
 }
 
-// grow makes the Data-Out buffer at least end bytes long.
+// grow makes the Data-Out buffer at least end bytes long. The buffer is
+// allocated when data first comes, with the capacity the budget reserved
+// for it (bufLimit): a task waiting for data, or for its grant, costs no
+// memory beyond what the initiator has sent. Callers keep end within
+// bufLimit.
 func (t *task) grow(end int) {
 	if end <= len(t.buf) {
 		return
 	}
 	if end > cap(t.buf) {
-		t.buf = slices.Grow(t.buf, min(max(2*cap(t.buf), end), int(t.edtl))-len(t.buf))
+		nb := make([]byte, len(t.buf), max(end, int(t.bufLimit)))
+		copy(nb, t.buf)
+		t.buf = nb
 	}
 	t.buf = t.buf[:end]
 }

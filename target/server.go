@@ -49,11 +49,23 @@ type ServerConfig struct {
 	DefaultTime2Retain uint32
 
 	// CmdWindow is the CmdSN window, the queue depth of a session
-	// (default 128).
+	// (default 128): MaxCmdSN advances as commands complete, so at most
+	// CmdWindow non-immediate SCSI commands of a session are in progress
+	// at once; commands beyond MaxCmdSN are ignored (RFC 7143 section
+	// 4.2.2.1). Immediate SCSI commands beyond one per connection get
+	// TASK SET FULL.
 	CmdWindow uint32
 	// MaxCommandData bounds the Expected Data Transfer Length of one
-	// write (default 64 MiB); longer writes fail with CHECK CONDITION.
+	// write (default 32 MiB, the MAXIMUM TRANSFER LENGTH the SCSI device
+	// reports); longer writes fail with CHECK CONDITION.
 	MaxCommandData uint32
+	// SessionWriteBudget bounds the write data buffers of one session, in
+	// bytes (default 64 MiB). CmdWindow × FirstBurstLength of it is kept
+	// for the data initiators send unasked (immediate and unsolicited);
+	// a write whose solicited data does not fit in the rest waits, its
+	// R2Ts unsent, until enough writes complete. It must be at least
+	// CmdWindow × FirstBurstLength + MaxCommandData.
+	SessionWriteBudget uint64
 
 	// NopInInterval is how long a connection may stay silent before the
 	// target pings it with a NOP-In (default 10 s; negative disables).
@@ -93,7 +105,10 @@ func (c *ServerConfig) setDefaults() {
 	def(&c.DefaultTime2Wait, 2)
 	def(&c.DefaultTime2Retain, 20)
 	def(&c.CmdWindow, 128)
-	def(&c.MaxCommandData, 64<<20)
+	def(&c.MaxCommandData, 32<<20)
+	if c.SessionWriteBudget == 0 {
+		c.SessionWriteBudget = 64 << 20
+	}
 	if c.NopInInterval == 0 {
 		c.NopInInterval = 10 * time.Second
 	}
@@ -128,6 +143,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.MaxCommandData < c.MaxBurstLength {
 		errs = append(errs, errors.New("MaxCommandData must be at least MaxBurstLength"))
+	}
+	if need := uint64(c.CmdWindow)*uint64(c.FirstBurstLength) + uint64(c.MaxCommandData); c.SessionWriteBudget < need {
+		errs = append(errs, fmt.Errorf("SessionWriteBudget %d is less than CmdWindow × FirstBurstLength + MaxCommandData = %d: raise it, or lower those", c.SessionWriteBudget, need))
 	}
 	if c.NopInInterval > 0 && c.NopInTimeout <= 0 {
 		errs = append(errs, errors.New("NopInTimeout must be positive when NopInInterval is"))
