@@ -222,13 +222,20 @@ func (c *conn) flush() {
 			c.whdr, c.wvec = c.appendWire(c.whdr, c.wvec, o.p)
 		}
 		bufs := c.wvec
+		// An initiator that stops reading must not hold this goroutine,
+		// and the tasks whose responses wait here, forever.
+		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 		_, err := bufs.WriteTo(c.nc)
 		runAfter(batch)
 		clear(batch)
 		c.wspare = batch[:0]
 		if err != nil {
 			if !c.isClosed() {
-				c.log.Info("write failed", "err", err)
+				if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+					c.log.Warn("initiator has not read for WriteTimeout; dropping the connection", "write_timeout", c.srv.cfg.WriteTimeout)
+				} else {
+					c.log.Info("write failed", "err", err)
+				}
 			}
 			c.close()
 		}

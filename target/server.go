@@ -66,6 +66,10 @@ type ServerConfig struct {
 	// R2Ts unsent, until enough writes complete. It must be at least
 	// CmdWindow × FirstBurstLength + MaxCommandData.
 	SessionWriteBudget uint64
+	// WriteTimeout bounds every write to a connection (default 30 s): an
+	// initiator that stops reading for that long loses the connection,
+	// and its tasks are aborted.
+	WriteTimeout time.Duration
 
 	// NopInInterval is how long a connection may stay silent before the
 	// target pings it with a NOP-In (default 10 s; negative disables).
@@ -109,6 +113,9 @@ func (c *ServerConfig) setDefaults() {
 	if c.SessionWriteBudget == 0 {
 		c.SessionWriteBudget = 64 << 20
 	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
 	if c.NopInInterval == 0 {
 		c.NopInInterval = 10 * time.Second
 	}
@@ -146,6 +153,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if need := uint64(c.CmdWindow)*uint64(c.FirstBurstLength) + uint64(c.MaxCommandData); c.SessionWriteBudget < need {
 		errs = append(errs, fmt.Errorf("SessionWriteBudget %d is less than CmdWindow × FirstBurstLength + MaxCommandData = %d: raise it, or lower those", c.SessionWriteBudget, need))
+	}
+	if c.WriteTimeout < 0 {
+		errs = append(errs, errors.New("WriteTimeout must be positive (0 means the default)"))
 	}
 	if c.NopInInterval > 0 && c.NopInTimeout <= 0 {
 		errs = append(errs, errors.New("NopInTimeout must be positive when NopInInterval is"))
