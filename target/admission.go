@@ -19,7 +19,7 @@ import (
 // immediate task needs its whole buffer granted on arrival. Since
 // ServerConfig.Validate requires the rest to hold MaxCommandData, every
 // waiting write fits once the tasks holding grants complete, and those
-// (receiving data or executing) always do.
+// (receiving data, bounded by DataOutTimeout, or executing) always do.
 
 // maxImmediateTasks is how many immediate SCSI tasks a connection may have
 // in progress: RFC 7143 section 4.2.2.1 asks a target to handle at least

@@ -3,6 +3,7 @@ package target
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -88,4 +89,53 @@ func TestWriteTimeoutDropsInitiatorThatStopsReading(t *testing.T) {
 	in.nc.Write(wire)
 	env.waitNoSessions(t)
 	checkReleased(t, ss)
+}
+
+// TestDataOutTimeoutDropsConnection: a write that waits for Data-Out (an
+// R2T unanswered, or unsolicited data announced and never sent) for
+// DataOutTimeout ends its connection (error recovery level 0) with a log
+// line naming the initiator and the task; nothing is left behind.
+func TestDataOutTimeoutDropsConnection(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		keys        []KV
+		unsolicited bool
+	}{
+		{"R2T unanswered", []KV{{"ImmediateData", "No"}, {"InitialR2T", "Yes"}}, false},
+		{"unsolicited data never sent", []KV{{"ImmediateData", "No"}, {"InitialR2T", "No"}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs *logBuf
+			env := newFTEnv(t, func(c *ServerConfig) {
+				c.DataOutTimeout = 50 * time.Millisecond
+				logs = captureLog(c)
+			})
+			in := ftDial(t, env.addr)
+			in.mustLogin(loginOpts{keys: tc.keys})
+			in.ready()
+			ss := env.onlySession(t)
+			p := in.scsiCmd(cdbWrite10(0, 8), false, true, 4096)
+			if tc.unsolicited {
+				p.SetFlags(p.Flags() &^ cmdFinal)
+			}
+			in.send(p)
+			if !tc.unsolicited {
+				if r := in.mustRecv(); r.Opcode() != OpR2T || r.ITT() != p.ITT() {
+					t.Fatalf("got %v ITT %#x, want an R2T", r.Opcode(), r.ITT())
+				}
+			}
+			in.expectClosed()
+			env.waitNoSessions(t)
+			checkReleased(t, ss)
+			lines := logs.lines("no Data-Out within DataOutTimeout")
+			if len(lines) != 1 {
+				t.Fatalf("%d Data-Out timeout log lines, want 1:\n%s", len(lines), logs)
+			}
+			for _, want := range []string{"level=WARN", "initiator=" + ftInitiator, fmt.Sprintf("itt=%d", p.ITT()), fmt.Sprintf("cmdsn=%d", p.CmdSN())} {
+				if !strings.Contains(lines[0], want) {
+					t.Errorf("log line %q lacks %q", lines[0], want)
+				}
+			}
+		})
+	}
 }

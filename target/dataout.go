@@ -1,5 +1,7 @@
 package target
 
+import "time"
+
 // solicitLocked issues R2Ts for data still to be solicited, keeping at
 // most MaxOutstandingR2T outstanding, each for at most MaxBurstLength
 // (RFC 7143 section 11.8). It returns the R2T PDUs to send. Solicitation
@@ -27,6 +29,9 @@ func (t *task) solicitLocked() []*PDU {
 		t.r2tNext += n
 		out = append(out, p)
 	}
+	if len(out) > 0 {
+		t.lastData = time.Now().UnixNano()
+	}
 	return out
 }
 
@@ -37,6 +42,7 @@ func (t *task) grant() {
 	t.granted = true
 	t.bufLimit = t.edtl
 	r2ts := t.solicitLocked()
+	t.watchDataLocked()
 	t.mu.Unlock()
 	for _, r := range r2ts {
 		t.conn.send(r, stampPeek)
@@ -67,6 +73,7 @@ func (c *conn) handleDataOut(p *PDU, badDigest bool) {
 		t.mu.Unlock()
 		return
 	}
+	t.lastData = c.lastRecv.Load()
 	// A failing task only follows the sequence: its data is not kept.
 	ok := t.fileDataLocked(p, badDigest || t.failed)
 	if !ok {
@@ -75,6 +82,7 @@ func (c *conn) handleDataOut(p *PDU, badDigest bool) {
 		t.fail(senseCRCError(), false)
 	}
 	r2ts := t.solicitLocked()
+	t.watchDataLocked()
 	t.maybeStartLocked()
 	t.mu.Unlock()
 	for _, r := range r2ts {
@@ -157,4 +165,48 @@ func (t *task) grow(end int) {
 		t.buf = nb
 	}
 	t.buf = t.buf[:end]
+}
+
+// watchDataLocked arms the Data-Out timer when the task waits for data
+// from the initiator: unsolicited data it announced, or data an R2T asked
+// for. A task waiting for its budget grant waits for the target, not for
+// the initiator.
+func (t *task) watchDataLocked() {
+	if t.dataTimer != nil || !t.waitingDataLocked() {
+		return
+	}
+	t.dataTimer = time.AfterFunc(t.conn.srv.cfg.DataOutTimeout, t.checkDataOut)
+}
+
+func (t *task) waitingDataLocked() bool {
+	return t.write && !t.started && !t.aborted && !t.completed && !t.failNow &&
+		(!t.unsolDone || len(t.r2ts) > 0)
+}
+
+// checkDataOut runs when the Data-Out timer fires: if the task has waited
+// for data for DataOutTimeout since the last Data-Out (or R2T), error
+// recovery level 0 gives up on the connection; dropping it aborts its
+// tasks and releases their buffers.
+func (t *task) checkDataOut() {
+	limit := t.conn.srv.cfg.DataOutTimeout
+	t.mu.Lock()
+	if !t.waitingDataLocked() {
+		t.dataTimer = nil
+		t.mu.Unlock()
+		return
+	}
+	idle := time.Since(time.Unix(0, t.lastData))
+	if idle < limit {
+		t.dataTimer.Reset(limit - idle)
+		t.mu.Unlock()
+		return
+	}
+	t.dataTimer = nil
+	got, unsolDone, r2ts := t.got, t.unsolDone, len(t.r2ts)
+	t.mu.Unlock()
+	t.conn.log.Warn("no Data-Out within DataOutTimeout; dropping the connection",
+		"itt", t.itt, "cmdsn", t.cmdSN, "lun", t.lun, "received", got, "expected", t.edtl,
+		"unsolicited_pending", !unsolDone, "r2ts_outstanding", r2ts, "waited", idle.Round(time.Millisecond))
+	t.conn.close()
+	t.abort()
 }

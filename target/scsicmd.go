@@ -3,6 +3,7 @@ package target
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/hatgt/hatgt/scsi"
 )
@@ -62,6 +63,8 @@ type task struct {
 	r2tNext     uint32 // next offset to solicit
 	r2tSN       uint32
 	r2ts        []*r2tState
+	lastData    int64       // unix ns: receipt, last R2T sent, last Data-Out
+	dataTimer   *time.Timer // armed while waiting for Data-Out
 	// failed ends the task with failStatus (and failSense) instead of
 	// executing it; failNow says not to wait for outstanding data first.
 	failed     bool
@@ -126,6 +129,7 @@ func (c *conn) handleSCSICommand(p *PDU) {
 		write:     flags&cmdWrite != 0,
 		edtl:      p.ExpectedDataTransferLength(),
 		done:      make(chan struct{}),
+		lastData:  c.lastRecv.Load(),
 	}
 	final := flags&cmdFinal != 0
 	imm := uint32(len(p.Data))
@@ -194,6 +198,7 @@ func (c *conn) handleSCSICommand(p *PDU) {
 	if t.write {
 		t.mu.Lock()
 		r2ts := t.solicitLocked()
+		t.watchDataLocked()
 		t.mu.Unlock()
 		for _, r := range r2ts {
 			c.send(r, stampPeek)
@@ -427,6 +432,10 @@ func (t *task) complete() {
 	}
 	t.completed = true
 	slot := t.delivered && !t.immediate
+	if t.dataTimer != nil {
+		t.dataTimer.Stop()
+		t.dataTimer = nil
+	}
 	t.mu.Unlock()
 	if slot {
 		t.sess.seq.release()

@@ -70,6 +70,11 @@ type ServerConfig struct {
 	// initiator that stops reading for that long loses the connection,
 	// and its tasks are aborted.
 	WriteTimeout time.Duration
+	// DataOutTimeout is how long a write may wait for Data-Out it has
+	// asked for with an R2T, or that the initiator announced as
+	// unsolicited, before the target gives up on the connection (error
+	// recovery level 0) and aborts its tasks (default 30 s).
+	DataOutTimeout time.Duration
 
 	// NopInInterval is how long a connection may stay silent before the
 	// target pings it with a NOP-In (default 10 s; negative disables).
@@ -116,6 +121,9 @@ func (c *ServerConfig) setDefaults() {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 30 * time.Second
 	}
+	if c.DataOutTimeout == 0 {
+		c.DataOutTimeout = 30 * time.Second
+	}
 	if c.NopInInterval == 0 {
 		c.NopInInterval = 10 * time.Second
 	}
@@ -156,6 +164,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.WriteTimeout < 0 {
 		errs = append(errs, errors.New("WriteTimeout must be positive (0 means the default)"))
+	}
+	if c.DataOutTimeout < 0 {
+		errs = append(errs, errors.New("DataOutTimeout must be positive (0 means the default)"))
 	}
 	if c.NopInInterval > 0 && c.NopInTimeout <= 0 {
 		errs = append(errs, errors.New("NopInTimeout must be positive when NopInInterval is"))
