@@ -321,7 +321,7 @@ func (c *conn) login() (uint32, bool) {
 			}
 		}
 		if err != nil {
-			c.log.Info("login failed", "err", err)
+			c.logLoginFailure(lp, err)
 			return 0, false
 		}
 		if !done {
@@ -345,6 +345,23 @@ func (c *conn) login() (uint32, bool) {
 		c.log.Info("login complete", "type", typ)
 		return next, true
 	}
+}
+
+// logLoginFailure logs why a login failed. A failed authentication is a
+// warning that names the initiator and the CHAP user name it gave (never
+// a secret, challenge or response), so that an operator can tell a
+// misconfigured initiator from someone guessing.
+func (c *conn) logLoginFailure(lp *loginPhase, err error) {
+	var le *LoginError
+	if errors.As(err, &le) && le.Status == LoginAuthFailed {
+		user := ""
+		if lp.chap != nil {
+			user = lp.chap.user
+		}
+		c.log.Warn("login failed: authentication", "initiator", lp.res.InitiatorName, "user", user, "err", err)
+		return
+	}
+	c.log.Info("login failed", "err", err)
 }
 
 // loginStep calls the login state machine, turning a panic in it into a
