@@ -60,6 +60,7 @@ type chapServer struct {
 	newHash   func() hash.Hash
 	id        byte
 	challenge []byte
+	user      string // CHAP_N as the initiator sent it, for logs
 }
 
 func newCHAPServer(cfg *CHAPConfig, rand io.Reader) *chapServer {
@@ -111,6 +112,7 @@ func (c *chapServer) response(k chapKeys) ([]KV, error) {
 		return nil, errCHAPProtocol
 	}
 	name, okN := k["CHAP_N"]
+	c.user = name
 	resp, okR := k["CHAP_R"]
 	if !okN || !okR {
 		return nil, errors.New("CHAP: CHAP_N or CHAP_R missing")

@@ -30,11 +30,16 @@ const (
 )
 
 // outPDU is one PDU queued for the writer; after, when set, runs once it
-// has been written (or dropped because the connection closed).
+// has been written (or dropped because the connection closed). release,
+// when set, runs just before the PDU is stamped (or when it is dropped):
+// a task's final response completes the task there, so that the MaxCmdSN
+// it carries already counts the window slot it frees, while responses
+// queued behind an initiator that does not read keep their slots.
 type outPDU struct {
-	p     *PDU
-	st    stamp
-	after func()
+	p       *PDU
+	st      stamp
+	after   func()
+	release func()
 }
 
 // conn is one iSCSI connection. Its reader goroutine reads and dispatches
@@ -76,6 +81,7 @@ type conn struct {
 	wvec   net.Buffers
 
 	active   atomic.Int32   // tasks in progress
+	immTasks atomic.Int32   // immediate tasks holding a slot (admission.go)
 	tasksWG  sync.WaitGroup // the same, to wait for
 	ffp      atomic.Bool    // in full feature phase
 	lastRecv atomic.Int64   // unix nanoseconds of the last PDU read
@@ -206,26 +212,42 @@ func (c *conn) flush() {
 		c.wmu.Unlock()
 
 		c.whdr, c.wvec = c.whdr[:0], c.wvec[:0]
-		for _, o := range batch {
-			c.stamp(o)
+		for i := range batch {
+			o := &batch[i]
+			if o.release != nil {
+				o.release()
+				o.release = nil
+			}
+			c.stamp(*o)
 			c.whdr, c.wvec = c.appendWire(c.whdr, c.wvec, o.p)
 		}
 		bufs := c.wvec
+		// An initiator that stops reading must not hold this goroutine,
+		// and the tasks whose responses wait here, forever.
+		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 		_, err := bufs.WriteTo(c.nc)
 		runAfter(batch)
 		clear(batch)
 		c.wspare = batch[:0]
 		if err != nil {
 			if !c.isClosed() {
-				c.log.Info("write failed", "err", err)
+				if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+					c.log.Warn("initiator has not read for WriteTimeout; dropping the connection", "write_timeout", c.srv.cfg.WriteTimeout)
+				} else {
+					c.log.Info("write failed", "err", err)
+				}
 			}
 			c.close()
 		}
 	}
 }
 
+// runAfter runs the hooks of PDUs written or dropped.
 func runAfter(os []outPDU) {
 	for _, o := range os {
+		if o.release != nil {
+			o.release()
+		}
 		if o.after != nil {
 			o.after()
 		}
@@ -299,7 +321,7 @@ func (c *conn) login() (uint32, bool) {
 			}
 		}
 		if err != nil {
-			c.log.Info("login failed", "err", err)
+			c.logLoginFailure(lp, err)
 			return 0, false
 		}
 		if !done {
@@ -323,6 +345,23 @@ func (c *conn) login() (uint32, bool) {
 		c.log.Info("login complete", "type", typ)
 		return next, true
 	}
+}
+
+// logLoginFailure logs why a login failed. A failed authentication is a
+// warning that names the initiator and the CHAP user name it gave (never
+// a secret, challenge or response), so that an operator can tell a
+// misconfigured initiator from someone guessing.
+func (c *conn) logLoginFailure(lp *loginPhase, err error) {
+	var le *LoginError
+	if errors.As(err, &le) && le.Status == LoginAuthFailed {
+		user := ""
+		if lp.chap != nil {
+			user = lp.chap.user
+		}
+		c.log.Warn("login failed: authentication", "initiator", lp.res.InitiatorName, "user", user, "err", err)
+		return
+	}
+	c.log.Info("login failed", "err", err)
 }
 
 // loginStep calls the login state machine, turning a panic in it into a
@@ -421,11 +460,31 @@ func (c *conn) order(p *PDU, fn func()) bool {
 		return true
 	}
 	if !c.sess.seq.submit(p.CmdSN(), fn) {
-		exp, max := c.sess.seq.window()
-		c.log.Debug("CmdSN outside window; ignored", "op", p.Opcode(), "cmdsn", p.CmdSN(), "exp", exp, "max", max)
+		c.ignored(p)
 		return false
 	}
 	return true
+}
+
+// orderTask is order for a SCSI task: a non-immediate one holds its window
+// slot until it completes.
+func (c *conn) orderTask(p *PDU, fn func()) bool {
+	if p.Immediate() {
+		fn()
+		return true
+	}
+	if !c.sess.seq.submitTask(p.CmdSN(), fn) {
+		c.ignored(p)
+		return false
+	}
+	return true
+}
+
+// ignored notes a command ignored because its CmdSN is outside the window
+// (or a duplicate): RFC 7143 section 4.2.2.1 wants no answer.
+func (c *conn) ignored(p *PDU) {
+	exp, max := c.sess.seq.window()
+	c.log.Debug("CmdSN outside window; ignored", "op", p.Opcode(), "itt", p.ITT(), "cmdsn", p.CmdSN(), "exp", exp, "max", max)
 }
 
 // writeLoop takes the writing role when the reader (or another

@@ -17,7 +17,8 @@ const (
 // sendResult sends the outcome of a command: Data-In PDUs for read data,
 // split at the initiator's MaxRecvDataSegmentLength and in sequences of
 // MaxBurstLength, with GOOD status folded into the last one; otherwise a
-// SCSI Response (with sense data for CHECK CONDITION).
+// SCSI Response (with sense data for CHECK CONDITION). The PDU with the
+// status completes the task (scsicmd.go) as the writer stamps it.
 func (t *task) sendResult(resp *scsi.Response) {
 	c := t.conn
 	var data []byte
@@ -56,6 +57,7 @@ func (t *task) sendResult(resp *scsi.Response) {
 	foldStatus := good && len(data) > 0 && len(resp.Sense) == 0
 	out := t.dataInPDUs(data, foldStatus, resp.Status, resFlags, residual)
 	if foldStatus {
+		out[len(out)-1].release = t.complete
 		c.sendNow(out...)
 		return
 	}
@@ -74,7 +76,7 @@ func (t *task) sendResult(resp *scsi.Response) {
 		binary.BigEndian.PutUint16(p.Data, uint16(len(resp.Sense)))
 		copy(p.Data[2:], resp.Sense)
 	}
-	c.sendNow(append(out, outPDU{p: p, st: stampStatus})...)
+	c.sendNow(append(out, outPDU{p: p, st: stampStatus, release: t.complete})...)
 }
 
 // dataInPDUs returns the Data-In PDUs for data. With withStatus the last

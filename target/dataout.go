@@ -1,13 +1,14 @@
 package target
 
-import "slices"
+import "time"
 
 // solicitLocked issues R2Ts for data still to be solicited, keeping at
 // most MaxOutstandingR2T outstanding, each for at most MaxBurstLength
 // (RFC 7143 section 11.8). It returns the R2T PDUs to send. Solicitation
-// starts once the unsolicited data has ended.
+// starts once the unsolicited data has ended and the session's write
+// budget has granted the solicited part (admission.go).
 func (t *task) solicitLocked() []*PDU {
-	if !t.write || !t.unsolDone || t.failSense != nil || t.aborted {
+	if !t.write || !t.unsolDone || !t.granted || t.failed || t.aborted || t.started || t.completed {
 		return nil
 	}
 	ss := t.sess
@@ -28,7 +29,24 @@ func (t *task) solicitLocked() []*PDU {
 		t.r2tNext += n
 		out = append(out, p)
 	}
+	if len(out) > 0 {
+		t.lastData = time.Now().UnixNano()
+	}
 	return out
+}
+
+// grant is called once the session's budget has reserved the solicited
+// part of t's buffer: its R2Ts may go out.
+func (t *task) grant() {
+	t.mu.Lock()
+	t.granted = true
+	t.bufLimit = t.edtl
+	r2ts := t.solicitLocked()
+	t.watchDataLocked()
+	t.mu.Unlock()
+	for _, r := range r2ts {
+		t.conn.send(r, stampPeek)
+	}
 }
 
 // handleDataOut files one Data-Out PDU (RFC 7143 section 11.7) into its
@@ -55,13 +73,16 @@ func (c *conn) handleDataOut(p *PDU, badDigest bool) {
 		t.mu.Unlock()
 		return
 	}
-	ok := t.fileDataLocked(p, badDigest)
+	t.lastData = c.lastRecv.Load()
+	// A failing task only follows the sequence: its data is not kept.
+	ok := t.fileDataLocked(p, badDigest || t.failed)
 	if !ok {
 		t.fail(senseDataPhaseError(), true)
 	} else if badDigest {
 		t.fail(senseCRCError(), false)
 	}
 	r2ts := t.solicitLocked()
+	t.watchDataLocked()
 	t.maybeStartLocked()
 	t.mu.Unlock()
 	for _, r := range r2ts {
@@ -70,15 +91,15 @@ func (c *conn) handleDataOut(p *PDU, badDigest bool) {
 }
 
 // fileDataLocked checks p against the task's data state and copies its
-// data. It returns false on a protocol violation.
-func (t *task) fileDataLocked(p *PDU, badDigest bool) bool {
+// data unless discard is set. It returns false on a protocol violation.
+func (t *task) fileDataLocked(p *PDU, discard bool) bool {
 	off, n := p.BufferOffset(), uint32(len(p.Data))
 	if ttt := p.TTT(); ttt == ReservedTag {
 		// Unsolicited data (InitialR2T=No).
 		if t.unsolDone || off != t.unsolGot || n > t.unsolEnd-off || p.DataSN() != t.unsolDataSN {
 			return false
 		}
-		if !badDigest {
+		if !discard {
 			t.put(off, p.Data)
 		}
 		t.unsolGot += n
@@ -101,7 +122,7 @@ func (t *task) fileDataLocked(p *PDU, badDigest bool) bool {
 	if r == nil || off != r.offset+r.got || n > r.length-r.got || p.DataSN() != r.dataSN {
 		return false
 	}
-	if !badDigest {
+	if !discard {
 		t.put(off, p.Data)
 	}
 	r.got += n
@@ -129,13 +150,63 @@ func (t *task) put(off uint32, data []byte) {
 	}
 }
 
-// grow makes the Data-Out buffer at least end bytes long.
+// grow makes the Data-Out buffer at least end bytes long. The buffer is
+// allocated when data first comes, with the capacity the budget reserved
+// for it (bufLimit): a task waiting for data, or for its grant, costs no
+// memory beyond what the initiator has sent. Callers keep end within
+// bufLimit.
 func (t *task) grow(end int) {
 	if end <= len(t.buf) {
 		return
 	}
 	if end > cap(t.buf) {
-		t.buf = slices.Grow(t.buf, min(max(2*cap(t.buf), end), int(t.edtl))-len(t.buf))
+		nb := make([]byte, len(t.buf), max(end, int(t.bufLimit)))
+		copy(nb, t.buf)
+		t.buf = nb
 	}
 	t.buf = t.buf[:end]
+}
+
+// watchDataLocked arms the Data-Out timer when the task waits for data
+// from the initiator: unsolicited data it announced, or data an R2T asked
+// for. A task waiting for its budget grant waits for the target, not for
+// the initiator.
+func (t *task) watchDataLocked() {
+	if t.dataTimer != nil || !t.waitingDataLocked() {
+		return
+	}
+	t.dataTimer = time.AfterFunc(t.conn.srv.cfg.DataOutTimeout, t.checkDataOut)
+}
+
+func (t *task) waitingDataLocked() bool {
+	return t.write && !t.started && !t.aborted && !t.completed && !t.failNow &&
+		(!t.unsolDone || len(t.r2ts) > 0)
+}
+
+// checkDataOut runs when the Data-Out timer fires: if the task has waited
+// for data for DataOutTimeout since the last Data-Out (or R2T), error
+// recovery level 0 gives up on the connection; dropping it aborts its
+// tasks and releases their buffers.
+func (t *task) checkDataOut() {
+	limit := t.conn.srv.cfg.DataOutTimeout
+	t.mu.Lock()
+	if !t.waitingDataLocked() {
+		t.dataTimer = nil
+		t.mu.Unlock()
+		return
+	}
+	idle := time.Since(time.Unix(0, t.lastData))
+	if idle < limit {
+		t.dataTimer.Reset(limit - idle)
+		t.mu.Unlock()
+		return
+	}
+	t.dataTimer = nil
+	got, unsolDone, r2ts := t.got, t.unsolDone, len(t.r2ts)
+	t.mu.Unlock()
+	t.conn.log.Warn("no Data-Out within DataOutTimeout; dropping the connection",
+		"itt", t.itt, "cmdsn", t.cmdSN, "lun", t.lun, "received", got, "expected", t.edtl,
+		"unsolicited_pending", !unsolDone, "r2ts_outstanding", r2ts, "waited", idle.Round(time.Millisecond))
+	t.conn.close()
+	t.abort()
 }

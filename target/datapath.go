@@ -25,7 +25,9 @@ func (c *conn) readPDU() (*PDU, error) {
 // The task must still be missing data: it cannot start executing (and
 // read the buffer) before this reader, the only one that fills it, has
 // filed the PDU. fileDataLocked validates the PDU afterwards; a PDU that
-// fails validation fails its task, so bytes it wrote are never used.
+// fails validation fails its task, so bytes it wrote are never used. Data
+// beyond what the budget reserved for the task (bufLimit) takes the
+// ordinary path, where validation rejects it.
 func (c *conn) dataOutTarget(hdr []byte, maxData uint32) []byte {
 	if Opcode(hdr[0]&0x3f) != OpDataOut || hdr[4] != 0 {
 		return nil
@@ -41,8 +43,8 @@ func (c *conn) dataOutTarget(hdr []byte, maxData uint32) []byte {
 	off := binary.BigEndian.Uint32(hdr[offBufOffset : offBufOffset+4])
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.write || t.started || t.aborted || t.failSense != nil || t.got >= t.edtl ||
-		uint64(off)+uint64(dl) > uint64(t.edtl) {
+	if !t.write || t.started || t.aborted || t.failed || t.got >= t.edtl ||
+		uint64(off)+uint64(dl) > uint64(t.bufLimit) {
 		return nil
 	}
 	t.grow(int(off + dl))

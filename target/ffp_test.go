@@ -658,6 +658,10 @@ func TestServerConfigValidate(t *testing.T) {
 		func(c *ServerConfig) { c.MaxBurstLength = 1 << 24 },
 		func(c *ServerConfig) { c.MaxCommandData = 512 },
 		func(c *ServerConfig) { c.NopInTimeout = -1 },
+		func(c *ServerConfig) { c.SessionWriteBudget = uint64(c.MaxCommandData) }, // no room for unsolicited data
+		func(c *ServerConfig) { c.CmdWindow = 1024 },                              // 1024 × FirstBurstLength > budget
+		func(c *ServerConfig) { c.WriteTimeout = -time.Second },
+		func(c *ServerConfig) { c.DataOutTimeout = -time.Second },
 	}
 	for i, mod := range bad {
 		c := DefaultServerConfig()

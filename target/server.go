@@ -49,11 +49,32 @@ type ServerConfig struct {
 	DefaultTime2Retain uint32
 
 	// CmdWindow is the CmdSN window, the queue depth of a session
-	// (default 128).
+	// (default 128): MaxCmdSN advances as commands complete, so at most
+	// CmdWindow non-immediate SCSI commands of a session are in progress
+	// at once; commands beyond MaxCmdSN are ignored (RFC 7143 section
+	// 4.2.2.1). Immediate SCSI commands beyond one per connection get
+	// TASK SET FULL.
 	CmdWindow uint32
 	// MaxCommandData bounds the Expected Data Transfer Length of one
-	// write (default 64 MiB); longer writes fail with CHECK CONDITION.
+	// write (default 32 MiB, the MAXIMUM TRANSFER LENGTH the SCSI device
+	// reports); longer writes fail with CHECK CONDITION.
 	MaxCommandData uint32
+	// SessionWriteBudget bounds the write data buffers of one session, in
+	// bytes (default 64 MiB). CmdWindow × FirstBurstLength of it is kept
+	// for the data initiators send unasked (immediate and unsolicited);
+	// a write whose solicited data does not fit in the rest waits, its
+	// R2Ts unsent, until enough writes complete. It must be at least
+	// CmdWindow × FirstBurstLength + MaxCommandData.
+	SessionWriteBudget uint64
+	// WriteTimeout bounds every write to a connection (default 30 s): an
+	// initiator that stops reading for that long loses the connection,
+	// and its tasks are aborted.
+	WriteTimeout time.Duration
+	// DataOutTimeout is how long a write may wait for Data-Out it has
+	// asked for with an R2T, or that the initiator announced as
+	// unsolicited, before the target gives up on the connection (error
+	// recovery level 0) and aborts its tasks (default 30 s).
+	DataOutTimeout time.Duration
 
 	// NopInInterval is how long a connection may stay silent before the
 	// target pings it with a NOP-In (default 10 s; negative disables).
@@ -93,7 +114,16 @@ func (c *ServerConfig) setDefaults() {
 	def(&c.DefaultTime2Wait, 2)
 	def(&c.DefaultTime2Retain, 20)
 	def(&c.CmdWindow, 128)
-	def(&c.MaxCommandData, 64<<20)
+	def(&c.MaxCommandData, 32<<20)
+	if c.SessionWriteBudget == 0 {
+		c.SessionWriteBudget = 64 << 20
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	if c.DataOutTimeout == 0 {
+		c.DataOutTimeout = 30 * time.Second
+	}
 	if c.NopInInterval == 0 {
 		c.NopInInterval = 10 * time.Second
 	}
@@ -128,6 +158,15 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.MaxCommandData < c.MaxBurstLength {
 		errs = append(errs, errors.New("MaxCommandData must be at least MaxBurstLength"))
+	}
+	if need := uint64(c.CmdWindow)*uint64(c.FirstBurstLength) + uint64(c.MaxCommandData); c.SessionWriteBudget < need {
+		errs = append(errs, fmt.Errorf("SessionWriteBudget %d is less than CmdWindow × FirstBurstLength + MaxCommandData = %d: raise it, or lower those", c.SessionWriteBudget, need))
+	}
+	if c.WriteTimeout < 0 {
+		errs = append(errs, errors.New("WriteTimeout must be positive (0 means the default)"))
+	}
+	if c.DataOutTimeout < 0 {
+		errs = append(errs, errors.New("DataOutTimeout must be positive (0 means the default)"))
 	}
 	if c.NopInInterval > 0 && c.NopInTimeout <= 0 {
 		errs = append(errs, errors.New("NopInTimeout must be positive when NopInInterval is"))

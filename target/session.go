@@ -21,6 +21,7 @@ type session struct {
 	params SessionParams
 	nexus  *scsi.Nexus
 	seq    *sequencer
+	budget *writeBudget
 
 	nexusOnce sync.Once
 
@@ -62,6 +63,7 @@ func newSession(srv *Server, key sessionKey, tsih uint16, r *LoginResult, tgt *t
 	if p.MaxConnections == 0 {
 		p.MaxConnections = 1
 	}
+	ss.budget = newWriteBudget(srv.cfg.SessionWriteBudget, ss.seq.depth, unsolicitedPerTask(p, srv.cfg.MaxRecvDataSegmentLength))
 	if tgt != nil {
 		ss.nexus = &scsi.Nexus{
 			InitiatorName:      r.InitiatorName,
@@ -73,6 +75,20 @@ func newSession(srv *Server, key sessionKey, tsih uint16, r *LoginResult, tgt *t
 		}
 	}
 	return ss
+}
+
+// unsolicitedPerTask is the most write data one command may carry without
+// being asked: immediate data (at most FirstBurstLength and one data
+// segment) and, with InitialR2T=No, unsolicited Data-Out up to
+// FirstBurstLength in all.
+func unsolicitedPerTask(p *SessionParams, maxSegment uint32) uint32 {
+	switch {
+	case !p.InitialR2T:
+		return p.FirstBurstLength
+	case p.ImmediateData:
+		return min(p.FirstBurstLength, maxSegment)
+	}
+	return 0
 }
 
 // allocTSIHLocked returns an unused non-zero TSIH. s.mu must be held.
