@@ -146,9 +146,9 @@ func TestBannerNeverPrintsSecrets(t *testing.T) {
 	defer l.Close()
 	n := &node{listeners: []net.Listener{l}, sizes: map[lunKey]int64{{"iqn.2026-11.io.x:y", 0}: 1 << 30}}
 	cfg := &config.Config{Targets: []config.Target{{
-		Name:         "iqn.2026-11.io.x:y",
-		IncomingUser: &config.User{Name: "alice", Secret: "very-secret-123"},
-		LUNs:         []config.LUN{{Number: 0, Path: "/x.img", Type: config.FileIO, Sector: 512, IOMode: config.WriteBack}},
+		Name:          "iqn.2026-11.io.x:y",
+		IncomingUsers: []config.User{{Name: "alice", Secret: "very-secret-123"}},
+		LUNs:          []config.LUN{{Number: 0, Path: "/x.img", Type: config.FileIO, Sector: 512, IOMode: config.WriteBack}},
 	}}}
 	var b bytes.Buffer
 	printBanner(&b, cfg, n, false)

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 
@@ -46,7 +48,7 @@ type lunKey struct {
 // startNode listens on the portals of cfg and opens every LUN. On error
 // nothing is left open.
 func startNode(cfg *config.Config, log *slog.Logger) (_ *node, err error) {
-	srv, err := target.NewServer(target.ServerConfig{Logger: log.With("component", "target")})
+	srv, err := target.NewServer(target.ServerConfig{Logger: log.With("component", "target"), DiscoveryCHAP: discoveryCHAP(cfg)})
 	if err != nil {
 		return nil, err
 	}
@@ -76,19 +78,100 @@ func startNode(cfg *config.Config, log *slog.Logger) (_ *node, err error) {
 				return nil, err
 			}
 		}
-		tc := target.TargetConfig{Name: t.Name, Alias: t.Alias, Device: dev, ACL: t.InitiatorAllow}
-		if t.IncomingUser != nil {
-			tc.CHAP = &target.CHAPConfig{User: t.IncomingUser.Name, Secret: t.IncomingUser.Secret}
-			if t.OutgoingUser != nil {
-				tc.CHAP.MutualUser = t.OutgoingUser.Name
-				tc.CHAP.MutualSecret = t.OutgoingUser.Secret
-			}
-		}
-		if err := srv.AddTarget(tc); err != nil {
+		if err := srv.AddTarget(nodeTargetConfig(cfg, t, dev)); err != nil {
 			return nil, err
 		}
 	}
 	return n, nil
+}
+
+// nodeTargetConfig is what the iSCSI server needs of target t of cfg: its
+// device, ACL, CHAP, login keys, and the initiators.allow/deny rules of
+// cfg.
+func nodeTargetConfig(cfg *config.Config, t config.Target, dev *scsi.Device) target.TargetConfig {
+	tc := target.TargetConfig{
+		Name: t.Name, Alias: t.Alias, Device: dev, ACL: t.InitiatorAllow,
+		CHAP:  chapConfig(t.IncomingUsers, t.OutgoingUser),
+		Login: loginParams(t.Login),
+	}
+	if cfg.InitiatorsAllow != nil || cfg.InitiatorsDeny != nil {
+		name := t.Name
+		tc.AllowFrom = func(initiator string, remote net.Addr) bool {
+			return cfg.InitiatorAllowed(name, initiator, addrOf(remote))
+		}
+	}
+	return tc
+}
+
+// discoveryCHAP is the CHAP discovery sessions of cfg must pass, or nil.
+func discoveryCHAP(cfg *config.Config) *target.CHAPConfig {
+	return chapConfig(cfg.DiscoveryUsers, cfg.DiscoveryOutgoingUser)
+}
+
+// chapConfig turns IncomingUser/OutgoingUser lines into a CHAP config;
+// nil when there is no IncomingUser.
+func chapConfig(in []config.User, out *config.User) *target.CHAPConfig {
+	if len(in) == 0 {
+		return nil
+	}
+	c := &target.CHAPConfig{User: in[0].Name, Secret: in[0].Secret}
+	for _, u := range in[1:] {
+		c.MoreUsers = append(c.MoreUsers, target.CHAPUser{User: u.Name, Secret: u.Secret})
+	}
+	if out != nil {
+		c.MutualUser, c.MutualSecret = out.Name, out.Secret
+	}
+	return c
+}
+
+// loginParams turns a target's login keys into the server's form; nil
+// when the target sets none.
+func loginParams(n config.Negotiation) *target.LoginParams {
+	p := &target.LoginParams{
+		MaxConnections:           n.MaxConnections,
+		InitialR2T:               n.InitialR2T,
+		ImmediateData:            n.ImmediateData,
+		MaxRecvDataSegmentLength: n.MaxRecvDataSegmentLength,
+		MaxXmitDataSegmentLength: n.MaxXmitDataSegmentLength,
+		MaxBurstLength:           n.MaxBurstLength,
+		FirstBurstLength:         n.FirstBurstLength,
+		DefaultTime2Wait:         n.DefaultTime2Wait,
+		DefaultTime2Retain:       n.DefaultTime2Retain,
+		MaxOutstandingR2T:        n.MaxOutstandingR2T,
+		HeaderDigest:             digestPolicy(n.HeaderDigest),
+		DataDigest:               digestPolicy(n.DataDigest),
+	}
+	if *p == (target.LoginParams{}) {
+		return nil
+	}
+	return p
+}
+
+// digestPolicy reads a HeaderDigest/DataDigest list: one value alone is
+// required, both (or none given) leave the choice to the initiator.
+func digestPolicy(list []string) target.DigestPolicy {
+	switch {
+	case len(list) == 1 && list[0] == "None":
+		return target.DigestNone
+	case len(list) == 1 && list[0] == "CRC32C":
+		return target.DigestCRC32C
+	}
+	return target.DigestAny
+}
+
+// addrOf is the IP address of a connection's remote end (zero when it has
+// none).
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	if a != nil {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			return ap.Addr().Unmap()
+		}
+	}
+	return netip.Addr{}
 }
 
 // listenError shortens the usual listen failures to what to do about them.
@@ -133,6 +216,9 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 	if l.SerialNumber != "" {
 		serial = l.SerialNumber
 	}
+	if l.ScsiID != "" {
+		naa = scsiIDDesignator(l.ScsiID)
+	}
 	// Persistent reservations with APTPL survive a restart in a file
 	// beside a fileio LUN's image; a blockio LUN has nowhere of its own
 	// to keep them, so it reports PTPL_C=0 and refuses APTPL.
@@ -159,6 +245,22 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 	}
 	n.sizes[lunKey{targetName, l.Number}] = s.Size()
 	return lu, nil
+}
+
+// scsiIDDesignator derives the NAA designator of VPD page 0x83 from an
+// IET ScsiId, as lunIdentity does from the target name and LUN number:
+// LUNs with the same ScsiId, in any target or on any node, report the same
+// identity (what IET's ScsiId was for: one disk multipathed through
+// several targets).
+func scsiIDDesignator(id string) [16]byte {
+	sum := sha256.Sum256([]byte("hatgt scsi id v1\x00" + id))
+	var naa [16]byte
+	naa[0] = 0x60 | identityOUI>>20&0x0f
+	naa[1] = identityOUI >> 12 & 0xff
+	naa[2] = identityOUI >> 4 & 0xff
+	naa[3] = identityOUI&0x0f<<4 | sum[0]&0x0f
+	copy(naa[4:], sum[1:13])
+	return naa
 }
 
 // warnIfOvercommitted warns when a sparse file could grow beyond the free

@@ -173,15 +173,31 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 // maskSecrets returns a copy of cfg with every CHAP secret replaced by
 // asterisks of the same length, for printing.
 func maskSecrets(cfg *config.Config) *config.Config {
+	mask := func(u config.User) config.User {
+		return config.User{Name: u.Name, Secret: strings.Repeat("*", len(u.Secret))}
+	}
+	maskAll := func(us []config.User) []config.User {
+		var out []config.User
+		for _, u := range us {
+			out = append(out, mask(u))
+		}
+		return out
+	}
+	maskOne := func(u *config.User) *config.User {
+		if u == nil {
+			return nil
+		}
+		m := mask(*u)
+		return &m
+	}
 	c := *cfg
+	c.DiscoveryUsers = maskAll(cfg.DiscoveryUsers)
+	c.DiscoveryOutgoingUser = maskOne(cfg.DiscoveryOutgoingUser)
 	c.Targets = append([]config.Target(nil), cfg.Targets...)
 	for i := range c.Targets {
 		t := &c.Targets[i]
-		for _, u := range []**config.User{&t.IncomingUser, &t.OutgoingUser} {
-			if *u != nil {
-				*u = &config.User{Name: (*u).Name, Secret: strings.Repeat("*", len((*u).Secret))}
-			}
-		}
+		t.IncomingUsers = maskAll(t.IncomingUsers)
+		t.OutgoingUser = maskOne(t.OutgoingUser)
 	}
 	return &c
 }
@@ -206,9 +222,9 @@ func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
 		fmt.Fprintf(&b, "connect with (from another machine, use its address instead of %s):\n", hostOf(p))
 		fmt.Fprintf(&b, "  iscsiadm -m discovery -t sendtargets -p %s\n", p)
 		cred := ""
-		if t.IncomingUser != nil {
+		if len(t.IncomingUsers) > 0 {
 			// Never print the secret; say where it goes.
-			cred = t.IncomingUser.Name + "%SECRET@"
+			cred = t.IncomingUsers[0].Name + "%SECRET@"
 			fmt.Fprintf(&b, "  (CHAP: set node.session.auth.* with iscsiadm -m node -o update before the login)\n")
 		}
 		fmt.Fprintf(&b, "  iscsiadm -m node -T %s -p %s --login\n", t.Name, p)
