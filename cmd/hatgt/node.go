@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	"github.com/hatgt/hatgt/blockstore"
@@ -291,7 +292,7 @@ func storeError(l config.LUN, dev bool, err error) error {
 	case errors.Is(err, blockstore.ErrInUse):
 		return fmt.Errorf("%s is in use by another process (another hatgt?)", path)
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%s does not exist (with Type=fileio, give Size= to create it; IOMode=ro never creates)", path)
+		return missingError(l)
 	case errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("%s: permission denied", path)
 	case errors.Is(err, blockstore.ErrSize):
@@ -304,6 +305,22 @@ func storeError(l config.LUN, dev bool, err error) error {
 		return err
 	}
 	return err
+}
+
+// missingError says why a LUN's path does not exist and what to do.
+func missingError(l config.LUN) error {
+	dir := filepath.Dir(l.Path)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("directory %s does not exist (Path=%s): hatgt creates a LUN's file, not its directories; "+
+			"create it (mkdir -p %s) or correct Path=", dir, l.Path, dir)
+	}
+	switch {
+	case l.Type == config.BlockIO:
+		return fmt.Errorf("%s does not exist (Type=blockio serves an existing block device)", l.Path)
+	case l.IOMode == config.ReadOnly:
+		return fmt.Errorf("%s does not exist, and a read-only LUN (IOMode=ro) is never created", l.Path)
+	}
+	return fmt.Errorf("%s does not exist (with Type=fileio, give Size= to create it)", l.Path)
 }
 
 func (n *node) lunSize(targetName string, lun uint64) int64 {
