@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/hatgt/hatgt/blockstore"
@@ -30,13 +31,20 @@ type node struct {
 	log       *slog.Logger
 	srv       *target.Server
 	listeners []net.Listener
-	stores    []openStore
-	sizes     map[lunKey]int64
 	dev       bool // serving the --dev configuration
+
+	// mu serializes reload with itself and with shutdown.
+	mu      sync.Mutex
+	cfg     *config.Config          // what runs (see reload)
+	devices map[string]*scsi.Device // by target name
+	stores  []openStore
+	sizes   map[lunKey]int64
 }
 
 type openStore struct {
+	key  lunKey
 	name string // "target/lun" for messages
+	path string
 	s    store
 	ro   bool
 }
@@ -53,7 +61,7 @@ func startNode(cfg *config.Config, log *slog.Logger) (_ *node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &node{log: log, srv: srv, sizes: map[lunKey]int64{}, dev: cfg.File == devConfigName}
+	n := &node{log: log, srv: srv, sizes: map[lunKey]int64{}, dev: cfg.File == devConfigName, cfg: cfg, devices: map[string]*scsi.Device{}}
 	defer func() {
 		if err != nil {
 			n.closeAll()
@@ -82,6 +90,7 @@ func startNode(cfg *config.Config, log *slog.Logger) (_ *node, err error) {
 		if err := srv.AddTarget(nodeTargetConfig(cfg, t, dev)); err != nil {
 			return nil, err
 		}
+		n.devices[t.Name] = dev
 	}
 	return n, nil
 }
@@ -206,11 +215,13 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 	if err != nil {
 		return nil, storeError(l, n.dev, err)
 	}
-	n.stores = append(n.stores, openStore{name: fmt.Sprintf("%s/%d", targetName, l.Number), s: s, ro: mode == blockstore.ReadOnly})
+	key := lunKey{targetName, l.Number}
+	n.stores = append(n.stores, openStore{key: key, name: fmt.Sprintf("%s/%d", targetName, l.Number), path: l.Path, s: s, ro: mode == blockstore.ReadOnly})
 	if l.Type == config.FileIO && mode != blockstore.ReadOnly {
 		n.warnIfOvercommitted(l.Path, s)
 	}
 	if s.Size() < int64(l.Sector) {
+		n.closeStore(key)
 		return nil, fmt.Errorf("%s: %d bytes is smaller than one %d-byte sector", l.Path, s.Size(), l.Sector)
 	}
 	serial, naa := lunIdentity(targetName, l.Number)
@@ -227,6 +238,7 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 	if l.Type != config.BlockIO {
 		fs, err := scsi.NewFileReservationStore(l.Path + ".pr.json")
 		if err != nil {
+			n.closeStore(key)
 			return nil, fmt.Errorf("reservation state for %s: %w", l.Path, err)
 		}
 		prStore = fs
@@ -242,10 +254,34 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 		Logger:       n.log.With("target", targetName, "lun", l.Number),
 	})
 	if err != nil {
+		n.closeStore(key)
 		return nil, err
 	}
-	n.sizes[lunKey{targetName, l.Number}] = s.Size()
+	n.sizes[key] = s.Size()
 	return lu, nil
+}
+
+// closeStore flushes (unless read-only) and closes the store of key and
+// forgets it; it reports what failed.
+func (n *node) closeStore(key lunKey) error {
+	for i, st := range n.stores {
+		if st.key != key {
+			continue
+		}
+		n.stores = append(n.stores[:i], n.stores[i+1:]...)
+		delete(n.sizes, key)
+		var errs []error
+		if !st.ro {
+			if err := st.s.Flush(); err != nil {
+				errs = append(errs, fmt.Errorf("flush %s: %w", st.name, err))
+			}
+		}
+		if err := st.s.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", st.name, err))
+		}
+		return errors.Join(errs...)
+	}
+	return nil
 }
 
 // scsiIDDesignator derives the NAA designator of VPD page 0x83 from an
@@ -356,6 +392,8 @@ func (n *node) serve() <-chan error {
 // then flushes and closes every store. It reports the first failure, but
 // always flushes and closes everything it can.
 func (n *node) shutdown(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	var first error
 	if err := n.srv.Shutdown(ctx); err != nil {
 		n.log.Warn("commands still in flight when the shutdown timeout expired; connections closed", "err", err)

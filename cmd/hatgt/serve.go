@@ -29,7 +29,9 @@ write-back, 512-byte sectors, thin provisioned, no authentication.
 with --check it only checks FILE and prints it with every default filled in.
 
 SIGTERM or SIGINT stops the node: commands in flight finish (up to
---shutdown-timeout), then every LUN is flushed and closed.
+--shutdown-timeout), then every LUN is flushed and closed. SIGHUP reloads
+FILE (README.md, "Reloading"); with --dev, and in cluster mode, it is
+ignored.
 
 Flags:
 `
@@ -95,6 +97,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if isClusterServe(args) {
+		defer ignoreHangups(stderr, "a cluster node's configuration lives in Raft: change it with hatgt target, lun, acl and chap")()
 		return serveClusterCommand(args, stdout, stderr)
 	}
 	f, err := parseServeFlags(args, usageOut)
@@ -132,9 +135,13 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	}
 
 	// Catch signals before anything is opened, so a SIGTERM that arrives
-	// during start-up still closes the LUNs cleanly.
+	// during start-up still closes the LUNs cleanly, and a SIGHUP never
+	// kills the process.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	n, err := startNode(cfg, log)
 	if err != nil {
@@ -145,12 +152,22 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 
 	serveErr := n.serve()
 	var failed error
-	select {
-	case <-ctx.Done():
-		log.Info("signal received, shutting down", "timeout", f.shutdownTimeout)
-	case err := <-serveErr:
-		failed = err
-		log.Error("portal failed, shutting down", "err", err)
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			log.Info("signal received, shutting down", "timeout", f.shutdownTimeout)
+			running = false
+		case err := <-serveErr:
+			failed = err
+			log.Error("portal failed, shutting down", "err", err)
+			running = false
+		case <-hup:
+			if f.dev {
+				log.Info("SIGHUP ignored: --dev has no configuration file to reload")
+				continue
+			}
+			n.reloadFile(f.configFile)
+		}
 	}
 	stop() // a second signal now kills the process the default way
 
@@ -168,6 +185,29 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// ignoreHangups keeps SIGHUP from killing the process, logging each one
+// with why it changes nothing; the returned function stops that.
+func ignoreHangups(stderr io.Writer, why string) (stop func()) {
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP ignored: " + why)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
 }
 
 // maskSecrets returns a copy of cfg with every CHAP secret replaced by
