@@ -260,6 +260,9 @@ func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
 		p := connectAddr(portals[0])
 		t := cfg.Targets[0]
 		fmt.Fprintf(&b, "connect with (from another machine, use its address instead of %s):\n", hostOf(p))
+		if len(cfg.DiscoveryUsers) > 0 {
+			fmt.Fprintf(&b, "  (discovery CHAP: set discovery.sendtargets.auth.* with iscsiadm -m discoverydb -o update first)\n")
+		}
 		fmt.Fprintf(&b, "  iscsiadm -m discovery -t sendtargets -p %s\n", p)
 		cred := ""
 		if len(t.IncomingUsers) > 0 {
@@ -268,7 +271,12 @@ func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
 			fmt.Fprintf(&b, "  (CHAP: set node.session.auth.* with iscsiadm -m node -o update before the login)\n")
 		}
 		fmt.Fprintf(&b, "  iscsiadm -m node -T %s -p %s --login\n", t.Name, p)
-		fmt.Fprintf(&b, "  iscsi-ls -s iscsi://%s%s\n", cred, p)
+		if len(cfg.DiscoveryUsers) > 0 {
+			// libiscsi uses the URL's credentials for discovery.
+			fmt.Fprintf(&b, "  iscsi-ls iscsi://%s%%SECRET@%s\n", cfg.DiscoveryUsers[0].Name, p)
+		} else {
+			fmt.Fprintf(&b, "  iscsi-ls -s iscsi://%s%s\n", cred, p)
+		}
 		if len(t.LUNs) > 0 {
 			fmt.Fprintf(&b, "  qemu-img info iscsi://%s%s/%s/%d\n", cred, p, t.Name, t.LUNs[0].Number)
 		}
