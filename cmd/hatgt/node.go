@@ -347,8 +347,8 @@ func storeError(l config.LUN, dev bool, err error) error {
 func missingError(l config.LUN) error {
 	dir := filepath.Dir(l.Path)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("directory %s does not exist (Path=%s): hatgt creates a LUN's file, not its directories; "+
-			"create it (mkdir -p %s) or correct Path=", dir, l.Path, dir)
+		return fmt.Errorf("%s does not exist, nor does its directory %s: hatgt creates a LUN's file, not its directories; "+
+			"create the directory (mkdir -p %s) or correct Path=", l.Path, dir, dir)
 	}
 	switch {
 	case l.Type == config.BlockIO:

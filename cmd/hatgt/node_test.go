@@ -23,7 +23,7 @@ func TestMissingFileErrors(t *testing.T) {
 		notWant string
 	}{
 		{"missing directory", config.LUN{Path: filepath.Join(dir, "srv", "iscsi", "db.img"), Type: config.FileIO, Size: 1 << 20, Sector: 512, IOMode: config.WriteThrough},
-			[]string{"directory " + filepath.Join(dir, "srv", "iscsi") + " does not exist", "mkdir -p"}, "give Size="},
+			[]string{"db.img does not exist, nor does its directory " + filepath.Join(dir, "srv", "iscsi"), "mkdir -p"}, "give Size="},
 		{"missing file without Size", config.LUN{Path: filepath.Join(dir, "db.img"), Type: config.FileIO, Sector: 512, IOMode: config.WriteThrough},
 			[]string{"db.img does not exist", "give Size= to create it"}, ""},
 		{"read-only never creates", config.LUN{Path: filepath.Join(dir, "ro.img"), Type: config.FileIO, Size: 1 << 20, Sector: 512, IOMode: config.ReadOnly},
