@@ -74,8 +74,10 @@ type parser struct {
 	// their first line.
 	negSeen map[string]negLine
 	// userLines holds the line of each IncomingUser of the current
-	// block (the global part, then each target).
-	userLines map[string]int
+	// block (the global part, then each target); outgoingLine that of
+	// its OutgoingUser.
+	userLines    map[string]int
+	outgoingLine int
 	// globalDone is set once the global part was checked.
 	globalDone bool
 	// curNullIO is set when the current target had a Type=nullio Lun
@@ -307,7 +309,7 @@ func (p *parser) endGlobal() {
 	}
 	p.globalDone = true
 	p.checkUsers("discovery", 0, p.cfg.DiscoveryUsers, p.cfg.DiscoveryOutgoingUser)
-	p.userLines = nil
+	p.userLines, p.outgoingLine = nil, 0
 }
 
 // checkUsers checks a block's CHAP accounts as a whole.
@@ -316,12 +318,12 @@ func (p *parser) checkUsers(what string, line int, in []User, out *User) {
 		return
 	}
 	if len(in) == 0 {
-		p.errorf(cmpOrInt(line, p.userLines["\x00out"]), "%s: OutgoingUser (mutual CHAP) needs an IncomingUser too", what)
+		p.errorf(cmpOrInt(line, p.outgoingLine), "%s: OutgoingUser (mutual CHAP) needs an IncomingUser too", what)
 		return
 	}
 	for _, u := range in {
 		if u.Secret == out.Secret {
-			p.errorf(cmpOrInt(line, p.userLines["\x00out"]), "%s: OutgoingUser and IncomingUser %s must have different secrets (RFC 7143 section 12.1.3)", what, u.Name)
+			p.errorf(cmpOrInt(line, p.outgoingLine), "%s: OutgoingUser and IncomingUser %s must have different secrets (RFC 7143 section 12.1.3)", what, u.Name)
 		}
 	}
 }
@@ -342,7 +344,7 @@ func (p *parser) endTarget() {
 	p.cur = nil
 	p.checkUsers("target "+t.Name, t.Line, t.IncomingUsers, t.OutgoingUser)
 	p.checkNegotiation(t)
-	p.negSeen, p.userLines = nil, nil
+	p.negSeen, p.userLines, p.outgoingLine = nil, nil, 0
 	nullIO := p.curNullIO
 	p.curNullIO = false
 	if len(t.LUNs) == 0 && !nullIO {
@@ -461,10 +463,7 @@ func (p *parser) outgoingUser(dst **User, args []string) {
 		p.errorf(p.line, "second OutgoingUser: the target answers mutual CHAP with one account")
 		return
 	}
-	if p.userLines == nil {
-		p.userLines = map[string]int{}
-	}
-	p.userLines["\x00out"] = p.line
+	p.outgoingLine = p.line
 	*dst = &u
 }
 
