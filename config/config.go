@@ -16,6 +16,7 @@ const (
 	MinSecretLen    = 12 // 96 bits: RFC 7143 section 9.2.1 without IPsec
 	MaxSecretLen    = 16 // longer secrets are refused by some initiators (warning)
 	MaxSerialLen    = 32
+	MaxScsiIDLen    = 16 // IET's limit for ScsiId
 	MaxUserLen      = 255
 	maxErrorsListed = 50
 )
@@ -27,7 +28,22 @@ type Config struct {
 	// Portals are the "host:port" addresses to listen on; never empty
 	// after Parse (DefaultPortal when the file has none).
 	Portals []string
-	Targets []Target
+	// DiscoveryUsers are the global IncomingUser lines: discovery
+	// (SendTargets) sessions must authenticate with CHAP as one of them.
+	// Empty: discovery needs no authentication.
+	DiscoveryUsers []User
+	// DiscoveryOutgoingUser is the global OutgoingUser: the target's
+	// answer when a discovery session asks for mutual CHAP.
+	DiscoveryOutgoingUser *User
+	// InitiatorsAllowFile and InitiatorsDenyFile name IET-format
+	// initiators.allow/initiators.deny files ("" when not given);
+	// InitiatorsAllow and InitiatorsDeny hold their rules once ParseFile
+	// (or LoadInitiatorFiles) read them. See InitiatorAllowed.
+	InitiatorsAllowFile string
+	InitiatorsDenyFile  string
+	InitiatorsAllow     *InitiatorRules
+	InitiatorsDeny      *InitiatorRules
+	Targets             []Target
 	// Warnings are problems that do not stop the node, with their line.
 	Warnings []*Error
 }
@@ -40,13 +56,40 @@ type Target struct {
 	// InitiatorAllow lists the initiator names that may log in; empty
 	// means every initiator may.
 	InitiatorAllow []string
-	// IncomingUser authenticates initiators to this target (CHAP); nil
-	// means no authentication.
-	IncomingUser *User
+	// IncomingUsers are the accounts initiators authenticate to this
+	// target with (CHAP), one per IncomingUser line; empty means no
+	// authentication.
+	IncomingUsers []User
 	// OutgoingUser authenticates this target to initiators (mutual CHAP);
-	// only valid with IncomingUser.
+	// only valid with IncomingUsers.
 	OutgoingUser *User
-	LUNs         []LUN
+	// Login holds the iSCSI login keys the block sets (ietd.conf's
+	// per-target MaxConnections, InitialR2T, HeaderDigest, ...).
+	Login Negotiation
+	LUNs  []LUN
+}
+
+// Negotiation holds a target's own values of the iSCSI login keys
+// (RFC 7143 section 13) that hatgt honours. A nil field was not given:
+// the node's default applies. Values are within RFC 7143's ranges, and
+// FirstBurstLength does not exceed MaxBurstLength when both are given.
+type Negotiation struct {
+	MaxConnections           *uint32
+	InitialR2T               *bool
+	ImmediateData            *bool
+	MaxRecvDataSegmentLength *uint32
+	// MaxXmitDataSegmentLength is IET's bound on the data segments the
+	// target sends (not an RFC 7143 key).
+	MaxXmitDataSegmentLength *uint32
+	MaxBurstLength           *uint32
+	FirstBurstLength         *uint32
+	DefaultTime2Wait         *uint32
+	DefaultTime2Retain       *uint32
+	MaxOutstandingR2T        *uint32
+	// HeaderDigest and DataDigest list the digests the target accepts,
+	// in the file's order: "None", "CRC32C" or both.
+	HeaderDigest []string
+	DataDigest   []string
 }
 
 // User is a CHAP user name and secret.
@@ -94,6 +137,11 @@ type LUN struct {
 	// SerialNumber (ScsiSN) overrides the serial derived from the target
 	// name and LUN number; "" means derived.
 	SerialNumber string
+	// ScsiID (IET's ScsiId) is the identifier the LUN's VPD page 0x83
+	// designator is derived from instead of the target name and LUN
+	// number: LUNs with the same ScsiId report the same identity. ""
+	// means derived.
+	ScsiID string
 }
 
 // Error is one problem found in a configuration file.

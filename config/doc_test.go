@@ -42,3 +42,33 @@ func TestDocumentedExamplesParse(t *testing.T) {
 		t.Errorf("package doc example: %v", err)
 	}
 }
+
+// TestREADMEMigrationExample keeps the worked example of README.md's
+// "Migrating from IET" true: it loads with the two warnings it names.
+func TestREADMEMigrationExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Skipf("README.md not found: %v", err)
+	}
+	text := string(readme)
+	start := strings.Index(text, "A worked example: this `ietd.conf`\n\n```\n")
+	if start < 0 {
+		t.Fatal("README.md has no \"A worked example: this `ietd.conf`\" block")
+	}
+	body := text[start+len("A worked example: this `ietd.conf`\n\n```\n"):]
+	body = body[:strings.Index(body, "```")]
+	cfg, err := Parse("ietd.conf", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("README migration example: %v", err)
+	}
+	var got []string
+	for _, w := range cfg.Warnings {
+		got = append(got, w.Error())
+	}
+	if len(got) != 2 || !strings.HasPrefix(got[0], "ietd.conf:5: Lun 1: Type=nullio") || !strings.HasPrefix(got[1], "ietd.conf:13: Wthreads 8 is IET's and is ignored") {
+		t.Errorf("README migration example warnings:\n%s", strings.Join(got, "\n"))
+	}
+	if l := cfg.Targets[0].LUNs; len(l) != 1 || l[0].ScsiID != "lun1" || l[0].Type != BlockIO {
+		t.Errorf("LUNs %+v", l)
+	}
+}

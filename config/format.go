@@ -13,6 +13,18 @@ func (c *Config) Format() string {
 	for _, p := range c.Portals {
 		fmt.Fprintf(&b, "Portal %s\n", p)
 	}
+	for _, u := range c.DiscoveryUsers {
+		fmt.Fprintf(&b, "IncomingUser %s %s\n", u.Name, u.Secret)
+	}
+	if u := c.DiscoveryOutgoingUser; u != nil {
+		fmt.Fprintf(&b, "OutgoingUser %s %s\n", u.Name, u.Secret)
+	}
+	if c.InitiatorsAllowFile != "" {
+		fmt.Fprintf(&b, "InitiatorsAllowFile %s\n", c.InitiatorsAllowFile)
+	}
+	if c.InitiatorsDenyFile != "" {
+		fmt.Fprintf(&b, "InitiatorsDenyFile %s\n", c.InitiatorsDenyFile)
+	}
 	for _, t := range c.Targets {
 		fmt.Fprintf(&b, "\nTarget %s\n", t.Name)
 		if t.Alias != "" {
@@ -31,17 +43,21 @@ func (c *Config) Format() string {
 			if l.SerialNumber != "" {
 				fmt.Fprintf(&b, ",ScsiSN=%s", l.SerialNumber)
 			}
+			if l.ScsiID != "" {
+				fmt.Fprintf(&b, ",ScsiId=%s", l.ScsiID)
+			}
 			b.WriteByte('\n')
 		}
 		for _, n := range t.InitiatorAllow {
 			fmt.Fprintf(&b, "    InitiatorAllow %s\n", n)
 		}
-		if u := t.IncomingUser; u != nil {
+		for _, u := range t.IncomingUsers {
 			fmt.Fprintf(&b, "    IncomingUser %s %s\n", u.Name, u.Secret)
 		}
 		if u := t.OutgoingUser; u != nil {
 			fmt.Fprintf(&b, "    OutgoingUser %s %s\n", u.Name, u.Secret)
 		}
+		b.WriteString(formatNegotiation(&t.Login))
 	}
 	return b.String()
 }

@@ -10,7 +10,8 @@ import (
 // stripLines returns a copy of c without what depends on the text layout:
 // file name, line numbers and warnings.
 func stripLines(c *Config) Config {
-	out := Config{Portals: c.Portals}
+	out := Config{Portals: c.Portals, DiscoveryUsers: c.DiscoveryUsers, DiscoveryOutgoingUser: c.DiscoveryOutgoingUser,
+		InitiatorsAllowFile: c.InitiatorsAllowFile, InitiatorsDenyFile: c.InitiatorsDenyFile}
 	for _, t := range c.Targets {
 		t.Line = 0
 		luns := make([]LUN, len(t.LUNs))
@@ -34,6 +35,10 @@ func FuzzParse(f *testing.F) {
 		"Target naa.0123456789abcdef\nlun 1 path=/x,sector=4096,size=1M,thin=no,scsisn=X\nInitiatorAllow iqn.2026-11.a:b,iqn.2026-11.a:c\n",
 		"Target iqn.2026-11.io.example:d1\nLun 0 Path=/a,Sise=10G\n#c\n  Alias x y z\n",
 		"Target iqn.2026-11.io.example:d1\nLun 0 Path=/a,Size=99999999999999P\n",
+		"IncomingUser joe 0123456789ab\nOutgoingUser jack 0123456789abc\nInitiatorsAllowFile /etc/iet/initiators.allow\niSNSServer 192.0.2.1\n" +
+			"Target iqn.2026-11.io.example:d1\nLun 0 Path=/a,ScsiId=xyz,ScsiSN=xyz\nLun 1 Sectors=1000,Type=nullio\n" +
+			"MaxConnections 1\nInitialR2T Yes\nImmediateData No\nMaxBurstLength 0x40000\nFirstBurstLength 65536\n" +
+			"HeaderDigest None,CRC32C\nDataDigest CRC32C\nErrorRecoveryLevel 1\nWthreads 8\nMaxSessions 0\nMaxSessions 0\n",
 	} {
 		f.Add(s)
 	}
@@ -67,8 +72,10 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("bad or duplicate target name %q", tg.Name)
 			}
 			names[tg.Name] = true
-			if tg.IncomingUser != nil && len(tg.IncomingUser.Secret) < MinSecretLen {
-				t.Fatalf("short secret accepted")
+			for _, u := range tg.IncomingUsers {
+				if len(u.Secret) < MinSecretLen {
+					t.Fatalf("short secret accepted")
+				}
 			}
 			luns := map[uint64]bool{}
 			for _, l := range tg.LUNs {

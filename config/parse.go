@@ -13,15 +13,23 @@ import (
 	"strings"
 )
 
-// ParseFile reads and parses the file at path. Messages name the file by
-// its base name, as an administrator would look for it.
+// ParseFile reads and parses the file at path, and the initiators.allow
+// and initiators.deny files it names (LoadInitiatorFiles). Messages name
+// each file by its base name, as an administrator would look for it.
 func ParseFile(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return Parse(filepath.Base(path), f)
+	cfg, err := Parse(filepath.Base(path), f)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.LoadInitiatorFiles(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // Parse parses a configuration read from r; name is used in messages. On
@@ -62,6 +70,19 @@ type parser struct {
 	line int
 	errs ErrorList
 	cur  *Target // target block being read, nil before the first Target
+	// negSeen holds the login keys of the current target block, with
+	// their first line.
+	negSeen map[string]negLine
+	// userLines holds the line of each IncomingUser of the current
+	// block (the global part, then each target); outgoingLine that of
+	// its OutgoingUser.
+	userLines    map[string]int
+	outgoingLine int
+	// globalDone is set once the global part was checked.
+	globalDone bool
+	// curNullIO is set when the current target had a Type=nullio Lun
+	// (not served, but the target is not without LUNs by mistake).
+	curNullIO bool
 }
 
 func (p *parser) errorf(line int, format string, args ...any) {
@@ -75,12 +96,22 @@ func (p *parser) warnf(line int, format string, args ...any) {
 // Directive names, in the spelling the documentation uses. Matching is
 // case-insensitive.
 var (
-	globalKeys = []string{"Portal", "Target"}
+	globalKeys = []string{"Portal", "Target", "IncomingUser", "OutgoingUser", "InitiatorsAllowFile", "InitiatorsDenyFile"}
 	targetKeys = []string{"Alias", "Lun", "InitiatorAllow", "IncomingUser", "OutgoingUser", "Target"}
-	lunKeys    = []string{"Path", "Type", "Size", "Sector", "IOMode", "Thin", "ScsiSN"}
+	lunKeys    = []string{"Path", "Type", "Size", "Sector", "IOMode", "Thin", "ScsiSN", "ScsiId", "Sectors"}
 	// lunKeyAliases are other spellings admins bring from IET or tgt.
-	lunKeyAliases = map[string]string{"blocksize": "Sector", "scsi_sn": "ScsiSN"}
+	lunKeyAliases = map[string]string{"blocksize": "Sector", "scsi_sn": "ScsiSN", "scsi_id": "ScsiId"}
 )
+
+// knownTargetKeys are every word a Target block may start with, for
+// "did you mean".
+func knownTargetKeys() []string {
+	out := append([]string(nil), targetKeys...)
+	for _, s := range negSpecs {
+		out = append(out, s.name)
+	}
+	return append(append(out, keysOf(ignoredTargetKeys)...), "Portal")
+}
 
 // stripComment removes a comment: '#' at the start of the line or after
 // whitespace. A '#' inside a word (a secret, a path) is kept.
@@ -104,18 +135,7 @@ func (p *parser) parseLine(raw string) {
 	}
 	key, args := fields[0], fields[1:]
 	if p.cur == nil {
-		switch canonical(key, globalKeys) {
-		case "Portal":
-			p.portal(args)
-		case "Target":
-			p.target(args)
-		default:
-			if k := canonical(key, targetKeys); k != "" {
-				p.errorf(p.line, "%s must be inside a Target block: put a \"Target iqn....\" line above it", k)
-				return
-			}
-			p.errorf(p.line, "unknown directive %q%s", key, suggest(key, globalKeys))
-		}
+		p.globalLine(key, args)
 		return
 	}
 	switch canonical(key, targetKeys) {
@@ -128,15 +148,73 @@ func (p *parser) parseLine(raw string) {
 	case "InitiatorAllow":
 		p.initiatorAllow(args)
 	case "IncomingUser":
-		p.user(&p.cur.IncomingUser, "IncomingUser", args)
+		p.incomingUser(&p.cur.IncomingUsers, args)
 	case "OutgoingUser":
-		p.user(&p.cur.OutgoingUser, "OutgoingUser", args)
+		p.outgoingUser(&p.cur.OutgoingUser, args)
 	default:
-		if canonical(key, globalKeys) == "Portal" {
-			p.errorf(p.line, "Portal is a global setting: move it above the first Target line")
+		if spec := findNegSpec(key); spec != nil {
+			p.negotiation(spec, args)
 			return
 		}
-		p.errorf(p.line, "unknown directive %q in Target block%s", key, suggest(key, append(targetKeys, globalKeys...)))
+		if k := canonicalIn(key, ignoredTargetKeys); k != "" {
+			p.ignored(k, args, ignoredTargetKeys[k])
+			return
+		}
+		if k := canonical(key, globalKeys); k != "" {
+			p.errorf(p.line, "%s is a global setting: move it above the first Target line", k)
+			return
+		}
+		if k := canonicalIn(key, ignoredGlobalKeys); k != "" {
+			p.errorf(p.line, "%s is a global setting: move it above the first Target line (hatgt ignores it: %s)", k, ignoredGlobalKeys[k])
+			return
+		}
+		p.errorf(p.line, "unknown directive %q in Target block%s", key, suggest(key, knownTargetKeys()))
+	}
+}
+
+// globalLine reads a line before the first Target.
+func (p *parser) globalLine(key string, args []string) {
+	switch canonical(key, globalKeys) {
+	case "Portal":
+		p.portal(args)
+	case "Target":
+		p.target(args)
+	case "IncomingUser":
+		p.incomingUser(&p.cfg.DiscoveryUsers, args)
+	case "OutgoingUser":
+		p.outgoingUser(&p.cfg.DiscoveryOutgoingUser, args)
+	case "InitiatorsAllowFile":
+		p.ruleFile(&p.cfg.InitiatorsAllowFile, "InitiatorsAllowFile", args)
+	case "InitiatorsDenyFile":
+		p.ruleFile(&p.cfg.InitiatorsDenyFile, "InitiatorsDenyFile", args)
+	default:
+		if k := canonicalIn(key, ignoredGlobalKeys); k != "" {
+			if len(args) == 0 {
+				p.errorf(p.line, "%s needs a value", k)
+				return
+			}
+			p.warnf(p.line, "%s is IET's and is ignored: %s", k, ignoredGlobalKeys[k])
+			return
+		}
+		if k := canonical(key, targetKeys); k != "" || findNegSpec(key) != nil || canonicalIn(key, ignoredTargetKeys) != "" {
+			p.errorf(p.line, "%s must be inside a Target block: put a \"Target iqn....\" line above it", cmpOrStr(k, key))
+			return
+		}
+		p.errorf(p.line, "unknown directive %q%s", key, suggest(key, append(globalKeys, keysOf(ignoredGlobalKeys)...)))
+	}
+}
+
+// ruleFile reads InitiatorsAllowFile/InitiatorsDenyFile.
+func (p *parser) ruleFile(dst *string, key string, args []string) {
+	switch {
+	case len(args) != 1:
+		p.errorf(p.line, "%s takes one file name, e.g. \"%s /etc/iet/initiators.%s\"", key, key, map[string]string{"InitiatorsAllowFile": "allow", "InitiatorsDenyFile": "deny"}[key])
+	case !filepath.IsAbs(args[0]):
+		p.errorf(p.line, "%s %q must be absolute (start with /)", key, args[0])
+	case *dst != "":
+		p.errorf(p.line, "second %s: give one file", key)
+	default:
+		*dst = args[0]
 	}
 }
 
@@ -202,6 +280,7 @@ func checkPortal(addr string) error {
 }
 
 func (p *parser) target(args []string) {
+	p.endGlobal()
 	p.endTarget()
 	if len(args) != 1 {
 		p.errorf(p.line, "Target takes one iSCSI name, e.g. \"Target iqn.2026-11.com.example:disk1\"")
@@ -222,6 +301,40 @@ func (p *parser) target(args []string) {
 	p.cur = &Target{Line: p.line, Name: name}
 }
 
+// endGlobal checks the global part as a whole, once: at the first Target
+// line or at the end of the file.
+func (p *parser) endGlobal() {
+	if p.globalDone {
+		return
+	}
+	p.globalDone = true
+	p.checkUsers("discovery", 0, p.cfg.DiscoveryUsers, p.cfg.DiscoveryOutgoingUser)
+	p.userLines, p.outgoingLine = nil, 0
+}
+
+// checkUsers checks a block's CHAP accounts as a whole.
+func (p *parser) checkUsers(what string, line int, in []User, out *User) {
+	if out == nil {
+		return
+	}
+	if len(in) == 0 {
+		p.errorf(cmpOrInt(line, p.outgoingLine), "%s: OutgoingUser (mutual CHAP) needs an IncomingUser too", what)
+		return
+	}
+	for _, u := range in {
+		if u.Secret == out.Secret {
+			p.errorf(cmpOrInt(line, p.outgoingLine), "%s: OutgoingUser and IncomingUser %s must have different secrets (RFC 7143 section 12.1.3)", what, u.Name)
+		}
+	}
+}
+
+func cmpOrInt(a, b int) int {
+	if a != 0 {
+		return a
+	}
+	return b
+}
+
 // endTarget closes the current target block and checks it as a whole.
 func (p *parser) endTarget() {
 	t := p.cur
@@ -229,19 +342,19 @@ func (p *parser) endTarget() {
 		return
 	}
 	p.cur = nil
-	if t.OutgoingUser != nil && t.IncomingUser == nil {
-		p.errorf(t.Line, "target %s: OutgoingUser (mutual CHAP) needs an IncomingUser too", t.Name)
-	}
-	if t.OutgoingUser != nil && t.IncomingUser != nil && t.OutgoingUser.Secret == t.IncomingUser.Secret {
-		p.errorf(t.Line, "target %s: OutgoingUser and IncomingUser must have different secrets (RFC 7143 section 12.1.3)", t.Name)
-	}
-	if len(t.LUNs) == 0 {
+	p.checkUsers("target "+t.Name, t.Line, t.IncomingUsers, t.OutgoingUser)
+	p.checkNegotiation(t)
+	p.negSeen, p.userLines, p.outgoingLine = nil, nil, 0
+	nullIO := p.curNullIO
+	p.curNullIO = false
+	if len(t.LUNs) == 0 && !nullIO {
 		p.warnf(t.Line, "target %s has no Lun: initiators will see no disks", t.Name)
 	}
 	p.cfg.Targets = append(p.cfg.Targets, *t)
 }
 
 func (p *parser) finish() {
+	p.endGlobal()
 	p.endTarget()
 	if len(p.cfg.Targets) == 0 && len(p.errs) == 0 {
 		p.errorf(0, "no Target defined: add a block such as\n"+
@@ -323,29 +436,56 @@ func (p *parser) initiatorAllow(args []string) {
 	}
 }
 
-func (p *parser) user(dst **User, key string, args []string) {
-	if len(args) != 2 {
-		p.errorf(p.line, "%s takes a user name and a secret, e.g. \"%s alice 0123456789abcdef\"", key, key)
+// incomingUser reads an IncomingUser line: one more account.
+func (p *parser) incomingUser(dst *[]User, args []string) {
+	u, ok := p.user("IncomingUser", args)
+	if !ok {
+		return
+	}
+	if p.userLines == nil {
+		p.userLines = map[string]int{}
+	}
+	if first, dup := p.userLines[u.Name]; dup {
+		p.errorf(p.line, "IncomingUser %s is already defined on line %d: one line per user", u.Name, first)
+		return
+	}
+	p.userLines[u.Name] = p.line
+	*dst = append(*dst, u)
+}
+
+// outgoingUser reads an OutgoingUser line: at most one per block.
+func (p *parser) outgoingUser(dst **User, args []string) {
+	u, ok := p.user("OutgoingUser", args)
+	if !ok {
 		return
 	}
 	if *dst != nil {
-		p.errorf(p.line, "second %s for this target: hatgt supports one per target", key)
+		p.errorf(p.line, "second OutgoingUser: the target answers mutual CHAP with one account")
 		return
+	}
+	p.outgoingLine = p.line
+	*dst = &u
+}
+
+func (p *parser) user(key string, args []string) (User, bool) {
+	if len(args) != 2 {
+		p.errorf(p.line, "%s takes a user name and a secret, e.g. \"%s alice 0123456789abcdef\"", key, key)
+		return User{}, false
 	}
 	name, secret := args[0], args[1]
 	if len(name) > MaxUserLen {
 		p.errorf(p.line, "%s name longer than %d bytes", key, MaxUserLen)
-		return
+		return User{}, false
 	}
 	switch {
 	case len(secret) < MinSecretLen:
 		p.errorf(p.line, "%s secret is %d bytes; use %d to %d bytes (RFC 7143 section 9.2.1: shorter secrets need IPsec, which hatgt does not do)",
 			key, len(secret), MinSecretLen, MaxSecretLen)
-		return
+		return User{}, false
 	case len(secret) > MaxSecretLen:
 		p.warnf(p.line, "%s secret is %d bytes; some initiators (Microsoft's) accept only %d to %d", key, len(secret), MinSecretLen, MaxSecretLen)
 	}
-	*dst = &User{Name: name, Secret: secret}
+	return User{Name: name, Secret: secret}, true
 }
 
 func (p *parser) lun(args []string) {
@@ -401,6 +541,20 @@ func (p *parser) lun(args []string) {
 	if !ok {
 		return
 	}
+	if l.Type == nullIO {
+		if l.Path != "" {
+			p.errorf(p.line, "Type=nullio takes no Path (IET's nullio is a device without storage)")
+			return
+		}
+		p.curNullIO = true
+		p.warnf(p.line, "Lun %d: Type=nullio (IET's test device that discards writes) does not exist in hatgt: this LUN is not served; "+
+			"for a scratch disk use a sparse file, e.g. \"Lun %d Path=/var/lib/hatgt/scratch%d.img,Size=1G\"", n, n, n)
+		return
+	}
+	if _, set := seen["Sectors"]; set {
+		p.errorf(p.line, "Sectors= is IET's nullio size; with Type=%s give the size as Size=, e.g. Size=10G", cmpOrStr(string(l.Type), string(FileIO)))
+		return
+	}
 	if l.Path == "" {
 		typ := string(l.Type)
 		if typ == "" {
@@ -440,6 +594,9 @@ func (p *parser) lunDefaults(l *LUN, seen map[string]string) bool {
 	return true
 }
 
+// nullIO is IET's Type=nullio, read to be reported, never served.
+const nullIO BackendType = "nullio"
+
 func setLUNKey(l *LUN, key, v string) error {
 	switch key {
 	case "Path":
@@ -449,10 +606,24 @@ func setLUNKey(l *LUN, key, v string) error {
 		l.Path = v
 	case "Type":
 		t := BackendType(strings.ToLower(v))
-		if t != FileIO && t != BlockIO {
+		if t != FileIO && t != BlockIO && t != nullIO {
 			return fmt.Errorf("Type=%s: want fileio or blockio%s", v, suggest(v, []string{"fileio", "blockio"}))
 		}
 		l.Type = t
+	case "Sectors":
+		if n, ok := parseNumber(v); !ok || n == 0 {
+			return fmt.Errorf("Sectors=%s: want a number of sectors", v)
+		}
+	case "ScsiId":
+		if len(v) > MaxScsiIDLen {
+			return fmt.Errorf("ScsiId is %d characters; at most %d (as IET)", len(v), MaxScsiIDLen)
+		}
+		for _, r := range v {
+			if r <= ' ' || r > '~' {
+				return fmt.Errorf("ScsiId=%s: use printable ASCII characters only", v)
+			}
+		}
+		l.ScsiID = v
 	case "Size":
 		n, err := ParseSize(v)
 		if err != nil {

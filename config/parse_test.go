@@ -50,7 +50,7 @@ Target eui.0011223344556677
 				{
 					Line: 5, Name: "iqn.2026-11.io.example:disk1", Alias: "my first disk",
 					InitiatorAllow: []string{"iqn.1993-08.org.debian:01:host1", "eui.0123456789abcdef", "naa.0123456789abcdef0123456789abcdef"},
-					IncomingUser:   &User{Name: "alice", Secret: "secret#12345678"},
+					IncomingUsers:  []User{{Name: "alice", Secret: "secret#12345678"}},
 					OutgoingUser:   &User{Name: "tgt", Secret: "other-secret-16"},
 					LUNs: []LUN{
 						{Line: 7, Number: 0, Path: "/srv/a.img", Type: FileIO, Size: 10 << 30, Sector: 4096, IOMode: WriteBack, Thin: false, SerialNumber: "abc-123"},
@@ -134,7 +134,8 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate initiator", tgt + "Lun 0 Path=/a\nInitiatorAllow iqn.2026-11.io.x iqn.2026-11.io.X\n", 3, "already allowed"},
 		{"short secret", tgt + "Lun 0 Path=/a\nIncomingUser alice short\n", 3, "secret is 5 bytes; use 12 to 16"},
 		{"user without secret", tgt + "Lun 0 Path=/a\nIncomingUser alice\n", 3, "takes a user name and a secret"},
-		{"two incoming users", tgt + "Lun 0 Path=/a\nIncomingUser a 123456789012\nIncomingUser b 123456789012\n", 4, "second IncomingUser"},
+		{"same incoming user twice", tgt + "Lun 0 Path=/a\nIncomingUser a 123456789012\nIncomingUser a 123456789013\n", 4, "IncomingUser a is already defined on line 3"},
+		{"two outgoing users", tgt + "Lun 0 Path=/a\nIncomingUser a 123456789012\nOutgoingUser b 123456789013\nOutgoingUser c 123456789014\n", 5, "second OutgoingUser"},
 		{"outgoing only", tgt + "Lun 0 Path=/a\nOutgoingUser a 123456789012\n", 1, "needs an IncomingUser"},
 		{"same secrets", tgt + "Lun 0 Path=/a\nIncomingUser a 123456789012\nOutgoingUser b 123456789012\n", 1, "different secrets"},
 		{"second alias", tgt + "Alias a\nAlias b\n", 3, "second Alias"},

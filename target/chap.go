@@ -121,11 +121,15 @@ func (c *chapServer) response(k chapKeys) ([]KV, error) {
 	if err != nil {
 		return nil, errors.New("CHAP: malformed CHAP_R")
 	}
-	want := chapDigest(c.newHash, c.id, c.cfg.Secret, c.challenge)
-	// Compare name and response both, without an early exit on the name.
-	nameOK := subtle.ConstantTimeCompare([]byte(name), []byte(c.cfg.User))
-	respOK := subtle.ConstantTimeCompare(got, want)
-	if nameOK&respOK != 1 {
+	// Compare name and response of every account, without an early exit
+	// on a name: the time taken does not tell which names exist.
+	passed := 0
+	for _, u := range c.cfg.accounts() {
+		want := chapDigest(c.newHash, c.id, u.Secret, c.challenge)
+		nameOK := subtle.ConstantTimeCompare([]byte(name), []byte(u.User))
+		passed |= nameOK & subtle.ConstantTimeCompare(got, want)
+	}
+	if passed != 1 {
 		return nil, errCHAPFailed
 	}
 	c.step = chapDone
@@ -157,6 +161,11 @@ func (c *chapServer) response(k chapKeys) ([]KV, error) {
 		{Key: "CHAP_N", Value: c.cfg.MutualUser},
 		{Key: "CHAP_R", Value: "0x" + hex.EncodeToString(r)},
 	}, nil
+}
+
+// accounts lists every user/secret pair an initiator may authenticate as.
+func (c *CHAPConfig) accounts() []CHAPUser {
+	return append([]CHAPUser{{User: c.User, Secret: c.Secret}}, c.MoreUsers...)
 }
 
 // chapDigest is the CHAP response H(id || secret || challenge).

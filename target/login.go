@@ -60,7 +60,8 @@ const (
 // next StatSN; a request whose ISID, TSIH or CID differs from the first,
 // whose CSG is not the current stage, or that redeclares a key fails the
 // login; the login never leaves the security stage of a normal session
-// with CHAP configured before the initiator passed CHAP.
+// (or discovery session) with CHAP configured before the initiator passed
+// CHAP.
 type loginPhase struct {
 	env LoginEnv
 	// rand provides CHAP identifiers and challenges (crypto/rand unless a
@@ -90,6 +91,10 @@ type loginPhase struct {
 	neg         *negotiator
 	auth        authState
 	chap        *chapServer
+	// chapCfg is the CHAP the session must pass: the target's for a
+	// normal session, the server's discovery CHAP for a discovery
+	// session; nil when none is required. Set by identify.
+	chapCfg     *CHAPConfig
 	declaredTPG bool
 
 	res LoginResult
@@ -263,7 +268,7 @@ func (l *loginPhase) process(req *PDU, kvs []KV, transit bool, nsg uint8) (*PDU,
 		}
 	}
 
-	chapRequired := l.sessionType == SessionNormal && l.target != nil && l.target.CHAP != nil
+	chapRequired := l.chapCfg != nil
 	if l.stage == stageSecurity {
 		kv, st, reason := l.authenticate(sec, transit, chapRequired)
 		if st != LoginSuccess {
@@ -352,6 +357,7 @@ func (l *loginPhase) identify(kvs []KV) (LoginStatus, string) {
 	}
 	l.res.SessionType = l.sessionType
 	if l.sessionType == SessionDiscovery {
+		l.chapCfg = l.env.DiscoveryCHAP()
 		return LoginSuccess, ""
 	}
 	tn, ok := get("TargetName")
@@ -365,8 +371,13 @@ func (l *loginPhase) identify(kvs []KV) (LoginStatus, string) {
 	if t.AllowInitiator != nil && !t.AllowInitiator(name) {
 		return LoginForbidden, fmt.Sprintf("initiator %q not allowed on %q", name, tn)
 	}
+	if t.AllowFrom != nil && !t.AllowFrom(name, l.env.RemoteAddr()) {
+		return LoginForbidden, fmt.Sprintf("initiator %q not allowed on %q from %v", name, tn, l.env.RemoteAddr())
+	}
 	l.target = t
 	l.res.Target = t
+	l.chapCfg = t.CHAP
+	l.neg.applyTarget(t.Params)
 	l.neg.sess.TargetPortalGroupTag = t.PortalGroupTag
 	return LoginSuccess, ""
 }
@@ -381,7 +392,7 @@ func (l *loginPhase) authenticate(sec chapKeys, transit, chapRequired bool) ([]K
 		}
 		chose := ""
 		for _, v := range strings.Split(m, ",") {
-			if v == "CHAP" && l.sessionType == SessionNormal && l.target != nil && l.target.CHAP != nil {
+			if v == "CHAP" && l.chapCfg != nil {
 				chose = v
 				break
 			}
@@ -397,7 +408,7 @@ func (l *loginPhase) authenticate(sec chapKeys, transit, chapRequired bool) ([]K
 			l.auth = authSucceeded
 		case "CHAP":
 			l.auth = authCHAP
-			l.chap = newCHAPServer(l.target.CHAP, l.rand)
+			l.chap = newCHAPServer(l.chapCfg, l.rand)
 		}
 		out = append(out, KV{Key: "AuthMethod", Value: chose})
 	}
@@ -445,6 +456,9 @@ func (l *loginPhase) authenticate(sec chapKeys, transit, chapRequired bool) ([]K
 // finish completes the login: it binds the session and answers with the
 // transition to full feature phase.
 func (l *loginPhase) finish(req *PDU, data []byte) (*PDU, bool, error) {
+	if reason, ok := l.neg.digestsAgreed(); !ok {
+		return l.fail(req, LoginInitiatorError, reason)
+	}
 	sess, conn := l.neg.final()
 	if !l.neg.declaredMRDSL {
 		// The initiator never heard our value: it assumes the default.

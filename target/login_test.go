@@ -3,6 +3,7 @@ package target
 import (
 	"bytes"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 )
@@ -17,6 +18,8 @@ type fakeLoginEnv struct {
 	bindStatus LoginStatus
 	bound      *LoginResult
 	binds      int
+	discovery  *CHAPConfig // DiscoveryCHAP's answer
+	remote     net.Addr
 }
 
 const (
@@ -60,6 +63,10 @@ func (e *fakeLoginEnv) BindSession(r *LoginResult) (uint16, LoginStatus) {
 }
 
 func (e *fakeLoginEnv) Defaults() (SessionParams, ConnParams) { return e.sess, e.conn }
+
+func (e *fakeLoginEnv) DiscoveryCHAP() *CHAPConfig { return e.discovery }
+
+func (e *fakeLoginEnv) RemoteAddr() net.Addr { return e.remote }
 
 var testISID = [6]byte{0x80, 0x12, 0x34, 0x56, 0x00, 0x01}
 

@@ -154,6 +154,66 @@ type negotiator struct {
 	// declaredMRDSL is set once the target declared its
 	// MaxRecvDataSegmentLength.
 	declaredMRDSL bool
+	// maxXmit, when not zero, bounds the data segments the target sends
+	// (ietd.conf's MaxXmitDataSegmentLength).
+	maxXmit uint32
+	// requireHeader/requireData: the target accepts CRC32C only.
+	requireHeader, requireData bool
+}
+
+// applyTarget puts the target's own values (LoginParams) in place of the
+// server's, once the login named the target. It runs before any
+// operational key of the request that named the target is answered.
+func (n *negotiator) applyTarget(p *LoginParams) {
+	if p == nil {
+		return
+	}
+	s, c := n.tgtSess, n.tgtConn
+	num := func(dst *uint32, v *uint32) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	flag := func(dst *bool, v *bool) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	num(&s.MaxConnections, p.MaxConnections)
+	flag(&s.InitialR2T, p.InitialR2T)
+	flag(&s.ImmediateData, p.ImmediateData)
+	num(&c.TargetMaxRecvDataSegmentLength, p.MaxRecvDataSegmentLength)
+	num(&s.MaxBurstLength, p.MaxBurstLength)
+	num(&s.FirstBurstLength, p.FirstBurstLength)
+	num(&s.DefaultTime2Wait, p.DefaultTime2Wait)
+	num(&s.DefaultTime2Retain, p.DefaultTime2Retain)
+	num(&s.MaxOutstandingR2T, p.MaxOutstandingR2T)
+	digest := func(allowed, required *bool, d DigestPolicy) {
+		switch d {
+		case DigestNone:
+			*allowed, *required = false, false
+		case DigestCRC32C:
+			*allowed, *required = true, true
+		}
+	}
+	digest(&c.HeaderDigest, &n.requireHeader, p.HeaderDigest)
+	digest(&c.DataDigest, &n.requireData, p.DataDigest)
+	if p.MaxXmitDataSegmentLength != nil {
+		n.maxXmit = *p.MaxXmitDataSegmentLength
+	}
+	n.tgtSess, n.tgtConn = targetLimits(s, c)
+}
+
+// digestsAgreed reports whether the digests negotiated so far satisfy a
+// target that requires CRC32C; the message names the one that does not.
+func (n *negotiator) digestsAgreed() (string, bool) {
+	switch {
+	case n.requireHeader && !n.conn.HeaderDigest:
+		return "HeaderDigest: the target requires CRC32C", false
+	case n.requireData && !n.conn.DataDigest:
+		return "DataDigest: the target requires CRC32C", false
+	}
+	return "", true
 }
 
 func newNegotiator(leading bool, tgtSess SessionParams, tgtConn ConnParams) *negotiator {
@@ -332,14 +392,14 @@ func (n *negotiator) answer(key, value string) (answer string, respond bool) {
 		}
 		return valReject, true
 	case negDigest:
-		supported := n.tgtConn.HeaderDigest
+		supported, required := n.tgtConn.HeaderDigest, n.requireHeader
 		res := &n.conn.HeaderDigest
 		if key == "DataDigest" {
-			supported, res = n.tgtConn.DataDigest, &n.conn.DataDigest
+			supported, required, res = n.tgtConn.DataDigest, n.requireData, &n.conn.DataDigest
 		}
 		for _, v := range strings.Split(value, ",") {
 			switch {
-			case v == "None":
+			case v == "None" && !required:
 				*res = false
 				return v, true
 			case v == "CRC32C" && supported:
@@ -385,17 +445,21 @@ func (n *negotiator) takeAnswer(key, value string) {
 				*res = max(uint32(iv), tv)
 			}
 		}
+	case negDigest:
+		// The target offers a digest only to require CRC32C.
+		res := &n.conn.HeaderDigest
+		if key == "DataDigest" {
+			res = &n.conn.DataDigest
+		}
+		*res = value == "CRC32C"
 	}
 }
 
 // offers returns the keys the target must offer itself because the RFC
 // default the initiator would otherwise assume exceeds what the target
-// accepts, skipping keys already negotiated (seen). It records the offers
-// and their results.
+// accepts (or, for digests, because the target requires CRC32C), skipping
+// keys already negotiated (seen). It records the offers and their results.
 func (n *negotiator) offers(seen map[string]bool) []KV {
-	if !n.leading {
-		return nil
-	}
 	var out []KV
 	offer := func(key, value string) {
 		if seen[key] {
@@ -410,6 +474,15 @@ func (n *negotiator) offers(seen map[string]bool) []KV {
 	}
 	ds, _ := rfcDefaults()
 	t := n.tgtSess
+	if n.requireHeader && !n.conn.HeaderDigest {
+		offer("HeaderDigest", "CRC32C")
+	}
+	if n.requireData && !n.conn.DataDigest {
+		offer("DataDigest", "CRC32C")
+	}
+	if !n.leading {
+		return out // the rest is session-wide
+	}
 	if !t.ImmediateData && n.sess.ImmediateData {
 		n.sess.ImmediateData = false
 		offer("ImmediateData", "No")
@@ -449,5 +522,8 @@ func (n *negotiator) declare() []KV {
 func (n *negotiator) final() (SessionParams, ConnParams) {
 	s, c := n.sess, n.conn
 	s.FirstBurstLength = min(s.FirstBurstLength, s.MaxBurstLength)
+	if n.maxXmit != 0 {
+		c.InitiatorMaxRecvDataSegmentLength = min(c.InitiatorMaxRecvDataSegmentLength, n.maxXmit)
+	}
 	return s, c
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hatgt/hatgt/scsi"
@@ -88,6 +89,11 @@ type ServerConfig struct {
 	NopInTimeout  time.Duration
 	// LoginTimeout bounds the whole login phase (default 30 s).
 	LoginTimeout time.Duration
+
+	// DiscoveryCHAP, when set, makes discovery sessions authenticate
+	// with CHAP (ietd.conf's global IncomingUser/OutgoingUser);
+	// SetDiscoveryCHAP changes it while the server runs.
+	DiscoveryCHAP *CHAPConfig
 }
 
 // DefaultServerConfig returns a config with every default filled in.
@@ -181,6 +187,9 @@ func (c *ServerConfig) Validate() error {
 }
 
 // TargetConfig describes one iSCSI target (one SCSI target device).
+// Name, Device and the tags are fixed for the life of the target; the
+// login rules (Alias, ACL, AllowFrom, CHAP, Login) can be changed with
+// UpdateTarget.
 type TargetConfig struct {
 	Name, Alias    string
 	Device         *scsi.Device
@@ -188,28 +197,68 @@ type TargetConfig struct {
 	RelativePortID uint16 // default 1
 	// ACL lists the initiator names allowed to log in; empty means any.
 	ACL []string
+	// AllowFrom, when set, is asked after ACL, at login and when
+	// SendTargets lists the target, with the initiator's name and the
+	// address it connects from; false refuses the login (and hides the
+	// target from discovery).
+	AllowFrom func(initiatorName string, remote net.Addr) bool
 	// CHAP, when set, makes CHAP authentication mandatory.
 	CHAP *CHAPConfig
+	// Login, when set, holds the target's own values in login
+	// negotiation instead of the server's.
+	Login *LoginParams
 }
 
 // targetEntry is a target as the server holds it.
 type targetEntry struct {
-	cfg TargetConfig
+	cfg TargetConfig // Name, PortalGroupTag, RelativePortID: fixed
 	dev device
-	acl map[string]bool
+	// rules are the login rules, replaced whole by UpdateTarget.
+	rules atomic.Pointer[targetRules]
+}
+
+// targetRules are the parts of a target that UpdateTarget changes.
+type targetRules struct {
+	alias     string
+	acl       map[string]bool
+	allowFrom func(string, net.Addr) bool
+	chap      *CHAPConfig
+	login     *LoginParams
+}
+
+func newTargetRules(tc TargetConfig) *targetRules {
+	r := &targetRules{alias: tc.Alias, acl: map[string]bool{}, allowFrom: tc.AllowFrom, chap: tc.CHAP, login: tc.Login}
+	for _, a := range tc.ACL {
+		r.acl[strings.ToLower(a)] = true
+	}
+	return r
 }
 
 func (t *targetEntry) allows(initiator string) bool {
-	return len(t.acl) == 0 || t.acl[strings.ToLower(initiator)]
+	acl := t.rules.Load().acl
+	return len(acl) == 0 || acl[strings.ToLower(initiator)]
+}
+
+// admits reports whether initiator, connecting from remote, may log in:
+// the ACL and the AllowFrom rules both allow it.
+func (t *targetEntry) admits(initiator string, remote net.Addr) bool {
+	r := t.rules.Load()
+	if len(r.acl) > 0 && !r.acl[strings.ToLower(initiator)] {
+		return false
+	}
+	return r.allowFrom == nil || r.allowFrom(initiator, remote)
 }
 
 func (t *targetEntry) loginTarget() *LoginTarget {
+	r := t.rules.Load()
 	return &LoginTarget{
 		Name:           t.cfg.Name,
-		Alias:          t.cfg.Alias,
+		Alias:          r.alias,
 		PortalGroupTag: t.cfg.PortalGroupTag,
 		AllowInitiator: t.allows,
-		CHAP:           t.cfg.CHAP,
+		AllowFrom:      r.allowFrom,
+		CHAP:           r.chap,
+		Params:         r.login,
 	}
 }
 
@@ -228,6 +277,9 @@ type Server struct {
 	cfg ServerConfig
 	log *slog.Logger
 
+	// discoveryCHAP is the CHAP discovery sessions must pass; nil: none.
+	discoveryCHAP atomic.Pointer[CHAPConfig]
+
 	mu        sync.Mutex
 	targets   map[string]*targetEntry
 	sessions  map[sessionKey]*session
@@ -245,7 +297,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Server{
+	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		targets:   map[string]*targetEntry{},
@@ -253,7 +305,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		byTSIH:    map[uint16]*session{},
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
-	}, nil
+	}
+	s.discoveryCHAP.Store(cfg.DiscoveryCHAP)
+	return s, nil
+}
+
+// SetDiscoveryCHAP changes the CHAP credentials discovery sessions must
+// pass (nil: none) for logins from now on; sessions already logged in
+// stay.
+func (s *Server) SetDiscoveryCHAP(c *CHAPConfig) {
+	s.discoveryCHAP.Store(c)
 }
 
 // AddTarget starts serving a target.
@@ -274,10 +335,11 @@ func (s *Server) addTarget(tc TargetConfig, dev device) error {
 	if tc.RelativePortID == 0 {
 		tc.RelativePortID = 1
 	}
-	te := &targetEntry{cfg: tc, dev: dev, acl: map[string]bool{}}
-	for _, a := range tc.ACL {
-		te.acl[strings.ToLower(a)] = true
+	if err := tc.Login.Validate(); err != nil {
+		return fmt.Errorf("target: target %s: %w", tc.Name, err)
 	}
+	te := &targetEntry{cfg: tc, dev: dev}
+	te.rules.Store(newTargetRules(tc))
 	key := strings.ToLower(tc.Name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -285,6 +347,32 @@ func (s *Server) addTarget(tc TargetConfig, dev device) error {
 		return fmt.Errorf("target: target %s already exists", tc.Name)
 	}
 	s.targets[key] = te
+	return nil
+}
+
+// UpdateTarget replaces the login rules of a running target (Alias, ACL,
+// AllowFrom, CHAP, Login) with those of tc; they apply to logins from now
+// on, while the target's sessions carry on (as a reloaded ietd.conf did).
+// tc.Device must be nil or the target's own device, and tc's tags zero or
+// the target's own: those are fixed (RemoveTarget and AddTarget change
+// them).
+func (s *Server) UpdateTarget(tc TargetConfig) error {
+	if err := tc.Login.Validate(); err != nil {
+		return fmt.Errorf("target: target %s: %w", tc.Name, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	te, ok := s.targets[strings.ToLower(tc.Name)]
+	switch {
+	case !ok:
+		return fmt.Errorf("target: no target %s", tc.Name)
+	case tc.Device != nil && te.cfg.Device != tc.Device:
+		return fmt.Errorf("target: target %s: UpdateTarget cannot change the device", tc.Name)
+	case tc.PortalGroupTag != 0 && tc.PortalGroupTag != te.cfg.PortalGroupTag,
+		tc.RelativePortID != 0 && tc.RelativePortID != te.cfg.RelativePortID:
+		return fmt.Errorf("target: target %s: UpdateTarget cannot change the portal group tag or relative port ID", tc.Name)
+	}
+	te.rules.Store(newTargetRules(tc))
 	return nil
 }
 
@@ -468,16 +556,17 @@ func (s *Server) closeAllConns() {
 	}
 }
 
-// sendTargetsEntries returns the targets visible to initiator: all it may
-// log in to, or only own when own is non-nil (normal sessions).
-func (s *Server) sendTargetsEntries(initiator string, own *targetEntry, local net.Addr) []SendTargetsEntry {
+// sendTargetsEntries returns the targets visible to initiator, connected
+// from remote to local: all it may log in to, or only own when own is
+// non-nil (normal sessions).
+func (s *Server) sendTargetsEntries(initiator string, own *targetEntry, local, remote net.Addr) []SendTargetsEntry {
 	s.mu.Lock()
 	var tes []*targetEntry
 	if own != nil {
 		tes = []*targetEntry{own}
 	} else {
 		for _, te := range s.targets {
-			if te.allows(initiator) {
+			if te.admits(initiator, remote) {
 				tes = append(tes, te)
 			}
 		}

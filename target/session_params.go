@@ -1,5 +1,11 @@
 package target
 
+import (
+	"errors"
+	"fmt"
+	"net"
+)
+
 // SessionType is Normal or Discovery.
 type SessionType int
 
@@ -42,14 +48,101 @@ type ConnParams struct {
 	TargetMaxRecvDataSegmentLength uint32
 }
 
-// CHAPConfig holds CHAP credentials of a target. User/Secret authenticate
-// the initiator to the target; MutualUser/MutualSecret, when set,
+// CHAPConfig holds CHAP credentials of a target (or of discovery
+// sessions). User/Secret authenticate the initiator to the target;
+// MoreUsers are further accounts the target accepts as well (ietd.conf
+// allows several IncomingUser lines); MutualUser/MutualSecret, when set,
 // authenticate the target to the initiator.
 type CHAPConfig struct {
 	User         string
 	Secret       string
+	MoreUsers    []CHAPUser
 	MutualUser   string
 	MutualSecret string
+}
+
+// CHAPUser is one account an initiator may authenticate as.
+type CHAPUser struct {
+	User, Secret string
+}
+
+// DigestPolicy is what a target accepts for HeaderDigest or DataDigest.
+type DigestPolicy uint8
+
+const (
+	// DigestAny accepts None or CRC32C, whichever the initiator prefers
+	// (the server's default).
+	DigestAny DigestPolicy = iota
+	// DigestNone accepts None only: an initiator that insists on CRC32C
+	// gets Reject.
+	DigestNone
+	// DigestCRC32C accepts CRC32C only: the target offers it when the
+	// initiator does not, and a login that ends without it fails.
+	DigestCRC32C
+)
+
+// LoginParams are one target's own values in login negotiation (RFC 7143
+// section 13), in place of the server's (ServerConfig) for logins to that
+// target; a nil field keeps the server's value. The outcome of each key is
+// still its result function over both sides' values (minimum, maximum,
+// AND, OR), so a value here bounds or prefers, as ietd.conf's per-target
+// keys did. DataPDUInOrder, DataSequenceInOrder and ErrorRecoveryLevel are
+// not here: hatgt implements Yes, Yes and 0 only.
+type LoginParams struct {
+	MaxConnections           *uint32
+	InitialR2T               *bool
+	ImmediateData            *bool
+	MaxRecvDataSegmentLength *uint32
+	// MaxXmitDataSegmentLength bounds the data segments the target sends,
+	// below the initiator's declared MaxRecvDataSegmentLength (ietd.conf's
+	// key; not a key of the protocol).
+	MaxXmitDataSegmentLength *uint32
+	MaxBurstLength           *uint32
+	FirstBurstLength         *uint32
+	DefaultTime2Wait         *uint32
+	DefaultTime2Retain       *uint32
+	MaxOutstandingR2T        *uint32
+	// HeaderDigest and DataDigest: DigestAny keeps the server's (both).
+	HeaderDigest DigestPolicy
+	DataDigest   DigestPolicy
+}
+
+// Validate reports values outside the ranges of RFC 7143 section 13, and
+// a FirstBurstLength above MaxBurstLength when both are set.
+func (p *LoginParams) Validate() error {
+	if p == nil {
+		return nil
+	}
+	var errs []error
+	check := func(name string, v *uint32) {
+		if v == nil {
+			return
+		}
+		k, ok := negKeys[name]
+		if name == "MaxXmitDataSegmentLength" {
+			k, ok = negKeys["MaxRecvDataSegmentLength"], true
+		}
+		if ok && (uint64(*v) < k.min || uint64(*v) > k.max) {
+			errs = append(errs, fmt.Errorf("%s %d out of range [%d, %d]", name, *v, k.min, k.max))
+		}
+	}
+	check("MaxConnections", p.MaxConnections)
+	check("MaxRecvDataSegmentLength", p.MaxRecvDataSegmentLength)
+	check("MaxXmitDataSegmentLength", p.MaxXmitDataSegmentLength)
+	check("MaxBurstLength", p.MaxBurstLength)
+	check("FirstBurstLength", p.FirstBurstLength)
+	check("DefaultTime2Wait", p.DefaultTime2Wait)
+	check("DefaultTime2Retain", p.DefaultTime2Retain)
+	check("MaxOutstandingR2T", p.MaxOutstandingR2T)
+	if p.FirstBurstLength != nil && p.MaxBurstLength != nil && *p.FirstBurstLength > *p.MaxBurstLength {
+		errs = append(errs, errors.New("FirstBurstLength must not exceed MaxBurstLength"))
+	}
+	for _, d := range []DigestPolicy{p.HeaderDigest, p.DataDigest} {
+		if d > DigestCRC32C {
+			errs = append(errs, fmt.Errorf("digest policy %d unknown", d))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // LoginTarget is what the login phase needs to know of a target.
@@ -61,6 +154,11 @@ type LoginTarget struct {
 	AllowInitiator func(initiatorName string) bool
 	// CHAP, when non-nil, makes CHAP mandatory for normal sessions.
 	CHAP *CHAPConfig
+	// AllowFrom, when set, is asked after AllowInitiator with the
+	// address the initiator connects from (initiators.allow rules).
+	AllowFrom func(initiatorName string, remote net.Addr) bool
+	// Params, when set, are the target's own negotiation values.
+	Params *LoginParams
 }
 
 // LoginStatus is a Login Response Status-Class/Status-Detail pair
@@ -129,4 +227,9 @@ type LoginEnv interface {
 	// MaxBurstLength, FirstBurstLength, MaxConnections,
 	// MaxOutstandingR2T, ImmediateData, InitialR2T ...).
 	Defaults() (SessionParams, ConnParams)
+	// DiscoveryCHAP returns the credentials discovery sessions must
+	// authenticate with, or nil when they need none.
+	DiscoveryCHAP() *CHAPConfig
+	// RemoteAddr is the initiator's address (nil when unknown).
+	RemoteAddr() net.Addr
 }

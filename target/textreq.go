@@ -78,7 +78,7 @@ func (c *conn) textRequest(p *PDU) {
 			if c.sess.typ == SessionNormal {
 				own = c.sess.tgt
 			}
-			visible := c.srv.sendTargetsEntries(c.sess.key.initiator, own, c.nc.LocalAddr())
+			visible := c.srv.sendTargetsEntries(c.sess.key.initiator, own, c.nc.LocalAddr(), c.nc.RemoteAddr())
 			answer = append(answer, SendTargetsText(kv.Value, visible)...)
 		default:
 			answer = append(answer, KV{Key: kv.Key, Value: ffpKeyAnswer(kv.Key)})

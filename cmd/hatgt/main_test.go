@@ -121,9 +121,9 @@ func TestBannerNeverPrintsSecrets(t *testing.T) {
 	defer l.Close()
 	n := &node{listeners: []net.Listener{l}, sizes: map[lunKey]int64{{"iqn.2026-11.io.x:y", 0}: 1 << 30}}
 	cfg := &config.Config{Targets: []config.Target{{
-		Name:         "iqn.2026-11.io.x:y",
-		IncomingUser: &config.User{Name: "alice", Secret: "very-secret-123"},
-		LUNs:         []config.LUN{{Number: 0, Path: "/x.img", Type: config.FileIO, Sector: 512, IOMode: config.WriteBack}},
+		Name:          "iqn.2026-11.io.x:y",
+		IncomingUsers: []config.User{{Name: "alice", Secret: "very-secret-123"}},
+		LUNs:          []config.LUN{{Number: 0, Path: "/x.img", Type: config.FileIO, Sector: 512, IOMode: config.WriteBack}},
 	}}}
 	var b bytes.Buffer
 	printBanner(&b, cfg, n, false)
@@ -131,6 +131,13 @@ func TestBannerNeverPrintsSecrets(t *testing.T) {
 	if strings.Contains(out, "very-secret-123") {
 		t.Errorf("banner prints the CHAP secret:\n%s", out)
 	}
+	cfg.DiscoveryUsers = []config.User{{Name: "joe", Secret: "discovery-secret"}}
+	b.Reset()
+	printBanner(&b, cfg, n, false)
+	if d := b.String(); strings.Contains(d, "discovery-secret") || !strings.Contains(d, "iscsi-ls iscsi://joe%SECRET@") {
+		t.Errorf("banner with discovery CHAP:\n%s", d)
+	}
+	cfg.DiscoveryUsers = nil
 	for _, want := range []string{"portal  " + l.Addr().String(), "lun 0   1 GiB, write-back", "iscsi://alice%SECRET@" + l.Addr().String() + "/iqn.2026-11.io.x:y/0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("banner lacks %q:\n%s", want, out)

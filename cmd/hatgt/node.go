@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/hatgt/hatgt/agent"
@@ -28,13 +32,20 @@ type node struct {
 	log       *slog.Logger
 	srv       *target.Server
 	listeners []net.Listener
-	stores    []openStore
-	sizes     map[lunKey]int64
 	dev       bool // serving the --dev configuration
+
+	// mu serializes reload with itself and with shutdown.
+	mu      sync.Mutex
+	cfg     *config.Config          // what runs (see reload)
+	devices map[string]*scsi.Device // by target name
+	stores  []openStore
+	sizes   map[lunKey]int64
 }
 
 type openStore struct {
+	key  lunKey
 	name string // "target/lun" for messages
+	path string
 	s    store
 	ro   bool
 }
@@ -47,11 +58,11 @@ type lunKey struct {
 // startNode listens on the portals of cfg and opens every LUN. On error
 // nothing is left open.
 func startNode(cfg *config.Config, log *slog.Logger) (_ *node, err error) {
-	srv, err := target.NewServer(target.ServerConfig{Logger: log.With("component", "target")})
+	srv, err := target.NewServer(target.ServerConfig{Logger: log.With("component", "target"), DiscoveryCHAP: discoveryCHAP(cfg)})
 	if err != nil {
 		return nil, err
 	}
-	n := &node{log: log, srv: srv, sizes: map[lunKey]int64{}, dev: cfg.File == devConfigName}
+	n := &node{log: log, srv: srv, sizes: map[lunKey]int64{}, dev: cfg.File == devConfigName, cfg: cfg, devices: map[string]*scsi.Device{}}
 	defer func() {
 		if err != nil {
 			n.closeAll()
@@ -77,19 +88,101 @@ func startNode(cfg *config.Config, log *slog.Logger) (_ *node, err error) {
 				return nil, err
 			}
 		}
-		tc := target.TargetConfig{Name: t.Name, Alias: t.Alias, Device: dev, ACL: t.InitiatorAllow}
-		if t.IncomingUser != nil {
-			tc.CHAP = &target.CHAPConfig{User: t.IncomingUser.Name, Secret: t.IncomingUser.Secret}
-			if t.OutgoingUser != nil {
-				tc.CHAP.MutualUser = t.OutgoingUser.Name
-				tc.CHAP.MutualSecret = t.OutgoingUser.Secret
-			}
-		}
-		if err := srv.AddTarget(tc); err != nil {
+		if err := srv.AddTarget(nodeTargetConfig(cfg, t, dev)); err != nil {
 			return nil, err
 		}
+		n.devices[t.Name] = dev
 	}
 	return n, nil
+}
+
+// nodeTargetConfig is what the iSCSI server needs of target t of cfg: its
+// device, ACL, CHAP, login keys, and the initiators.allow/deny rules of
+// cfg.
+func nodeTargetConfig(cfg *config.Config, t config.Target, dev *scsi.Device) target.TargetConfig {
+	tc := target.TargetConfig{
+		Name: t.Name, Alias: t.Alias, Device: dev, ACL: t.InitiatorAllow,
+		CHAP:  chapConfig(t.IncomingUsers, t.OutgoingUser),
+		Login: loginParams(t.Login),
+	}
+	if cfg.InitiatorsAllow != nil || cfg.InitiatorsDeny != nil {
+		name := t.Name
+		tc.AllowFrom = func(initiator string, remote net.Addr) bool {
+			return cfg.InitiatorAllowed(name, initiator, addrOf(remote))
+		}
+	}
+	return tc
+}
+
+// discoveryCHAP is the CHAP discovery sessions of cfg must pass, or nil.
+func discoveryCHAP(cfg *config.Config) *target.CHAPConfig {
+	return chapConfig(cfg.DiscoveryUsers, cfg.DiscoveryOutgoingUser)
+}
+
+// chapConfig turns IncomingUser/OutgoingUser lines into a CHAP config;
+// nil when there is no IncomingUser.
+func chapConfig(in []config.User, out *config.User) *target.CHAPConfig {
+	if len(in) == 0 {
+		return nil
+	}
+	c := &target.CHAPConfig{User: in[0].Name, Secret: in[0].Secret}
+	for _, u := range in[1:] {
+		c.MoreUsers = append(c.MoreUsers, target.CHAPUser{User: u.Name, Secret: u.Secret})
+	}
+	if out != nil {
+		c.MutualUser, c.MutualSecret = out.Name, out.Secret
+	}
+	return c
+}
+
+// loginParams turns a target's login keys into the server's form; nil
+// when the target sets none.
+func loginParams(n config.Negotiation) *target.LoginParams {
+	p := &target.LoginParams{
+		MaxConnections:           n.MaxConnections,
+		InitialR2T:               n.InitialR2T,
+		ImmediateData:            n.ImmediateData,
+		MaxRecvDataSegmentLength: n.MaxRecvDataSegmentLength,
+		MaxXmitDataSegmentLength: n.MaxXmitDataSegmentLength,
+		MaxBurstLength:           n.MaxBurstLength,
+		FirstBurstLength:         n.FirstBurstLength,
+		DefaultTime2Wait:         n.DefaultTime2Wait,
+		DefaultTime2Retain:       n.DefaultTime2Retain,
+		MaxOutstandingR2T:        n.MaxOutstandingR2T,
+		HeaderDigest:             digestPolicy(n.HeaderDigest),
+		DataDigest:               digestPolicy(n.DataDigest),
+	}
+	if *p == (target.LoginParams{}) {
+		return nil
+	}
+	return p
+}
+
+// digestPolicy reads a HeaderDigest/DataDigest list: one value alone is
+// required, both (or none given) leave the choice to the initiator.
+func digestPolicy(list []string) target.DigestPolicy {
+	switch {
+	case len(list) == 1 && list[0] == "None":
+		return target.DigestNone
+	case len(list) == 1 && list[0] == "CRC32C":
+		return target.DigestCRC32C
+	}
+	return target.DigestAny
+}
+
+// addrOf is the IP address of a connection's remote end (zero when it has
+// none).
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	if a != nil {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			return ap.Addr().Unmap()
+		}
+	}
+	return netip.Addr{}
 }
 
 // listenError shortens the usual listen failures to what to do about them.
@@ -123,16 +216,21 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 	if err != nil {
 		return nil, storeError(l, n.dev, err)
 	}
-	n.stores = append(n.stores, openStore{name: fmt.Sprintf("%s/%d", targetName, l.Number), s: s, ro: mode == blockstore.ReadOnly})
+	key := lunKey{targetName, l.Number}
+	n.stores = append(n.stores, openStore{key: key, name: fmt.Sprintf("%s/%d", targetName, l.Number), path: l.Path, s: s, ro: mode == blockstore.ReadOnly})
 	if l.Type == config.FileIO && mode != blockstore.ReadOnly {
 		n.warnIfOvercommitted(l.Path, s)
 	}
 	if s.Size() < int64(l.Sector) {
+		n.closeStore(key)
 		return nil, fmt.Errorf("%s: %d bytes is smaller than one %d-byte sector", l.Path, s.Size(), l.Sector)
 	}
 	serial, naa := agent.LUNIdentity(targetName, l.Number)
 	if l.SerialNumber != "" {
 		serial = l.SerialNumber
+	}
+	if l.ScsiID != "" {
+		naa = scsiIDDesignator(l.ScsiID)
 	}
 	// Persistent reservations with APTPL survive a restart in a file
 	// beside a fileio LUN's image; a blockio LUN has nowhere of its own
@@ -141,6 +239,7 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 	if l.Type != config.BlockIO {
 		fs, err := scsi.NewFileReservationStore(l.Path + ".pr.json")
 		if err != nil {
+			n.closeStore(key)
 			return nil, fmt.Errorf("reservation state for %s: %w", l.Path, err)
 		}
 		prStore = fs
@@ -156,10 +255,50 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 		Logger:       n.log.With("target", targetName, "lun", l.Number),
 	})
 	if err != nil {
+		n.closeStore(key)
 		return nil, err
 	}
-	n.sizes[lunKey{targetName, l.Number}] = s.Size()
+	n.sizes[key] = s.Size()
 	return lu, nil
+}
+
+// closeStore flushes (unless read-only) and closes the store of key and
+// forgets it; it reports what failed.
+func (n *node) closeStore(key lunKey) error {
+	for i, st := range n.stores {
+		if st.key != key {
+			continue
+		}
+		n.stores = append(n.stores[:i], n.stores[i+1:]...)
+		delete(n.sizes, key)
+		var errs []error
+		if !st.ro {
+			if err := st.s.Flush(); err != nil {
+				errs = append(errs, fmt.Errorf("flush %s: %w", st.name, err))
+			}
+		}
+		if err := st.s.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", st.name, err))
+		}
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+// scsiIDDesignator derives the NAA designator of VPD page 0x83 from an
+// IET ScsiId, as lunIdentity does from the target name and LUN number:
+// LUNs with the same ScsiId, in any target or on any node, report the same
+// identity (what IET's ScsiId was for: one disk multipathed through
+// several targets).
+func scsiIDDesignator(id string) [16]byte {
+	sum := sha256.Sum256([]byte("hatgt scsi id v1\x00" + id))
+	var naa [16]byte
+	naa[0] = 0x60 | identityOUI>>20&0x0f
+	naa[1] = identityOUI >> 12 & 0xff
+	naa[2] = identityOUI >> 4 & 0xff
+	naa[3] = identityOUI&0x0f<<4 | sum[0]&0x0f
+	copy(naa[4:], sum[1:13])
+	return naa
 }
 
 // warnIfOvercommitted warns when a sparse file could grow beyond the free
@@ -190,7 +329,7 @@ func storeError(l config.LUN, dev bool, err error) error {
 	case errors.Is(err, blockstore.ErrInUse):
 		return fmt.Errorf("%s is in use by another process (another hatgt?)", path)
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%s does not exist (with Type=fileio, give Size= to create it; IOMode=ro never creates)", path)
+		return missingError(l)
 	case errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("%s: permission denied", path)
 	case errors.Is(err, blockstore.ErrSize):
@@ -203,6 +342,22 @@ func storeError(l config.LUN, dev bool, err error) error {
 		return err
 	}
 	return err
+}
+
+// missingError says why a LUN's path does not exist and what to do.
+func missingError(l config.LUN) error {
+	dir := filepath.Dir(l.Path)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s does not exist, nor does its directory %s: hatgt creates a LUN's file, not its directories; "+
+			"create the directory (mkdir -p %s) or correct Path=", l.Path, dir, dir)
+	}
+	switch {
+	case l.Type == config.BlockIO:
+		return fmt.Errorf("%s does not exist (Type=blockio serves an existing block device)", l.Path)
+	case l.IOMode == config.ReadOnly:
+		return fmt.Errorf("%s does not exist, and a read-only LUN (IOMode=ro) is never created", l.Path)
+	}
+	return fmt.Errorf("%s does not exist (with Type=fileio, give Size= to create it)", l.Path)
 }
 
 func (n *node) lunSize(targetName string, lun uint64) int64 {
@@ -238,6 +393,8 @@ func (n *node) serve() <-chan error {
 // then flushes and closes every store. It reports the first failure, but
 // always flushes and closes everything it can.
 func (n *node) shutdown(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	var first error
 	if err := n.srv.Shutdown(ctx); err != nil {
 		n.log.Warn("commands still in flight when the shutdown timeout expired; connections closed", "err", err)

@@ -29,7 +29,9 @@ write-back, 512-byte sectors, thin provisioned, no authentication.
 with --check it only checks FILE and prints it with every default filled in.
 
 SIGTERM or SIGINT stops the node: commands in flight finish (up to
---shutdown-timeout), then every LUN is flushed and closed.
+--shutdown-timeout), then every LUN is flushed and closed. SIGHUP reloads
+FILE (README.md, "Reloading"); with --dev, and in cluster mode, it is
+ignored.
 
 Flags:
 `
@@ -95,6 +97,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if isClusterServe(args) {
+		defer ignoreHangups(stderr, "a cluster node's configuration lives in Raft: change it with hatgt target, lun, acl and chap")()
 		return serveClusterCommand(args, stdout, stderr)
 	}
 	f, err := parseServeFlags(args, usageOut)
@@ -132,9 +135,13 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	}
 
 	// Catch signals before anything is opened, so a SIGTERM that arrives
-	// during start-up still closes the LUNs cleanly.
+	// during start-up still closes the LUNs cleanly, and a SIGHUP never
+	// kills the process.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	n, err := startNode(cfg, log)
 	if err != nil {
@@ -145,12 +152,22 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 
 	serveErr := n.serve()
 	var failed error
-	select {
-	case <-ctx.Done():
-		log.Info("signal received, shutting down", "timeout", f.shutdownTimeout)
-	case err := <-serveErr:
-		failed = err
-		log.Error("portal failed, shutting down", "err", err)
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			log.Info("signal received, shutting down", "timeout", f.shutdownTimeout)
+			running = false
+		case err := <-serveErr:
+			failed = err
+			log.Error("portal failed, shutting down", "err", err)
+			running = false
+		case <-hup:
+			if f.dev {
+				log.Info("SIGHUP ignored: --dev has no configuration file to reload")
+				continue
+			}
+			n.reloadFile(f.configFile)
+		}
 	}
 	stop() // a second signal now kills the process the default way
 
@@ -170,18 +187,57 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// ignoreHangups keeps SIGHUP from killing the process, logging each one
+// with why it changes nothing; the returned function stops that.
+func ignoreHangups(stderr io.Writer, why string) (stop func()) {
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP ignored: " + why)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
+}
+
 // maskSecrets returns a copy of cfg with every CHAP secret replaced by
 // asterisks of the same length, for printing.
 func maskSecrets(cfg *config.Config) *config.Config {
+	mask := func(u config.User) config.User {
+		return config.User{Name: u.Name, Secret: strings.Repeat("*", len(u.Secret))}
+	}
+	maskAll := func(us []config.User) []config.User {
+		var out []config.User
+		for _, u := range us {
+			out = append(out, mask(u))
+		}
+		return out
+	}
+	maskOne := func(u *config.User) *config.User {
+		if u == nil {
+			return nil
+		}
+		m := mask(*u)
+		return &m
+	}
 	c := *cfg
+	c.DiscoveryUsers = maskAll(cfg.DiscoveryUsers)
+	c.DiscoveryOutgoingUser = maskOne(cfg.DiscoveryOutgoingUser)
 	c.Targets = append([]config.Target(nil), cfg.Targets...)
 	for i := range c.Targets {
 		t := &c.Targets[i]
-		for _, u := range []**config.User{&t.IncomingUser, &t.OutgoingUser} {
-			if *u != nil {
-				*u = &config.User{Name: (*u).Name, Secret: strings.Repeat("*", len((*u).Secret))}
-			}
-		}
+		t.IncomingUsers = maskAll(t.IncomingUsers)
+		t.OutgoingUser = maskOne(t.OutgoingUser)
 	}
 	return &c
 }
@@ -204,15 +260,23 @@ func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
 		p := connectAddr(portals[0])
 		t := cfg.Targets[0]
 		fmt.Fprintf(&b, "connect with (from another machine, use its address instead of %s):\n", hostOf(p))
+		if len(cfg.DiscoveryUsers) > 0 {
+			fmt.Fprintf(&b, "  (discovery CHAP: set discovery.sendtargets.auth.* with iscsiadm -m discoverydb -o update first)\n")
+		}
 		fmt.Fprintf(&b, "  iscsiadm -m discovery -t sendtargets -p %s\n", p)
 		cred := ""
-		if t.IncomingUser != nil {
+		if len(t.IncomingUsers) > 0 {
 			// Never print the secret; say where it goes.
-			cred = t.IncomingUser.Name + "%SECRET@"
+			cred = t.IncomingUsers[0].Name + "%SECRET@"
 			fmt.Fprintf(&b, "  (CHAP: set node.session.auth.* with iscsiadm -m node -o update before the login)\n")
 		}
 		fmt.Fprintf(&b, "  iscsiadm -m node -T %s -p %s --login\n", t.Name, p)
-		fmt.Fprintf(&b, "  iscsi-ls -s iscsi://%s%s\n", cred, p)
+		if len(cfg.DiscoveryUsers) > 0 {
+			// libiscsi uses the URL's credentials for discovery.
+			fmt.Fprintf(&b, "  iscsi-ls iscsi://%s%%SECRET@%s\n", cfg.DiscoveryUsers[0].Name, p)
+		} else {
+			fmt.Fprintf(&b, "  iscsi-ls -s iscsi://%s%s\n", cred, p)
+		}
 		if len(t.LUNs) > 0 {
 			fmt.Fprintf(&b, "  qemu-img info iscsi://%s%s/%s/%d\n", cred, p, t.Name, t.LUNs[0].Number)
 		}
