@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -230,7 +229,7 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 		serial = l.SerialNumber
 	}
 	if l.ScsiID != "" {
-		naa = scsiIDDesignator(l.ScsiID)
+		naa = agent.ScsiIDDesignator(l.ScsiID)
 	}
 	// Persistent reservations with APTPL survive a restart in a file
 	// beside a fileio LUN's image; a blockio LUN has nowhere of its own
@@ -283,22 +282,6 @@ func (n *node) closeStore(key lunKey) error {
 		return errors.Join(errs...)
 	}
 	return nil
-}
-
-// scsiIDDesignator derives the NAA designator of VPD page 0x83 from an
-// IET ScsiId, as lunIdentity does from the target name and LUN number:
-// LUNs with the same ScsiId, in any target or on any node, report the same
-// identity (what IET's ScsiId was for: one disk multipathed through
-// several targets).
-func scsiIDDesignator(id string) [16]byte {
-	sum := sha256.Sum256([]byte("hatgt scsi id v1\x00" + id))
-	var naa [16]byte
-	naa[0] = 0x60 | identityOUI>>20&0x0f
-	naa[1] = identityOUI >> 12 & 0xff
-	naa[2] = identityOUI >> 4 & 0xff
-	naa[3] = identityOUI&0x0f<<4 | sum[0]&0x0f
-	copy(naa[4:], sum[1:13])
-	return naa
 }
 
 // warnIfOvercommitted warns when a sparse file could grow beyond the free

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/config"
 	"github.com/hatgt/hatgt/scsi"
 )
@@ -83,17 +84,17 @@ func TestScsiIDSetsDesignator(t *testing.T) {
 	lun := func(name, id string) config.LUN {
 		return config.LUN{Path: filepath.Join(dir, name), Type: config.FileIO, Size: 1 << 20, Sector: 512, IOMode: config.WriteThrough, ScsiID: id}
 	}
-	want := scsiIDDesignator("xyz")
+	want := agent.ScsiIDDesignator("xyz")
 	a := naaOf("iqn.2026-11.io.x:a", lun("a.img", "xyz"))
 	b := naaOf("iqn.2026-11.io.x:b", lun("b.img", "xyz"))
 	c := naaOf("iqn.2026-11.io.x:a", lun("c.img", ""))
 	if !bytes.Equal(a, want[:]) || !bytes.Equal(b, want[:]) {
 		t.Errorf("NAA with ScsiId=xyz: %x and %x, want %x", a, b, want)
 	}
-	if _, derived := lunIdentity("iqn.2026-11.io.x:a", 0); !bytes.Equal(c, derived[:]) {
+	if _, derived := agent.LUNIdentity("iqn.2026-11.io.x:a", 0); !bytes.Equal(c, derived[:]) {
 		t.Errorf("NAA without ScsiId: %x, want %x", c, derived)
 	}
-	if other := scsiIDDesignator("xyz2"); other == want || other[0]>>4 != 6 {
+	if other := agent.ScsiIDDesignator("xyz2"); other == want || other[0]>>4 != 6 {
 		t.Errorf("designator of another ScsiId: %x", other)
 	}
 }
