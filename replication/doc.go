@@ -106,6 +106,15 @@
 // one syscall, and matches replies by request id. A Mirror applies the
 // requests of one connection in order.
 //
+// The replication port takes connections from anyone who reaches it, so
+// what one costs is bounded: a TCPServer refuses a frame whose payload is
+// above its limit (SetMaxPayload, default a little above the default
+// MaxMessage) before reading or allocating any of it, and closes the
+// connection (ErrTooLarge); payloads are read into a per-connection buffer
+// that grows only as the bytes arrive; at most SetMaxConns connections are
+// served at once; a verify request is hashed in pieces. An owner reads
+// replies with a limit of a few KiB (the largest is a 32-byte digest).
+//
 // # Reads
 //
 // Reads come from the owner's local copy, while it is the owner.

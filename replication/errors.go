@@ -42,6 +42,12 @@ var (
 	// type, length or checksum. A connection that reads one is closed.
 	ErrBadMessage = errors.New("replication: bad message")
 
+	// ErrTooLarge is a frame whose header announces a payload above the
+	// reader's limit (see TCPServer.SetMaxPayload): it is refused before
+	// any of the payload is read or allocated, and the connection closed.
+	// It wraps ErrBadMessage.
+	ErrTooLarge = fmt.Errorf("%w: payload too large", ErrBadMessage)
+
 	// ErrShortMessage is returned by DecodeMessage when the buffer holds
 	// less than one whole frame.
 	ErrShortMessage = errors.New("replication: short message")

@@ -304,11 +304,24 @@ func (l *mirrorLUN) count(f func(*MirrorStats)) {
 	l.statsMu.Unlock()
 }
 
-// regionSum is the SHA-256 of n bytes at off of s.
+// sumChunk is what regionSum reads at a time: a verify request, a 68-byte
+// frame, must not make the mirror allocate the region it names.
+const sumChunk = 256 << 10
+
+// regionSum is the SHA-256 of n bytes at off of s, read in pieces of at
+// most sumChunk bytes.
 func regionSum(s Store, off, n int64) ([sha256.Size]byte, error) {
-	buf := make([]byte, n)
-	if _, err := s.ReadAt(buf, off); err != nil {
-		return [sha256.Size]byte{}, err
+	var sum [sha256.Size]byte
+	h := sha256.New()
+	buf := make([]byte, min(n, sumChunk))
+	for pos := int64(0); pos < n; {
+		chunk := buf[:min(int64(len(buf)), n-pos)]
+		if _, err := s.ReadAt(chunk, off+pos); err != nil {
+			return sum, err
+		}
+		h.Write(chunk)
+		pos += int64(len(chunk))
 	}
-	return sha256.Sum256(buf), nil
+	h.Sum(sum[:0])
+	return sum, nil
 }
