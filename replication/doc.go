@@ -37,7 +37,14 @@
 //     that receives it, or sees a newer epoch in the view, is deposed and
 //     answers ErrNotOwner, which ErrorKind maps to BackendErrNotReady (the
 //     ALUA transitioning sense) (TestMirrorRefusesStaleEpoch,
-//     TestOldOwnerIsFenced, TestViewChangeDeposes).
+//     TestOldOwnerIsFenced, TestViewChangeDeposes). The newest epoch only
+//     rises to epochs the cluster committed: with an EpochCheck
+//     (Mirror.SetEpochCheck) a request of an epoch newer than any seen
+//     that the node has not applied as committed is answered
+//     StatusEpochUnknown and changes nothing, so a forged frame cannot
+//     fence a copy against its real owner; an owner's hello retries it
+//     for up to AckTimeout, as the node's state may trail the leader's
+//     (TestMirrorRefusesUncommittedEpoch, TestOwnerHelloRetriesUntilEpochKnown).
 //  3. A mirror leaves the in-sync set through a committed entry before any
 //     write it missed is acknowledged (TestMissedWritesAckedAfterDropCommit,
 //     TestDropFailureDeposesOwner, TestFailureWhileJoining).
@@ -67,8 +74,9 @@
 //
 // A Coordinator (see its contract), a Resolver from node to replication
 // address for the TCPTransport, a TCPServer serving each node's
-// Mirror.Handle, Mirror.AddLUN / Mirror.Follow for every copy the node
-// holds, and a control loop that calls Volume.Resync (or ResyncAll) when
+// Mirror.Handle, an EpochCheck on the Mirror (Mirror.SetEpochCheck) that
+// reads the node's applied Raft state (the cluster's Coordinator.CheckEpoch),
+// Mirror.AddLUN / Mirror.Follow for every copy the node holds, and a control loop that calls Volume.Resync (or ResyncAll) when
 // an out-of-sync copy's node is reachable, and Depose on lease loss.
 //
 // # Dirty-region map

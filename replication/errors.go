@@ -32,6 +32,12 @@ var (
 	// the owner drops it and gives it a full copy. It wraps ErrPeerFailed.
 	ErrCopyLost = fmt.Errorf("%w: the copy was lost", ErrPeerFailed)
 
+	// ErrEpochUnknown is a mirror that does not know the request's epoch
+	// as committed (StatusEpochUnknown): its node's state may trail the
+	// leader's, so the owner's hello retries for a while. An EpochCheck
+	// returns it for an epoch it does not know. It wraps ErrPeerFailed.
+	ErrEpochUnknown = fmt.Errorf("%w: epoch not committed on the mirror's node (yet)", ErrPeerFailed)
+
 	// ErrInvalidConfig is wrapped by every Config.Validate failure.
 	ErrInvalidConfig = errors.New("replication: invalid config")
 

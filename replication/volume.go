@@ -288,7 +288,8 @@ func (v *Volume) Open(ctx context.Context) error {
 	return v.serving()
 }
 
-// helloRetry is the pause between hellos to a mirror without the LUN yet.
+// helloRetry is the pause between hellos to a mirror without the LUN yet,
+// or that does not know the epoch as committed yet.
 const helloRetry = 100 * time.Millisecond
 
 // hello dials node and announces epoch.
@@ -296,27 +297,46 @@ func (v *Volume) hello(ctx context.Context, node NodeID, epoch uint64) (Conn, er
 	return v.helloFlags(ctx, node, epoch, 0)
 }
 
-// helloFlags is hello with message flags (FlagFull).
+// helloFlags is hello with message flags (FlagFull). A mirror whose node
+// has not applied the epoch yet (ErrEpochUnknown) is greeted again every
+// helloRetry for up to AckTimeout before the error is returned.
 func (v *Volume) helloFlags(ctx context.Context, node NodeID, epoch uint64, flags uint8) (Conn, error) {
 	conn, err := v.tr.Dial(ctx, node)
 	if err != nil {
 		return nil, err
 	}
-	// The floor: every write sent on an older connection has a sequence
-	// number at or below it, so the mirror refuses any that arrive late.
-	v.mu.Lock()
-	floor := v.seq
-	v.mu.Unlock()
-	res := <-v.send(conn, []*Message{{Type: MsgHello, Flags: flags, LUN: v.lun, Epoch: epoch, Seq: floor}})
-	if res.err != nil {
-		conn.Close()
-		return nil, res.err
+	for wait := v.cfg.AckTimeout; ; wait -= helloRetry {
+		// The floor: every write sent on an older connection has a
+		// sequence number at or below it, so the mirror refuses any
+		// that arrive late.
+		v.mu.Lock()
+		floor := v.seq
+		v.mu.Unlock()
+		res := <-v.send(conn, []*Message{{Type: MsgHello, Flags: flags, LUN: v.lun, Epoch: epoch, Seq: floor}})
+		switch {
+		case res.err == nil && res.rep.Seq > floor:
+			conn.Close()
+			return nil, fmt.Errorf("%w: %s applied sequence %d of epoch %d, this volume is at %d", ErrEpochReused, node, res.rep.Seq, epoch, floor)
+		case res.err == nil:
+			return conn, nil
+		case !errors.Is(res.err, ErrEpochUnknown) || wait <= 0 || !sleepCtx(ctx, helloRetry):
+			conn.Close()
+			return nil, res.err
+		}
+		v.logger.Debug("replication: the mirror does not know the epoch yet, greeting it again", "peer", string(node), "epoch", epoch)
 	}
-	if res.rep.Seq > floor {
-		conn.Close()
-		return nil, fmt.Errorf("%w: %s applied sequence %d of epoch %d, this volume is at %d", ErrEpochReused, node, res.rep.Seq, epoch, floor)
+}
+
+// sleepCtx waits d, or less if ctx ends (then it returns false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
-	return conn, nil
 }
 
 func (v *Volume) onView(view View) {
@@ -525,6 +545,8 @@ func (v *Volume) sendOn(conn Conn, msgs []*Message, queue bool) <-chan sendResul
 					base = ErrNoCopy
 				case StatusCopyLost:
 					base = ErrCopyLost
+				case StatusEpochUnknown:
+					base = ErrEpochUnknown
 				}
 				finish(fmt.Errorf("%w: %v %s", base, m.Type, rep.Status), nil)
 			case remaining.Add(-1) == 0:

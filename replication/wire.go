@@ -14,7 +14,9 @@ import (
 //	 0     4   magic "HRPL"
 //	 4     1   version (1)
 //	 5     1   type (MsgType)
-//	 6     1   status (Status; requests send StatusOK)
+//	 6     1   status (Status; requests send StatusOK), one of
+//	           0 ok, 1 stale-epoch, 2 no-lun, 3 io-error, 4 bad-request,
+//	           5 out-of-order, 6 copy-lost, 7 epoch-unknown
 //	 7     1   flags (FlagFUA, FlagResync)
 //	 8     8   request id: replies carry the id of their request
 //	16     8   LUN
@@ -28,6 +30,12 @@ import (
 //
 // Requests on one connection are applied in the order they were sent;
 // replies may be batched, and are matched by request id.
+//
+// Statuses are only ever added, at the end (epoch-unknown is the latest):
+// every frame of an older build decodes unchanged. A decoder refuses a
+// status it does not know (ErrBadMessage), so an owner built before a
+// status was added drops the connection of a mirror that answers it, as
+// it would a failed mirror.
 const (
 	HeaderSize = 68
 	// MaxPayload bounds one message's payload whatever the reader's own
@@ -110,6 +118,12 @@ const (
 	// created again, empty): it takes nothing but a hello with FlagFull,
 	// which starts a full copy.
 	StatusCopyLost
+	// StatusEpochUnknown: the request's epoch is newer than any the
+	// mirror has seen, and its node has not applied that epoch as
+	// committed (Mirror.SetEpochCheck): refused, nothing changed. An
+	// owner whose epoch is committed retries (the node's state trails
+	// the leader by a few entries); a forged epoch never gets through.
+	StatusEpochUnknown
 	statusEnd
 )
 
@@ -129,6 +143,8 @@ func (s Status) String() string {
 		return "out-of-order"
 	case StatusCopyLost:
 		return "copy-lost"
+	case StatusEpochUnknown:
+		return "epoch-unknown"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
