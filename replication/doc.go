@@ -51,6 +51,15 @@
 //  6. A returning mirror is caught up from the dirty-region map, not by a
 //     full copy, and rejoins only when identical (Volume.Resync;
 //     TestResyncCopiesExactlyTheDirtyRegions, TestResyncWhileWriting).
+//  8. What was sent to a copy counts as on it only once it is durable
+//     there: a resync marks a region it sent (or found equal, perhaps in
+//     the copy's cache only) copied, not clean, and clears it, in memory
+//     and then on disk, only after a flush of the copy that followed the
+//     copy's ack; a write that fails on the copy in between marks the
+//     region again, which takes the copied mark away. A copy that loses
+//     power before that flush gets those regions again
+//     (TestResyncSurvivesMirrorPowerLoss,
+//     TestResyncClearsRegionsAfterTheirFlush).
 //
 // Besides the epoch, a mirror checks sequence numbers: within an epoch each
 // write or unmap must carry a number above the last it applied and above
@@ -98,10 +107,12 @@
 // Volume.Resync greets the copy, switches it to resyncing (new writes now
 // go to it and wait for it, but its failure only sends it back to out of
 // sync), and copies each dirty region under the region's range lock, rate
-// limited by Config.ResyncRate on the injected Clock. With the map empty it
-// flushes the copy and proposes Coordinator.MarkInSync; during that commit
-// the copy is joining, and if it fails then, the owner drops it through the
-// Coordinator once the join committed. Volume.ResyncFull is the same from
+// limited by Config.ResyncRate on the injected Clock. Every 64 MiB, and
+// once every dirty region was sent, it flushes the copy and only then
+// clears the regions sent before the flush (invariant 8). With the map
+// empty after a flush it proposes Coordinator.MarkInSync; during that
+// commit the copy is joining, and if it fails then, the owner drops it
+// through the Coordinator once the join committed. Volume.ResyncFull is the same from
 // an all-dirty map (new or wiped copy). Volume.Verify compares SHA-256
 // digests of each region on both sides under the range lock and reports
 // divergent regions.

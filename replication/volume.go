@@ -84,6 +84,8 @@ type Volume struct {
 	sem    chan struct{}
 	ranges rangeLock
 	limit  *tokenBucket
+	// resyncFlush overrides resyncFlushBytes (tests).
+	resyncFlush int64
 
 	mu          sync.Mutex
 	epoch       uint64
