@@ -196,14 +196,16 @@ func (d *DirtyMap) Mark(off, length int64) uint64 {
 	return 0
 }
 
-// WaitDurable returns once generation gen is on disk. Whoever arrives while
-// no persist runs performs one for everybody marked so far.
+// WaitDurable returns once generation gen (as returned by Mark or Merge)
+// is on disk. Whoever arrives while no persist runs performs one for
+// everybody marked so far.
 func (d *DirtyMap) WaitDurable(gen uint64) error {
 	if gen == 0 || d.path == "" {
 		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	gen = min(gen, d.gen) // a generation never reached would never be synced
 	for d.synced < gen {
 		if d.syncing {
 			d.cond.Wait()

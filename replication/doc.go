@@ -31,6 +31,16 @@
 //  1. An acknowledged write is on every member of the in-sync set Raft
 //     recorded at the time: the owner waits for each member, and a member
 //     leaves only through a committed drop (TestAckedWriteIsOnEveryInSyncCopy).
+//     An in-sync change that fails with anything but ErrNotOwner may have
+//     committed all the same (a timeout, a leader lost after the append):
+//     after a MarkInSync of unknown outcome the owner stops sending to the
+//     copy and drops it through the Coordinator (idempotent) before any
+//     write the copy misses is acknowledged, or stops serving if the drop
+//     does not commit (TestAmbiguousMarkInSyncDropsTheCopy,
+//     TestAmbiguousMarkInSyncUndroppableDeposes, TestFailureWhileAmbiguousJoin).
+//     A view that lists in sync a copy the owner does not replicate to is
+//     not left so: the owner drops the copy the same way
+//     (TestRaftListingAnOutOfSyncCopyIsDropped).
 //  2. Only the owner of the current epoch gets writes acknowledged: a Mirror
 //     refuses requests of an epoch older than the newest it has seen (from
 //     a hello, a request, or Mirror.Fence) with StatusStaleEpoch; an owner
@@ -112,10 +122,11 @@
 // clears the regions sent before the flush (invariant 8). With the map
 // empty after a flush it proposes Coordinator.MarkInSync; during that
 // commit the copy is joining, and if it fails then, the owner drops it
-// through the Coordinator once the join committed. Volume.ResyncFull is the same from
-// an all-dirty map (new or wiped copy). Volume.Verify compares SHA-256
-// digests of each region on both sides under the range lock and reports
-// divergent regions.
+// through the Coordinator unless the join was refused. A MarkInSync of
+// unknown outcome gets the copy dropped too (invariant 1).
+// Volume.ResyncFull is the same from an all-dirty map (new or wiped copy).
+// Volume.Verify compares SHA-256 digests of each region on both sides
+// under the range lock and reports divergent regions.
 //
 // # Wire
 //

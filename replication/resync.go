@@ -145,15 +145,32 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	err = v.coord.MarkInSync(ctx, v.lun, epoch, node)
 
 	v.mu.Lock()
-	if err == nil {
-		join.committed = true
+	refused := errors.Is(err, ErrNotOwner)
+	join.mayHaveCommitted = !refused
+	switch {
+	case err == nil:
 		if p.state == peerJoining {
 			p.state = peerInSync
 			p.dirty = nil
 			p.compare = false
 		}
-	} else if p.state == peerJoining {
-		p.state = peerOutOfSync // identical, but not recorded: writes mark again
+	case refused:
+		// The epoch moved on: nothing was committed, and this volume
+		// acknowledges nothing more.
+		v.deposeLocked(err)
+		if p.state == peerJoining {
+			p.state = peerOutOfSync
+		}
+	case p.state == peerJoining:
+		// Unknown: the entry may have committed all the same, and Raft
+		// list the copy in sync. Writes stop going to it, so it leaves
+		// through a committed drop before one it misses is acknowledged
+		// (or the volume stops serving).
+		if p.conn != nil {
+			p.conn.Close()
+			p.conn = nil
+		}
+		v.startDropLocked(p, epoch, nil, "marking the copy in sync had an unknown outcome")
 	}
 	p.join = nil
 	close(join.done)

@@ -33,8 +33,9 @@ const (
 	// and wait for its ack, a failure returns it to out of sync.
 	peerResyncing
 	// peerJoining: caught up; MarkInSync is being committed. Treated as
-	// in sync, so that a failure now is dropped through Raft if the join
-	// commits.
+	// in sync, so that a failure now is dropped through Raft unless the
+	// join was refused. A MarkInSync that fails otherwise may have
+	// committed all the same: the copy is then dropped (peerDropping).
 	peerJoining
 )
 
@@ -43,9 +44,12 @@ func (s peerState) String() string {
 }
 
 type episode struct {
-	done      chan struct{}
-	err       error // drop: the commit failed
-	committed bool  // join: MarkInSync committed
+	done chan struct{}
+	err  error // drop: the commit failed
+	// join: MarkInSync may have committed: it returned nil, or an error
+	// that does not say it was refused (a timeout, a leader lost after
+	// the append). Only ErrNotOwner (the epoch moved on) says it was not.
+	mayHaveCommitted bool
 }
 
 func newEpisode() *episode { return &episode{done: make(chan struct{})} }
@@ -377,13 +381,21 @@ func (v *Volume) followReplicas(view View) {
 		v.logger.Info("replication: new copy, it gets a full copy", "peer", string(n))
 	}
 	for _, n := range v.order {
-		// Raft says out of sync, the volume says in sync: someone else
-		// (the copy's own node, which found its copy lost) recorded it.
-		// The view may also just be older than the copy's join, so
-		// only probe: a lost copy answers copy-lost, and the usual
-		// failure path drops it with every region dirty.
-		if p := v.peers[n]; p.state == peerInSync && p.conn != nil && view.IsReplica(n) && !view.IsInSync(n) {
+		p := v.peers[n]
+		switch {
+		case p.state == peerInSync && p.conn != nil && view.IsReplica(n) && !view.IsInSync(n):
+			// Raft says out of sync, the volume says in sync: someone
+			// else (the copy's own node, which found its copy lost)
+			// recorded it. The view may also just be older than the
+			// copy's join, so only probe: a lost copy answers
+			// copy-lost, and the usual failure path drops it with
+			// every region dirty.
 			go v.probe(p, p.conn, view.Epoch)
+		case (p.state == peerOutOfSync || p.state == peerResyncing) && view.IsInSync(n):
+			// Raft says in sync, the volume does not replicate to the
+			// copy: an in-sync change of unknown outcome (or someone
+			// else's) left Raft listing a copy that misses writes.
+			go v.dropListed(n, view.Epoch)
 		}
 	}
 	for _, n := range slices.Clone(v.order) {
@@ -403,6 +415,29 @@ func (v *Volume) followReplicas(view View) {
 		}
 		v.logger.Info("replication: copy removed", "peer", string(n))
 	}
+}
+
+// dropListed drops copy n, which a view of epoch listed in sync while this
+// volume did not replicate to it (out of sync or resyncing), unless the
+// view read again no longer lists it (the one delivered may be older than
+// the drop that took the copy out). The drop is the failed copy's: writes
+// it misses wait for the commit, and if that fails the volume stops
+// serving. A resync of the copy stops; it is resynced later, as usual.
+func (v *Volume) dropListed(n NodeID, epoch uint64) {
+	if cur, err := v.coord.View(context.Background(), v.lun); err == nil && (cur.Epoch != epoch || !cur.IsInSync(n)) {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	p := v.peers[n]
+	if p == nil || v.servingLocked() != nil || v.epoch != epoch || (p.state != peerOutOfSync && p.state != peerResyncing) {
+		return
+	}
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn = nil
+	}
+	v.startDropLocked(p, epoch, nil, "Raft lists the copy in sync but the owner does not replicate to it")
 }
 
 // probe sends a flush to an in-sync copy on its connection and fails the
@@ -439,6 +474,11 @@ func (v *Volume) Depose(reason error) {
 func (v *Volume) depose(err error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.deposeLocked(err)
+}
+
+// deposeLocked is depose for a caller holding v.mu.
+func (v *Volume) deposeLocked(err error) {
 	if v.deposed != nil {
 		return
 	}
@@ -591,17 +631,11 @@ func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64, err error) *ep
 	}
 	switch p.state {
 	case peerInSync, peerJoining:
-		if p.dirty == nil {
-			p.dirty = v.freshDirty(p.node)
-		}
 		join := p.join
 		if p.state == peerInSync {
 			join = nil
 		}
-		p.state = peerDropping
-		p.drop = newEpisode()
-		v.logger.Warn("replication: mirror failed, dropping it from the in-sync set", "peer", string(p.node), "epoch", epoch)
-		go v.runDrop(p, p.drop, epoch, join)
+		v.startDropLocked(p, epoch, join, "mirror failed")
 	case peerResyncing:
 		if earlier {
 			break // the caller marks the region; the resync copies it
@@ -632,15 +666,32 @@ func (v *Volume) mergeUnflushedLocked(p *peer) uint64 {
 	return gen
 }
 
+// startDropLocked switches p to dropping and proposes its removal from
+// the in-sync set (once join, if not nil, ended): every write it misses
+// marks its dirty map and waits for that commit, and if the commit fails
+// the volume stops serving. why says what happened, for the log. Callers
+// hold v.mu.
+func (v *Volume) startDropLocked(p *peer, epoch uint64, join *episode, why string) {
+	if p.dirty == nil {
+		p.dirty = v.freshDirty(p.node)
+	}
+	p.state = peerDropping
+	p.drop = newEpisode()
+	v.logger.Warn("replication: "+why+", dropping it from the in-sync set", "peer", string(p.node), "epoch", epoch)
+	go v.runDrop(p, p.drop, epoch, join)
+}
+
 // runDrop commits the drop of p, then lets the writes it missed complete.
+// The drop is proposed unless join was refused: a MarkInSync that failed
+// otherwise may have committed (DropFromInSync is idempotent).
 func (v *Volume) runDrop(p *peer, ep *episode, epoch uint64, join *episode) {
-	committed := true
+	maybeInSync := true
 	if join != nil {
 		<-join.done
-		committed = join.committed
+		maybeInSync = join.mayHaveCommitted
 	}
 	var err error
-	if committed {
+	if maybeInSync {
 		err = v.coord.DropFromInSync(context.Background(), v.lun, epoch, p.node)
 	}
 	v.mu.Lock()
@@ -648,7 +699,12 @@ func (v *Volume) runDrop(p *peer, ep *episode, epoch uint64, join *episode) {
 	d := p.dirty
 	v.mu.Unlock()
 	if err == nil {
-		err = d.WaitDurable(max(gen, 1))
+		err = d.WaitDurable(gen)
+	}
+	if err == nil {
+		// The map must be on disk (a copy that was in sync had none)
+		// before a write the copy misses is acknowledged.
+		err = d.Flush()
 	}
 	v.mu.Lock()
 	if err != nil {
