@@ -230,3 +230,50 @@ func TestDirtyMapCopiedMarks(t *testing.T) {
 		t.Fatal("SetAll left a copied mark")
 	}
 }
+
+// A region Repair rewrote on an in-sync copy is not durable there before
+// the copy's next flush: a copy that fails that flush gets it in its dirty
+// map, like a write it took since its last flush.
+func TestRepairedRegionIsUnflushedUntilFlush(t *testing.T) {
+	c := newTestCluster(t, 512<<10, "a", "b")
+	rs := testConfig().RegionSize
+	m := c.mirrors["b"]
+	var mu sync.Mutex
+	failFlush := false
+	c.net.Register("b", func(req *Message) *Message {
+		mu.Lock()
+		fail := failFlush && req.Type == MsgFlush
+		mu.Unlock()
+		if fail {
+			return reply(req, StatusIOError)
+		}
+		return m.Handle(req)
+	})
+	v := c.open("a", Config{}, nil)
+	if _, err := v.WriteAt(pattern(1, int(c.size)), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.stores["b"].WriteAt(make([]byte, 100), 3*rs+7) // silent corruption of region 3
+	rep, err := v.Repair(context.Background(), "b")
+	if err != nil || len(rep.Divergent) != 1 || rep.Divergent[0] != 3 {
+		t.Fatalf("repair: %+v %v", rep, err)
+	}
+	mu.Lock()
+	failFlush = true
+	mu.Unlock()
+	if err := v.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if c.view().IsInSync("b") {
+		t.Fatal("b still in sync after its flush failed")
+	}
+	v.mu.Lock()
+	d := v.peers["b"].dirty
+	v.mu.Unlock()
+	if !d.IsDirty(3) || d.Count() != 1 {
+		t.Fatalf("dirty: region 3 %v, count %d; want region 3 only", d.IsDirty(3), d.Count())
+	}
+}
