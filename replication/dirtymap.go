@@ -38,6 +38,7 @@ type DirtyMap struct {
 	cond      *sync.Cond
 	words     []uint64
 	copied    []uint64 // dirty regions sent to the copy, not yet durable there
+	ncopied   int64    // bits set in copied
 	count     int64
 	gen       uint64 // bumped by every Mark that set a new bit
 	synced    uint64 // generation known to be on disk
@@ -180,7 +181,7 @@ func (d *DirtyMap) Mark(off, length int64) uint64 {
 	set := false
 	for r := first; r <= last; r++ {
 		w, b := r/64, uint64(1)<<(r%64)
-		d.copied[w] &^= b
+		d.uncopyLocked(w, b)
 		if d.words[w]&b == 0 {
 			d.words[w] |= b
 			d.count++
@@ -250,8 +251,17 @@ func (d *DirtyMap) SetAll() {
 		d.words[r/64] |= 1 << (r % 64)
 	}
 	clear(d.copied)
+	d.ncopied = 0
 	d.count = d.regions
 	d.gen++
+}
+
+// uncopyLocked takes the copied mark off the bits b of word w.
+func (d *DirtyMap) uncopyLocked(w int64, b uint64) {
+	if c := d.copied[w] & b; c != 0 {
+		d.copied[w] &^= c
+		d.ncopied -= int64(bits.OnesCount64(c))
+	}
 }
 
 // Clear clears region r in memory; Flush persists clears. Only for a
@@ -264,7 +274,7 @@ func (d *DirtyMap) Clear(r int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	w, b := r/64, uint64(1)<<(r%64)
-	d.copied[w] &^= b
+	d.uncopyLocked(w, b)
 	if d.words[w]&b != 0 {
 		d.words[w] &^= b
 		d.count--
@@ -282,7 +292,10 @@ func (d *DirtyMap) Copied(r int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	w, b := r/64, uint64(1)<<(r%64)
-	d.copied[w] |= d.words[w] & b
+	if d.words[w]&b != 0 && d.copied[w]&b == 0 {
+		d.copied[w] |= b
+		d.ncopied++
+	}
 }
 
 // ClearCopied clears every region marked copied and not marked again
@@ -302,6 +315,7 @@ func (d *DirtyMap) ClearCopied() int64 {
 		d.copied[i] = 0
 		n += int64(bits.OnesCount64(c))
 	}
+	d.ncopied = 0
 	if n > 0 {
 		d.count -= n
 		d.dirtyDisk = true
@@ -315,17 +329,14 @@ func (d *DirtyMap) ForgetCopied() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	clear(d.copied)
+	d.ncopied = 0
 }
 
 // copiedCount returns the number of regions marked copied.
 func (d *DirtyMap) copiedCount() int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var n int64
-	for _, c := range d.copied {
-		n += int64(bits.OnesCount64(c))
-	}
-	return n
+	return d.ncopied
 }
 
 // NextUncopied returns the first dirty region at or after from that is not
@@ -414,7 +425,7 @@ func (d *DirtyMap) Merge(o *DirtyMap) uint64 {
 		if i >= len(words) {
 			break
 		}
-		d.copied[i] &^= words[i]
+		d.uncopyLocked(int64(i), words[i])
 		if add := words[i] &^ d.words[i]; add != 0 {
 			d.words[i] |= add
 			d.count += int64(bits.OnesCount64(add))

@@ -211,7 +211,10 @@ func TestDirtyMapCopiedMarks(t *testing.T) {
 	o := NewDirtyMap(1<<20, 64<<10)
 	o.Mark(2*65536, 1)
 	d.Merge(o) // region 2 was in the copy's cache when it failed
-	if n := d.ClearCopied(); n != 2 {
+	if got := d.copiedCount(); got != 2 {
+		t.Fatalf("%d regions copied after the marks, want 2 (0 and 3)", got)
+	}
+	if n := d.ClearCopied(); n != 2 || d.copiedCount() != 0 {
 		t.Fatalf("ClearCopied cleared %d, want 2 (regions 0 and 3)", n)
 	}
 	for r, want := range []bool{false, true, true, false, true, true, false} {
