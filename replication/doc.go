@@ -69,7 +69,10 @@
 //     region again, which takes the copied mark away. A copy that loses
 //     power before that flush gets those regions again
 //     (TestResyncSurvivesMirrorPowerLoss,
-//     TestResyncClearsRegionsAfterTheirFlush).
+//     TestResyncClearsRegionsAfterTheirFlush). Likewise the regions a
+//     write-back copy took (writes, Repair's rewrites) since its last
+//     completed flush join its dirty map when it fails
+//     (TestFlushFailureMarksUnflushed, TestRepairedRegionIsUnflushedUntilFlush).
 //
 // Besides the epoch, a mirror checks sequence numbers: within an epoch each
 // write or unmap must carry a number above the last it applied and above
