@@ -169,3 +169,33 @@ func TestRaftListingAnOutOfSyncCopyIsDropped(t *testing.T) {
 	}
 	c.identical("a", "b")
 }
+
+// The same with the copy's dirty map loaded from disk by a restarted
+// owner (a map no write marked since: generation 0): the drop persists it
+// and completes instead of waiting for a generation that never comes.
+func TestAmbiguousMarkInSyncWithLoadedMap(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b")
+	cfg := testConfig()
+	cfg.StateDir = t.TempDir()
+	v := c.open("a", cfg, nil)
+	c.cut("a", "b")
+	if _, err := v.WriteAt(pattern(1, 8192), 0); err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	c.coord.NewEpoch(testLUN, "a")
+	c.net.Heal("a", "b")
+	v = c.open("a", cfg, nil) // b's map comes from the file
+	c.coord.SetProposalFault(failInSyncAfterCommit("b", ErrNoQuorum, nil))
+	if err := v.Resync(context.Background(), "b"); err == nil {
+		t.Fatal("resync reported success")
+	}
+	// The drop completes by itself (no write comes to mark the map).
+	waitUntil(t, func() bool { return hasPeerState(v, "b", "out-of-sync") })
+	if _, err := v.WriteAt(pattern(2, 4096), 65536); err != nil {
+		t.Fatal(err)
+	}
+	if c.view().IsInSync("b") || !hasPeerState(v, "b", "out-of-sync") {
+		t.Fatalf("view %+v, peers %+v", c.view(), v.Peers())
+	}
+}
