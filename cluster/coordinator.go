@@ -113,6 +113,22 @@ func (c *Coordinator) View(ctx context.Context, lun replication.LUNID) (replicat
 	return viewOf(l), nil
 }
 
+// CheckEpoch is the replication.EpochCheck of this node's Mirror: nil when
+// the state this node applied holds lun at epoch or a later one (epoch was
+// committed), else an error wrapping replication.ErrEpochUnknown (an epoch
+// nobody committed, or one this node has not applied yet: the owner
+// retries its hello). The node wires it with Mirror.SetEpochCheck.
+func (c *Coordinator) CheckEpoch(lun replication.LUNID, epoch uint64) error {
+	_, l, ok := c.fsm.LUNByID(uint64(lun))
+	if !ok {
+		return fmt.Errorf("%w: no LUN with ID %d applied on this node", replication.ErrEpochUnknown, uint64(lun))
+	}
+	if l.Epoch < epoch {
+		return fmt.Errorf("%w: LUN %d is at epoch %d here, not %d", replication.ErrEpochUnknown, l.LUN, l.Epoch, epoch)
+	}
+	return nil
+}
+
 // DropFromInSync removes node from lun's in-sync set in epoch, and returns
 // once that is committed. Dropping a node that is not in sync commits
 // nothing and returns nil; so does dropping the owner, which never leaves.

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"math"
 	"runtime"
 	"slices"
 	"strings"
@@ -459,4 +460,31 @@ func TestCoordinatorWatchCancelWaits(t *testing.T) {
 	}
 	// An unknown LUN: nothing to deliver, and cancel still returns.
 	fc.Watch(id+7, func(replication.View) { t.Error("callback for an unknown LUN") })()
+}
+
+// CheckEpoch, the mirror's epoch check, knows exactly the epochs this
+// node applied: the current one and older ones, not the next, and nothing
+// of a LUN it does not hold.
+func TestCoordinatorCheckEpoch(t *testing.T) {
+	fc, id := newFSMCoordinator(t)
+	epoch := fc.fsm.State().Targets[iqnA].LUNs[0].Epoch
+	for _, e := range []uint64{0, epoch} {
+		if err := fc.CheckEpoch(id, e); err != nil {
+			t.Fatalf("epoch %d of a LUN at %d: %v", e, epoch, err)
+		}
+	}
+	for _, c := range []struct {
+		id    replication.LUNID
+		epoch uint64
+	}{{id, epoch + 1}, {id, math.MaxUint64}, {id + 1, 1}} {
+		if err := fc.CheckEpoch(c.id, c.epoch); !errors.Is(err, replication.ErrEpochUnknown) {
+			t.Fatalf("LUN %d epoch %d (applied: LUN %d at %d): %v, want ErrEpochUnknown", c.id, c.epoch, id, epoch, err)
+		}
+	}
+	if err := fc.fsm.ApplyCommand(mustCmd(t, CmdLUNSetOwner, LUNSetOwner{IQN: iqnA, LUN: 0, Owner: "n2", Epoch: epoch})); err != nil {
+		t.Fatal(err)
+	}
+	if err := fc.CheckEpoch(id, epoch+1); err != nil {
+		t.Fatalf("epoch %d once applied: %v", epoch+1, err)
+	}
 }

@@ -18,9 +18,13 @@ var ErrStaleView = fmt.Errorf("%w: proposal for an old epoch", ErrNotOwner)
 //   - DropFromInSync and MarkInSync propose a change of the in-sync set in
 //     epoch and return nil only once the change is committed (applied by
 //     a Raft quorum). They fail with an error matching ErrNotOwner when
-//     epoch is not the LUN's current epoch, and are idempotent: dropping a
-//     node that is not in sync, or marking one that is, commits nothing
-//     and returns nil. DropFromInSync never removes the owner.
+//     epoch is not the LUN's current epoch, and then nothing committed;
+//     any other error leaves the outcome unknown (the change may have
+//     committed: a timeout, a leader lost after the append). They are
+//     idempotent: dropping a node that is not in sync, or marking one
+//     that is, commits nothing and returns nil, so a change of unknown
+//     outcome is settled by proposing its opposite. DropFromInSync never
+//     removes the owner.
 //   - Watch calls fn with every view committed after it was called (in
 //     commit order, from one goroutine per watcher) until cancel is
 //     called. fn must not block for long.

@@ -19,6 +19,12 @@ import (
 // lazy: a cleared bit that comes back after a crash only costs one extra
 // region copy.
 //
+// A resync does not clear a region when it sends it: it marks it copied
+// (Copied), and clears the copied regions once a flush on the copy made
+// them durable there (ClearCopied). Any Mark or Merge of a copied region
+// in between takes the copied mark away, so the region stays dirty: the
+// write that marked it may be missing from what was copied.
+//
 // File format (path given to OpenDirtyMap), written to a temporary file and
 // renamed: magic "HDRT", version 1, region size, volume size, bit count,
 // CRC32C of the bitmap, then the bitmap words, all big-endian.
@@ -31,6 +37,8 @@ type DirtyMap struct {
 	mu        sync.Mutex
 	cond      *sync.Cond
 	words     []uint64
+	copied    []uint64 // dirty regions sent to the copy, not yet durable there
+	ncopied   int64    // bits set in copied
 	count     int64
 	gen       uint64 // bumped by every Mark that set a new bit
 	synced    uint64 // generation known to be on disk
@@ -44,7 +52,8 @@ const dirtyMagic = 0x48445254 // "HDRT"
 // a volume of size bytes.
 func NewDirtyMap(size, regionSize int64) *DirtyMap {
 	regions := (size + regionSize - 1) / regionSize
-	d := &DirtyMap{regionSize: regionSize, size: size, regions: regions, words: make([]uint64, (regions+63)/64)}
+	n := (regions + 63) / 64
+	d := &DirtyMap{regionSize: regionSize, size: size, regions: regions, words: make([]uint64, n), copied: make([]uint64, n)}
 	d.cond = sync.NewCond(&d.mu)
 	return d
 }
@@ -172,6 +181,7 @@ func (d *DirtyMap) Mark(off, length int64) uint64 {
 	set := false
 	for r := first; r <= last; r++ {
 		w, b := r/64, uint64(1)<<(r%64)
+		d.uncopyLocked(w, b)
 		if d.words[w]&b == 0 {
 			d.words[w] |= b
 			d.count++
@@ -187,14 +197,16 @@ func (d *DirtyMap) Mark(off, length int64) uint64 {
 	return 0
 }
 
-// WaitDurable returns once generation gen is on disk. Whoever arrives while
-// no persist runs performs one for everybody marked so far.
+// WaitDurable returns once generation gen (as returned by Mark or Merge)
+// is on disk. Whoever arrives while no persist runs performs one for
+// everybody marked so far.
 func (d *DirtyMap) WaitDurable(gen uint64) error {
 	if gen == 0 || d.path == "" {
 		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	gen = min(gen, d.gen) // a generation never reached would never be synced
 	for d.synced < gen {
 		if d.syncing {
 			d.cond.Wait()
@@ -238,11 +250,23 @@ func (d *DirtyMap) SetAll() {
 	for r := int64(0); r < d.regions; r++ {
 		d.words[r/64] |= 1 << (r % 64)
 	}
+	clear(d.copied)
+	d.ncopied = 0
 	d.count = d.regions
 	d.gen++
 }
 
-// Clear clears region r in memory; Flush persists clears.
+// uncopyLocked takes the copied mark off the bits b of word w.
+func (d *DirtyMap) uncopyLocked(w int64, b uint64) {
+	if c := d.copied[w] & b; c != 0 {
+		d.copied[w] &^= c
+		d.ncopied -= int64(bits.OnesCount64(c))
+	}
+}
+
+// Clear clears region r in memory; Flush persists clears. Only for a
+// region known to be durable on the copy: a resync uses Copied and
+// ClearCopied instead.
 func (d *DirtyMap) Clear(r int64) {
 	if r < 0 || r >= d.regions {
 		return
@@ -250,11 +274,84 @@ func (d *DirtyMap) Clear(r int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	w, b := r/64, uint64(1)<<(r%64)
+	d.uncopyLocked(w, b)
 	if d.words[w]&b != 0 {
 		d.words[w] &^= b
 		d.count--
 		d.dirtyDisk = true
 	}
+}
+
+// Copied records that dirty region r was sent to the copy (or found equal
+// there) and is waiting for a flush of the copy: it stays dirty, but
+// NextUncopied skips it. A no-op for a clean region.
+func (d *DirtyMap) Copied(r int64) {
+	if r < 0 || r >= d.regions {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w, b := r/64, uint64(1)<<(r%64)
+	if d.words[w]&b != 0 && d.copied[w]&b == 0 {
+		d.copied[w] |= b
+		d.ncopied++
+	}
+}
+
+// ClearCopied clears every region marked copied and not marked again
+// since (in memory; Flush persists clears) and returns how many. Call it
+// only after a flush of the copy that was sent once the copies had been
+// acknowledged: that flush made them durable there.
+func (d *DirtyMap) ClearCopied() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var n int64
+	for i, c := range d.copied {
+		if c == 0 {
+			continue
+		}
+		c &= d.words[i]
+		d.words[i] &^= c
+		d.copied[i] = 0
+		n += int64(bits.OnesCount64(c))
+	}
+	d.ncopied = 0
+	if n > 0 {
+		d.count -= n
+		d.dirtyDisk = true
+	}
+	return n
+}
+
+// ForgetCopied drops every copied mark: those regions are copied again (a
+// resync that stopped before the copy was flushed).
+func (d *DirtyMap) ForgetCopied() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.copied)
+	d.ncopied = 0
+}
+
+// copiedCount returns the number of regions marked copied.
+func (d *DirtyMap) copiedCount() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ncopied
+}
+
+// NextUncopied returns the first dirty region at or after from that is not
+// marked copied, or -1.
+func (d *DirtyMap) NextUncopied(from int64) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for r := max(from, 0); r < d.regions; {
+		w := (d.words[r/64] &^ d.copied[r/64]) >> (r % 64)
+		if w != 0 {
+			return r + int64(bits.TrailingZeros64(w))
+		}
+		r = (r/64 + 1) * 64
+	}
+	return -1
 }
 
 // IsDirty reports region r's bit.
@@ -328,6 +425,7 @@ func (d *DirtyMap) Merge(o *DirtyMap) uint64 {
 		if i >= len(words) {
 			break
 		}
+		d.uncopyLocked(int64(i), words[i])
 		if add := words[i] &^ d.words[i]; add != 0 {
 			d.words[i] |= add
 			d.count += int64(bits.OnesCount64(add))

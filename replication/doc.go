@@ -31,19 +31,48 @@
 //  1. An acknowledged write is on every member of the in-sync set Raft
 //     recorded at the time: the owner waits for each member, and a member
 //     leaves only through a committed drop (TestAckedWriteIsOnEveryInSyncCopy).
+//     An in-sync change that fails with anything but ErrNotOwner may have
+//     committed all the same (a timeout, a leader lost after the append):
+//     after a MarkInSync of unknown outcome the owner stops sending to the
+//     copy and drops it through the Coordinator (idempotent) before any
+//     write the copy misses is acknowledged, or stops serving if the drop
+//     does not commit (TestAmbiguousMarkInSyncDropsTheCopy,
+//     TestAmbiguousMarkInSyncUndroppableDeposes, TestFailureWhileAmbiguousJoin).
+//     A view that lists in sync a copy the owner does not replicate to is
+//     not left so: the owner drops the copy the same way
+//     (TestRaftListingAnOutOfSyncCopyIsDropped).
 //  2. Only the owner of the current epoch gets writes acknowledged: a Mirror
 //     refuses requests of an epoch older than the newest it has seen (from
 //     a hello, a request, or Mirror.Fence) with StatusStaleEpoch; an owner
 //     that receives it, or sees a newer epoch in the view, is deposed and
 //     answers ErrNotOwner, which ErrorKind maps to BackendErrNotReady (the
 //     ALUA transitioning sense) (TestMirrorRefusesStaleEpoch,
-//     TestOldOwnerIsFenced, TestViewChangeDeposes).
+//     TestOldOwnerIsFenced, TestViewChangeDeposes). The newest epoch only
+//     rises to epochs the cluster committed: with an EpochCheck
+//     (Mirror.SetEpochCheck) a request of an epoch newer than any seen
+//     that the node has not applied as committed is answered
+//     StatusEpochUnknown and changes nothing, so a forged frame cannot
+//     fence a copy against its real owner; an owner's hello retries it
+//     for up to AckTimeout, as the node's state may trail the leader's
+//     (TestMirrorRefusesUncommittedEpoch, TestOwnerHelloRetriesUntilEpochKnown).
 //  3. A mirror leaves the in-sync set through a committed entry before any
 //     write it missed is acknowledged (TestMissedWritesAckedAfterDropCommit,
 //     TestDropFailureDeposesOwner, TestFailureWhileJoining).
 //  6. A returning mirror is caught up from the dirty-region map, not by a
 //     full copy, and rejoins only when identical (Volume.Resync;
 //     TestResyncCopiesExactlyTheDirtyRegions, TestResyncWhileWriting).
+//  8. What was sent to a copy counts as on it only once it is durable
+//     there: a resync marks a region it sent (or found equal, perhaps in
+//     the copy's cache only) copied, not clean, and clears it, in memory
+//     and then on disk, only after a flush of the copy that followed the
+//     copy's ack; a write that fails on the copy in between marks the
+//     region again, which takes the copied mark away. A copy that loses
+//     power before that flush gets those regions again
+//     (TestResyncSurvivesMirrorPowerLoss,
+//     TestResyncClearsRegionsAfterTheirFlush). Likewise the regions a
+//     write-back copy took (writes, Repair's rewrites) since its last
+//     completed flush join its dirty map when it fails
+//     (TestFlushFailureMarksUnflushed, TestRepairedRegionIsUnflushedUntilFlush).
 //
 // Besides the epoch, a mirror checks sequence numbers: within an epoch each
 // write or unmap must carry a number above the last it applied and above
@@ -67,8 +96,9 @@
 //
 // A Coordinator (see its contract), a Resolver from node to replication
 // address for the TCPTransport, a TCPServer serving each node's
-// Mirror.Handle, Mirror.AddLUN / Mirror.Follow for every copy the node
-// holds, and a control loop that calls Volume.Resync (or ResyncAll) when
+// Mirror.Handle, an EpochCheck on the Mirror (Mirror.SetEpochCheck) that
+// reads the node's applied Raft state (the cluster's Coordinator.CheckEpoch),
+// Mirror.AddLUN / Mirror.Follow for every copy the node holds, and a control loop that calls Volume.Resync (or ResyncAll) when
 // an out-of-sync copy's node is reachable, and Depose on lease loss.
 //
 // # Dirty-region map
@@ -90,13 +120,16 @@
 // Volume.Resync greets the copy, switches it to resyncing (new writes now
 // go to it and wait for it, but its failure only sends it back to out of
 // sync), and copies each dirty region under the region's range lock, rate
-// limited by Config.ResyncRate on the injected Clock. With the map empty it
-// flushes the copy and proposes Coordinator.MarkInSync; during that commit
-// the copy is joining, and if it fails then, the owner drops it through the
-// Coordinator once the join committed. Volume.ResyncFull is the same from
-// an all-dirty map (new or wiped copy). Volume.Verify compares SHA-256
-// digests of each region on both sides under the range lock and reports
-// divergent regions.
+// limited by Config.ResyncRate on the injected Clock. Every 64 MiB, and
+// once every dirty region was sent, it flushes the copy and only then
+// clears the regions sent before the flush (invariant 8). With the map
+// empty after a flush it proposes Coordinator.MarkInSync; during that
+// commit the copy is joining, and if it fails then, the owner drops it
+// through the Coordinator unless the join was refused. A MarkInSync of
+// unknown outcome gets the copy dropped too (invariant 1).
+// Volume.ResyncFull is the same from an all-dirty map (new or wiped copy).
+// Volume.Verify compares SHA-256 digests of each region on both sides
+// under the range lock and reports divergent regions.
 //
 // # Wire
 //
@@ -105,6 +138,15 @@
 // mirror per LUN, batches whatever queued during the previous write into
 // one syscall, and matches replies by request id. A Mirror applies the
 // requests of one connection in order.
+//
+// The replication port takes connections from anyone who reaches it, so
+// what one costs is bounded: a TCPServer refuses a frame whose payload is
+// above its limit (SetMaxPayload, default a little above the default
+// MaxMessage) before reading or allocating any of it, and closes the
+// connection (ErrTooLarge); payloads are read into a per-connection buffer
+// that grows only as the bytes arrive; at most SetMaxConns connections are
+// served at once; a verify request is hashed in pieces. An owner reads
+// replies with a limit of a few KiB (the largest is a 32-byte digest).
 //
 // # Reads
 //

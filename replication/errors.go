@@ -32,6 +32,12 @@ var (
 	// the owner drops it and gives it a full copy. It wraps ErrPeerFailed.
 	ErrCopyLost = fmt.Errorf("%w: the copy was lost", ErrPeerFailed)
 
+	// ErrEpochUnknown is a mirror that does not know the request's epoch
+	// as committed (StatusEpochUnknown): its node's state may trail the
+	// leader's, so the owner's hello retries for a while. An EpochCheck
+	// returns it for an epoch it does not know. It wraps ErrPeerFailed.
+	ErrEpochUnknown = fmt.Errorf("%w: epoch not committed on the mirror's node (yet)", ErrPeerFailed)
+
 	// ErrInvalidConfig is wrapped by every Config.Validate failure.
 	ErrInvalidConfig = errors.New("replication: invalid config")
 
@@ -41,6 +47,12 @@ var (
 	// ErrBadMessage is a frame that does not decode: bad magic, version,
 	// type, length or checksum. A connection that reads one is closed.
 	ErrBadMessage = errors.New("replication: bad message")
+
+	// ErrTooLarge is a frame whose header announces a payload above the
+	// reader's limit (see TCPServer.SetMaxPayload): it is refused before
+	// any of the payload is read or allocated, and the connection closed.
+	// It wraps ErrBadMessage.
+	ErrTooLarge = fmt.Errorf("%w: payload too large", ErrBadMessage)
 
 	// ErrShortMessage is returned by DecodeMessage when the buffer holds
 	// less than one whole frame.

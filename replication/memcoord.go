@@ -10,7 +10,8 @@ import (
 )
 
 // MemCoordinator is an in-memory Coordinator for tests: commits are
-// immediate, or delayed by SetCommitDelay, or fail by FailNext. It keeps a
+// immediate, or delayed by SetCommitDelay, or fail by FailNext, or have
+// the fate SetProposalFault gives them. It keeps a
 // log of events in commit order (Events) that a test can add its own
 // events to (Record), to assert "committed before acknowledged" by
 // sequence rather than by wall clock.
@@ -22,6 +23,7 @@ type MemCoordinator struct {
 	delay    time.Duration
 	gate     chan struct{}
 	failNext []error
+	fault    ProposalFault
 	events   []string
 	progress map[LUNID]map[NodeID]Progress
 }
@@ -87,6 +89,22 @@ func (c *MemCoordinator) FailNext(err error) {
 	c.mu.Unlock()
 }
 
+// ProposalFault decides the fate of one proposal: op is "insync"
+// (MarkInSync) or "drop" (DropFromInSync). A non-nil before fails it
+// without committing anything (like FailNext); a non-nil after commits it
+// and then returns after, the outcome a proposer cannot tell from a
+// failure (a timeout, or a leader lost after the entry was appended).
+type ProposalFault func(op string, lun LUNID, node NodeID) (before, after error)
+
+// SetProposalFault makes f decide the fate of every later proposal (nil:
+// none). It is consulted when the proposal is made, before HoldCommits or
+// SetCommitDelay hold it.
+func (c *MemCoordinator) SetProposalFault(f ProposalFault) {
+	c.mu.Lock()
+	c.fault = f
+	c.mu.Unlock()
+}
+
 // Record appends a test's own event to the log and returns its index.
 func (c *MemCoordinator) Record(event string) int {
 	c.mu.Lock()
@@ -129,14 +147,17 @@ func (c *MemCoordinator) View(ctx context.Context, lun LUNID) (View, error) {
 	return v.Clone(), nil
 }
 
-func (c *MemCoordinator) propose(ctx context.Context, lun LUNID, epoch uint64, change func(*View) (string, bool)) error {
+func (c *MemCoordinator) propose(ctx context.Context, op string, lun LUNID, epoch uint64, node NodeID, change func(*View) (string, bool)) error {
 	c.mu.Lock()
-	delay, gate := c.delay, c.gate
-	var fail error
+	delay, gate, fault := c.delay, c.gate, c.fault
+	var fail, after error
 	if len(c.failNext) > 0 {
 		fail, c.failNext = c.failNext[0], c.failNext[1:]
 	}
 	c.mu.Unlock()
+	if fault != nil && fail == nil {
+		fail, after = fault(op, lun, node)
+	}
 	if gate != nil {
 		select {
 		case <-gate:
@@ -169,12 +190,12 @@ func (c *MemCoordinator) propose(ctx context.Context, lun LUNID, epoch uint64, c
 	if event, changed := change(&v); changed {
 		c.commitLocked(lun, v, event)
 	}
-	return nil
+	return after
 }
 
 // DropFromInSync removes node from lun's in-sync set.
 func (c *MemCoordinator) DropFromInSync(ctx context.Context, lun LUNID, epoch uint64, node NodeID) error {
-	return c.propose(ctx, lun, epoch, func(v *View) (string, bool) {
+	return c.propose(ctx, "drop", lun, epoch, node, func(v *View) (string, bool) {
 		if node == v.Owner || !v.IsInSync(node) {
 			return "", false
 		}
@@ -185,7 +206,7 @@ func (c *MemCoordinator) DropFromInSync(ctx context.Context, lun LUNID, epoch ui
 
 // MarkInSync adds node to lun's in-sync set.
 func (c *MemCoordinator) MarkInSync(ctx context.Context, lun LUNID, epoch uint64, node NodeID) error {
-	return c.propose(ctx, lun, epoch, func(v *View) (string, bool) {
+	return c.propose(ctx, "insync", lun, epoch, node, func(v *View) (string, bool) {
 		if v.IsInSync(node) {
 			return "", false
 		}

@@ -13,9 +13,16 @@ import (
 type Mirror struct {
 	logger *slog.Logger
 
-	mu   sync.Mutex
-	luns map[LUNID]*mirrorLUN
+	mu    sync.Mutex
+	luns  map[LUNID]*mirrorLUN
+	check EpochCheck
 }
+
+// EpochCheck reports whether the cluster has committed epoch for lun: nil
+// when this node's applied state holds lun at epoch or later; else an
+// error (ErrEpochUnknown: not committed, or not applied here yet). The
+// cluster's Coordinator.CheckEpoch is one.
+type EpochCheck func(lun LUNID, epoch uint64) error
 
 type mirrorLUN struct {
 	store Store
@@ -43,6 +50,9 @@ type MirrorStats struct {
 	Writes, ResyncWrites, Unmaps, Flushes, Verifies uint64
 	WriteBytes, ResyncBytes                         uint64
 	StaleRefused                                    uint64
+	// UnknownRefused counts requests refused because their epoch was
+	// newer than any seen and the EpochCheck did not know it.
+	UnknownRefused uint64
 }
 
 // NewMirror returns a mirror holding no LUN yet.
@@ -88,6 +98,41 @@ func (m *Mirror) Lost(lun LUNID) bool {
 	return l.lost
 }
 
+// SetEpochCheck makes the mirror accept an epoch newer than the newest it
+// has seen for a LUN (from a hello, a request, Fence or AddLUN) only once
+// check says the cluster committed it. A request whose epoch check refuses
+// is answered StatusEpochUnknown and changes nothing: one forged frame
+// with a huge epoch no longer fences the copy against its real owner, and
+// an owner whose epoch this node has not applied yet retries its hello
+// (Volume does, for up to AckTimeout). nil (the default) accepts any newer
+// epoch. The cluster sets it before serving the replication port.
+func (m *Mirror) SetEpochCheck(check EpochCheck) {
+	m.mu.Lock()
+	m.check = check
+	m.mu.Unlock()
+}
+
+// admit reports whether req's epoch, newer than any l has seen, may be
+// recorded: the epoch check (if any) says it is committed. It is called
+// without l.mu (the check reads the cluster's state, whose own updates
+// call Fence).
+func (m *Mirror) admit(l *mirrorLUN, req *Message) bool {
+	m.mu.Lock()
+	check := m.check
+	m.mu.Unlock()
+	if check == nil {
+		return true
+	}
+	err := check(req.LUN, req.Epoch)
+	if err == nil {
+		return true
+	}
+	l.count(func(st *MirrorStats) { st.UnknownRefused++ })
+	m.logger.Info("replication: refusing a request of an epoch not committed here (yet)",
+		"lun", uint64(req.LUN), "type", req.Type.String(), "epoch", req.Epoch, "newest", l.newestEpoch(), "err", err)
+	return false
+}
+
 // RemoveLUN stops serving lun.
 func (m *Mirror) RemoveLUN(lun LUNID) {
 	m.mu.Lock()
@@ -128,6 +173,10 @@ func (m *Mirror) Newest(lun LUNID) uint64 {
 	if l == nil {
 		return 0
 	}
+	return l.newestEpoch()
+}
+
+func (l *mirrorLUN) newestEpoch() uint64 {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.newest
@@ -158,6 +207,9 @@ func (m *Mirror) Handle(req *Message) *Message {
 		return reply(req, StatusNoLUN)
 	}
 	if req.Type == MsgHello {
+		if req.Epoch > l.newestEpoch() && !m.admit(l, req) {
+			return reply(req, StatusEpochUnknown)
+		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if req.Epoch < l.newest {
@@ -191,8 +243,12 @@ func (m *Mirror) Handle(req *Message) *Message {
 	}
 	if req.Epoch > l.newest {
 		// A newer owner speaks without a hello first (or after ours was
-		// lost): record its epoch before applying.
+		// lost): record its epoch before applying, once it is known to
+		// be committed.
 		l.mu.RUnlock()
+		if !m.admit(l, req) {
+			return reply(req, StatusEpochUnknown)
+		}
 		l.mu.Lock()
 		if req.Epoch > l.newest {
 			l.newest = req.Epoch
@@ -304,11 +360,24 @@ func (l *mirrorLUN) count(f func(*MirrorStats)) {
 	l.statsMu.Unlock()
 }
 
-// regionSum is the SHA-256 of n bytes at off of s.
+// sumChunk is what regionSum reads at a time: a verify request, a 68-byte
+// frame, must not make the mirror allocate the region it names.
+const sumChunk = 256 << 10
+
+// regionSum is the SHA-256 of n bytes at off of s, read in pieces of at
+// most sumChunk bytes.
 func regionSum(s Store, off, n int64) ([sha256.Size]byte, error) {
-	buf := make([]byte, n)
-	if _, err := s.ReadAt(buf, off); err != nil {
-		return [sha256.Size]byte{}, err
+	var sum [sha256.Size]byte
+	h := sha256.New()
+	buf := make([]byte, min(n, sumChunk))
+	for pos := int64(0); pos < n; {
+		chunk := buf[:min(int64(len(buf)), n-pos)]
+		if _, err := s.ReadAt(chunk, off+pos); err != nil {
+			return sum, err
+		}
+		h.Write(chunk)
+		pos += int64(len(chunk))
 	}
-	return sha256.Sum256(buf), nil
+	h.Sum(sum[:0])
+	return sum, nil
 }

@@ -74,6 +74,11 @@ func (v *Volume) repairRegion(node NodeID, off, n int64) (bool, error) {
 		v.mu.Unlock()
 		return false, fmt.Errorf("%w: %s failed during repair", ErrPeerFailed, node)
 	}
+	// Not durable on the copy before its next flush: if it fails first,
+	// its cache may be gone, and the region joins its dirty map.
+	if p.unflushed != nil {
+		p.unflushed.Mark(off, n)
+	}
 	var msgs []*Message
 	for pos := int64(0); pos < n; pos += int64(v.cfg.MaxMessage) {
 		end := min(n, pos+int64(v.cfg.MaxMessage))

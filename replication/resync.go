@@ -15,9 +15,13 @@ import (
 // How: the copy is greeted with the current epoch and switched to
 // resyncing, so from then on every new write also goes to it and waits for
 // its ack. Each dirty region is then copied under the region's range lock
-// (no write to it interleaves), at most ResyncRate bytes per second. When
-// the map is empty the copy is flushed and MarkInSync is proposed; only its
-// commit makes the copy a member the owner treats as in sync.
+// (no write to it interleaves), at most ResyncRate bytes per second, and
+// marked copied, not clean: after every resyncFlushBytes, and when every
+// dirty region was copied, the copy is flushed, and only then are the
+// copied regions cleared (and the cleared map persisted). A copy that
+// loses power before the flush has its regions copied again. When the map
+// is empty after a flush, MarkInSync is proposed; only its commit makes
+// the copy a member the owner treats as in sync.
 func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	v.mu.Lock()
 	if err := v.servingLocked(); err != nil {
@@ -35,8 +39,13 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	if p.dirty.Count() == p.dirty.Regions() {
 		flags = FlagFull // every region will be rewritten: a lost copy may take it
 	}
+	d := p.dirty
 	v.mu.Unlock()
+	// Regions copied but not flushed when the resync stops are copied
+	// again by the next one.
+	d.ForgetCopied()
 	defer func() {
+		d.ForgetCopied()
 		v.mu.Lock()
 		p.resyncing = false
 		v.mu.Unlock()
@@ -63,67 +72,60 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	p.conn = conn
 	p.state = peerResyncing
 	p.unflushed = v.newUnflushed()
-	d := p.dirty
 	compare := p.compare
 	v.mu.Unlock()
 
 	prog := Progress{Node: node, RegionsTotal: d.Count(), Started: v.clock.Now()}
 	v.setProgress(ctx, epoch, prog)
 	lastReport := prog.Started
+	var sinceFlush int64 // bytes copied or compared since the last flush
 	for {
-		r := d.Next(0)
+		r := d.NextUncopied(0)
 		if r < 0 {
-			break
+			// Every dirty region is on the copy: make it durable there
+			// (what it holds in its cache too), then clear them. A write
+			// that failed on an older connection may have marked a
+			// region again meanwhile: copy it too.
+			if err := v.flushResync(p, conn, epoch, d); err != nil {
+				return err
+			}
+			sinceFlush = 0
+			if d.Count() == 0 {
+				break
+			}
+			continue
 		}
 		if err := v.limit.wait(ctx, v.cfg.RegionSize); err != nil {
 			v.abortResync(p, conn)
 			return err
 		}
+		n := min(v.cfg.RegionSize, v.store.Size()-r*v.cfg.RegionSize)
+		same := false
 		if compare {
-			same, err := v.compareRegion(p, conn, epoch, r)
-			if err != nil {
+			var err error
+			if same, err = v.compareRegion(p, conn, epoch, r); err != nil {
 				v.peerFailed(p, conn, epoch, err, 0, 0)
 				return err
 			}
-			if same {
-				prog.RegionsDone++
-				prog.RegionsTotal = max(prog.RegionsTotal, prog.RegionsDone+d.Count())
-				continue
-			}
 		}
-		if err := v.copyRegion(p, conn, epoch, r); err != nil {
-			return err
+		if !same {
+			if err := v.copyRegion(p, conn, epoch, r); err != nil {
+				return err
+			}
+			prog.BytesCopied += n
 		}
 		prog.RegionsDone++
-		prog.BytesCopied += min(v.cfg.RegionSize, v.store.Size()-r*v.cfg.RegionSize)
-		prog.RegionsTotal = max(prog.RegionsTotal, prog.RegionsDone+d.Count())
+		prog.RegionsTotal = max(prog.RegionsTotal, prog.RegionsDone+d.Count()-d.copiedCount())
+		if sinceFlush += n; sinceFlush >= v.resyncFlushEvery() {
+			if err := v.flushResync(p, conn, epoch, d); err != nil {
+				return err
+			}
+			sinceFlush = 0
+		}
 		if now := v.clock.Now(); now.Sub(lastReport) >= time.Second {
 			lastReport = now
 			v.setProgress(ctx, epoch, prog)
 		}
-	}
-	if err := d.Flush(); err != nil {
-		v.logger.Warn("replication: persisting the cleared dirty map failed", "peer", string(node), "err", err)
-	}
-
-	// Flush the copy: what it holds in its cache must be durable before
-	// it counts as a complete copy.
-	v.mu.Lock()
-	if p.state != peerResyncing || p.conn != conn {
-		v.mu.Unlock()
-		return fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, node)
-	}
-	snap := p.unflushed
-	p.unflushed = v.newUnflushed()
-	v.mu.Unlock()
-	if res := <-v.send(conn, []*Message{{Type: MsgFlush, LUN: v.lun, Epoch: epoch}}); res.err != nil {
-		v.mu.Lock()
-		if snap != nil {
-			p.unflushed.Merge(snap)
-		}
-		v.mu.Unlock()
-		v.peerFailed(p, conn, epoch, res.err, 0, 0)
-		return res.err
 	}
 
 	v.mu.Lock()
@@ -143,15 +145,32 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	err = v.coord.MarkInSync(ctx, v.lun, epoch, node)
 
 	v.mu.Lock()
-	if err == nil {
-		join.committed = true
+	refused := errors.Is(err, ErrNotOwner)
+	join.mayHaveCommitted = !refused
+	switch {
+	case err == nil:
 		if p.state == peerJoining {
 			p.state = peerInSync
 			p.dirty = nil
 			p.compare = false
 		}
-	} else if p.state == peerJoining {
-		p.state = peerOutOfSync // identical, but not recorded: writes mark again
+	case refused:
+		// The epoch moved on: nothing was committed, and this volume
+		// acknowledges nothing more.
+		v.deposeLocked(err)
+		if p.state == peerJoining {
+			p.state = peerOutOfSync
+		}
+	case p.state == peerJoining:
+		// Unknown: the entry may have committed all the same, and Raft
+		// list the copy in sync. Writes stop going to it, so it leaves
+		// through a committed drop before one it misses is acknowledged
+		// (or the volume stops serving).
+		if p.conn != nil {
+			p.conn.Close()
+			p.conn = nil
+		}
+		v.startDropLocked(p, epoch, nil, "marking the copy in sync had an unknown outcome")
 	}
 	p.join = nil
 	close(join.done)
@@ -178,11 +197,67 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	return nil
 }
 
+// resyncFlushBytes is how much a resync copies (or compares) between two
+// flushes of the copy, which make those regions durable there and let
+// their dirty bits be cleared.
+const resyncFlushBytes = 64 << 20
+
+func (v *Volume) resyncFlushEvery() int64 {
+	if v.resyncFlush > 0 {
+		return v.resyncFlush
+	}
+	return resyncFlushBytes
+}
+
+// flushResync flushes resyncing copy p, then clears the regions of d the
+// resync copied (or found equal) before the flush and persists the map
+// (invariant 8: a dirty mark is cleared after the flush that made the
+// region durable). The flush also makes durable the writes the copy took
+// since its last flush (p.unflushed). On failure the copy returns to out
+// of sync with its copied regions still dirty.
+func (v *Volume) flushResync(p *peer, conn Conn, epoch uint64, d *DirtyMap) error {
+	v.mu.Lock()
+	if p.state != peerResyncing || p.conn != conn {
+		v.mu.Unlock()
+		return fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
+	}
+	snap := p.unflushed
+	p.unflushed = v.newUnflushed()
+	v.mu.Unlock()
+	if res := <-v.send(conn, []*Message{{Type: MsgFlush, LUN: v.lun, Epoch: epoch}}); res.err != nil {
+		v.mu.Lock()
+		if snap != nil {
+			if p.state == peerResyncing && p.conn == conn {
+				p.unflushed.Merge(snap) // merged into the map by the failure below
+			} else {
+				d.Merge(snap) // the copy failed meanwhile: its unflushed regions were merged already
+				p.compare = true
+			}
+		}
+		v.mu.Unlock()
+		v.peerFailed(p, conn, epoch, res.err, 0, 0)
+		return res.err
+	}
+	v.mu.Lock()
+	if p.state != peerResyncing || p.conn != conn {
+		v.mu.Unlock()
+		return fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
+	}
+	d.ClearCopied()
+	v.mu.Unlock()
+	if err := d.Flush(); err != nil {
+		// Lazy: a clear that does not reach the disk costs a copy later.
+		v.logger.Warn("replication: persisting the cleared dirty map failed", "peer", string(p.node), "err", err)
+	}
+	return nil
+}
+
 // compareRegion compares region r of the owner's copy with p's and, when
-// they are the same, clears r from p's dirty map. The range lock is held
-// from the comparison to the clear: a write to the region that fails on
-// the copy marks it dirty again only after the clear, never before it
-// (which the clear would undo).
+// they are the same, marks r copied in p's dirty map (what the copy holds
+// there may be in its cache only: the next flushResync makes it durable
+// and clears it). The range lock is held from the comparison to the mark:
+// a write to the region that fails on the copy marks it dirty again only
+// after, which takes the copied mark away.
 func (v *Volume) compareRegion(p *peer, conn Conn, epoch uint64, r int64) (bool, error) {
 	off := r * v.cfg.RegionSize
 	n := min(v.cfg.RegionSize, v.store.Size()-off)
@@ -197,7 +272,7 @@ func (v *Volume) compareRegion(p *peer, conn Conn, epoch uint64, r int64) (bool,
 	if p.state != peerResyncing || p.conn != conn {
 		return false, fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
 	}
-	p.dirty.Clear(r)
+	p.dirty.Copied(r)
 	return true, nil
 }
 
@@ -219,7 +294,8 @@ func (v *Volume) ResyncFull(ctx context.Context, node NodeID) error {
 	return v.Resync(ctx, node)
 }
 
-// copyRegion sends region r of the owner's copy to p.
+// copyRegion sends region r of the owner's copy to p and marks it copied
+// (the next flushResync clears it).
 func (v *Volume) copyRegion(p *peer, conn Conn, epoch uint64, r int64) error {
 	off := r * v.cfg.RegionSize
 	n := min(v.cfg.RegionSize, v.store.Size()-off)
@@ -242,8 +318,10 @@ func (v *Volume) copyRegion(p *peer, conn Conn, epoch uint64, r int64) error {
 	}
 	// The range lock keeps writes off the region, so what was read is
 	// what the copy gets. Sequence numbers are assigned and sent under
-	// v.mu, so each connection carries them in increasing order.
-	p.dirty.Clear(r)
+	// v.mu, so each connection carries them in increasing order. The
+	// mark comes before the send: a write to the region that fails on
+	// the copy after it marks the region again, which takes it away.
+	p.dirty.Copied(r)
 	var msgs []*Message
 	for pos := int64(0); pos < n; pos += int64(v.cfg.MaxMessage) {
 		end := min(n, pos+int64(v.cfg.MaxMessage))

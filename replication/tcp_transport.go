@@ -30,7 +30,7 @@ func NewTCPTransport(resolve Resolver, logger *slog.Logger) *TCPTransport {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &TCPTransport{resolve: resolve, logger: logger, maxPayload: MaxPayload, dialer: net.Dialer{Timeout: DialTimeout}}
+	return &TCPTransport{resolve: resolve, logger: logger, maxPayload: maxReplyPayload, dialer: net.Dialer{Timeout: DialTimeout}}
 }
 
 // DialTimeout bounds a connection attempt to a mirror. A node cut off
@@ -180,23 +180,65 @@ func (c *tcpConn) Close() error {
 // TCPServer accepts replication connections and serves them with a
 // Handler: one goroutine per connection calls the handler for each request
 // in order and writes the replies, batched.
+//
+// Anyone who can reach the port can connect, so what a connection costs
+// is bounded: a frame whose payload is above the server's limit
+// (SetMaxPayload) closes the connection before any of it is read, a
+// payload is read into the connection's buffer only as its bytes arrive,
+// and at most SetMaxConns connections are served at once. A connection
+// holds a 256 KiB read buffer and, once it received one, a payload buffer
+// of up to the limit: about 1.3 MiB each with the defaults.
 type TCPServer struct {
 	h      Handler
 	logger *slog.Logger
 
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu         sync.Mutex
+	ln         net.Listener
+	conns      map[net.Conn]struct{}
+	closed     bool
+	maxPayload int
+	maxConns   int
+	wg         sync.WaitGroup
 }
+
+// DefaultServerMaxConns is a TCPServer's connection limit unless
+// SetMaxConns changes it. A node needs one connection per copy it holds
+// of a LUN (from that LUN's owner), plus one per verify running.
+const DefaultServerMaxConns = 1024
 
 // NewTCPServer returns a server for h; call Serve with a listener.
 func NewTCPServer(h Handler, logger *slog.Logger) *TCPServer {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &TCPServer{h: h, logger: logger, conns: map[net.Conn]struct{}{}}
+	return &TCPServer{h: h, logger: logger, conns: map[net.Conn]struct{}{},
+		maxPayload: DefaultServerMaxPayload, maxConns: DefaultServerMaxConns}
+}
+
+// SetMaxPayload sets the largest payload a request may carry (n <= 0 or
+// above MaxPayload: MaxPayload). It must be at least the Config.MaxMessage
+// of every owner that replicates to this node: a larger frame closes its
+// connection (ErrTooLarge, logged here), which the owner sees as a failed
+// mirror. Call it before Serve.
+func (s *TCPServer) SetMaxPayload(n int) {
+	if n <= 0 || n > MaxPayload {
+		n = MaxPayload
+	}
+	s.mu.Lock()
+	s.maxPayload = n
+	s.mu.Unlock()
+}
+
+// SetMaxConns sets how many connections are served at once (n <= 0:
+// DefaultServerMaxConns); a connection beyond it is closed as soon as it
+// is accepted. Call it before Serve.
+func (s *TCPServer) SetMaxConns(n int) {
+	if n <= 0 {
+		n = DefaultServerMaxConns
+	}
+	s.mu.Lock()
+	s.maxConns = n
+	s.mu.Unlock()
 }
 
 // Serve accepts connections on ln until Close; it returns ErrClosed then.
@@ -225,10 +267,18 @@ func (s *TCPServer) Serve(ln net.Listener) error {
 			nc.Close()
 			return ErrClosed
 		}
+		if len(s.conns) >= s.maxConns {
+			limit := s.maxConns
+			s.mu.Unlock()
+			s.logger.Warn("replication: refusing a connection: too many open (TCPServer.SetMaxConns)", "remote", nc.RemoteAddr().String(), "limit", limit)
+			nc.Close()
+			continue
+		}
 		s.conns[nc] = struct{}{}
+		maxPayload := s.maxPayload
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go s.serveConn(nc)
+		go s.serveConn(nc, maxPayload)
 	}
 }
 
@@ -248,7 +298,7 @@ func (s *TCPServer) Close() error {
 	return nil
 }
 
-func (s *TCPServer) serveConn(nc net.Conn) {
+func (s *TCPServer) serveConn(nc net.Conn, maxPayload int) {
 	defer s.wg.Done()
 	defer func() {
 		s.mu.Lock()
@@ -274,9 +324,12 @@ func (s *TCPServer) serveConn(nc net.Conn) {
 	for {
 		var req *Message
 		var err error
-		req, payload, err = ReadMessageBuf(r, MaxPayload, payload)
+		req, payload, err = ReadMessageBuf(r, maxPayload, payload)
 		if err != nil {
-			if errors.Is(err, ErrBadMessage) {
+			if errors.Is(err, ErrTooLarge) {
+				s.logger.Warn("replication: dropping connection after a frame above this server's payload limit (TCPServer.SetMaxPayload must be at least the owners' MaxMessage)",
+					"remote", nc.RemoteAddr().String(), "err", err)
+			} else if errors.Is(err, ErrBadMessage) {
 				s.logger.Warn("replication: dropping connection after a bad frame", "remote", nc.RemoteAddr().String(), "err", err)
 			}
 			break

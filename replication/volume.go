@@ -33,8 +33,9 @@ const (
 	// and wait for its ack, a failure returns it to out of sync.
 	peerResyncing
 	// peerJoining: caught up; MarkInSync is being committed. Treated as
-	// in sync, so that a failure now is dropped through Raft if the join
-	// commits.
+	// in sync, so that a failure now is dropped through Raft unless the
+	// join was refused. A MarkInSync that fails otherwise may have
+	// committed all the same: the copy is then dropped (peerDropping).
 	peerJoining
 )
 
@@ -43,9 +44,12 @@ func (s peerState) String() string {
 }
 
 type episode struct {
-	done      chan struct{}
-	err       error // drop: the commit failed
-	committed bool  // join: MarkInSync committed
+	done chan struct{}
+	err  error // drop: the commit failed
+	// join: MarkInSync may have committed: it returned nil, or an error
+	// that does not say it was refused (a timeout, a leader lost after
+	// the append). Only ErrNotOwner (the epoch moved on) says it was not.
+	mayHaveCommitted bool
 }
 
 func newEpisode() *episode { return &episode{done: make(chan struct{})} }
@@ -84,6 +88,8 @@ type Volume struct {
 	sem    chan struct{}
 	ranges rangeLock
 	limit  *tokenBucket
+	// resyncFlush overrides resyncFlushBytes (tests).
+	resyncFlush int64
 
 	mu          sync.Mutex
 	epoch       uint64
@@ -288,7 +294,8 @@ func (v *Volume) Open(ctx context.Context) error {
 	return v.serving()
 }
 
-// helloRetry is the pause between hellos to a mirror without the LUN yet.
+// helloRetry is the pause between hellos to a mirror without the LUN yet,
+// or that does not know the epoch as committed yet.
 const helloRetry = 100 * time.Millisecond
 
 // hello dials node and announces epoch.
@@ -296,27 +303,46 @@ func (v *Volume) hello(ctx context.Context, node NodeID, epoch uint64) (Conn, er
 	return v.helloFlags(ctx, node, epoch, 0)
 }
 
-// helloFlags is hello with message flags (FlagFull).
+// helloFlags is hello with message flags (FlagFull). A mirror whose node
+// has not applied the epoch yet (ErrEpochUnknown) is greeted again every
+// helloRetry for up to AckTimeout before the error is returned.
 func (v *Volume) helloFlags(ctx context.Context, node NodeID, epoch uint64, flags uint8) (Conn, error) {
 	conn, err := v.tr.Dial(ctx, node)
 	if err != nil {
 		return nil, err
 	}
-	// The floor: every write sent on an older connection has a sequence
-	// number at or below it, so the mirror refuses any that arrive late.
-	v.mu.Lock()
-	floor := v.seq
-	v.mu.Unlock()
-	res := <-v.send(conn, []*Message{{Type: MsgHello, Flags: flags, LUN: v.lun, Epoch: epoch, Seq: floor}})
-	if res.err != nil {
-		conn.Close()
-		return nil, res.err
+	for wait := v.cfg.AckTimeout; ; wait -= helloRetry {
+		// The floor: every write sent on an older connection has a
+		// sequence number at or below it, so the mirror refuses any
+		// that arrive late.
+		v.mu.Lock()
+		floor := v.seq
+		v.mu.Unlock()
+		res := <-v.send(conn, []*Message{{Type: MsgHello, Flags: flags, LUN: v.lun, Epoch: epoch, Seq: floor}})
+		switch {
+		case res.err == nil && res.rep.Seq > floor:
+			conn.Close()
+			return nil, fmt.Errorf("%w: %s applied sequence %d of epoch %d, this volume is at %d", ErrEpochReused, node, res.rep.Seq, epoch, floor)
+		case res.err == nil:
+			return conn, nil
+		case !errors.Is(res.err, ErrEpochUnknown) || wait <= 0 || !sleepCtx(ctx, helloRetry):
+			conn.Close()
+			return nil, res.err
+		}
+		v.logger.Debug("replication: the mirror does not know the epoch yet, greeting it again", "peer", string(node), "epoch", epoch)
 	}
-	if res.rep.Seq > floor {
-		conn.Close()
-		return nil, fmt.Errorf("%w: %s applied sequence %d of epoch %d, this volume is at %d", ErrEpochReused, node, res.rep.Seq, epoch, floor)
+}
+
+// sleepCtx waits d, or less if ctx ends (then it returns false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
-	return conn, nil
 }
 
 func (v *Volume) onView(view View) {
@@ -355,13 +381,21 @@ func (v *Volume) followReplicas(view View) {
 		v.logger.Info("replication: new copy, it gets a full copy", "peer", string(n))
 	}
 	for _, n := range v.order {
-		// Raft says out of sync, the volume says in sync: someone else
-		// (the copy's own node, which found its copy lost) recorded it.
-		// The view may also just be older than the copy's join, so
-		// only probe: a lost copy answers copy-lost, and the usual
-		// failure path drops it with every region dirty.
-		if p := v.peers[n]; p.state == peerInSync && p.conn != nil && view.IsReplica(n) && !view.IsInSync(n) {
+		p := v.peers[n]
+		switch {
+		case p.state == peerInSync && p.conn != nil && view.IsReplica(n) && !view.IsInSync(n):
+			// Raft says out of sync, the volume says in sync: someone
+			// else (the copy's own node, which found its copy lost)
+			// recorded it. The view may also just be older than the
+			// copy's join, so only probe: a lost copy answers
+			// copy-lost, and the usual failure path drops it with
+			// every region dirty.
 			go v.probe(p, p.conn, view.Epoch)
+		case (p.state == peerOutOfSync || p.state == peerResyncing) && view.IsInSync(n):
+			// Raft says in sync, the volume does not replicate to the
+			// copy: an in-sync change of unknown outcome (or someone
+			// else's) left Raft listing a copy that misses writes.
+			go v.dropListed(n, view.Epoch)
 		}
 	}
 	for _, n := range slices.Clone(v.order) {
@@ -381,6 +415,29 @@ func (v *Volume) followReplicas(view View) {
 		}
 		v.logger.Info("replication: copy removed", "peer", string(n))
 	}
+}
+
+// dropListed drops copy n, which a view of epoch listed in sync while this
+// volume did not replicate to it (out of sync or resyncing), unless the
+// view read again no longer lists it (the one delivered may be older than
+// the drop that took the copy out). The drop is the failed copy's: writes
+// it misses wait for the commit, and if that fails the volume stops
+// serving. A resync of the copy stops; it is resynced later, as usual.
+func (v *Volume) dropListed(n NodeID, epoch uint64) {
+	if cur, err := v.coord.View(context.Background(), v.lun); err == nil && (cur.Epoch != epoch || !cur.IsInSync(n)) {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	p := v.peers[n]
+	if p == nil || v.servingLocked() != nil || v.epoch != epoch || (p.state != peerOutOfSync && p.state != peerResyncing) {
+		return
+	}
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn = nil
+	}
+	v.startDropLocked(p, epoch, nil, "Raft lists the copy in sync but the owner does not replicate to it")
 }
 
 // probe sends a flush to an in-sync copy on its connection and fails the
@@ -417,6 +474,11 @@ func (v *Volume) Depose(reason error) {
 func (v *Volume) depose(err error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.deposeLocked(err)
+}
+
+// deposeLocked is depose for a caller holding v.mu.
+func (v *Volume) deposeLocked(err error) {
 	if v.deposed != nil {
 		return
 	}
@@ -525,6 +587,8 @@ func (v *Volume) sendOn(conn Conn, msgs []*Message, queue bool) <-chan sendResul
 					base = ErrNoCopy
 				case StatusCopyLost:
 					base = ErrCopyLost
+				case StatusEpochUnknown:
+					base = ErrEpochUnknown
 				}
 				finish(fmt.Errorf("%w: %v %s", base, m.Type, rep.Status), nil)
 			case remaining.Add(-1) == 0:
@@ -567,17 +631,11 @@ func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64, err error) *ep
 	}
 	switch p.state {
 	case peerInSync, peerJoining:
-		if p.dirty == nil {
-			p.dirty = v.freshDirty(p.node)
-		}
 		join := p.join
 		if p.state == peerInSync {
 			join = nil
 		}
-		p.state = peerDropping
-		p.drop = newEpisode()
-		v.logger.Warn("replication: mirror failed, dropping it from the in-sync set", "peer", string(p.node), "epoch", epoch)
-		go v.runDrop(p, p.drop, epoch, join)
+		v.startDropLocked(p, epoch, join, "mirror failed")
 	case peerResyncing:
 		if earlier {
 			break // the caller marks the region; the resync copies it
@@ -608,15 +666,32 @@ func (v *Volume) mergeUnflushedLocked(p *peer) uint64 {
 	return gen
 }
 
+// startDropLocked switches p to dropping and proposes its removal from
+// the in-sync set (once join, if not nil, ended): every write it misses
+// marks its dirty map and waits for that commit, and if the commit fails
+// the volume stops serving. why says what happened, for the log. Callers
+// hold v.mu.
+func (v *Volume) startDropLocked(p *peer, epoch uint64, join *episode, why string) {
+	if p.dirty == nil {
+		p.dirty = v.freshDirty(p.node)
+	}
+	p.state = peerDropping
+	p.drop = newEpisode()
+	v.logger.Warn("replication: "+why+", dropping it from the in-sync set", "peer", string(p.node), "epoch", epoch)
+	go v.runDrop(p, p.drop, epoch, join)
+}
+
 // runDrop commits the drop of p, then lets the writes it missed complete.
+// The drop is proposed unless join was refused: a MarkInSync that failed
+// otherwise may have committed (DropFromInSync is idempotent).
 func (v *Volume) runDrop(p *peer, ep *episode, epoch uint64, join *episode) {
-	committed := true
+	maybeInSync := true
 	if join != nil {
 		<-join.done
-		committed = join.committed
+		maybeInSync = join.mayHaveCommitted
 	}
 	var err error
-	if committed {
+	if maybeInSync {
 		err = v.coord.DropFromInSync(context.Background(), v.lun, epoch, p.node)
 	}
 	v.mu.Lock()
@@ -624,7 +699,12 @@ func (v *Volume) runDrop(p *peer, ep *episode, epoch uint64, join *episode) {
 	d := p.dirty
 	v.mu.Unlock()
 	if err == nil {
-		err = d.WaitDurable(max(gen, 1))
+		err = d.WaitDurable(gen)
+	}
+	if err == nil {
+		// The map must be on disk (a copy that was in sync had none)
+		// before a write the copy misses is acknowledged.
+		err = d.Flush()
 	}
 	v.mu.Lock()
 	if err != nil {

@@ -14,7 +14,9 @@ import (
 //	 0     4   magic "HRPL"
 //	 4     1   version (1)
 //	 5     1   type (MsgType)
-//	 6     1   status (Status; requests send StatusOK)
+//	 6     1   status (Status; requests send StatusOK), one of
+//	           0 ok, 1 stale-epoch, 2 no-lun, 3 io-error, 4 bad-request,
+//	           5 out-of-order, 6 copy-lost, 7 epoch-unknown
 //	 7     1   flags (FlagFUA, FlagResync)
 //	 8     8   request id: replies carry the id of their request
 //	16     8   LUN
@@ -28,11 +30,24 @@ import (
 //
 // Requests on one connection are applied in the order they were sent;
 // replies may be batched, and are matched by request id.
+//
+// Statuses are only ever added, at the end (epoch-unknown is the latest):
+// every frame of an older build decodes unchanged. A decoder refuses a
+// status it does not know (ErrBadMessage), so an owner built before a
+// status was added drops the connection of a mirror that answers it, as
+// it would a failed mirror.
 const (
 	HeaderSize = 68
-	// MaxPayload bounds one message's payload: a decoder refuses larger
-	// frames before allocating.
+	// MaxPayload bounds one message's payload whatever the reader's own
+	// limit: a decoder refuses larger frames before allocating.
 	MaxPayload = 16 << 20
+	// DefaultServerMaxPayload is a TCPServer's payload limit unless
+	// SetMaxPayload changes it: the default Config.MaxMessage (1 MiB, the
+	// largest payload an owner sends) with some headroom.
+	DefaultServerMaxPayload = 1<<20 + 64<<10
+	// maxReplyPayload bounds what an owner reads in a reply: the largest
+	// is a verify's 32-byte digest.
+	maxReplyPayload = 4 << 10
 
 	wireMagic   = 0x4852504c // "HRPL"
 	wireVersion = 1
@@ -103,6 +118,12 @@ const (
 	// created again, empty): it takes nothing but a hello with FlagFull,
 	// which starts a full copy.
 	StatusCopyLost
+	// StatusEpochUnknown: the request's epoch is newer than any the
+	// mirror has seen, and its node has not applied that epoch as
+	// committed (Mirror.SetEpochCheck): refused, nothing changed. An
+	// owner whose epoch is committed retries (the node's state trails
+	// the leader by a few entries); a forged epoch never gets through.
+	StatusEpochUnknown
 	statusEnd
 )
 
@@ -122,6 +143,8 @@ func (s Status) String() string {
 		return "out-of-order"
 	case StatusCopyLost:
 		return "copy-lost"
+	case StatusEpochUnknown:
+		return "epoch-unknown"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
@@ -208,7 +231,7 @@ func decodeHeader(h []byte, maxPayload int) (header, error) {
 		maxPayload = MaxPayload
 	}
 	if n > uint32(maxPayload) {
-		return d, fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrBadMessage, n, maxPayload)
+		return d, fmt.Errorf("%w: payload of %d bytes, the limit is %d", ErrTooLarge, n, maxPayload)
 	}
 	d.m = Message{
 		Type:   t,
@@ -259,9 +282,12 @@ func ReadMessage(r io.Reader, maxPayload int) (*Message, error) {
 }
 
 // ReadMessageBuf is ReadMessage with the payload read into buf (grown when
-// too small): the message's Payload is valid until buf is used again. It
-// returns the buffer to reuse. A reader that applies each request before
-// it reads the next needs no payload allocation per request.
+// too small, as the payload's bytes arrive: see readPayload): the message's
+// Payload is valid until buf is used again. It returns the buffer to reuse.
+// A reader that applies each request before it reads the next needs no
+// payload allocation per request. A header announcing more than maxPayload
+// bytes (<= 0: MaxPayload) fails with ErrTooLarge before anything is
+// allocated for it.
 func ReadMessageBuf(r io.Reader, maxPayload int, buf []byte) (*Message, []byte, error) {
 	var h [HeaderSize]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
@@ -273,14 +299,8 @@ func ReadMessageBuf(r io.Reader, maxPayload int, buf []byte) (*Message, []byte, 
 	}
 	m := d.m
 	if d.payloadLen > 0 {
-		if cap(buf) < d.payloadLen {
-			buf = make([]byte, d.payloadLen)
-		}
-		m.Payload = buf[:d.payloadLen]
-		if _, err := io.ReadFull(r, m.Payload); err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
+		m.Payload, buf, err = readPayload(r, d.payloadLen, buf)
+		if err != nil {
 			return nil, buf, err
 		}
 	}
@@ -288,6 +308,46 @@ func ReadMessageBuf(r io.Reader, maxPayload int, buf []byte) (*Message, []byte, 
 		return nil, buf, fmt.Errorf("%w: payload checksum", ErrBadMessage)
 	}
 	return &m, buf, nil
+}
+
+// payloadChunk is the first allocation for a payload that does not fit the
+// buffer at hand; the buffer then doubles as bytes arrive.
+const payloadChunk = 64 << 10
+
+// readPayload reads n bytes from r into buf (returned as the payload and
+// as the buffer to reuse). A buffer too small grows only as the bytes
+// arrive, at most doubling what was received, so a header that claims a
+// large payload costs the reader at most payloadChunk, or twice what the
+// sender really sent, never the claimed size up front.
+func readPayload(r io.Reader, n int, buf []byte) (payload, next []byte, err error) {
+	if cap(buf) >= n {
+		p := buf[:n]
+		if _, err := io.ReadFull(r, p); err != nil {
+			return nil, buf, unexpectedEOF(err)
+		}
+		return p, buf, nil
+	}
+	got := buf[:0]
+	for len(got) < n {
+		if len(got) == cap(got) {
+			grown := make([]byte, len(got), min(n, max(2*cap(got), payloadChunk)))
+			copy(grown, got)
+			got = grown
+		}
+		k, err := io.ReadFull(r, got[len(got):min(n, cap(got))])
+		got = got[:len(got)+k]
+		if err != nil {
+			return nil, got[:0], unexpectedEOF(err)
+		}
+	}
+	return got, got, nil
+}
+
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // reply builds the answer to req.

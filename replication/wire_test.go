@@ -113,15 +113,32 @@ func FuzzDecodeMessage(f *testing.F) {
 }
 
 // FuzzMirrorHandle: any decoded request, valid checksum or not, is
-// answered by a mirror without panicking, and never applied out of range.
+// answered by a mirror without panicking, and never applied out of range;
+// with an epoch check that knows epoch 1 only (checked), no request moves
+// the mirror's newest epoch, and one of a newer epoch is refused.
 func FuzzMirrorHandle(f *testing.F) {
-	f.Add(uint8(MsgWrite), uint8(0), uint64(1), uint64(1), int64(0), uint64(4), []byte("abcd"))
-	f.Add(uint8(MsgVerify), uint8(0), uint64(1), uint64(1), int64(-1), uint64(1<<63), []byte{})
-	f.Add(uint8(MsgUnmap), uint8(FlagFUA), uint64(1), uint64(0), int64(65536-1), uint64(2), []byte{})
-	f.Fuzz(func(t *testing.T, typ, flags uint8, lun, epoch uint64, off int64, length uint64, payload []byte) {
+	f.Add(uint8(MsgWrite), uint8(0), uint64(1), uint64(1), int64(0), uint64(4), []byte("abcd"), false)
+	f.Add(uint8(MsgVerify), uint8(0), uint64(1), uint64(1), int64(-1), uint64(1<<63), []byte{}, false)
+	f.Add(uint8(MsgUnmap), uint8(FlagFUA), uint64(1), uint64(0), int64(65536-1), uint64(2), []byte{}, false)
+	f.Add(uint8(MsgHello), uint8(0), uint64(1), uint64(1<<64-1), int64(0), uint64(0), []byte{}, true)
+	f.Add(uint8(MsgWrite), uint8(0), uint64(1), uint64(2), int64(0), uint64(4), []byte("abcd"), true)
+	f.Fuzz(func(t *testing.T, typ, flags uint8, lun, epoch uint64, off int64, length uint64, payload []byte, checked bool) {
 		c := newTestCluster(t, 65536, "a")
 		m := c.mirrors["a"]
 		m.Fence(testLUN, 1)
+		if checked {
+			m.SetEpochCheck(func(_ LUNID, e uint64) error {
+				if e > 1 {
+					return ErrEpochUnknown
+				}
+				return nil
+			})
+			defer func() {
+				if got := m.Newest(testLUN); got != 1 {
+					t.Fatalf("a request of epoch %d moved the newest epoch to %d", epoch, got)
+				}
+			}()
+		}
 		req := &Message{Type: MsgType(typ), Flags: flags, LUN: LUNID(lun), Epoch: epoch, Offset: off, Length: length, Payload: payload}
 		rep := m.Handle(req)
 		if rep == nil || rep.Type != MsgReply {
@@ -133,6 +150,9 @@ func FuzzMirrorHandle(f *testing.F) {
 		}
 		if rep.Status == StatusOK && (req.Type == MsgWrite || req.Type == MsgUnmap) && !validRange(off, length, 65536) {
 			t.Fatalf("applied an out-of-range %v at %d+%d", req.Type, off, length)
+		}
+		if checked && req.LUN == testLUN && epoch > 1 && rep.Status != StatusEpochUnknown {
+			t.Fatalf("%v of epoch %d: %v, want %v", req.Type, epoch, rep.Status, StatusEpochUnknown)
 		}
 	})
 }
