@@ -85,13 +85,11 @@ func TestBackPressure(t *testing.T) {
 	for _, tc := range []struct{ window, send int }{{1024, 1024}, {4096, 100}, {1, 1}} {
 		_, hs := newNet(t, Config{Window: tc.window, SendBuffer: tc.send}, "a", "b")
 		c, s := connPair(t, hs["a"], hs["b"])
-		c.SetWriteDeadline(time.Now().Add(30 * time.Millisecond))
 		data := bytes.Repeat([]byte("0123456789"), 1000)
-		k, err := c.Write(data)
+		k, err := writeBlocked(t, c, data, tc.window+tc.send)
 		if !isTimeout(err) || k != tc.window+tc.send {
 			t.Fatalf("window %d, send buffer %d: write took %d, %v; want %d and a timeout", tc.window, tc.send, k, err, tc.window+tc.send)
 		}
-		c.SetWriteDeadline(time.Time{})
 		done := make(chan error, 1)
 		go func() {
 			_, err := c.Write(data[k:])
@@ -138,10 +136,13 @@ func TestDeadlines(t *testing.T) {
 		s.SetReadDeadline(time.Time{})
 	})
 	t.Run("write deadline", func(t *testing.T) {
-		c.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
-		k, err := c.Write(make([]byte, 100))
+		k, err := writeBlocked(t, c, make([]byte, 100), 20)
 		if !isTimeout(err) || k != 20 {
 			t.Fatalf("write: %d, %v; want 20 taken and a timeout", k, err)
+		}
+		c.SetWriteDeadline(time.Now().Add(-time.Second))
+		if k, err := c.Write([]byte("x")); !isTimeout(err) || k != 0 {
+			t.Fatalf("write past its deadline: %d, %v; want a timeout", k, err)
 		}
 		c.SetDeadline(time.Time{})
 		if _, err := io.ReadFull(s, make([]byte, 20)); err != nil {
@@ -274,4 +275,27 @@ func TestDialAndListenErrors(t *testing.T) {
 	if st := n.Stats(); st.DialsRefused != 1 {
 		t.Errorf("stats: %+v, want 1 refused dial", st)
 	}
+}
+
+// BenchmarkStream measures one direction's throughput with 1 MiB writes
+// (the replication stream's largest frames) and the default windows.
+func BenchmarkStream(b *testing.B) {
+	n := New(Config{})
+	a, _ := n.AddHost("a")
+	h, _ := n.AddHost("b")
+	ln, _ := h.Listen(":1")
+	c, _ := a.DialTimeout("b:1", time.Second)
+	s, _ := ln.Accept()
+	data := make([]byte, 1<<20)
+	b.SetBytes(int64(len(data)))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		io.Copy(io.Discard, s)
+	}()
+	for b.Loop() {
+		c.Write(data)
+	}
+	c.Close()
+	<-done
 }

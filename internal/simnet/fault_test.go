@@ -79,30 +79,18 @@ func TestCutIsSynchronous(t *testing.T) {
 		t.Fatal(err)
 	}
 	atCut := n.Stats().BytesDelivered
-	got, err := readAvailable(s)
-	if !isTimeout(err) || uint64(len(got)) != atCut {
-		t.Fatalf("read %d bytes (%v) after the cut; %d had crossed when Cut returned", len(got), err, atCut)
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(s, make([]byte, atCut)); err != nil {
+		t.Fatalf("reading the %d bytes that had crossed when Cut returned: %v", atCut, err)
 	}
+	s.SetReadDeadline(time.Time{})
+	readTimeout(t, s)
 	if st := n.Stats(); st.BytesDelivered != atCut {
 		t.Fatalf("%d bytes crossed after Cut returned", st.BytesDelivered-atCut)
 	}
 	close(stop)
 	n.Heal("a", "b")
 	wg.Wait()
-}
-
-// readAvailable reads until a short deadline passes.
-func readAvailable(c net.Conn) ([]byte, error) {
-	var out []byte
-	buf := make([]byte, 64<<10)
-	for {
-		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		k, err := c.Read(buf)
-		out = append(out, buf[:k]...)
-		if err != nil {
-			return out, err
-		}
-	}
 }
 
 // A one-way cut holds one direction and lets the other through.
@@ -218,12 +206,10 @@ func TestPauseResume(t *testing.T) {
 	readTimeout(t, ba)
 	// b's writes to a fill a's receive window and b's send buffer, then
 	// block, as a stopped process's kernel stops taking them.
-	ba.SetWriteDeadline(time.Now().Add(30 * time.Millisecond))
-	k, err := ba.Write([]byte("0123456789abcdefghij"))
+	k, err := writeBlocked(t, ba, []byte("0123456789abcdefghij"), 11)
 	if !isTimeout(err) || k != 11 { // 8 + 8 - the 5 bytes unread
 		t.Fatalf("write to the paused host: %d, %v; want 11 and a timeout", k, err)
 	}
-	ba.SetWriteDeadline(time.Time{})
 	// b and c talk on.
 	bc, cb := connPair(t, hs["b"], hs["c"])
 	write(t, bc, "b and c")

@@ -81,6 +81,30 @@ func write(t *testing.T, c net.Conn, s string) {
 	}
 }
 
+// writeBlocked writes b on c in the background until the network has
+// taken want bytes of it, then ends the write with a deadline, and
+// returns what Write returned: no timing in the outcome, however slow the
+// machine.
+func writeBlocked(t *testing.T, c *Conn, b []byte, want int) (int, error) {
+	t.Helper()
+	n := c.n
+	before := n.Stats().BytesWritten
+	type result struct {
+		k   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		k, err := c.Write(b)
+		done <- result{k, err}
+	}()
+	eventually(t, "the write to take its bytes", func() bool { return n.Stats().BytesWritten-before >= uint64(want) })
+	c.SetWriteDeadline(time.Now())
+	r := <-done
+	c.SetWriteDeadline(time.Time{})
+	return r.k, r.err
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded)

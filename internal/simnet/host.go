@@ -87,7 +87,11 @@ func (h *Host) bindPort(op, network, addr string, inUse func(int) bool) (int, er
 			return 0, &net.OpError{Op: op, Net: network, Err: os.NewSyscallError(op, syscall.EADDRINUSE)}
 		}
 	} else if inUse(port) {
-		return 0, &net.OpError{Op: op, Net: network, Addr: h.tcpAddr(port), Err: os.NewSyscallError(op, syscall.EADDRINUSE)}
+		var a net.Addr = h.tcpAddr(port)
+		if network == "udp" {
+			a = h.udpAddr(port)
+		}
+		return 0, &net.OpError{Op: op, Net: network, Addr: a, Err: os.NewSyscallError(op, syscall.EADDRINUSE)}
 	}
 	return port, nil
 }

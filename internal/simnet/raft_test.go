@@ -144,6 +144,7 @@ func TestRaftOverSimnet(t *testing.T) {
 	if err := n.Reconnect(old.name); err != nil {
 		t.Fatal(err)
 	}
+	waitLogs(t, nodes, want, old.name)
 	leader = waitLeader(t, nodes, "")
 	apply(t, leader, "c1")
 	waitLogs(t, nodes, append(want, "c1"), names...)
