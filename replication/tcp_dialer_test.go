@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hatgt/hatgt/internal/simnet"
 )
 
 // A transport built with NewTCPTransportDialer connects through the dial
@@ -104,4 +106,45 @@ func TestTCPTransportDialerNil(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Close()
+}
+
+// The replication stream over the simulator's network: a hello is
+// answered, and across a cut the dial waits for its context, no reset
+// (the fault the injected dialer exists to simulate).
+func TestTCPTransportOverSimnet(t *testing.T) {
+	c := newTestCluster(t, 65536, "a")
+	sn := simnet.New(simnet.Config{})
+	owner, _ := sn.AddHost("owner")
+	mirror, _ := sn.AddHost("mirror")
+	ln, err := mirror.Listen(":3261")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewTCPServer(c.mirrors["a"].Handle, nil)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	tr := NewTCPTransportDialer(func(NodeID) (string, error) { return "mirror:3261", nil }, owner.DialContext, nil)
+
+	conn, err := tr.Dial(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got := make(chan *Message, 1)
+	conn.Send(&Message{Type: MsgHello, LUN: testLUN, Epoch: 1}, func(m *Message, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		got <- m
+	})
+	if m := <-got; m == nil || m.Status != StatusOK {
+		t.Fatalf("hello over simnet: %+v", m)
+	}
+
+	sn.Cut("owner", "mirror")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := tr.Dial(ctx, "a"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("dial across a cut: %v, want a timeout", err)
+	}
 }
