@@ -20,17 +20,31 @@ type Resolver func(NodeID) (string, error)
 // one is being written goes out in a single write.
 type TCPTransport struct {
 	resolve    Resolver
-	dialer     net.Dialer
+	dial       DialFunc
 	logger     *slog.Logger
 	maxPayload int
 }
 
+// DialFunc opens a connection to addr, as net.Dialer.DialContext does.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // NewTCPTransport returns a transport that finds nodes with resolve.
 func NewTCPTransport(resolve Resolver, logger *slog.Logger) *TCPTransport {
+	return NewTCPTransportDialer(resolve, nil, logger)
+}
+
+// NewTCPTransportDialer is NewTCPTransport connecting with dial (an
+// in-memory network's, in a simulator) instead of a net.Dialer; nil means
+// a net.Dialer. Either way a dial gets a context that ends after
+// DialTimeout.
+func NewTCPTransportDialer(resolve Resolver, dial DialFunc, logger *slog.Logger) *TCPTransport {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &TCPTransport{resolve: resolve, logger: logger, maxPayload: maxReplyPayload, dialer: net.Dialer{Timeout: DialTimeout}}
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	return &TCPTransport{resolve: resolve, logger: logger, maxPayload: maxReplyPayload, dial: dial}
 }
 
 // DialTimeout bounds a connection attempt to a mirror. A node cut off
@@ -44,7 +58,9 @@ func (t *TCPTransport) Dial(ctx context.Context, node NodeID) (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: resolve %s: %w", node, err)
 	}
-	nc, err := t.dialer.DialContext(ctx, "tcp", addr)
+	dctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	nc, err := t.dial(dctx, "tcp", addr)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
