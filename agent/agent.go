@@ -111,7 +111,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 	}
 	a.rec = rec
 	a.repl = newReplicaHost(log.With("component", "replication"), cfg.NodeID, cfg.DataDir, replLn,
-		replicationResolver(func() *cluster.State { return stateFn() }))
+		replicationResolver(func() *cluster.State { return stateFn() }), deps.Dial)
 	a.repl.resyncRate = cfg.ResyncRate
 	if deps.Clock != nil {
 		a.repl.clock = deps.Clock
@@ -148,7 +148,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.node = node
-	a.repl.coord = cluster.NewCoordinator(node)
+	coord := cluster.NewCoordinator(node)
+	a.repl.coord = coord
+	// The mirror takes a newer epoch only once this node applied it:
+	// a forged frame cannot fence a copy against its real owner.
+	a.repl.mirror.SetEpochCheck(coord.CheckEpoch)
 	a.repl.state = stateFn
 	a.repl.lease = node.Lease
 	a.repl.leaseValid = node.LeaseValid

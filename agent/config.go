@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,7 +72,7 @@ type Deps struct {
 
 	// Dial opens the connections this node makes to other nodes'
 	// replication ports (nil: TCP).
-	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	Dial replication.DialFunc
 
 	// HTTPClient makes the admin API calls to other nodes (forwarding to
 	// the leader, joining); nil: a TCP client. It goes into Cluster.

@@ -79,13 +79,13 @@ type replicaCopy struct {
 	resyncing bool
 }
 
-func newReplicaHost(log *slog.Logger, self, dataDir string, ln net.Listener, resolve replication.Resolver) *replicaHost {
+func newReplicaHost(log *slog.Logger, self, dataDir string, ln net.Listener, resolve replication.Resolver, dial replication.DialFunc) *replicaHost {
 	h := &replicaHost{
 		log:      log,
 		self:     self,
 		stateDir: filepath.Join(dataDir, "replication"),
 		mirror:   replication.NewMirror(log.With("side", "mirror")),
-		tr:       replication.NewTCPTransport(resolve, log),
+		tr:       replication.NewTCPTransportDialer(resolve, dial, log),
 		ln:       ln,
 		copies:   map[uint64]*replicaCopy{},
 		done:     make(chan struct{}),
