@@ -113,6 +113,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 	a.repl = newReplicaHost(log.With("component", "replication"), cfg.NodeID, cfg.DataDir, replLn,
 		replicationResolver(func() *cluster.State { return stateFn() }), deps.Dial)
 	a.repl.resyncRate = cfg.ResyncRate
+	a.repl.volumeConfig = cfg.replicationConfig()
+	a.repl.writeHook = deps.WriteHook
 	if deps.Clock != nil {
 		a.repl.clock = deps.Clock
 	}

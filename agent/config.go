@@ -50,8 +50,32 @@ type Config struct {
 	// 2 s reconcile interval.
 	Cluster cluster.Config
 
+	// Replication tunes the owner volumes: AckTimeout, RegionSize,
+	// MaxInFlight and MaxMessage are taken from it when set (zero:
+	// replication.DefaultConfig's). The node sets the rest.
+	Replication replication.Config
+
 	// Logger receives the node's own logs (nil: discarded).
 	Logger *slog.Logger
+}
+
+// replicationConfig is replication.DefaultConfig with c.Replication's
+// tunables.
+func (c *Config) replicationConfig() replication.Config {
+	rc := replication.DefaultConfig()
+	if c.Replication.AckTimeout > 0 {
+		rc.AckTimeout = c.Replication.AckTimeout
+	}
+	if c.Replication.RegionSize > 0 {
+		rc.RegionSize = c.Replication.RegionSize
+	}
+	if c.Replication.MaxInFlight > 0 {
+		rc.MaxInFlight = c.Replication.MaxInFlight
+	}
+	if c.Replication.MaxMessage > 0 {
+		rc.MaxMessage = c.Replication.MaxMessage
+	}
+	return rc
 }
 
 // Deps are what a test replaces to run several nodes in one process: the
@@ -87,6 +111,12 @@ type Deps struct {
 	// EnsureBacking of this package (files and block devices).
 	OpenStore     func(l cluster.DesiredLUN) (Store, error)
 	EnsureBacking func(l cluster.DesiredLUN) (created bool, err error)
+
+	// WriteHook, if set, is called after every write (or unmap, with nil
+	// data) a replicated LUN's owner volume acknowledged, with the LUN's
+	// ID and the volume's epoch: a fault simulator checks with it that two
+	// epochs never take writes at once. It must not block.
+	WriteHook func(lunID, epoch uint64, off int64, data []byte)
 }
 
 // Validate checks the configuration before anything is opened.
@@ -100,6 +130,9 @@ func (c *Config) Validate() error {
 		return errors.New("agent: use either bootstrap (a new cluster) or join (an existing one), not both")
 	case c.ResyncRate < 0:
 		return fmt.Errorf("agent: resync rate %d must not be negative", c.ResyncRate)
+	}
+	if err := c.replicationConfig().Validate(); err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
 	for _, a := range []struct{ name, v string }{
 		{"iSCSI", c.ISCSIAddr}, {"API", c.APIAddr}, {"Raft", c.RaftAddr}, {"gossip", c.GossipAddr}, {"replication", c.ReplAddr},

@@ -37,6 +37,10 @@ type replicaHost struct {
 	stateDir string
 	// resyncRate is Config.ResyncRate of every volume (bytes/s, 0: no cap).
 	resyncRate int64
+	// volumeConfig is the base of every owner volume's configuration.
+	volumeConfig replication.Config
+	// writeHook is Deps.WriteHook.
+	writeHook func(lunID, epoch uint64, off int64, data []byte)
 	mirror     *replication.Mirror
 	tr         replication.Transport
 	server     *replication.TCPServer
@@ -177,7 +181,7 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 		c.claimed = l.Epoch + 1
 		return errClaimed
 	}
-	cfg := replication.DefaultConfig()
+	cfg := h.volumeConfig
 	cfg.WriteThrough = l.IOMode == cluster.IOModeWriteThrough
 	cfg.StateDir = h.stateDir
 	cfg.ResyncRate = h.resyncRate

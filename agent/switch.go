@@ -78,7 +78,9 @@ func (b *switchBackend) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return v.WriteAt(p, off)
+	n, err := v.WriteAt(p, off)
+	b.wrote(v, err, off, p)
+	return n, err
 }
 
 func (b *switchBackend) WriteAtFUA(p []byte, off int64) (int, error) {
@@ -86,7 +88,9 @@ func (b *switchBackend) WriteAtFUA(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return v.WriteAtFUA(p, off)
+	n, err := v.WriteAtFUA(p, off)
+	b.wrote(v, err, off, p)
+	return n, err
 }
 
 func (b *switchBackend) Unmap(off, length int64) error {
@@ -94,7 +98,16 @@ func (b *switchBackend) Unmap(off, length int64) error {
 	if err != nil {
 		return err
 	}
-	return v.Unmap(off, length)
+	err = v.Unmap(off, length)
+	b.wrote(v, err, off, nil)
+	return err
+}
+
+// wrote reports an acknowledged write to Deps.WriteHook.
+func (b *switchBackend) wrote(v *replication.Volume, err error, off int64, p []byte) {
+	if err == nil && b.h.writeHook != nil {
+		b.h.writeHook(b.c.id, v.Epoch(), off, p)
+	}
 }
 
 // Flush flushes the owner's copies; on standby there is nothing this LU

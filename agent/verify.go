@@ -33,7 +33,7 @@ func (h *replicaHost) verifier() cluster.LUNVerifier {
 				Message: fmt.Sprintf("node %s does not serve LUN %d of %s as its owner (the owner is %q)", h.self, lun, iqn, l.Owner)}
 		}
 		res := &cluster.VerifyResult{Target: l.Target, LUN: lun, Owner: h.self, Epoch: v.Epoch(),
-			RegionSize: replication.DefaultConfig().RegionSize, Repair: repair}
+			RegionSize: h.volumeConfig.RegionSize, Repair: repair}
 		for _, node := range l.Placement {
 			if node == h.self {
 				continue

@@ -38,6 +38,12 @@ type Deps struct {
 	// Clock is the time source of the owner lease (nil: the system
 	// clock). A test pauses it to model a stalled node.
 	Clock replication.Clock
+	// ApplyFault, if set, is asked after each command that Apply got
+	// committed; a non-nil error is returned to Apply's caller although
+	// the command committed: an ambiguous apply (a timeout after the
+	// append, an answer lost on its way back), which a fault simulator
+	// injects. Callers must treat any Apply error as "maybe committed".
+	ApplyFault func(cmd Command) error
 }
 
 // Node is one member of a hatgt cluster: the Raft replica of the state
@@ -419,7 +425,11 @@ var errRetry = errors.New("retry")
 // fails with ErrNoLeader saying how many voters were reachable. A command
 // that the state machine refuses returns its *Error.
 func (n *Node) Apply(ctx context.Context, cmd Command) (uint64, error) {
-	return n.submit(ctx, &Op{Kind: OpCommand, Command: &cmd})
+	idx, err := n.submit(ctx, &Op{Kind: OpCommand, Command: &cmd})
+	if err == nil && n.deps.ApplyFault != nil {
+		err = n.deps.ApplyFault(cmd)
+	}
+	return idx, err
 }
 
 // Op is a change as forwarded from a follower to the leader.

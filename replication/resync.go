@@ -321,7 +321,14 @@ func (v *Volume) copyRegion(p *peer, conn Conn, epoch uint64, r int64) error {
 	// v.mu, so each connection carries them in increasing order. The
 	// mark comes before the send: a write to the region that fails on
 	// the copy after it marks the region again, which takes it away.
-	p.dirty.Copied(r)
+	if brokenDirtyClear {
+		// Broken on purpose (see broken_dirtyclear.go): cleared for
+		// good before the copy made the region durable.
+		p.dirty.Clear(r)
+		p.dirty.Flush()
+	} else {
+		p.dirty.Copied(r)
+	}
 	var msgs []*Message
 	for pos := int64(0); pos < n; pos += int64(v.cfg.MaxMessage) {
 		end := min(n, pos+int64(v.cfg.MaxMessage))

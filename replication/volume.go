@@ -826,10 +826,6 @@ func (v *Volume) replicate(kind MsgType, p []byte, off, length int64, fua, local
 			msgs = append(msgs, &Message{Type: MsgWrite, Flags: flags, LUN: v.lun, Epoch: epoch, Seq: v.seq, Offset: off + int64(pos), Length: uint64(len(chunk)), Payload: chunk})
 		}
 	}
-	type sent struct {
-		p  *peer
-		ch <-chan sendResult
-	}
 	var (
 		sends    []sent
 		flush    []Conn
@@ -870,25 +866,14 @@ func (v *Volume) replicate(kind MsgType, p []byte, off, length int64, fua, local
 		n, localErr = v.store.WriteAt(p, off)
 	}
 
-	var failed error
-	for _, s := range sends {
-		res := <-s.ch
-		if res.err == nil {
-			continue
-		}
-		if v.deposeIfStale(res.err) {
-			failed = res.err
-			continue
-		}
-		v.mu.Lock()
-		if ep := v.failPeerLocked(s.p, res.conn, epoch, res.err); ep != nil {
-			waits = append(waits, ep)
-		}
-		if s.p.dirty != nil {
-			durables = append(durables, durable{s.p.dirty, s.p.dirty.Mark(off, length)})
-		}
-		v.mu.Unlock()
+	if brokenAckEarly {
+		// Broken on purpose (see broken_ackearly.go): the answers are
+		// handled after the write was acknowledged.
+		go v.awaitSends(sends, epoch, off, length)
+		return n, localErr, nil
 	}
+	failed, w, d := v.awaitSends(sends, epoch, off, length)
+	waits, durables = append(waits, w...), append(durables, d...)
 	for _, ep := range waits {
 		<-ep.done
 		if ep.err != nil && failed == nil {
@@ -908,6 +893,39 @@ func (v *Volume) replicate(kind MsgType, p []byte, off, length int64, fua, local
 	}
 	v.replicatedBytes.Add(uint64(length) * uint64(len(sends)))
 	return n, localErr, nil
+}
+
+// sent is one copy's share of a replicated write: the channel its answer
+// comes on.
+type sent struct {
+	p  *peer
+	ch <-chan sendResult
+}
+
+// awaitSends waits for every copy's answer to a write at [off, off+length)
+// of epoch: a stale answer deposes the volume (failed); a failed copy is
+// dropped (its drop episode is in waits) and the range marked in its dirty
+// map (in durables).
+func (v *Volume) awaitSends(sends []sent, epoch uint64, off, length int64) (failed error, waits []*episode, durables []durable) {
+	for _, s := range sends {
+		res := <-s.ch
+		if res.err == nil {
+			continue
+		}
+		if v.deposeIfStale(res.err) {
+			failed = res.err
+			continue
+		}
+		v.mu.Lock()
+		if ep := v.failPeerLocked(s.p, res.conn, epoch, res.err); ep != nil {
+			waits = append(waits, ep)
+		}
+		if s.p.dirty != nil {
+			durables = append(durables, durable{s.p.dirty, s.p.dirty.Mark(off, length)})
+		}
+		v.mu.Unlock()
+	}
+	return failed, waits, durables
 }
 
 // Flush makes every acknowledged write durable on every in-sync copy
