@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,6 +52,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	a := &Agent{cfg: cfg, log: log, errc: make(chan error, 4), apiDone: make(chan struct{})}
 	var opened []net.Listener
