@@ -125,6 +125,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 	rec.repl = a.repl
 
 	cc := cfg.clusterConfig()
+	cc.Release = a.repl // a leave stops the owner volumes before the handover
 	// The replication side needs the node, and the node's first reconcile
 	// needs the replication side: the reconciler waits until it is wired.
 	ready := make(chan struct{})

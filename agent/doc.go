@@ -23,7 +23,9 @@
 //     epoch), the owner replication.Volume of each replicated LUN this node
 //     owns (opened in an epoch this node claimed through Raft), and a
 //     control loop that resyncs copies whose node came back and deposes
-//     every volume when the node loses its owner lease;
+//     every volume when the node loses its owner lease; it is also the
+//     node's cluster.OwnerRelease (handover.go): a leave stops serving the
+//     LUNs it owns through it before it hands them over;
 //   - the iSCSI target (package target) on the node's portal.
 //
 // Deps replaces what a test must control: listeners, Raft's transport and
@@ -36,6 +38,11 @@
 //     opened in an epoch of its own, claimed through a committed Raft entry
 //     that names it owner (invariant 4); a volume that was deposed is never
 //     used again.
+//   - Once a leave's StopServing returned, no command of the LUNs it named
+//     is served here: every command of a replicated LU holds its copy's io
+//     lock (read side) for its whole run, and StopServing deposes the
+//     volume and then waits for that lock; no volume is opened (nor epoch
+//     claimed) for them until ResumeServing.
 //   - A copy whose backing file had to be created again on a node that held
 //     it is lost: it refuses every request until a full copy starts, is
 //     recorded out of sync, and never serves as owner (it hands the LUN

@@ -68,6 +68,9 @@ func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l c
 		// This node's copy is gone: it must not serve. Hand the LUN
 		// to an in-sync copy; this one then gets a full copy.
 		openErr = r.handOver(ctx, rt, l)
+	} else if l.Owned && r.repl.isStopped(l.ID) {
+		// A leave is handing it over: the deposed volume stays until the
+		// state names the next owner (or the leave fails and resumes it).
 	} else if l.Owned {
 		v := rl.sw.volume()
 		if v == nil || v.Serving() != nil || v.Epoch() != l.Epoch {
@@ -79,7 +82,7 @@ func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l c
 				c.claimed = 0
 			}
 			// On success the switch backend serves the new volume.
-			if err := r.repl.open(ctx, c, l); err != nil && !errors.Is(err, errClaimed) {
+			if err := r.repl.open(ctx, c, l); err != nil && !errors.Is(err, errClaimed) && !errors.Is(err, errStopped) {
 				openErr = err // errClaimed: the state change brings us back here
 			}
 		}

@@ -63,11 +63,12 @@ type replicaHost struct {
 	// loop calls it when a volume was deposed, see loop).
 	reconcile func()
 
-	mu     sync.Mutex
-	copies map[uint64]*replicaCopy // by LUN ID
-	done   chan struct{}           // closed by stop
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	copies  map[uint64]*replicaCopy // by LUN ID
+	stopped map[uint64]bool         // LUN IDs a leave stopped serving (handover.go)
+	done    chan struct{}           // closed by stop
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // replicaCopy is this node's copy of one replicated LUN.
@@ -79,6 +80,9 @@ type replicaCopy struct {
 	// lease generation it was opened under; the LU's switchBackend reads
 	// it on every command.
 	vol atomic.Pointer[ownedVolume]
+	// io is read-held by every command of the LU for its whole run, so
+	// that stopServing can wait until none is in flight (handover.go).
+	io sync.RWMutex
 	// resyncing is set while the control loop resyncs this volume's copies.
 	resyncing bool
 }
@@ -168,6 +172,9 @@ var errClaimed = errors.New("claimed a new epoch; the volume opens when it is ap
 // node's own: when l's epoch is not one this node claimed (a restart, a
 // takeover), it first claims epoch+1 through Raft and returns errClaimed.
 func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.DesiredLUN) error {
+	if h.isStopped(c.id) {
+		return errStopped // no claim either: it would race the handover's
+	}
 	gen, ok := h.lease()
 	if !ok {
 		return errors.New("no owner lease (cut off from the Raft leader): not serving as owner")
@@ -210,7 +217,17 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 		c.claimed = 0 // never open two Volumes in one epoch
 		return err
 	}
+	// Under h.mu: stopServing either sees this volume (and deposes it)
+	// or has marked the LUN stopped before.
+	h.mu.Lock()
+	if h.stopped[c.id] {
+		h.mu.Unlock()
+		v.Close()
+		c.claimed = 0
+		return errStopped
+	}
 	c.vol.Store(&ownedVolume{Volume: v, leaseGen: gen})
+	h.mu.Unlock()
 	h.log.Info("owning replicated LUN", "lun_id", l.ID, "epoch", l.Epoch, "in_sync", v.InSync())
 	if cfg.CheckOnOpen {
 		h.repairAfterTakeover(v, l)
@@ -369,6 +386,9 @@ func (h *replicaHost) ownedNotServing(st *cluster.State) bool {
 	defer h.mu.Unlock()
 	for id, c := range h.copies {
 		v := c.volume()
+		if h.stopped[id] {
+			continue // a leave is handing it over
+		}
 		if _, l := st.LUNByID(id); l != nil && l.Owner == h.self && (v == nil || v.Serving() != nil) {
 			return true
 		}

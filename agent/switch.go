@@ -55,10 +55,15 @@ func (b *switchBackend) serving() (*replication.Volume, error) {
 	return o.Volume, nil
 }
 
+// Every command holds the copy's io lock (read side) for its whole run:
+// a leave's StopServing waits for the commands in flight (handover.go).
+
 // ReadAt reads the owner's copy. The lease is checked again after the
 // read: the data returned was read while this node was still the owner,
 // so no write acknowledged by a later owner can be older than it.
 func (b *switchBackend) ReadAt(p []byte, off int64) (int, error) {
+	b.c.io.RLock()
+	defer b.c.io.RUnlock()
 	v, err := b.serving()
 	if err != nil {
 		return 0, err
@@ -74,6 +79,8 @@ func (b *switchBackend) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (b *switchBackend) WriteAt(p []byte, off int64) (int, error) {
+	b.c.io.RLock()
+	defer b.c.io.RUnlock()
 	v, err := b.serving()
 	if err != nil {
 		return 0, err
@@ -84,6 +91,8 @@ func (b *switchBackend) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (b *switchBackend) WriteAtFUA(p []byte, off int64) (int, error) {
+	b.c.io.RLock()
+	defer b.c.io.RUnlock()
 	v, err := b.serving()
 	if err != nil {
 		return 0, err
@@ -94,6 +103,8 @@ func (b *switchBackend) WriteAtFUA(p []byte, off int64) (int, error) {
 }
 
 func (b *switchBackend) Unmap(off, length int64) error {
+	b.c.io.RLock()
+	defer b.c.io.RUnlock()
 	v, err := b.serving()
 	if err != nil {
 		return err
@@ -113,6 +124,8 @@ func (b *switchBackend) wrote(v *replication.Volume, err error, off int64, p []b
 // Flush flushes the owner's copies; on standby there is nothing this LU
 // wrote (the mirror flushes its copy when asked, or when it is closed).
 func (b *switchBackend) Flush() error {
+	b.c.io.RLock()
+	defer b.c.io.RUnlock()
 	if b.volume() == nil {
 		return nil
 	}

@@ -305,8 +305,15 @@ func (a *API) join(r *http.Request) (any, error) {
 	return nil, a.node.JoinVia(r.Context(), q.Peer)
 }
 
+// leave takes LeaveOptions as its body; an empty body means none.
 func (a *API) leave(r *http.Request) (any, error) {
-	return nil, a.node.Leave(r.Context())
+	var o LeaveOptions
+	if r.ContentLength != 0 {
+		if err := decodeBody(r, &o); err != nil {
+			return nil, err
+		}
+	}
+	return nil, a.node.Leave(r.Context(), o)
 }
 
 // forwarded runs an Op that a follower forwarded. It never forwards again:
@@ -351,7 +358,7 @@ func httpStatus(e *Error) int {
 		return http.StatusNotFound
 	case ErrTargetExists.Code, ErrLUNExists.Code, ErrACLExists.Code, ErrTargetHasLUNs.Code, ErrStaleEpoch.Code, ErrNotLUNOwner.Code:
 		return http.StatusConflict
-	case ErrNoLeader.Code, ErrNotLeader.Code, ErrShutdown.Code, ErrNotEnoughNodes.Code:
+	case ErrNoLeader.Code, ErrNotLeader.Code, ErrShutdown.Code, ErrNotEnoughNodes.Code, ErrOwnerLease.Code:
 		return http.StatusServiceUnavailable
 	case ErrInvalid.Code, ErrBadSize.Code, ErrBadCommand.Code, ErrUnknownCommand.Code, ErrUnsupportedVersion.Code:
 		return http.StatusBadRequest

@@ -196,7 +196,7 @@ func TestAPIUnixSocketNeedsNoToken(t *testing.T) {
 		t.Errorf("status %+v, %v", st, err)
 	}
 	// Leave through the API: the node stops and Serve returns by itself.
-	if err := cl.Leave(ctx); err != nil {
+	if err := cl.Leave(ctx, LeaveOptions{}); err != nil {
 		t.Fatalf("leave: %v", err)
 	}
 	select {

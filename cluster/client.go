@@ -164,7 +164,9 @@ func (c *Client) AddNode(ctx context.Context, node NodeInfo) (JoinResult, error)
 	return r, err
 }
 
-// RemoveNode removes a dead node from the cluster.
+// RemoveNode removes a dead node from the cluster. While the node may
+// still serve LUNs it owns (its owner lease), the answer is ErrOwnerLease,
+// saying when to retry.
 func (c *Client) RemoveNode(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(id), nil, nil)
 }
@@ -175,9 +177,10 @@ func (c *Client) Join(ctx context.Context, peer string) error {
 	return c.do(ctx, http.MethodPost, "/v1/join", JoinRequest{Peer: peer}, nil)
 }
 
-// Leave asks the node to leave the cluster and stop.
-func (c *Client) Leave(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, "/v1/leave", struct{}{}, nil)
+// Leave asks the node to leave the cluster and stop (Node.Leave: it hands
+// its LUNs over first).
+func (c *Client) Leave(ctx context.Context, opts LeaveOptions) error {
+	return c.do(ctx, http.MethodPost, "/v1/leave", opts, nil)
 }
 
 // Forward sends an Op to the leader's internal endpoint.

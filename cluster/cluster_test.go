@@ -163,7 +163,7 @@ func TestClusterLeave(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// The leader itself leaves: leadership moves first.
-	if err := l.Leave(ctx); err != nil {
+	if err := l.Leave(ctx, LeaveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	l.Node = nil

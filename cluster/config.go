@@ -83,6 +83,10 @@ type Config struct {
 	// Reconciler, if set, is called with this node's desired state after
 	// every change; see Reconciler.
 	Reconciler Reconciler
+	// Release, if set, stops and resumes the serving of the LUNs this
+	// node owns: a leave stops them before it hands them over (see
+	// OwnerRelease, Node.Leave).
+	Release OwnerRelease
 }
 
 // DefaultConfig returns a Config with LAN timings and no addresses.

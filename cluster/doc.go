@@ -21,7 +21,11 @@
 // in-sync set when the LUN is created; an owner change (lun.set_owner) only
 // picks a node of the in-sync set, is a compare-and-set on the epoch and
 // bumps it; removing a node drops its copies and, if it owned a LUN, moves
-// ownership to the first in-sync copy under a new epoch.
+// ownership to the first in-sync copy under a new epoch. Apply reads no
+// clock, so the leader lets a removal of an owner reach the log only when
+// the owner can no longer serve (invariant 5): a leaving node hands its
+// LUNs over first, and a dead owner is removed only after its lease ran
+// out (see Leave and removal below).
 //
 // # Replication coordinator
 //
@@ -60,6 +64,31 @@
 // triggered: on events, on becoming leader, and periodically), so the
 // recorded health converges after leader changes and missed events.
 //
+// # Leave and removal
+//
+// Node.Leave (hatgt leave, POST /v1/leave with LeaveOptions) hands the
+// node's LUNs over before it leaves: it fails, naming the LUN and saying
+// what to do, when a LUN it owns has no other in-sync copy on an alive
+// node (unless Force: the LUN is then left without an owner, its data on
+// this node only); it stops serving every LUN it owns through
+// Config.Release (OwnerRelease, implemented by the agent: it returns once
+// no IO of them is served here); it proposes lun.set_owner of each to its
+// first such copy, a compare-and-set on the epoch, and waits for the
+// commit; only then it leaves the Raft configuration and the state, then
+// memberlist, and shuts down. A step that fails resumes serving and keeps
+// the node a member. The leader refuses the leave of a node that still
+// owns a LUN it could hand over.
+//
+// Node.RemoveNode (hatgt node remove, DELETE /v1/nodes/{id}) of a dead node
+// that owns LUNs waits on the leader until the leader has seen the node
+// out of reach for FailoverDelay (recorded dead or left, and its Raft
+// heartbeats failing or no Raft server: the failover loop's test and
+// clock), moves its LUNs through the failover path, then removes it. A
+// wait that does not fit in the call (half of Config.ApplyTimeout is kept
+// for the commits) answers ErrOwnerLease (HTTP 503) with the time to
+// retry; hatgt node remove retries until its --timeout. remove.go and
+// leave.go hold the details.
+//
 // # Admin API
 //
 // HTTP/JSON, on TCP (APIAddr) and on the unix socket DATA/hatgt.sock. GETs
@@ -78,9 +107,9 @@
 //	PUT    /v1/targets/{iqn}/chap             CHAP
 //	DELETE /v1/targets/{iqn}/chap
 //	POST   /v1/nodes                          NodeInfo: add a node (what a joiner asks)
-//	DELETE /v1/nodes/{id}                     remove a dead node
+//	DELETE /v1/nodes/{id}                     remove a dead node (owner_lease: retry later)
 //	POST   /v1/join                           {"peer": API address}: this node joins
-//	POST   /v1/leave                          this node leaves and stops
+//	POST   /v1/leave                          LeaveOptions (or empty): this node hands its LUNs over, leaves and stops
 //	POST   /v1/internal/forward               Op: a follower's change, run by the leader
 //
 // Errors are {"error": {"code", "message"}} with the codes of the *Error
@@ -95,6 +124,7 @@
 //	cfg.Bootstrap = true          // first node of a new cluster only
 //	cfg.Token = token             // empty: keep the API on loopback
 //	cfg.Reconciler = myReconciler // keeps local targets/LUNs = desired state
+//	cfg.Release = myServingSide   // stops serving owned LUNs before a leave hands them over
 //	node, err := cluster.Start(ctx, cfg)
 //	if err := cluster.CheckExposure(cfg.APIAddr, cfg.Token); err != nil { ... }
 //	ln, _ := net.Listen("tcp", cfg.APIAddr)

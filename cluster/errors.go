@@ -49,6 +49,10 @@ var (
 	ErrNotLeader          = &Error{Code: "not_leader", Message: "this node is not the leader"}
 	ErrUnauthorized       = &Error{Code: "unauthorized", Message: "missing or wrong admin token"}
 	ErrShutdown           = &Error{Code: "shutdown", Message: "node is shutting down"}
+	// ErrOwnerLease refuses, for now, the removal of a node that owns
+	// LUNs and may still serve them under its owner lease; retry later
+	// (the message says when).
+	ErrOwnerLease = &Error{Code: "owner_lease", Message: "the node may still serve its LUNs under its owner lease"}
 )
 
 // errf returns a new *Error with the code of base and a formatted message.

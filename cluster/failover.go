@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -55,6 +56,30 @@ func (f *failover) reset(term uint64) {
 	clear(f.seen)
 }
 
+// reachClock is the failover loop's view of every node, kept for the
+// removal of a node that owns LUNs (remove.go): since when, on this
+// leader's clock, the node has been out of reach without a break (the
+// same test and the same clock as a LUN's owner: nodeGone, cutSince).
+// It is empty on a follower and starts again with every term.
+type reachClock struct {
+	mu    sync.Mutex
+	since map[string]time.Time
+}
+
+func (r *reachClock) reset() {
+	r.mu.Lock()
+	r.since = nil
+	r.mu.Unlock()
+}
+
+// get returns since when node id has been out of reach, if it is.
+func (r *reachClock) get(id string) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.since[id]
+	return t, ok
+}
+
 // kickFailover wakes the failover loop (without blocking, coalesced).
 func (n *Node) kickFailover() {
 	select {
@@ -86,12 +111,14 @@ func (n *Node) failoverLoop(ctx context.Context) {
 func (n *Node) failoverPass(ctx context.Context, f *failover) {
 	if !n.IsLeader() {
 		f.reset(0)
+		n.reach.reset()
 		return
 	}
 	// A leader that lost and won leadership again between two passes
 	// starts every clock again, like any new leader.
 	if term := n.raft.CurrentTerm(); term != f.term {
 		f.reset(term)
+		n.reach.reset()
 	}
 	servers, ok := n.raftServers()
 	if !ok {
@@ -108,6 +135,7 @@ func (n *Node) failoverPass(ctx context.Context, f *failover) {
 	n.mu.Unlock()
 	now := time.Now()
 	delay := n.cfg.FailoverDelay()
+	n.trackReach(st, servers, failed, contact, now)
 
 	live := map[lunKey]bool{}
 	for _, t := range st.SortedTargets() {
@@ -166,29 +194,68 @@ func cutSince(now time.Time, failing map[string]time.Time, owner string) time.Ti
 }
 
 // ownerGone says why l needs a new owner, or "" when its owner may still
-// be serving. An owner counts as gone only when it is recorded dead or
-// left (or is no member) and this leader's Raft heartbeats do not reach
-// it (or it is no Raft server): gossip alone can be wrong in a partial
-// partition, and a node that Raft reaches keeps renewing its lease.
+// be serving (nodeGone).
 func (n *Node) ownerGone(st *State, l *LUN, servers, failed map[string]bool) string {
-	switch {
-	case l.Owner == "":
+	if l.Owner == "" {
 		return "no owner"
-	case l.Owner == n.cfg.NodeID:
-		return "" // the leader itself: alive and holding its lease
-	case servers[l.Owner] && !failed[l.Owner]:
-		return "" // Raft still reaches it
 	}
-	ni, ok := st.Nodes[l.Owner]
-	switch {
-	case !ok:
-		return "owner is not a member"
-	case ni.Health == HealthDead:
-		return "owner recorded dead"
-	case ni.Health == HealthLeft:
-		return "owner recorded left"
+	if why := n.nodeGone(st, l.Owner, servers, failed); why != "" {
+		return "owner " + why
 	}
 	return ""
+}
+
+// nodeGone says why node id is out of reach, or "" when it may still be
+// serving as an owner. A node counts as out of reach only when it is
+// recorded dead or left (or is no member) and this leader's Raft
+// heartbeats do not reach it (or it is no Raft server): gossip alone can
+// be wrong in a partial partition, and a node that Raft reaches keeps
+// renewing its lease.
+func (n *Node) nodeGone(st *State, id string, servers, failed map[string]bool) string {
+	switch {
+	case id == n.cfg.NodeID:
+		return "" // the leader itself: alive and holding its lease
+	case servers[id] && !failed[id]:
+		return "" // Raft still reaches it
+	}
+	ni, ok := st.Nodes[id]
+	switch {
+	case !ok:
+		return "is not a member"
+	case ni.Health == HealthDead:
+		return "recorded dead"
+	case ni.Health == HealthLeft:
+		return "recorded left"
+	}
+	return ""
+}
+
+// trackReach updates the reach clock with one pass's view: a node out of
+// reach keeps the time it was first seen so (or, when this leader's
+// heartbeats to it fail since earlier, that time); any other node is
+// dropped, so that a break starts its clock again.
+func (n *Node) trackReach(st *State, servers, failed map[string]bool, contact map[string]time.Time, now time.Time) {
+	ids := map[string]bool{}
+	for id := range st.Nodes {
+		ids[id] = true
+	}
+	for id := range servers {
+		ids[id] = true
+	}
+	n.reach.mu.Lock()
+	defer n.reach.mu.Unlock()
+	next := make(map[string]time.Time)
+	for id := range ids {
+		if n.nodeGone(st, id, servers, failed) == "" {
+			continue
+		}
+		if t, ok := n.reach.since[id]; ok {
+			next[id] = t
+		} else {
+			next[id] = cutSince(now, contact, id)
+		}
+	}
+	n.reach.since = next
 }
 
 // pickOwner returns the first node of l's placement that is in sync,

@@ -73,6 +73,17 @@ import (
 // lost ResumedHeartbeat observation could leave them looking failed for a
 // healthy owner.
 //
+// Leave and removal follow the same argument. node.remove gives an owned
+// LUN to another copy at once (the FSM reads no clock), so the leader lets
+// it reach the log only when the owner no longer serves. A dead owner
+// (OpRemove) is removed only once this leader has seen it out of reach,
+// by the test and on the clock above, for FailoverDelay: its lease has
+// run out by then (remove.go). A leaving owner (Leave) needs no wait,
+// because it gives its lease up itself: it stops serving its LUNs first
+// (Config.Release returns once no IO of them is served any more) and only
+// then proposes each owner change; the leader refuses its removal while
+// it still owns a LUN it could hand over (leave.go).
+//
 // Without a quorum the leader steps down and commits nothing, so no owner
 // changes at all (the FSM also checks the epoch and that the new owner is
 // in sync: invariant 4).

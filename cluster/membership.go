@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 )
 
 // JoinResult is the answer to a join: the gossip addresses of the members,
@@ -74,34 +73,13 @@ func (n *Node) JoinGossip(addrs []string) error {
 }
 
 // RemoveNode removes a (dead) node from Raft and the state machine. Its
-// LUN copies are dropped; LUNs it owned move to an in-sync copy.
+// LUN copies are dropped; LUNs it owned move to an in-sync copy, but only
+// once its owner lease has run out (remove.go): until then the call waits,
+// or fails with ErrOwnerLease saying when to retry.
 func (n *Node) RemoveNode(ctx context.Context, id string) error {
 	if id == n.cfg.NodeID {
 		return errf(ErrInvalid, "a node cannot remove itself; use leave")
 	}
 	_, err := n.submit(ctx, &Op{Kind: OpRemove, NodeID: id})
 	return err
-}
-
-// Leave removes this node from the cluster gracefully: out of the Raft
-// configuration and the state, then out of memberlist. The node is shut
-// down afterwards.
-func (n *Node) Leave(ctx context.Context) error {
-	if n.IsLeader() && len(n.voters()) > 1 {
-		// Hand leadership over first, so that the removal is committed by
-		// a leader that stays.
-		if err := n.raft.LeadershipTransfer().Error(); err != nil {
-			n.log.Warn("leadership transfer before leave", "error", err)
-		}
-	}
-	if len(n.voters()) > 1 {
-		if _, err := n.submit(ctx, &Op{Kind: OpLeave, NodeID: n.cfg.NodeID}); err != nil {
-			return err
-		}
-	}
-	if err := n.ml.Leave(2 * n.cfg.GossipProbeInterval); err != nil {
-		n.log.Warn("gossip leave", "error", err)
-	}
-	time.Sleep(n.cfg.GossipProbeInterval / 2) // let the leave message spread
-	return n.Shutdown()
 }

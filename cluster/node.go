@@ -65,6 +65,7 @@ type Node struct {
 	leaseKick chan struct{} // became leader: renew the lease now
 	lease     *lease        // see HoldsLease
 	clock     replication.Clock
+	reach     reachClock // leader only: nodes out of reach, since when (failover.go)
 
 	mu         sync.Mutex
 	lastSeen   map[string]time.Time // memberlist ping acks, by node ID
@@ -438,6 +439,9 @@ type Op struct {
 	Command *Command  `json:"command,omitempty"`
 	Node    *NodeInfo `json:"node,omitempty"` // join
 	NodeID  string    `json:"node_id,omitempty"`
+	// Force: a leave that leaves the LUNs without another in-sync copy
+	// without an owner (LeaveOptions.Force).
+	Force bool `json:"force,omitempty"`
 }
 
 // Op kinds.
@@ -511,6 +515,9 @@ func (n *Node) execute(ctx context.Context, op *Op) (uint64, error) {
 	case OpRemove, OpLeave:
 		if op.Kind == OpRemove && n.gossipHealth()[op.NodeID] == HealthAlive {
 			return 0, errf(ErrInvalid, "node %s is alive: run \"hatgt leave\" on it, or stop it first", op.NodeID)
+		}
+		if err := n.beforeRemove(ctx, op); err != nil {
+			return 0, err // remove.go: no LUN moves while its owner may serve it
 		}
 		known := false
 		for _, id := range n.voters() {

@@ -38,8 +38,11 @@ or --token-file gives the admin token that changes need.
                  (without --secret-file the secret is read from standard input)
   hatgt chap clear IQN
   hatgt join PEER-API-ADDR     make the node join the cluster of PEER
-  hatgt leave                  make the node leave its cluster and stop
-  hatgt node remove ID         remove a dead node from the cluster
+  hatgt leave [--force]        make the node leave its cluster and stop: it hands
+                               the LUNs it owns to in-sync copies first, and fails
+                               on a LUN without one (--force: leave it ownerless)
+  hatgt node remove ID         remove a dead node from the cluster (waits until
+                               the owner lease of a node that owns LUNs ran out)
 
 Common flags: --addr ADDR (overrides HATGT_ADDR), --token-file FILE,
 --timeout DURATION (default 30s).
@@ -189,12 +192,13 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 			return cl.Join(ctx, a[0])
 		}), nil
 	case "leave ":
-		return nargs(0, "leave", func(ctx context.Context, cl *cluster.Client, _ []string) error {
-			return cl.Leave(ctx)
+		force := fs.Bool("force", false, "leave although a LUN owned here has no other in-sync copy: it is left without an owner")
+		return nargs(0, "leave [--force]", func(ctx context.Context, cl *cluster.Client, _ []string) error {
+			return cl.Leave(ctx, cluster.LeaveOptions{Force: *force})
 		}), nil
 	case "node remove":
 		return nargs(1, "node remove ID", func(ctx context.Context, cl *cluster.Client, a []string) error {
-			return cl.RemoveNode(ctx, a[0])
+			return c.removeNode(ctx, cl, a[0])
 		}), nil
 	case "target create":
 		alias := fs.String("alias", "", "target alias")
