@@ -41,10 +41,10 @@ type replicaHost struct {
 	volumeConfig replication.Config
 	// writeHook is Deps.WriteHook.
 	writeHook func(lunID, epoch uint64, off int64, data []byte)
-	mirror     *replication.Mirror
-	tr         replication.Transport
-	server     *replication.TCPServer
-	ln         net.Listener
+	mirror    *replication.Mirror
+	tr        replication.Transport
+	server    *replication.TCPServer
+	ln        net.Listener
 
 	// Set once the cluster node runs (before the first reconcile).
 	coord replication.Coordinator
@@ -98,6 +98,8 @@ func newReplicaHost(log *slog.Logger, self, dataDir string, ln net.Listener, res
 		copies:   map[uint64]*replicaCopy{},
 		done:     make(chan struct{}),
 		clock:    replication.SystemClock{},
+		// Config.Replication's tunables replace these (agent.New).
+		volumeConfig: replication.DefaultConfig(),
 	}
 	h.server = replication.NewTCPServer(h.mirror.Handle, log)
 	return h
