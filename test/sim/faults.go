@@ -1,10 +1,13 @@
 package sim
 
 import (
+	"context"
 	"fmt"
 	"math/rand"
 	"syscall"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/hatgt/hatgt/blockstore"
 	"github.com/hatgt/hatgt/cluster"
@@ -26,6 +29,8 @@ const (
 	FaultAmbiguous = "ambiguous-raft" // a node's replication commands commit but report errors
 	FaultRestart   = "rolling-restart"
 	FaultResyncPL  = "power-loss-in-resync" // power loss of a mirror while it is being resynced
+	FaultLeave     = "leave"                // the owner leaves the cluster; it rejoins as a new machine
+	FaultRemove    = "remove"               // the owner dies and is removed; it rejoins as a new machine
 )
 
 // Step is one fault of a schedule: its kind, whom it hits (resolved when
@@ -52,6 +57,8 @@ func Schedule(seed int64, n int, kinds []string) []Step {
 		switch st.Kind {
 		case FaultMinority, FaultPause:
 			st.Target = fmt.Sprintf("owner%d", rng.Intn(2))
+		case FaultLeave, FaultRemove:
+			st.Target = fmt.Sprintf("owner%d", rng.Intn(2))
 		case FaultBlankDisk, FaultResyncPL:
 			st.Target = fmt.Sprintf("mirror%d", rng.Intn(2))
 		case FaultRestart:
@@ -64,7 +71,7 @@ func Schedule(seed int64, n int, kinds []string) []Step {
 
 // AllFaults is every kind a random schedule draws from.
 var AllFaults = []string{FaultPowerLoss, FaultKill, FaultPause, FaultIsolate, FaultOneWay, FaultMinority,
-	FaultEIO, FaultENOSPC, FaultBlankDisk, FaultAmbiguous, FaultRestart, FaultResyncPL}
+	FaultEIO, FaultENOSPC, FaultBlankDisk, FaultAmbiguous, FaultRestart, FaultResyncPL, FaultLeave, FaultRemove}
 
 // resolve picks the node a step hits, from the current state.
 func (s *Sim) resolve(target string, rng *rand.Rand) *node {
@@ -222,10 +229,68 @@ func (s *Sim) inject(st Step, rng *rand.Rand) (string, error) {
 		n.stop(false, true)
 		time.Sleep(500 * time.Millisecond)
 		return desc, n.start(false, "")
+	case FaultLeave:
+		a := n.agent()
+		if a == nil {
+			return desc, fmt.Errorf("%s is not running", n.id)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		err := a.Node().Leave(ctx, cluster.LeaveOptions{})
+		cancel()
+		if err != nil {
+			return desc, fmt.Errorf("leave: %w", err)
+		}
+		n.stop(false, false)
+		time.Sleep(st.Hold)
+		return desc, s.rejoinFresh(n)
+	case FaultRemove:
+		n.stop(true, false)
+		if err := s.removeNode(n.id); err != nil {
+			return desc, err
+		}
+		time.Sleep(st.Hold)
+		return desc, s.rejoinFresh(n)
 	default:
 		return desc, fmt.Errorf("unknown fault %q", st.Kind)
 	}
 	return desc, nil
+}
+
+// removeNode removes a dead node through the leader, retrying while the
+// leader waits out its owner lease or is being elected.
+func (s *Sim) removeNode(id string) error {
+	var last error
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if l := s.leader(); l != nil && l.id != id {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			last = l.agent().Node().RemoveNode(ctx, id)
+			cancel()
+			if last == nil {
+				return nil
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("remove %s: %w", id, last)
+}
+
+// rejoinFresh brings a node that left (or was removed) back as a new
+// machine: empty Raft state, data directory and disks, joining through a
+// running member.
+func (s *Sim) rejoinFresh(n *node) error {
+	n.mu.Lock()
+	n.logs = raft.NewInmemStore()
+	n.snaps = raft.NewInmemSnapshotStore()
+	n.disks = map[string]*disk{}
+	n.dir = n.dir + "+"
+	n.mu.Unlock()
+	for _, o := range s.nodes {
+		if o != n && o.agent() != nil {
+			return n.start(false, o.addr(portAPI))
+		}
+	}
+	return fmt.Errorf("no member to join through")
 }
 
 // resyncing reports whether some LUN's owner is resyncing id's copy.

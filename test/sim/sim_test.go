@@ -191,3 +191,12 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// TestSimLeaveAndRemove: the owner leaves, then an owner is removed; both
+// rejoin as new machines and get full copies.
+func TestSimLeaveAndRemove(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the simulator runs for minutes; skipped with -short")
+	}
+	runSeed(t, 11, []Step{{FaultLeave, "owner0", time.Second}, {FaultRemove, "owner1", time.Second}})
+}
