@@ -10,6 +10,7 @@ import (
 // Result is one seed's run.
 type Result struct {
 	Seed     int64
+	Nodes    int
 	Schedule []Step
 	Done     []string // what each step did, as it ran
 	Report   *Report
@@ -25,7 +26,8 @@ func (r *Result) Failed() bool { return r.Err != nil || r.Report == nil || r.Rep
 // Describe is the seed, the schedule, what happened, and the verdict.
 func (r *Result) Describe() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d (rerun: go test ./test/sim -run TestSimSeed -sim.seed %d)\n", r.Seed, r.Seed)
+	fmt.Fprintf(&b, "seed %d on %d nodes (rerun: go test ./test/sim -run TestSimSeed -sim.seed %d -sim.nodes %d -sim.steps %d)\n",
+		r.Seed, r.Nodes, r.Seed, r.Nodes, len(r.Schedule))
 	fmt.Fprintf(&b, "schedule:\n")
 	for i, st := range r.Schedule {
 		done := ""
@@ -50,7 +52,7 @@ func (r *Result) Describe() string {
 // fault at a time, each healed before the next), then the checks.
 func Run(cfg Config, dir string, seed int64, schedule []Step) *Result {
 	start := time.Now()
-	res := &Result{Seed: seed, Schedule: schedule}
+	res := &Result{Seed: seed, Nodes: cfg.Nodes, Schedule: schedule}
 	s, err := New(cfg, dir)
 	if err != nil {
 		res.Err = err

@@ -20,8 +20,11 @@ var (
 	flagLogs  = flag.Bool("sim.logs", false, "print the cluster's logs of a failed run")
 )
 
-// ciSeeds are the seeds CI runs on every change.
-var ciSeeds = []int64{1, 2, 3, 4}
+// ciSeeds are the seeds CI runs on every change, with their cluster size.
+var ciSeeds = []struct {
+	seed  int64
+	nodes int
+}{{1, 3}, {2, 3}, {3, 3}, {4, 5}}
 
 // totals adds up the runs of this test binary for the summary line.
 var totals struct {
@@ -49,8 +52,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func simConfig() Config {
+func simConfig(nodes int) Config {
 	c := DefaultConfig()
+	if nodes > 0 {
+		c.Nodes = nodes
+	}
 	if *flagNodes > 0 {
 		c.Nodes = *flagNodes
 	}
@@ -59,8 +65,13 @@ func simConfig() Config {
 
 func runSeed(t *testing.T, seed int64, schedule []Step) *Result {
 	t.Helper()
+	return runSeedOn(t, 0, seed, schedule)
+}
+
+func runSeedOn(t *testing.T, nodes int, seed int64, schedule []Step) *Result {
+	t.Helper()
 	dir := t.TempDir()
-	res := Run(simConfig(), dir, seed, schedule)
+	res := Run(simConfig(nodes), dir, seed, schedule)
 	totals.Lock()
 	totals.seeds++
 	for k, v := range res.Counts {
@@ -89,9 +100,9 @@ func TestSim(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the simulator runs for minutes; skipped with -short")
 	}
-	for _, seed := range ciSeeds {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			runSeed(t, seed, Schedule(seed, *flagSteps, AllFaults))
+	for _, c := range ciSeeds {
+		t.Run(fmt.Sprintf("%d-nodes%d", c.seed, c.nodes), func(t *testing.T) {
+			runSeedOn(t, c.nodes, c.seed, Schedule(c.seed, *flagSteps, AllFaults))
 		})
 	}
 }
