@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -176,5 +177,62 @@ func TestReconcileOwnerWithCopyNotRecordedHandsOver(t *testing.T) {
 	f.reconcile()
 	if v, _ := f.coord.View(context.Background(), identityLUNID); v.IsInSync("n2") {
 		t.Fatalf("the lost copy is still in sync: %+v", v)
+	}
+}
+
+// A replicated LUN's file from before copy identities (exactly the LUN's
+// size) is grown by the identity block, its data kept, and holds no
+// generation; a new one is created at the LUN's size plus the block; a
+// LUN with one copy keeps its file at the LUN's size.
+func TestEnsureBackingAddsTheIdentityBlock(t *testing.T) {
+	dir := t.TempDir()
+	l := cluster.DesiredLUN{LUN: cluster.LUN{Size: 1 << 20, SectorSize: 512, IOMode: cluster.IOModeWriteBack,
+		Backing: cluster.BackingFile, Replicas: 2, ID: 9}, BackingPath: filepath.Join(dir, "old.img")}
+	old := bytes.Repeat([]byte{0x3c}, 1<<20)
+	if err := os.WriteFile(l.BackingPath, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if created, err := EnsureBacking(l); err != nil || created {
+		t.Fatalf("growing a file from before identities: created %v, %v", created, err)
+	}
+	s, err := OpenStore(l, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Size() != BackingSize(l) || BackingSize(l) != 1<<20+replication.IdentitySize {
+		t.Fatalf("store of %d bytes, BackingSize %d", s.Size(), BackingSize(l))
+	}
+	cs, err := replication.NewCopyStore(s, 9, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 1<<20)
+	if _, err := cs.ReadAt(got, 0); err != nil || !bytes.Equal(got, old) || !cs.Generation().IsZero() {
+		t.Fatalf("after growing: data kept %v (%v), generation %v", bytes.Equal(got, old), err, cs.Generation())
+	}
+
+	l.BackingPath = filepath.Join(dir, "new.img")
+	if created, err := EnsureBacking(l); err != nil || !created {
+		t.Fatalf("a new file: created %v, %v", created, err)
+	}
+	if st, err := os.Stat(l.BackingPath); err != nil || st.Size() != 1<<20+replication.IdentitySize {
+		t.Fatalf("new replicated file: %v, %v", st, err)
+	}
+	one := l
+	one.Replicas, one.BackingPath = 1, filepath.Join(dir, "one.img")
+	if _, err := EnsureBacking(one); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(one.BackingPath); err != nil || st.Size() != 1<<20 {
+		t.Fatalf("a LUN with one copy: %v, %v", st, err)
+	}
+	// Another size is still refused, never resized.
+	if err := os.WriteFile(filepath.Join(dir, "odd.img"), make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.BackingPath = filepath.Join(dir, "odd.img")
+	if _, err := EnsureBacking(l); err == nil {
+		t.Fatal("a file of another size was taken")
 	}
 }

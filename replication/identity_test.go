@@ -286,3 +286,51 @@ func TestOwnerWithWrongCopyDoesNotServe(t *testing.T) {
 
 // Bytes returns g's bytes (tests).
 func (g Generation) Bytes() []byte { return g[:] }
+
+// A LUN from before identities (none recorded, not fresh): its owner
+// keeps serving and names its own copy; the other copies leave the in-sync
+// set and are compared in full once, copying only what differs, before
+// they count as in sync with a generation recorded. The next owner then
+// finds every copy as recorded.
+func TestCopiesFromBeforeIdentitiesAreComparedOnce(t *testing.T) {
+	c := newIdentityCluster(t, 1<<20, "a", "b", "c")
+	rs := testConfig().RegionSize
+	data := pattern(8, int(c.size))
+	for _, n := range c.nodes {
+		c.stores[n].WriteAt(data, 0) // identical copies, no identity block
+	}
+	view := c.view()
+	view.Fresh = false
+	c.coord.SetView(testLUN, view)
+	v := c.open("a", Config{}, nil)
+	if g := c.view().Gens["a"]; g.IsZero() || g != c.copies["a"].Generation() {
+		t.Fatalf("the owner's copy: recorded %v, holds %v", g, c.copies["a"].Generation())
+	}
+	if _, err := v.WriteAt(pattern(9, 4096), 5*rs); err != nil {
+		t.Fatal(err)
+	}
+	if view := c.view(); view.IsInSync("b") || view.IsInSync("c") {
+		t.Fatalf("copies without an identity still in sync: %+v", view)
+	}
+	for _, n := range []NodeID{"b", "c"} {
+		if err := v.Resync(context.Background(), n); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := v.Progress(n); p.BytesCopied != rs || p.RegionsDone != c.size/rs {
+			t.Fatalf("%s: compared %d regions and copied %d bytes; want all %d compared, one region (%d) copied", n, p.RegionsDone, p.BytesCopied, c.size/rs, rs)
+		}
+		if g := c.view().Gens[n]; g.IsZero() || g != c.copies[n].Generation() || !c.view().IsInSync(n) {
+			t.Fatalf("%s after its comparison: recorded %v, holds %v, view %+v", n, g, c.copies[n].Generation(), c.view())
+		}
+	}
+	c.identical("a", "b", "c")
+	v.Close()
+	c.coord.NewEpoch(testLUN, "b")
+	nv := c.open("b", Config{}, nil)
+	if _, err := nv.WriteAt(pattern(10, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if view := c.view(); len(view.InSync) != 3 {
+		t.Fatalf("the next owner dropped a recorded copy: %+v", view)
+	}
+}
