@@ -108,7 +108,11 @@ type Deps struct {
 
 	// OpenStore opens the store of a LUN placed here; EnsureBacking
 	// creates its backing file when missing. Nil: OpenStore and
-	// EnsureBacking of this package (files and block devices).
+	// EnsureBacking of this package (files and block devices). A
+	// replicated LUN's store must hold BackingSize(l) bytes, the LUN's
+	// and its copy's identity block (see Store): an in-memory store is
+	// blockstore.NewCrash(BackingSize(l)), and one that stands for a
+	// replaced disk is a new, blank one of that size.
 	OpenStore     func(l cluster.DesiredLUN) (Store, error)
 	EnsureBacking func(l cluster.DesiredLUN) (created bool, err error)
 

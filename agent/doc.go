@@ -43,10 +43,23 @@
 //     lock (read side) for its whole run, and StopServing deposes the
 //     volume and then waits for that lock; no volume is opened (nor epoch
 //     claimed) for them until ResumeServing.
-//   - A copy whose backing file had to be created again on a node that held
-//     it is lost: it refuses every request until a full copy starts, is
-//     recorded out of sync, and never serves as owner (it hands the LUN
-//     over instead).
+//   - A replicated LUN's copy is the LUN's data followed by its identity
+//     block (replication.CopyStore over the Store the node opened, of
+//     BackingSize bytes): its generation must be the one Raft recorded
+//     for this node (invariant 7). A copy that has none where one was
+//     recorded (a disk replaced by a blank one, a file created again), or,
+//     for a LUN from before identities, whose file had to be created again
+//     on a node that held it, is lost: it refuses every request until a
+//     full copy starts, its node records it out of sync, and it never
+//     serves as owner. An owner whose volume refuses to open because its
+//     copy is not the recorded one (replication.ErrWrongCopy: another
+//     generation, a restored backup) marks it lost too and hands the LUN
+//     over to another in-sync copy.
+//   - A replicated LUN's file from before identities (exactly the LUN's
+//     size) is grown by the identity block (EnsureBacking); without a
+//     generation recorded, its owner names its own copy and the other
+//     copies are compared in full (only the regions that differ are
+//     copied) before they count as in sync again.
 //   - The LUN identity (serial number, NAA designator) is derived from the
 //     target name and LUN number only, so every node and every restart
 //     reports the same one (LUNIdentity).

@@ -22,10 +22,13 @@ func (c soloCoord) View(context.Context, replication.LUNID) (replication.View, e
 func (soloCoord) DropFromInSync(context.Context, replication.LUNID, uint64, replication.NodeID) error {
 	return nil
 }
-func (soloCoord) MarkInSync(context.Context, replication.LUNID, uint64, replication.NodeID) error {
+func (soloCoord) MarkInSync(context.Context, replication.LUNID, uint64, replication.NodeID, replication.Generation) error {
 	return nil
 }
 func (soloCoord) Watch(replication.LUNID, func(replication.View)) func() { return func() {} }
+func (soloCoord) RecordGenerations(context.Context, replication.LUNID, uint64, map[replication.NodeID]replication.Generation) error {
+	return nil
+}
 
 // gatedStore holds every write until release is closed, and says when
 // one arrived.
@@ -61,7 +64,7 @@ func ownedSolo(t *testing.T, s Store) (*replicaHost, *replicaCopy, *switchBacken
 		claims = append(claims, epoch)
 		return nil
 	}
-	l := cluster.DesiredLUN{Owned: true, LUN: cluster.LUN{Target: testIQN, LUN: 0, ID: 7, Size: uint64(s.Size()),
+	l := cluster.DesiredLUN{Owned: true, LUN: cluster.LUN{Target: testIQN, LUN: 0, ID: 7, Size: uint64(s.Size() - replication.IdentitySize),
 		SectorSize: 512, IOMode: cluster.IOModeWriteBack, Replicas: 2, Placement: []string{"n1", "n2"},
 		InSync: []string{"n1"}, Owner: "n1", Epoch: 2}}
 	c, err := h.attach(l, func() (Store, error) { return s, nil })

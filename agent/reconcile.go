@@ -11,6 +11,7 @@ import (
 
 	"github.com/hatgt/hatgt/alua"
 	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/replication"
 	"github.com/hatgt/hatgt/scsi"
 	"github.com/hatgt/hatgt/target"
 )
@@ -269,6 +270,16 @@ func (r *reconciler) startLUN(rt *runTarget, l cluster.DesiredLUN) error {
 	s, err := r.open(l)
 	if err != nil {
 		return err
+	}
+	if BackingSize(l) > int64(l.LUN.Size) {
+		// A replicated LUN's store served by its owner alone (a node
+		// without the replication side, in tests): only the data.
+		cs, err := replication.NewCopyStore(s, replication.LUNID(l.ID), int64(l.LUN.Size))
+		if err != nil {
+			s.Close()
+			return err
+		}
+		s = cs
 	}
 	return r.exposeLUN(rt, l, s, nil)
 }

@@ -23,15 +23,18 @@ func (r *reconciler) replicated(l cluster.DesiredLUN) bool {
 // l; in ALUA Standby otherwise, so multipath initiators keep a path here
 // and move to it when this node takes over.
 func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l cluster.DesiredLUN) error {
-	// A copy this node held before whose file had to be created again
-	// is empty: it must get a full copy before it counts as in sync.
+	// A copy that is not the one the cluster recorded (invariant 7: no
+	// generation where one was recorded), or, for a LUN from before
+	// identities, that this node held before and whose file had to be
+	// created again, is lost: it must get a full copy before it counts
+	// as in sync.
 	lost := r.created[l.BackingPath] && r.repl.heldBefore(l.ID)
 	delete(r.created, l.BackingPath)
 	c, err := r.repl.attach(l, func() (Store, error) { return r.open(l) })
 	if err != nil {
 		return err
 	}
-	if lost {
+	if (lost || r.repl.notRecorded(c, l)) && !r.repl.mirror.Lost(replication.LUNID(l.ID)) {
 		r.repl.mirror.MarkLost(replication.LUNID(l.ID))
 	}
 	if !l.Owned && slices.Contains(l.InSync, r.nodeID) && r.repl.mirror.Lost(replication.LUNID(l.ID)) {
@@ -82,7 +85,15 @@ func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l c
 				c.claimed = 0
 			}
 			// On success the switch backend serves the new volume.
-			if err := r.repl.open(ctx, c, l); err != nil && !errors.Is(err, errClaimed) && !errors.Is(err, errStopped) {
+			err := r.repl.open(ctx, c, l)
+			switch {
+			case errors.Is(err, replication.ErrWrongCopy):
+				// Not the copy Raft recorded: never served. It is lost
+				// (a full copy, once another copy owns the LUN).
+				r.log.Warn("this node's copy is not the one the cluster recorded", "target", rt.iqn, "lun", n, "err", err)
+				r.repl.mirror.MarkLost(replication.LUNID(l.ID))
+				openErr = r.handOver(ctx, rt, l)
+			case err != nil && !errors.Is(err, errClaimed) && !errors.Is(err, errStopped):
 				openErr = err // errClaimed: the state change brings us back here
 			}
 		}
@@ -139,15 +150,18 @@ func (r *reconciler) detachStale(shutdown bool) error {
 // handOver moves LUN l, whose copy on this node (its owner) was lost, to
 // the first other in-sync copy on an alive node. Without one the LUN stays
 // unserved: serving an empty copy would lose every acknowledged write.
+// Once it is not the owner, this node drops its copy from the in-sync set
+// (reconcileReplicated), so the LUN is not handed back to it.
 func (r *reconciler) handOver(ctx context.Context, rt *runTarget, l cluster.DesiredLUN) error {
 	st := r.stateNow()
 	for _, id := range l.InSync {
 		if id == r.nodeID || st == nil || st.Nodes[id] == nil || st.Nodes[id].Health != cluster.HealthAlive {
 			continue
 		}
-		r.log.Warn("this node's copy of the LUN was lost (its file was created again): handing the LUN over",
+		r.log.Warn("this node's copy of the LUN was lost (not the copy the cluster recorded: a blank or replaced disk, a file created again): handing the LUN over",
 			"target", rt.iqn, "lun", l.LUN.LUN, "to", id)
 		return r.repl.propose(ctx, l.Target, l.LUN.LUN, id, l.Epoch)
 	}
-	return fmt.Errorf("the owner's copy of LUN %d was lost (its backing file %s was created again) and no other in-sync copy is alive: not serving it; restore the file, or bring an in-sync copy's node back", l.LUN.LUN, l.BackingPath)
+	return fmt.Errorf("the owner's copy of LUN %d in %s is not the copy the cluster recorded (generation %s recorded; a blank or replaced disk, a file created again) and no other in-sync copy is alive: not serving it; put the right disk back, or bring an in-sync copy's node back",
+		l.LUN.LUN, l.BackingPath, l.Generations[r.nodeID])
 }

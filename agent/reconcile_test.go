@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/replication"
 	"github.com/hatgt/hatgt/target"
 )
 
@@ -109,12 +110,16 @@ func TestReconcileServesOwnedLUNsAndCreatesMirrorFiles(t *testing.T) {
 	if got := f.served(); !slices.Equal(got, []uint64{0}) {
 		t.Errorf("served LUNs = %v, want [0]", got)
 	}
+	// Both are replicated: the LUN's data, then the copy's identity block.
 	for n, size := range map[uint64]int64{0: 1 << 20, 1: 2 << 20} {
 		p := cluster.DefaultBackingPath(f.dir, testIQN, n, 0)
 		st, err := os.Stat(p)
-		if err != nil || st.Size() != size {
-			t.Errorf("LUN %d backing file %s: %v, size %v; want %d bytes", n, p, err, st, size)
+		if want := size + replication.IdentitySize; err != nil || st.Size() != want {
+			t.Errorf("LUN %d backing file %s: %v, size %v; want %d bytes", n, p, err, st, want)
 		}
+	}
+	if sz := f.rec.targets[strings.ToLower(testIQN)].luns[0].lu.Blocks() * 512; sz != 1<<20 {
+		t.Errorf("LUN 0 exposes %d bytes, want the LUN's %d", sz, 1<<20)
 	}
 	if _, err := os.Stat(cluster.DefaultBackingPath(f.dir, testIQN, 2, 0)); !os.IsNotExist(err) {
 		t.Errorf("LUN 2 is not placed on n2 but its file exists (%v)", err)

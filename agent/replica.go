@@ -73,8 +73,10 @@ type replicaHost struct {
 
 // replicaCopy is this node's copy of one replicated LUN.
 type replicaCopy struct {
-	id      uint64
-	store   Store
+	id uint64
+	// store is the LUN's data and the copy's identity block over the
+	// store the node opened.
+	store   *replication.CopyStore
 	claimed uint64 // the epoch this node claimed for its next Volume
 	// vol is the owner Volume while this node serves the LUN, with the
 	// lease generation it was opened under; the LU's switchBackend reads
@@ -129,9 +131,9 @@ func (h *replicaHost) stop() {
 	h.wg.Wait()
 }
 
-// attach makes the mirror serve this node's copy of l from s (opened by the
-// caller) and fences it at l's epoch. It returns the copy's store: s, or
-// the one attached before (the caller then closes s).
+// attach makes the mirror serve this node's copy of l, from the store open
+// returns the first time (the LUN's data, then the copy's identity block),
+// and fences it at l's epoch. It returns the copy.
 func (h *replicaHost) attach(l cluster.DesiredLUN, open func() (Store, error)) (*replicaCopy, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -141,10 +143,19 @@ func (h *replicaHost) attach(l cluster.DesiredLUN, open func() (Store, error)) (
 		if err != nil {
 			return nil, err
 		}
-		c = &replicaCopy{id: l.ID, store: s}
+		cs, err := replication.NewCopyStore(s, replication.LUNID(l.ID), int64(l.LUN.Size))
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		c = &replicaCopy{id: l.ID, store: cs}
 		h.copies[l.ID] = c
-		h.mirror.AddLUN(replication.LUNID(l.ID), s, l.Epoch)
-		h.log.Info("holding a copy", "lun_id", l.ID, "target", l.Target, "lun", l.LUN.LUN, "epoch", l.Epoch)
+		h.mirror.AddLUN(replication.LUNID(l.ID), cs, l.Epoch)
+		h.log.Info("holding a copy", "lun_id", l.ID, "target", l.Target, "lun", l.LUN.LUN, "epoch", l.Epoch,
+			"generation", genName(cs.Generation()), "recorded", l.Generations[h.self])
+		if err := cs.IdentityProblem(); err != nil {
+			h.log.Info("the copy has no generation", "lun_id", l.ID, "why", err)
+		}
 	}
 	h.mirror.Fence(replication.LUNID(l.ID), l.Epoch)
 	return c, nil
@@ -271,8 +282,29 @@ func (h *replicaHost) detach(id uint64, forget bool) error {
 	return errors.Join(errs...)
 }
 
+// genName is g for logs: its hex digits, or "none".
+func genName(g replication.Generation) string {
+	if g.IsZero() {
+		return "none"
+	}
+	return g.String()
+}
+
+// notRecorded reports whether c is not the copy of l the cluster recorded
+// for this node for certain: a generation was recorded, and the copy has
+// none (a blank or replaced disk, a file created again). A copy with
+// another generation may be one the owner gave a new one at the start of
+// a full copy that this node's state does not show yet: the owner's hello
+// sorts that out.
+func (h *replicaHost) notRecorded(c *replicaCopy, l cluster.DesiredLUN) bool {
+	return l.Generations[h.self] != "" && c.store.Generation().IsZero()
+}
+
 // heldPath is the marker that this node held a copy of LUN id: a copy
-// whose backing file is missing while the marker exists was lost.
+// whose backing file is missing while the marker exists was lost. Since
+// copy identities it matters only for a LUN from before them (no
+// generation recorded); the identity catches a file created again, and a
+// disk replaced by a blank one too.
 func (h *replicaHost) heldPath(id uint64) string {
 	return filepath.Join(h.stateDir, "copies", fmt.Sprintf("lun-%d", id))
 }

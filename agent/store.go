@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,20 +9,43 @@ import (
 
 	"github.com/hatgt/hatgt/blockstore"
 	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/replication"
 	"github.com/hatgt/hatgt/scsi"
 )
 
 // Store is a LUN's backing store as the node opens it: a scsi.Backend
 // (blockstore.File, blockstore.BlockDevice, or in tests blockstore.Crash)
 // that the node closes when it stops serving the LUN.
+//
+// A replicated LUN's store (more than one replica) holds BackingSize(l)
+// bytes: the LUN's data, then its copy's identity block
+// (replication.IdentitySize bytes, DESIGN.md invariant 7). The node reads
+// and writes the block through the store's own ReadAt, WriteAt (or
+// WriteAtFUA) and Flush, so any Store serves, an in-memory one too, if
+// Size reports all of it, a read past the LUN's data returns what was last
+// written there (zeros at first), and Flush (or WriteAtFUA) makes it
+// durable. Only the LUN's data is exposed to initiators.
 type Store interface {
 	scsi.Backend
 	Close() error
 }
 
-// EnsureBacking makes sure a fileio LUN's file exists with the LUN's size
-// (created sparse when missing: created says so). A block device must
-// exist already. It is the default Deps.EnsureBacking.
+// BackingSize is the size of the store of LUN l on a node: the LUN's size,
+// plus replication.IdentitySize for a replicated LUN (its copy's identity
+// block follows the data). Deps.OpenStore must return stores of this size.
+func BackingSize(l cluster.DesiredLUN) int64 {
+	if l.LUN.Replicas > 1 {
+		return int64(l.LUN.Size) + replication.IdentitySize
+	}
+	return int64(l.LUN.Size)
+}
+
+// EnsureBacking makes sure a fileio LUN's file exists with BackingSize(l)
+// bytes (created sparse when missing: created says so). A replicated LUN's
+// file from before copy identities, of exactly the LUN's size, is grown by
+// the identity block (sparse, so the block reads zeros: a copy without an
+// identity, compared in full before it counts as in sync). A block device
+// must exist already. It is the default Deps.EnsureBacking.
 func EnsureBacking(l cluster.DesiredLUN) (created bool, err error) {
 	if l.LUN.Backing == cluster.BackingBlock {
 		if _, err := os.Stat(l.BackingPath); err != nil {
@@ -29,11 +53,20 @@ func EnsureBacking(l cluster.DesiredLUN) (created bool, err error) {
 		}
 		return false, nil
 	}
+	want := BackingSize(l)
 	if st, err := os.Stat(l.BackingPath); err == nil {
-		if !st.Mode().IsRegular() || st.Size() == int64(l.LUN.Size) {
+		switch {
+		case !st.Mode().IsRegular() || st.Size() == want:
 			return false, nil
+		case want > int64(l.LUN.Size) && st.Size() == int64(l.LUN.Size) && l.LUN.IOMode != cluster.IOModeReadOnly:
+			s, err := blockstore.OpenFile(l.BackingPath, blockstore.Options{Size: want, Mode: blockstore.WriteBack, Grow: true})
+			if err != nil {
+				return false, fmt.Errorf("adding the copy's identity block to %s: %w", l.BackingPath, err)
+			}
+			return false, s.Close()
 		}
-		return false, fmt.Errorf("%s is %d bytes, not the LUN's %d: hatgt does not resize an existing LUN file", l.BackingPath, st.Size(), l.LUN.Size)
+		return false, fmt.Errorf("%s is %d bytes, not %d (the LUN's %d%s): hatgt does not resize an existing LUN file",
+			l.BackingPath, st.Size(), want, l.LUN.Size, identityNote(l))
 	}
 	if l.LUN.IOMode == cluster.IOModeReadOnly {
 		return false, fmt.Errorf("%s does not exist, and a read-only LUN is never created", l.BackingPath)
@@ -41,23 +74,37 @@ func EnsureBacking(l cluster.DesiredLUN) (created bool, err error) {
 	if err := os.MkdirAll(filepath.Dir(l.BackingPath), 0o750); err != nil {
 		return false, err
 	}
-	s, err := blockstore.OpenFile(l.BackingPath, blockstore.Options{Size: int64(l.LUN.Size), Mode: blockstore.WriteBack, Create: true})
+	s, err := blockstore.OpenFile(l.BackingPath, blockstore.Options{Size: want, Mode: blockstore.WriteBack, Create: true})
 	if err != nil {
 		return false, err
 	}
 	return true, s.Close()
 }
 
+// identityNote names the identity block in a size message about l.
+func identityNote(l cluster.DesiredLUN) string {
+	if BackingSize(l) > int64(l.LUN.Size) {
+		return fmt.Sprintf(" plus %d for the copy's identity block", replication.IdentitySize)
+	}
+	return ""
+}
+
 // OpenStore opens the backing store of a LUN placed on this node: its file
-// or block device, in the LUN's IO mode. It is the default Deps.OpenStore.
+// or block device, in the LUN's IO mode, BackingSize(l) bytes of it. It is
+// the default Deps.OpenStore.
 func OpenStore(l cluster.DesiredLUN, log *slog.Logger) (Store, error) {
 	mode, err := blockstore.ParseMode(l.LUN.IOMode)
 	if err != nil {
 		return nil, err
 	}
-	opts := blockstore.Options{Mode: mode, Size: int64(l.LUN.Size), Logger: log}
+	opts := blockstore.Options{Mode: mode, Size: BackingSize(l), Logger: log}
 	if l.LUN.Backing == cluster.BackingBlock {
-		return blockstore.OpenBlockDevice(l.BackingPath, opts)
+		s, err := blockstore.OpenBlockDevice(l.BackingPath, opts)
+		if errors.Is(err, blockstore.ErrSize) && opts.Size > int64(l.LUN.Size) {
+			return nil, fmt.Errorf("%w: a replicated LUN keeps its copy's identity block in the %d bytes after its data: make the LUN at most the device's size minus %d, or use a larger device",
+				err, replication.IdentitySize, replication.IdentitySize)
+		}
+		return s, err
 	}
 	return blockstore.OpenFile(l.BackingPath, opts)
 }

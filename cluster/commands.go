@@ -22,6 +22,7 @@ const (
 	CmdLUNSetInSync   = "lun.set_in_sync"
 	CmdLUNSetProgress = "lun.set_progress"
 	CmdLUNAddCopy     = "lun.add_copy"
+	CmdLUNSetGens     = "lun.set_generations"
 	CmdACLAdd         = "acl.add"
 	CmdACLRemove      = "acl.remove"
 	CmdCHAPSet        = "chap.set"
@@ -125,6 +126,23 @@ type LUNSetInSync struct {
 	// deleted and created again under the same number is refused
 	// (ErrUnknownLUN), even at an equal epoch.
 	ID uint64 `json:"id,omitempty"`
+	// Generation, with InSync, records the copy's generation (32 hex
+	// digits) as it joins — after a full copy, a new one — or, for a
+	// copy in sync already, records it alone.
+	Generation string `json:"generation,omitempty"`
+}
+
+// LUNSetGenerations records the generations of copies of a LUN (node to
+// 32 hex digits) and clears FreshCopies: the owner of Epoch proposes it
+// before it serves, for the copies it named (a new LUN's, or its own copy
+// of a LUN from before identities). Epoch must be the LUN's current
+// epoch, ID its ID, every node one of the placement.
+type LUNSetGenerations struct {
+	IQN         string            `json:"iqn"`
+	LUN         uint64            `json:"lun"`
+	ID          uint64            `json:"id"`
+	Epoch       uint64            `json:"epoch"`
+	Generations map[string]string `json:"generations"`
 }
 
 // LUNAddCopy places a new copy of a LUN on Node, out of sync (its owner

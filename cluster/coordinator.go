@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -72,20 +73,30 @@ func newCoordinator(fsm *FSM, apply func(context.Context, Command) error) *Coord
 	return &Coordinator{fsm: fsm, apply: apply, now: time.Now, reported: map[progressKey]progressMark{}}
 }
 
-// viewOf is what replication sees of l.
+// viewOf is what replication sees of l. Gens is never nil: the cluster
+// records copy identities, so a LUN from before them (none recorded) has
+// its copies checked too.
 func viewOf(l *LUN) replication.View {
-	v := replication.View{Epoch: l.Epoch, Owner: replication.NodeID(l.Owner)}
+	v := replication.View{Epoch: l.Epoch, Owner: replication.NodeID(l.Owner), Fresh: l.FreshCopies,
+		Gens: make(map[replication.NodeID]replication.Generation, len(l.Generations))}
 	for _, id := range l.Placement {
 		v.Replicas = append(v.Replicas, replication.NodeID(id))
 	}
 	for _, id := range l.InSync {
 		v.InSync = append(v.InSync, replication.NodeID(id))
 	}
+	for id, s := range l.Generations {
+		// The state machine took only valid ones.
+		if g, err := replication.ParseGeneration(s); err == nil && !g.IsZero() {
+			v.Gens[replication.NodeID(id)] = g
+		}
+	}
 	return v
 }
 
 func sameView(a, b replication.View) bool {
-	return a.Epoch == b.Epoch && a.Owner == b.Owner && slices.Equal(a.Replicas, b.Replicas) && slices.Equal(a.InSync, b.InSync)
+	return a.Epoch == b.Epoch && a.Owner == b.Owner && slices.Equal(a.Replicas, b.Replicas) && slices.Equal(a.InSync, b.InSync) &&
+		a.Fresh == b.Fresh && maps.Equal(a.Gens, b.Gens)
 }
 
 func noLUN(lun replication.LUNID) error {
@@ -132,18 +143,40 @@ func (c *Coordinator) CheckEpoch(lun replication.LUNID, epoch uint64) error {
 // DropFromInSync removes node from lun's in-sync set in epoch, and returns
 // once that is committed. Dropping a node that is not in sync commits
 // nothing and returns nil; so does dropping the owner, which never leaves.
+// The copy's recorded generation stays.
 func (c *Coordinator) DropFromInSync(ctx context.Context, lun replication.LUNID, epoch uint64, node replication.NodeID) error {
-	return c.setInSync(ctx, lun, epoch, node, false)
+	return c.setInSync(ctx, lun, epoch, node, false, replication.Generation{})
 }
 
-// MarkInSync adds node to lun's in-sync set in epoch, and returns once that
-// is committed. Marking a node that is in sync commits nothing and returns
-// nil; a node outside the placement is refused (ErrInvalid).
-func (c *Coordinator) MarkInSync(ctx context.Context, lun replication.LUNID, epoch uint64, node replication.NodeID) error {
-	return c.setInSync(ctx, lun, epoch, node, true)
+// MarkInSync adds node to lun's in-sync set in epoch and records gen (when
+// not zero) as its copy's generation, in one lun.set_in_sync, and returns
+// once that is committed. Marking a node that is in sync with its recorded
+// generation commits no change and returns nil; a node outside the
+// placement is refused (ErrInvalid).
+func (c *Coordinator) MarkInSync(ctx context.Context, lun replication.LUNID, epoch uint64, node replication.NodeID, gen replication.Generation) error {
+	return c.setInSync(ctx, lun, epoch, node, true, gen)
 }
 
-func (c *Coordinator) setInSync(ctx context.Context, lun replication.LUNID, epoch uint64, node replication.NodeID, in bool) error {
+// RecordGenerations records the generations of lun's copies in gens and
+// clears the LUN's FreshCopies in epoch, in one lun.set_generations, and
+// returns once that is committed. Errors as for MarkInSync.
+func (c *Coordinator) RecordGenerations(ctx context.Context, lun replication.LUNID, epoch uint64, gens map[replication.NodeID]replication.Generation) error {
+	iqn, l, ok := c.fsm.LUNByID(uint64(lun))
+	if !ok {
+		return noLUN(lun)
+	}
+	p := LUNSetGenerations{IQN: iqn, LUN: l.LUN, ID: l.ID, Epoch: epoch, Generations: map[string]string{}}
+	for n, g := range gens {
+		p.Generations[string(n)] = g.String()
+	}
+	cmd, err := NewCommand(CmdLUNSetGens, p)
+	if err != nil {
+		return err
+	}
+	return proposalErr(c.apply(ctx, cmd))
+}
+
+func (c *Coordinator) setInSync(ctx context.Context, lun replication.LUNID, epoch uint64, node replication.NodeID, in bool, gen replication.Generation) error {
 	iqn, l, ok := c.fsm.LUNByID(uint64(lun))
 	if !ok {
 		return noLUN(lun)
@@ -154,7 +187,7 @@ func (c *Coordinator) setInSync(ctx context.Context, lun replication.LUNID, epoc
 		return nil
 	}
 	cmd, err := NewCommand(CmdLUNSetInSync, LUNSetInSync{
-		IQN: iqn, LUN: l.LUN, ID: l.ID, Epoch: epoch, Node: string(node), InSync: in,
+		IQN: iqn, LUN: l.LUN, ID: l.ID, Epoch: epoch, Node: string(node), InSync: in, Generation: gen.String(),
 	})
 	if err != nil {
 		return err

@@ -168,7 +168,7 @@ func TestCoordinatorInSyncOnFSM(t *testing.T) {
 	if err != nil || !slices.Equal(v.InSync, []replication.NodeID{"n1", "n2"}) || v.Owner != "n1" || v.Epoch != 1 {
 		t.Fatalf("view %+v, %v", v, err)
 	}
-	if err := fc.MarkInSync(ctx, id, 1, "n4"); !errors.Is(err, ErrInvalid) || errors.Is(err, replication.ErrNotOwner) {
+	if err := fc.MarkInSync(ctx, id, 1, "n4", replication.Generation{}); !errors.Is(err, ErrInvalid) || errors.Is(err, replication.ErrNotOwner) {
 		t.Fatalf("marking a node without a copy: %v", err)
 	}
 	// The proposal names the LUN's ID, so the state machine can tell a
@@ -346,10 +346,10 @@ func TestCoordinatorCluster(t *testing.T) {
 	if p := leaderLUN().Resync[mirror]; p == nil || !p.Done || p.BytesCopied != 4<<20 {
 		t.Fatalf("the Done report was not committed: %+v", p)
 	}
-	if err := coords[owner].MarkInSync(ctx, id, 1, replication.NodeID(mirror)); err != nil {
+	if err := coords[owner].MarkInSync(ctx, id, 1, replication.NodeID(mirror), replication.Generation{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := coords[watchNode].MarkInSync(ctx, id, 1, replication.NodeID(mirror)); err != nil {
+	if err := coords[watchNode].MarkInSync(ctx, id, 1, replication.NodeID(mirror), replication.Generation{}); err != nil {
 		t.Fatalf("idempotent mark: %v", err)
 	}
 	committed("the mirror back in sync", func(l *LUN) bool { return len(l.InSync) == 3 })
@@ -368,7 +368,7 @@ func TestCoordinatorCluster(t *testing.T) {
 	c.waitFor("the watcher to see the new owner", func() bool {
 		return seen(func(v replication.View) bool { return v.Epoch == 2 && string(v.Owner) == mirror })
 	})
-	if err := coords[owner].MarkInSync(ctx, id, 1, replication.NodeID(owner)); !errors.Is(err, replication.ErrNotOwner) {
+	if err := coords[owner].MarkInSync(ctx, id, 1, replication.NodeID(owner), replication.Generation{}); !errors.Is(err, replication.ErrNotOwner) {
 		t.Fatalf("in-sync change by the old owner: %v", err)
 	}
 	// Views came in commit order, each different from the one before.

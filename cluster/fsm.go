@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -263,6 +264,19 @@ func (f *FSM) applyLocked(cmd Command) error {
 		if !slices.Contains(l.Placement, p.Node) {
 			return errf(ErrInvalid, "node %q holds no copy of LUN %d on %s", p.Node, p.LUN, p.IQN)
 		}
+		if p.Generation != "" {
+			if !p.InSync {
+				return errf(ErrInvalid, "a generation is recorded only with a copy's join")
+			}
+			if err := checkGeneration(p.Node, p.Generation); err != nil {
+				return err
+			}
+			// A join cannot fail below: record it now.
+			if l.Generations == nil {
+				l.Generations = map[string]string{}
+			}
+			l.Generations[p.Node] = p.Generation
+		}
 		in := slices.Contains(l.InSync, p.Node)
 		switch {
 		case p.InSync && !in:
@@ -277,6 +291,28 @@ func (f *FSM) applyLocked(cmd Command) error {
 			}
 			l.InSync = slices.DeleteFunc(l.InSync, func(id string) bool { return id == p.Node })
 		}
+	case CmdLUNSetGens:
+		var p LUNSetGenerations
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		l, err := s.lunAtEpoch(p.IQN, p.LUN, p.Epoch, p.ID)
+		if err != nil {
+			return err
+		}
+		for node, g := range p.Generations {
+			if !slices.Contains(l.Placement, node) {
+				return errf(ErrInvalid, "node %q holds no copy of LUN %d on %s", node, p.LUN, p.IQN)
+			}
+			if err := checkGeneration(node, g); err != nil {
+				return err
+			}
+		}
+		if len(p.Generations) > 0 && l.Generations == nil {
+			l.Generations = map[string]string{}
+		}
+		maps.Copy(l.Generations, p.Generations)
+		l.FreshCopies = false
 	case CmdLUNAddCopy:
 		var p LUNAddCopy
 		if err := decodePayload(cmd, &p); err != nil {
@@ -405,8 +441,10 @@ func (f *FSM) lunCreate(l *LUN) error {
 	}
 	n := l.clone()
 	// A new LUN's copies are all empty, so all are in sync; epoch 1 is the
-	// first owner's.
+	// first owner's. Their generations are the first owner's to record
+	// (FreshCopies, when the leader set it).
 	n.InSync = slices.Clone(n.Placement)
+	n.Generations = nil
 	n.Epoch = 1
 	s.LastLUNID++
 	n.ID = s.LastLUNID
@@ -426,6 +464,7 @@ func dropCopy(l *LUN, id string) {
 	if len(l.Resync) == 0 {
 		l.Resync = nil
 	}
+	delete(l.Generations, id)
 	l.InSync = slices.DeleteFunc(l.InSync, func(s string) bool { return s == id })
 	if l.Owner == id {
 		l.Owner = ""

@@ -555,7 +555,10 @@ func (n *Node) addVoter(ctx context.Context, id, addr string) error {
 }
 
 // prepare fills in what the leader decides before proposing: the placement
-// and owner of a new LUN.
+// and owner of a new LUN, and that a replicated one's copies are fresh
+// (blank, their generations for the first owner to record). The state
+// machine takes FreshCopies from the command, so replaying a log written
+// before identities never marks an old LUN's copies fresh.
 func (n *Node) prepare(cmd Command) (Command, error) {
 	if cmd.Type != CmdLUNCreate {
 		return cmd, nil
@@ -564,6 +567,7 @@ func (n *Node) prepare(cmd Command) (Command, error) {
 	if err := decodePayload(cmd, &p); err != nil {
 		return cmd, err
 	}
+	p.LUN.FreshCopies = p.LUN.Replicas > 1
 	if len(p.LUN.Placement) > 0 {
 		if p.LUN.Owner == "" {
 			p.LUN.Owner = p.LUN.Placement[0]

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"maps"
 	"slices"
 	"sort"
 )
@@ -95,6 +96,21 @@ type LUN struct {
 	// the copy is back in sync it still says how much the last resync
 	// copied. A node's record goes when the node leaves the placement.
 	Resync map[string]*ResyncProgress `json:"resync,omitempty"`
+	// Generations holds, per placement node, the generation of its copy
+	// (32 hex digits; DESIGN.md invariant 7): the identity the copy keeps
+	// in its identity block. A copy whose own differs, or that has none,
+	// is not this copy and counts as out of sync whatever InSync says.
+	// Recorded by the owner: for every copy of a new LUN before it first
+	// serves (lun.set_generations), and with a copy's join after a full
+	// copy (lun.set_in_sync). A node's entry goes when the node leaves the
+	// placement. Empty for a LUN created before identities.
+	Generations map[string]string `json:"generations,omitempty"`
+	// FreshCopies says the copies were created blank (a replicated LUN
+	// created with identities) and no owner has recorded their
+	// generations yet: no write was ever acknowledged, so the first
+	// owner names every copy without comparing it. lun.set_generations
+	// clears it.
+	FreshCopies bool `json:"fresh_copies,omitempty"`
 }
 
 // ResyncProgress is the last reported state of one resync run of a copy.
@@ -161,6 +177,7 @@ func (l *LUN) clone() *LUN {
 	c := *l
 	c.Placement = slices.Clone(l.Placement)
 	c.InSync = slices.Clone(l.InSync)
+	c.Generations = maps.Clone(l.Generations)
 	if l.Resync != nil {
 		c.Resync = make(map[string]*ResyncProgress, len(l.Resync))
 		for id, p := range l.Resync {

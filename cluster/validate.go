@@ -4,6 +4,8 @@ import (
 	"math"
 	"net"
 	"strings"
+
+	"github.com/hatgt/hatgt/replication"
 )
 
 // validName checks an iSCSI name (RFC 7143 4.2.7): iqn., eui. or naa. form,
@@ -120,6 +122,16 @@ func checkProgress(p *LUNSetProgress) error {
 	// negative one can.
 	if !(p.RateBps >= 0) || math.IsInf(p.RateBps, 0) {
 		return errf(ErrInvalid, "progress of %q: bad rate", p.Node)
+	}
+	return nil
+}
+
+// checkGeneration checks a copy's generation as commands carry it: 32
+// lower-case hex digits, not all zero.
+func checkGeneration(node, g string) error {
+	gen, err := replication.ParseGeneration(g)
+	if err != nil || gen.IsZero() || gen.String() != g {
+		return errf(ErrInvalid, "generation %q of %q's copy: want 32 lower-case hex digits, not all zero", g, node)
 	}
 	return nil
 }

@@ -24,7 +24,14 @@ var ErrStaleView = fmt.Errorf("%w: proposal for an old epoch", ErrNotOwner)
 //     idempotent: dropping a node that is not in sync, or marking one
 //     that is, commits nothing and returns nil, so a change of unknown
 //     outcome is settled by proposing its opposite. DropFromInSync never
-//     removes the owner.
+//     removes the owner. MarkInSync with a generation that is not zero
+//     records it as the copy's generation (View.Gens) in the same commit,
+//     also for a copy in sync already; DropFromInSync leaves the recorded
+//     generation alone.
+//   - RecordGenerations records the generations of several copies in
+//     epoch and clears View.Fresh, in one commit, with the errors and the
+//     idempotence of MarkInSync. A coordinator that records no identities
+//     (View.Gens nil) is never asked.
 //   - Watch calls fn with every view committed after it was called (in
 //     commit order, from one goroutine per watcher) until cancel is
 //     called. fn must not block for long.
@@ -35,7 +42,8 @@ var ErrStaleView = fmt.Errorf("%w: proposal for an old epoch", ErrNotOwner)
 type Coordinator interface {
 	View(ctx context.Context, lun LUNID) (View, error)
 	DropFromInSync(ctx context.Context, lun LUNID, epoch uint64, node NodeID) error
-	MarkInSync(ctx context.Context, lun LUNID, epoch uint64, node NodeID) error
+	MarkInSync(ctx context.Context, lun LUNID, epoch uint64, node NodeID, gen Generation) error
+	RecordGenerations(ctx context.Context, lun LUNID, epoch uint64, gens map[NodeID]Generation) error
 	Watch(lun LUNID, fn func(View)) (cancel func())
 }
 

@@ -61,6 +61,22 @@
 //  6. A returning mirror is caught up from the dirty-region map, not by a
 //     full copy, and rejoins only when identical (Volume.Resync;
 //     TestResyncCopiesExactlyTheDirtyRegions, TestResyncWhileWriting).
+//  7. A copy has an identity, a Generation kept in an identity block
+//     after the LUN's data (CopyStore; the mirror reports it in every
+//     hello reply) and recorded by the coordinator per copy (View.Gens).
+//     The owner's own copy must hold the recorded one, or Open fails with
+//     ErrWrongCopy and the volume never serves. An in-sync copy that
+//     reports another, or none, is dropped through the coordinator at
+//     Open like a failed copy, with every region dirty; a resync of a
+//     copy that is not the one its dirty map describes becomes a full
+//     copy. A full copy gives the copy a new generation at its start,
+//     recorded with its join (MarkInSync); a fresh LUN's first owner
+//     names every copy it reaches and records them before it serves
+//     (RecordGenerations). Details in volume_identity.go
+//     (TestSwappedBlankCopyGetsFullCopy, TestOpenDropsInSyncCopyThatIsNotRecorded,
+//     TestOwnerWithWrongCopyDoesNotServe, TestFreshLUNRecordsGenerations).
+//     A coordinator that records no identities (View.Gens nil) turns the
+//     checks off.
 //  8. What was sent to a copy counts as on it only once it is durable
 //     there: a resync marks a region it sent (or found equal, perhaps in
 //     the copy's cache only) copied, not clean, and clears it, in memory
@@ -94,9 +110,11 @@
 //
 // # What the cluster provides
 //
-// A Coordinator (see its contract), a Resolver from node to replication
-// address for the TCPTransport, a TCPServer serving each node's
-// Mirror.Handle, an EpochCheck on the Mirror (Mirror.SetEpochCheck) that
+// A Coordinator (see its contract) that records copy generations, each
+// copy as a CopyStore (the LUN's data, then its identity block, over any
+// Store of the LUN's size plus IdentitySize), a Resolver from node to
+// replication address for the TCPTransport, a TCPServer serving each
+// node's Mirror.Handle, an EpochCheck on the Mirror (Mirror.SetEpochCheck) that
 // reads the node's applied Raft state (the cluster's Coordinator.CheckEpoch),
 // Mirror.AddLUN / Mirror.Follow for every copy the node holds, and a control loop that calls Volume.Resync (or ResyncAll) when
 // an out-of-sync copy's node is reachable, and Depose on lease loss.
@@ -128,13 +146,18 @@
 // through the Coordinator unless the join was refused. A MarkInSync of
 // unknown outcome gets the copy dropped too (invariant 1).
 // Volume.ResyncFull is the same from an all-dirty map (new or wiped copy).
+// A resync greets the copy first and checks its generation: a full copy
+// (every region dirty) gives it a new one in the hello, which the join
+// records; an incremental one goes on only if the copy is the one the map
+// describes (the recorded generation), else every region is marked and it
+// becomes a full copy.
 // Volume.Verify compares SHA-256 digests of each region on both sides
 // under the range lock and reports divergent regions.
 //
 // # Wire
 //
 // Messages are framed with a CRC32C of the header and of the payload (see
-// wire.go); the TCP transport pipelines requests on one connection per
+// wire.go; hellos carry copy generations in their payloads); the TCP transport pipelines requests on one connection per
 // mirror per LUN, batches whatever queued during the previous write into
 // one syscall, and matches replies by request id. A Mirror applies the
 // requests of one connection in order.

@@ -28,9 +28,18 @@ var (
 	// may not have reconciled the LUN). It wraps ErrPeerFailed.
 	ErrNoCopy = fmt.Errorf("%w: no copy of the LUN", ErrPeerFailed)
 
-	// ErrCopyLost is a mirror whose copy was lost (created again, empty):
-	// the owner drops it and gives it a full copy. It wraps ErrPeerFailed.
+	// ErrCopyLost is a mirror whose node found its copy lost (not the
+	// copy the cluster recorded: Mirror.MarkLost): the owner drops it and
+	// gives it a full copy. It wraps ErrPeerFailed.
 	ErrCopyLost = fmt.Errorf("%w: the copy was lost", ErrPeerFailed)
+
+	// ErrWrongCopy is a copy whose generation is not the one the cluster
+	// recorded for it (invariant 7): a blank or replaced disk, a restored
+	// backup, another copy's data. A mirror's gets a full copy before it
+	// counts as in sync; Volume.Open fails with it when the owner's own
+	// copy is the wrong one (the cluster then hands the LUN to another
+	// in-sync copy).
+	ErrWrongCopy = errors.New("replication: the copy is not the one the cluster recorded")
 
 	// ErrEpochUnknown is a mirror that does not know the request's epoch
 	// as committed (StatusEpochUnknown): its node's state may trail the

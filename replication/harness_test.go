@@ -25,6 +25,9 @@ type testCluster struct {
 	nodes   []NodeID
 	stores  map[NodeID]*blockstore.Memory
 	mirrors map[NodeID]*Mirror
+	// copies are the nodes' copies with their identity block over
+	// stores (newIdentityCluster); nil: the stores hold the LUN alone.
+	copies map[NodeID]*CopyStore
 }
 
 // newTestCluster makes nodes, all replicas and in sync, nodes[0] the owner
@@ -48,6 +51,49 @@ func (c *testCluster) addNode(n NodeID) {
 	c.net.Register(n, m.Handle)
 }
 
+// newIdentityCluster is newTestCluster with copy identities: each node's
+// copy is a CopyStore over its memory store (the LUN plus the identity
+// block), and the view is a fresh LUN's (Fresh, no generation recorded
+// yet): the first owner's Open gives every copy its generation.
+func newIdentityCluster(t testing.TB, size int64, nodes ...NodeID) *testCluster {
+	c := &testCluster{t: t, net: NewInmemNetwork(), coord: NewMemCoordinator(), size: size, nodes: nodes,
+		stores: map[NodeID]*blockstore.Memory{}, mirrors: map[NodeID]*Mirror{}, copies: map[NodeID]*CopyStore{}}
+	for _, n := range nodes {
+		c.startNode(n, blockstore.NewMemory(size+IdentitySize), 0)
+	}
+	c.coord.SetView(testLUN, View{Epoch: 1, Owner: nodes[0], Replicas: slices.Clone(nodes), InSync: slices.Clone(nodes),
+		Gens: map[NodeID]Generation{}, Fresh: true})
+	return c
+}
+
+// startNode (re)starts node n of an identity cluster over raw: a new
+// Mirror serving the copy in raw, fenced at epoch. Connections of the
+// node's previous incarnation are broken, as a restarted process's are.
+func (c *testCluster) startNode(n NodeID, raw *blockstore.Memory, epoch uint64) {
+	c.t.Helper()
+	cs, err := NewCopyStore(raw, testLUN, c.size)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	m := NewMirror(nil)
+	m.AddLUN(testLUN, cs, epoch)
+	c.stores[n], c.copies[n], c.mirrors[n] = raw, cs, m
+	c.net.Register(n, m.Handle)
+	for _, o := range c.nodes {
+		if o != n {
+			c.net.Disconnect(n, o)
+		}
+	}
+}
+
+// store is node n's store as a Volume on n serves it.
+func (c *testCluster) store(n NodeID) Store {
+	if c.copies != nil {
+		return c.copies[n]
+	}
+	return c.stores[n]
+}
+
 func testConfig() Config {
 	cfg := DefaultConfig()
 	// Long: a loaded test machine must not drop mirrors by accident.
@@ -63,6 +109,16 @@ func testConfig() Config {
 // open opens the owner side on node with cfg (zero: testConfig).
 func (c *testCluster) open(node NodeID, cfg Config, coord Coordinator) *Volume {
 	c.t.Helper()
+	v, err := c.tryOpen(node, cfg, coord)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return v
+}
+
+// tryOpen is open returning Open's error (the volume is closed then).
+func (c *testCluster) tryOpen(node NodeID, cfg Config, coord Coordinator) (*Volume, error) {
+	c.t.Helper()
 	if cfg.AckTimeout == 0 {
 		cfg = testConfig()
 	}
@@ -72,15 +128,16 @@ func (c *testCluster) open(node NodeID, cfg Config, coord Coordinator) *Volume {
 	if cfg.LocalMirror == nil {
 		cfg.LocalMirror = c.mirrors[node]
 	}
-	v, err := NewVolume(cfg, testLUN, node, c.stores[node], coord, c.net.Transport(node))
+	v, err := NewVolume(cfg, testLUN, node, c.store(node), coord, c.net.Transport(node))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	if err := v.Open(context.Background()); err != nil {
-		c.t.Fatal(err)
+		v.Close()
+		return nil, err
 	}
 	c.t.Cleanup(func() { v.Close() })
-	return v
+	return v, nil
 }
 
 func (c *testCluster) view() View {

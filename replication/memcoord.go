@@ -90,7 +90,8 @@ func (c *MemCoordinator) FailNext(err error) {
 }
 
 // ProposalFault decides the fate of one proposal: op is "insync"
-// (MarkInSync) or "drop" (DropFromInSync). A non-nil before fails it
+// (MarkInSync), "drop" (DropFromInSync) or "generations"
+// (RecordGenerations, node empty). A non-nil before fails it
 // without committing anything (like FailNext); a non-nil after commits it
 // and then returns after, the outcome a proposer cannot tell from a
 // failure (a timeout, or a leader lost after the entry was appended).
@@ -204,17 +205,46 @@ func (c *MemCoordinator) DropFromInSync(ctx context.Context, lun LUNID, epoch ui
 	})
 }
 
-// MarkInSync adds node to lun's in-sync set.
-func (c *MemCoordinator) MarkInSync(ctx context.Context, lun LUNID, epoch uint64, node NodeID) error {
+// MarkInSync adds node to lun's in-sync set and records gen (when not
+// zero) as its generation. The view's Gens is created for it if nil.
+func (c *MemCoordinator) MarkInSync(ctx context.Context, lun LUNID, epoch uint64, node NodeID, gen Generation) error {
 	return c.propose(ctx, "insync", lun, epoch, node, func(v *View) (string, bool) {
-		if v.IsInSync(node) {
-			return "", false
-		}
 		if !v.IsReplica(node) {
 			return "", false
 		}
+		recorded := !gen.IsZero() && v.Gens[node] != gen
+		if recorded {
+			if v.Gens == nil {
+				v.Gens = map[NodeID]Generation{}
+			}
+			v.Gens[node] = gen
+		}
+		if v.IsInSync(node) {
+			if recorded {
+				return fmt.Sprintf("generation lun=%d epoch=%d node=%s gen=%s", lun, epoch, node, gen), true
+			}
+			return "", false
+		}
 		v.InSync = append(v.InSync, node)
-		return fmt.Sprintf("insync lun=%d epoch=%d node=%s", lun, epoch, node), true
+		return fmt.Sprintf("insync lun=%d epoch=%d node=%s gen=%s", lun, epoch, node, gen), true
+	})
+}
+
+// RecordGenerations records gens in lun's view and clears Fresh.
+func (c *MemCoordinator) RecordGenerations(ctx context.Context, lun LUNID, epoch uint64, gens map[NodeID]Generation) error {
+	return c.propose(ctx, "generations", lun, epoch, "", func(v *View) (string, bool) {
+		changed := v.Fresh
+		v.Fresh = false
+		if v.Gens == nil {
+			v.Gens = map[NodeID]Generation{}
+		}
+		for n, g := range gens {
+			if v.IsReplica(n) && !g.IsZero() && v.Gens[n] != g {
+				v.Gens[n] = g
+				changed = true
+			}
+		}
+		return fmt.Sprintf("generations lun=%d epoch=%d %d copies", lun, epoch, len(gens)), changed
 	})
 }
 

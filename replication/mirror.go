@@ -31,8 +31,9 @@ type mirrorLUN struct {
 	// so once a newer epoch is recorded no older request is in progress.
 	mu     sync.RWMutex
 	newest uint64
-	// lost: the copy was created again, empty; only a hello with
-	// FlagFull (a full copy begins) is taken. Guarded by mu.
+	// lost: the copy is not the one the cluster recorded (MarkLost);
+	// only a hello with FlagFull (a full copy begins) is taken. Guarded
+	// by mu.
 	lost bool
 
 	// seqMu guards lastSeq, the highest write or unmap sequence number
@@ -65,17 +66,22 @@ func NewMirror(logger *slog.Logger) *Mirror {
 
 // AddLUN makes the mirror serve its copy of lun from store. epoch is the
 // newest epoch the node knows for the LUN (from the coordinator); older
-// requests are refused from the start.
+// requests are refused from the start. A store that keeps its copy's
+// identity (an IdentityStore: a CopyStore) has its generation reported in
+// every hello reply, and a new one written when an owner's hello carries
+// one.
 func (m *Mirror) AddLUN(lun LUNID, store Store, epoch uint64) {
 	m.mu.Lock()
 	m.luns[lun] = &mirrorLUN{store: store, newest: epoch}
 	m.mu.Unlock()
 }
 
-// MarkLost records that this node's copy of lun was lost (its backing file
-// had to be created again): until an owner starts a full copy (a hello
-// with FlagFull) every request is answered StatusCopyLost, so no owner
-// counts this copy as holding data it does not have.
+// MarkLost records that this node's copy of lun was lost (it is not the
+// copy the cluster recorded: no generation where one was recorded, or
+// its backing file had to be created again): until an owner starts a
+// full copy (a hello with FlagFull) every request is answered
+// StatusCopyLost, so no owner counts this copy as holding data it does
+// not have.
 func (m *Mirror) MarkLost(lun LUNID) {
 	l := m.lun(lun)
 	if l == nil {
@@ -207,6 +213,15 @@ func (m *Mirror) Handle(req *Message) *Message {
 		return reply(req, StatusNoLUN)
 	}
 	if req.Type == MsgHello {
+		var gen Generation // the copy's new generation, if the owner sent one
+		if len(req.Payload) > 0 {
+			if len(req.Payload) != len(gen) {
+				return reply(req, StatusBadRequest)
+			}
+			if copy(gen[:], req.Payload); gen.IsZero() {
+				return reply(req, StatusBadRequest)
+			}
+		}
 		if req.Epoch > l.newestEpoch() && !m.admit(l, req) {
 			return reply(req, StatusEpochUnknown)
 		}
@@ -216,10 +231,20 @@ func (m *Mirror) Handle(req *Message) *Message {
 			l.count(func(st *MirrorStats) { st.StaleRefused++ })
 			return staleReply(req, l.newest)
 		}
-		if l.lost {
-			if req.Flags&FlagFull == 0 {
-				return reply(req, StatusCopyLost)
+		if l.lost && req.Flags&FlagFull == 0 {
+			return reply(req, StatusCopyLost)
+		}
+		if is, ok := l.store.(IdentityStore); ok && !gen.IsZero() {
+			// A full copy begins, or the first owner of a new LUN
+			// names the copy: the new generation is durable before
+			// the owner hears of it.
+			if err := is.SetGeneration(gen); err != nil {
+				m.logger.Warn("replication: writing the copy's new generation failed", "lun", uint64(req.LUN), "err", err)
+				return reply(req, StatusIOError)
 			}
+			m.logger.Info("replication: the copy has a new generation", "lun", uint64(req.LUN), "generation", gen.String(), "full", req.Flags&FlagFull != 0)
+		}
+		if l.lost {
 			l.lost = false
 			m.logger.Info("replication: a full copy of a lost copy begins", "lun", req.LUN, "epoch", req.Epoch)
 		}
@@ -232,6 +257,10 @@ func (m *Mirror) Handle(req *Message) *Message {
 		l.newest = req.Epoch
 		rep := reply(req, StatusOK)
 		rep.Seq = last // above the floor: someone else used this epoch
+		if is, ok := l.store.(IdentityStore); ok {
+			g := is.Generation()
+			rep.Payload = g[:] // the owner compares it with the recorded one
+		}
 		return rep
 	}
 	l.mu.RLock()

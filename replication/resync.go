@@ -35,10 +35,6 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	}
 	p.resyncing = true
 	epoch := v.epoch
-	var flags uint8
-	if p.dirty.Count() == p.dirty.Regions() {
-		flags = FlagFull // every region will be rewritten: a lost copy may take it
-	}
 	d := p.dirty
 	v.mu.Unlock()
 	// Regions copied but not flushed when the resync stops are copied
@@ -51,7 +47,7 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 		v.mu.Unlock()
 	}()
 
-	conn, err := v.helloFlags(ctx, node, epoch, flags)
+	conn, gen, err := v.resyncHello(ctx, p, epoch)
 	if err != nil {
 		if errors.Is(err, ErrNotOwner) {
 			v.depose(err)
@@ -142,7 +138,7 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	// status never shows an in-sync copy with a partial resync's count.
 	prog.RegionsTotal = prog.RegionsDone
 	v.setProgress(ctx, epoch, prog)
-	err = v.coord.MarkInSync(ctx, v.lun, epoch, node)
+	err = v.coord.MarkInSync(ctx, v.lun, epoch, node, gen)
 
 	v.mu.Lock()
 	refused := errors.Is(err, ErrNotOwner)

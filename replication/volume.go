@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -71,6 +72,10 @@ type peer struct {
 	// copy only the regions that differ (a copy that may diverge
 	// anywhere, but mostly is identical).
 	compare bool
+	// wroteGen is the generation this volume gave the copy when a full
+	// copy of it started (not recorded before the copy joins): a resync
+	// that finds it on the copy goes on from the dirty map.
+	wroteGen Generation
 }
 
 // Volume is the owner side of a replicated LUN: a scsi.Backend that writes
@@ -101,6 +106,9 @@ type Volume struct {
 	order       []NodeID
 	cancelWatch func()
 	progress    map[NodeID]Progress
+	// gens are the copies' generations in the latest view (nil: the
+	// coordinator records no identities, and nothing is checked).
+	gens map[NodeID]Generation
 
 	writes, replicatedBytes atomic.Uint64
 }
@@ -206,6 +214,16 @@ func (v *Volume) Open(ctx context.Context) error {
 	}
 	v.opened = true
 	v.epoch = view.Epoch
+	v.gens = maps.Clone(view.Gens)
+	v.mu.Unlock()
+	// The owner's own copy must be the one the cluster recorded
+	// (invariant 7): a node whose disk was replaced must not serve.
+	record, err := v.ownIdentity(view)
+	if err != nil {
+		v.depose(err)
+		return err
+	}
+	v.mu.Lock()
 	for _, n := range view.Replicas {
 		if n == v.self {
 			continue
@@ -228,7 +246,10 @@ func (v *Volume) Open(ctx context.Context) error {
 	type dialed struct {
 		p    *peer
 		conn Conn
-		err  error
+		// sent is the generation the hello gave the copy (a fresh
+		// LUN's), got the one the copy reported.
+		sent, got Generation
+		err       error
 	}
 	var wg sync.WaitGroup
 	results := make(chan dialed, len(v.order))
@@ -241,18 +262,27 @@ func (v *Volume) Open(ctx context.Context) error {
 			results <- dialed{p: p, err: fmt.Errorf("%w: node %s is recorded down", ErrPeerFailed, n)}
 			continue
 		}
+		var sent Generation
+		if view.Gens != nil && view.Fresh {
+			sent = NewGeneration()
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := v.hello(ctx, n, view.Epoch)
+			conn, got, err := v.helloGen(ctx, n, view.Epoch, 0, sent)
 			// A new LUN's mirrors may not hold their copy yet (their
 			// node is still creating it): give them AckTimeout before
 			// dropping them, which would cost a full copy.
 			for wait := v.cfg.AckTimeout; errors.Is(err, ErrNoCopy) && wait > 0 && ctx.Err() == nil; wait -= helloRetry {
 				time.Sleep(helloRetry)
-				conn, err = v.hello(ctx, n, view.Epoch)
+				conn, got, err = v.helloGen(ctx, n, view.Epoch, 0, sent)
 			}
-			results <- dialed{p, conn, err}
+			if err == nil {
+				if err = peerIdentity(view, n, sent, got); err != nil {
+					conn.Close()
+				}
+			}
+			results <- dialed{p, conn, sent, got, err}
 		}()
 	}
 	wg.Wait()
@@ -264,8 +294,20 @@ func (v *Volume) Open(ctx context.Context) error {
 			v.mu.Lock()
 			r.p.conn = r.conn
 			v.mu.Unlock()
+			if !r.sent.IsZero() {
+				record[r.p.node] = r.sent
+			}
 		case errors.Is(r.err, ErrNotOwner):
 			stale = r.err
+		case errors.Is(r.err, ErrWrongCopy):
+			// Not the copy Raft recorded, whatever its in-sync
+			// membership says: it leaves the in-sync set through the
+			// coordinator and gets every region.
+			v.logger.Warn("replication: an in-sync copy is not the one the cluster recorded; it gets a full copy", "peer", string(r.p.node), "err", r.err)
+			v.mu.Lock()
+			v.failPeerLocked(r.p, nil, v.epoch, r.err)
+			v.wrongCopyLocked(r.p, view.Gens[r.p.node], r.got)
+			v.mu.Unlock()
 		default:
 			v.logger.Warn("replication: in-sync mirror unreachable at open", "peer", string(r.p.node), "err", r.err)
 			v.mu.Lock()
@@ -283,6 +325,21 @@ func (v *Volume) Open(ctx context.Context) error {
 		v.depose(stale)
 		return stale
 	}
+	if len(record) > 0 {
+		// Before serving: the generations of a fresh LUN's copies (and
+		// of the owner's copy of a LUN from before identities) are
+		// recorded before any write is acknowledged.
+		if err := v.coord.RecordGenerations(ctx, v.lun, view.Epoch, record); err != nil {
+			err = fmt.Errorf("replication: recording the copies' generations: %w", err)
+			v.depose(err)
+			return err
+		}
+		v.mu.Lock()
+		for n, g := range record {
+			v.gens[n] = g
+		}
+		v.mu.Unlock()
+	}
 	cancel := v.coord.Watch(v.lun, v.onView)
 	v.mu.Lock()
 	v.cancelWatch = cancel
@@ -298,18 +355,21 @@ func (v *Volume) Open(ctx context.Context) error {
 // or that does not know the epoch as committed yet.
 const helloRetry = 100 * time.Millisecond
 
-// hello dials node and announces epoch.
-func (v *Volume) hello(ctx context.Context, node NodeID, epoch uint64) (Conn, error) {
-	return v.helloFlags(ctx, node, epoch, 0)
-}
-
-// helloFlags is hello with message flags (FlagFull). A mirror whose node
-// has not applied the epoch yet (ErrEpochUnknown) is greeted again every
-// helloRetry for up to AckTimeout before the error is returned.
-func (v *Volume) helloFlags(ctx context.Context, node NodeID, epoch uint64, flags uint8) (Conn, error) {
+// helloGen dials node and announces epoch, with message flags (FlagFull)
+// and, if gen is not zero, the copy's new generation (the mirror writes it
+// before it answers). It returns the connection and the generation the
+// copy reported (zero: none, or a mirror without identities). A mirror
+// whose node has not applied the epoch yet (ErrEpochUnknown) is greeted
+// again every helloRetry for up to AckTimeout before the error is
+// returned.
+func (v *Volume) helloGen(ctx context.Context, node NodeID, epoch uint64, flags uint8, gen Generation) (Conn, Generation, error) {
+	var payload []byte
+	if !gen.IsZero() {
+		payload = gen[:]
+	}
 	conn, err := v.tr.Dial(ctx, node)
 	if err != nil {
-		return nil, err
+		return nil, Generation{}, err
 	}
 	for wait := v.cfg.AckTimeout; ; wait -= helloRetry {
 		// The floor: every write sent on an older connection has a
@@ -318,16 +378,20 @@ func (v *Volume) helloFlags(ctx context.Context, node NodeID, epoch uint64, flag
 		v.mu.Lock()
 		floor := v.seq
 		v.mu.Unlock()
-		res := <-v.send(conn, []*Message{{Type: MsgHello, Flags: flags, LUN: v.lun, Epoch: epoch, Seq: floor}})
+		res := <-v.send(conn, []*Message{{Type: MsgHello, Flags: flags, LUN: v.lun, Epoch: epoch, Seq: floor, Payload: payload}})
 		switch {
 		case res.err == nil && res.rep.Seq > floor:
 			conn.Close()
-			return nil, fmt.Errorf("%w: %s applied sequence %d of epoch %d, this volume is at %d", ErrEpochReused, node, res.rep.Seq, epoch, floor)
+			return nil, Generation{}, fmt.Errorf("%w: %s applied sequence %d of epoch %d, this volume is at %d", ErrEpochReused, node, res.rep.Seq, epoch, floor)
 		case res.err == nil:
-			return conn, nil
+			var got Generation
+			if len(res.rep.Payload) == len(got) {
+				copy(got[:], res.rep.Payload)
+			}
+			return conn, got, nil
 		case !errors.Is(res.err, ErrEpochUnknown) || wait <= 0 || !sleepCtx(ctx, helloRetry):
 			conn.Close()
-			return nil, res.err
+			return nil, Generation{}, res.err
 		}
 		v.logger.Debug("replication: the mirror does not know the epoch yet, greeting it again", "peer", string(node), "epoch", epoch)
 	}
@@ -367,6 +431,7 @@ func (v *Volume) followReplicas(view View) {
 	if v.servingLocked() != nil {
 		return
 	}
+	v.gens = maps.Clone(view.Gens)
 	for _, n := range view.Replicas {
 		if n == v.self || v.peers[n] != nil {
 			continue

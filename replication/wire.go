@@ -31,6 +31,26 @@ import (
 // Requests on one connection are applied in the order they were sent;
 // replies may be batched, and are matched by request id.
 //
+// Payloads: a write's data; a verify reply's 32-byte SHA-256; and the
+// copy's generation (invariant 7, see Generation) in hellos:
+//
+//   - A hello request's payload is empty, or 16 bytes: a new generation
+//     for the copy, which the mirror writes into the copy's identity block
+//     and makes durable before it answers. The owner sends one when a
+//     full copy starts (with FlagFull) and when the first owner of a new
+//     LUN names the copies (View.Fresh). Any other length, or 16 zero
+//     bytes, is refused (bad-request).
+//   - A hello reply's payload is the copy's generation, 16 bytes (all
+//     zero: the copy has none), or empty from a mirror whose store keeps
+//     no identity (or a build from before identities).
+//
+// Both were added without a new version: frames decode as before. A
+// mirror built before identities ignores a hello's payload and answers
+// with none, so an owner whose cluster records identities never counts
+// its copy as the recorded one: the copy is dropped from the in-sync set
+// and stays out of sync (its full copy stops at the hello) until its node
+// is upgraded. An owner built before identities ignores the reply's.
+//
 // Statuses are only ever added, at the end (epoch-unknown is the latest):
 // every frame of an older build decodes unchanged. A decoder refuses a
 // status it does not know (ErrBadMessage), so an owner built before a
@@ -61,7 +81,8 @@ const (
 	// its newest epoch to it (fencing older owners) or answers stale. Its
 	// Seq is a floor: the owner's last sequence number when it opened this
 	// connection; the mirror refuses writes at or below it (late requests
-	// of an older connection).
+	// of an older connection). Its payload, if any, is the copy's new
+	// generation; the reply's is the copy's generation (see above).
 	MsgHello MsgType = 1 + iota
 	// MsgWrite carries data to write at Offset.
 	MsgWrite
@@ -114,9 +135,9 @@ const (
 	// the floor of the owner's latest hello: a late request from an
 	// older connection, refused so it cannot overwrite newer data.
 	StatusOutOfOrder
-	// StatusCopyLost: the mirror's copy was lost (its backing file was
-	// created again, empty): it takes nothing but a hello with FlagFull,
-	// which starts a full copy.
+	// StatusCopyLost: the mirror's node found its copy lost (not the
+	// copy the cluster recorded: Mirror.MarkLost): it takes nothing but a
+	// hello with FlagFull, which starts a full copy.
 	StatusCopyLost
 	// StatusEpochUnknown: the request's epoch is newer than any the
 	// mirror has seen, and its node has not applied that epoch as
@@ -157,6 +178,8 @@ const (
 	FlagResync
 	// FlagFull on a hello says the owner will rewrite every region of the
 	// copy (its dirty map for the copy is full): a lost copy accepts it.
+	// Its payload is the copy's new generation (when the owner's cluster
+	// records identities).
 	FlagFull
 	flagMask = FlagFUA | FlagResync | FlagFull
 )

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,6 +89,77 @@ func TestLostCopyGetsFullCopy(t *testing.T) {
 		return ok && cp != nil && int64(cp.BytesCopied) == int64(l.Size), fmt.Sprintf("%s (%s)", l.summary(), why)
 	})
 	checkCopiesIdentical(t, c, iqn, l)
+}
+
+// TestBlankDiskMirrorGetsFullCopy: a mirror's node stops and its backing
+// file is replaced by a blank one of the same size (a disk swapped while
+// the machine was down) while the owner keeps writing. The copy is not the
+// one the cluster recorded (invariant 7): it must get a full copy before
+// it counts as in sync, not just the regions written while it was down,
+// and after a failover to it every byte written before reads back. (A
+// file of the same size is not "created again": before copy identities
+// the copy got its dirty regions only, and the failover lost the rest.)
+func TestBlankDiskMirrorGetsFullCopy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts hatgt processes; skipped with -short")
+	}
+	needTools(t, "qemu-img", "qemu-io")
+	const (
+		iqn  = "iqn.2026-11.io.hatgt:blank-disk"
+		offB = 24 << 20 // written while the mirror is down
+		lenB = 2 << 20
+	)
+	c := newTestCluster(t, 3)
+	lead, copies, l := replOnFollowers(c, iqn, "32M")
+	owner, mirror := copies[0], copies[1]
+	src, data := randomImage(t, 16<<20)
+	url := replURL(owner, iqn, 0)
+	c.waitFor("the owner serves the LUN", 30*time.Second, servesIO(url))
+	// -t none: the write ends with a flush, so no region counts as
+	// possibly lost from the mirror's cache: the dirty map holds only
+	// what the mirror misses while it is down.
+	if out, err := tool("qemu-img", "convert", "-n", "-t", "none", "-f", "raw", "-O", "raw", src, url); err != nil {
+		t.Fatalf("write: %v\n%s", err, out)
+	}
+
+	mirror.signal(syscall.SIGTERM)
+	<-mirror.done
+	f := backingFile(mirror, iqn, l)
+	st, err := os.Stat(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(f, st.Size()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s's copy replaced by a blank file of %d bytes", mirror.id, st.Size())
+	if out := runTool(t, "qemu-io", qemuIOWrites(url, 0x6b, offB, lenB, 1<<20)...); qemuIOFailed(out) {
+		t.Fatalf("qemu-io while the mirror is down:\n%s", out)
+	}
+	waitReplLUN(c, lead, iqn, 0, mirror.id+" out of the in-sync set", 60*time.Second, func(l *replLUN) (bool, string) {
+		return !slices.Contains(l.InSync, mirror.id), l.summary()
+	})
+
+	mirror.start()
+	l = waitAllInSync(c, lead, iqn, 0, 90*time.Second)
+	cp := l.copyOf(mirror.id)
+	t.Logf("back in sync: %s", l.summary())
+	if int64(cp.BytesCopied) != int64(l.Size) {
+		t.Fatalf("%s's blank copy rejoined the in-sync set after a resync of %.0f bytes, want a full copy of %d", mirror.id, cp.BytesCopied, l.Size)
+	}
+	checkCopiesIdentical(t, c, iqn, l)
+
+	failOver(c, lead, iqn, l.Epoch, "killed", owner.kill9, mirror, data)
+	got := readLUN(t, replURL(mirror, iqn, 0), "the new owner")
+	if !bytes.Equal(got[offB:offB+lenB], bytes.Repeat([]byte{0x6b}, lenB)) {
+		t.Fatal("the write made while the mirror was down does not read back from it as the new owner")
+	}
 }
 
 // TestOwnerLeaseBlipRecovers: an owner cut off from the cluster for a

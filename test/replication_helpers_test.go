@@ -181,23 +181,31 @@ func backingFile(p *clusterProc, iqn string, l *replLUN) string {
 	return cluster.DefaultBackingPath(p.dataDir, iqn, l.LUN, l.ID)
 }
 
+// identityBlock is the size of a replicated copy's identity block, which
+// follows the LUN's data in its backing file (replication.IdentitySize:
+// the file is the LUN's size plus this).
+const identityBlock = 4096
+
 // waitBackingFiles waits until every placement node has its backing file
-// at the LUN's size.
+// at the LUN's size plus the copy's identity block.
 func waitBackingFiles(c *testCluster, iqn string, l *replLUN) {
 	c.t.Helper()
 	for _, id := range l.Placement {
 		path := backingFile(c.node(id), iqn, l)
+		want := int64(l.Size) + identityBlock
 		c.waitFor(id+"'s backing file", 30*time.Second, func() (bool, string) {
 			st, err := os.Stat(path)
 			if err != nil {
 				return false, err.Error()
 			}
-			return uint64(st.Size()) == l.Size, fmt.Sprintf("%s is %d bytes, want %d", path, st.Size(), l.Size)
+			return st.Size() == want, fmt.Sprintf("%s is %d bytes, want %d", path, st.Size(), want)
 		})
 	}
 }
 
-func fileSHA256(t *testing.T, path string) string {
+// fileSHA256 is the SHA-256 of the first n bytes of path (a copy's data,
+// without its identity block, which differs from copy to copy).
+func fileSHA256(t *testing.T, path string, n int64) string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -205,24 +213,25 @@ func fileSHA256(t *testing.T, path string) string {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
+	if got, err := io.Copy(h, io.LimitReader(f, n)); err != nil || got != n {
+		t.Fatalf("%s: read %d of %d bytes: %v", path, got, n, err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// checkCopiesIdentical asserts that every placement node's backing file
-// has the same SHA-256, and returns the owner's file.
+// checkCopiesIdentical asserts that the data in every placement node's
+// backing file (the LUN's size) has the same SHA-256, and returns the
+// owner's file.
 func checkCopiesIdentical(t *testing.T, c *testCluster, iqn string, l *replLUN) string {
 	t.Helper()
 	ownerFile := backingFile(c.node(l.Owner), iqn, l)
-	want := fileSHA256(t, ownerFile)
+	want := fileSHA256(t, ownerFile, int64(l.Size))
 	for _, id := range l.Placement {
 		if id == l.Owner {
 			continue
 		}
 		f := backingFile(c.node(id), iqn, l)
-		if got := fileSHA256(t, f); got != want {
+		if got := fileSHA256(t, f, int64(l.Size)); got != want {
 			t.Errorf("%s's copy %s has SHA-256 %s, the owner %s's %s", id, f, got[:16], l.Owner, want[:16])
 		}
 	}

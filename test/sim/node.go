@@ -168,7 +168,7 @@ func (n *node) disk(l cluster.DesiredLUN) (d *disk, created bool) {
 	defer n.mu.Unlock()
 	d = n.disks[l.BackingPath]
 	if d == nil {
-		d = &disk{Crash: blockstore.NewCrash(int64(l.LUN.Size))}
+		d = &disk{Crash: blockstore.NewCrash(agent.BackingSize(l))}
 		n.disks[l.BackingPath] = d
 		created = true
 	}
