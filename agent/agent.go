@@ -37,6 +37,8 @@ type Agent struct {
 	errc    chan error // a portal, the API or the replication port failed
 	wg      sync.WaitGroup
 
+	bootID func() string
+
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -56,7 +58,18 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: log, errc: make(chan error, 4), apiDone: make(chan struct{})}
+	bootID := readBootID
+	if deps.BootID != nil {
+		bootID = deps.BootID
+	}
+	suspect, err := startRun(cfg.DataDir, bootID())
+	if err != nil {
+		return nil, err
+	}
+	if suspect {
+		log.Warn("the previous run did not shut down cleanly and the machine rebooted since: write-back copies may have lost acknowledged writes from their caches; they are compared with an in-sync copy before this node trusts them")
+	}
+	a := &Agent{cfg: cfg, log: log, errc: make(chan error, 4), apiDone: make(chan struct{}), bootID: bootID}
 	var opened []net.Listener
 	defer func() {
 		if err != nil {
@@ -117,6 +130,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 	a.repl = newReplicaHost(log.With("component", "replication"), cfg.NodeID, cfg.DataDir, replLn,
 		replicationResolver(func() *cluster.State { return stateFn() }), deps.Dial)
 	a.repl.resyncRate = cfg.ResyncRate
+	a.repl.suspect = suspect
 	a.repl.volumeConfig = cfg.replicationConfig()
 	a.repl.writeHook = deps.WriteHook
 	if deps.Clock != nil {
@@ -301,10 +315,28 @@ func (a *Agent) joinLoop(ctx context.Context, peer string) {
 
 // Shutdown stops the node without leaving the cluster (the others see it
 // as down), drains the iSCSI server (commands in flight finish until ctx
-// ends), then flushes and closes every LUN. It is safe to call twice.
+// ends), then flushes and closes every LUN, and records the clean stop. It
+// is safe to call twice.
 func (a *Agent) Shutdown(ctx context.Context) error {
-	a.stopOnce.Do(func() { a.stopErr = a.shutdown(ctx) })
+	a.stopOnce.Do(func() {
+		a.stopErr = a.shutdown(ctx)
+		if a.stopErr == nil {
+			a.stopErr = endRun(a.cfg.DataDir, a.bootID())
+		}
+	})
 	return a.stopErr
+}
+
+// Abort stops the node as a crash would, for a test that runs nodes in
+// one process: nothing is flushed or drained, no clean stop is recorded;
+// its goroutines end and its listeners close.
+func (a *Agent) Abort() {
+	a.rec.mu.Lock()
+	a.rec.abort, a.repl.abort = true, true
+	a.rec.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.stopOnce.Do(func() { a.stopErr = a.shutdown(ctx) })
 }
 
 func (a *Agent) shutdown(ctx context.Context) error {

@@ -116,6 +116,13 @@ type Deps struct {
 	OpenStore     func(l cluster.DesiredLUN) (Store, error)
 	EnsureBacking func(l cluster.DesiredLUN) (created bool, err error)
 
+	// BootID returns the machine's boot ID, new at every boot (nil: the
+	// kernel's, /proc/sys/kernel/random/boot_id). A node that stopped
+	// without a clean shutdown and finds another boot ID suspects its
+	// write-back copies (runstate.go); a simulator gives each of its
+	// machines one that changes at a power loss.
+	BootID func() string
+
 	// WriteHook, if set, is called after every write (or unmap, with nil
 	// data) a replicated LUN's owner volume acknowledged, with the LUN's
 	// ID and the volume's epoch: a fault simulator checks with it that two

@@ -54,6 +54,8 @@ type reconciler struct {
 	// repl is the node's replication side; nil serves every LUN from its
 	// owner's local store only.
 	repl *replicaHost
+	// abort makes close skip the flushes (Agent.Abort).
+	abort bool
 
 	mu      sync.Mutex
 	targets map[string]*runTarget // by lower-case IQN
@@ -326,12 +328,14 @@ func (r *reconciler) stopLUN(rt *runTarget, n uint64) error {
 	}
 	rt.dev.RemoveLU(n)
 	delete(rt.luns, n)
-	return closeStore(rl, fmt.Sprintf("%s/%d", rt.iqn, n))
+	return closeStore(rl, fmt.Sprintf("%s/%d", rt.iqn, n), !r.abort)
 }
 
-func closeStore(rl *runLUN, name string) error {
+// closeStore flushes (unless flush is false: an abort) and closes rl's
+// store.
+func closeStore(rl *runLUN, name string, flush bool) error {
 	var errs []error
-	if rl.lun.LUN.IOMode != cluster.IOModeReadOnly {
+	if flush && rl.lun.LUN.IOMode != cluster.IOModeReadOnly {
 		if err := rl.s.Flush(); err != nil {
 			errs = append(errs, fmt.Errorf("flush %s: %w", name, err))
 		}

@@ -67,6 +67,11 @@ func (r *reconciler) reconcileReplicated(ctx context.Context, rt *runTarget, l c
 	rl.lun = l
 
 	var openErr error
+	if c.suspect && rl.sw.volume() == nil {
+		if done, err := r.suspectCopy(ctx, rt, c, l); !done {
+			return err
+		}
+	}
 	if l.Owned && r.repl.mirror.Lost(replication.LUNID(l.ID)) {
 		// This node's copy is gone: it must not serve. Hand the LUN
 		// to an in-sync copy; this one then gets a full copy.
@@ -164,4 +169,64 @@ func (r *reconciler) handOver(ctx context.Context, rt *runTarget, l cluster.Desi
 	}
 	return fmt.Errorf("the owner's copy of LUN %d in %s is not the copy the cluster recorded (generation %s recorded; a blank or replaced disk, a file created again) and no other in-sync copy is alive: not serving it; put the right disk back, or bring an in-sync copy's node back",
 		l.LUN.LUN, l.BackingPath, l.Generations[r.nodeID])
+}
+
+// suspectCopy deals with this node's copy of write-back LUN l after a run
+// that ended uncleanly across a reboot (runstate.go): the copy may lack
+// writes that were acknowledged and held only in its cache, which the
+// in-sync mirrors have. It must not serve them old, nor be promoted:
+//
+//   - as owner, it hands the LUN over to another in-sync copy on an alive
+//     node, after giving its own copy a new generation (not the recorded
+//     one): the new owner then finds a copy that is not the one recorded,
+//     drops it and compares it region by region before it rejoins;
+//   - as a mirror in sync, it does the same: a new generation, and it
+//     drops itself from the in-sync set at once;
+//   - when it is the only in-sync copy (no other alive), it is the best
+//     copy there is: it is trusted as it is (with a warning).
+//
+// It reports done once the copy is no longer suspect; until then the
+// caller serves nothing (err says why, and the next reconcile retries).
+func (r *reconciler) suspectCopy(ctx context.Context, rt *runTarget, c *replicaCopy, l cluster.DesiredLUN) (done bool, err error) {
+	if !slices.Contains(l.InSync, r.nodeID) {
+		c.suspect = false // out of sync already: the owner compares or copies it
+		return true, nil
+	}
+	st := r.stateNow()
+	other := ""
+	for _, id := range l.InSync {
+		if id != r.nodeID && st != nil && st.Nodes[id] != nil && st.Nodes[id].Health == cluster.HealthAlive {
+			other = id
+			break
+		}
+	}
+	if other == "" {
+		if !l.Owned {
+			return false, fmt.Errorf("LUN %d: this node's copy may have lost cached writes (power loss) and no other in-sync copy is alive yet", l.LUN.LUN)
+		}
+		r.log.Warn("this node's copy may have lost writes its cache held at a power loss, but no other in-sync copy is alive: serving it as it is",
+			"target", rt.iqn, "lun", l.LUN.LUN)
+		c.suspect = false
+		return true, nil
+	}
+	if rec := l.Generations[r.nodeID]; rec != "" && genName(c.store.Generation()) == rec {
+		if err := c.store.SetGeneration(replication.NewGeneration()); err != nil {
+			return false, fmt.Errorf("LUN %d: marking the suspect copy: %w", l.LUN.LUN, err)
+		}
+	}
+	if l.Owned {
+		r.log.Warn("this node's copy may have lost writes its cache held at a power loss: handing the LUN to an in-sync copy, which compares this one",
+			"target", rt.iqn, "lun", l.LUN.LUN, "to", other)
+		if err := r.repl.propose(ctx, l.Target, l.LUN.LUN, other, l.Epoch); err != nil {
+			return false, fmt.Errorf("LUN %d: handing over a suspect copy: %w", l.LUN.LUN, err)
+		}
+		return false, nil // the state change brings the LUN back here as a mirror
+	}
+	if err := r.repl.coord.DropFromInSync(ctx, replication.LUNID(l.ID), l.Epoch, replication.NodeID(r.nodeID)); err != nil {
+		return false, fmt.Errorf("LUN %d: recording the suspect copy out of sync: %w", l.LUN.LUN, err)
+	}
+	r.log.Warn("this node's copy may have lost writes its cache held at a power loss: out of sync until the owner compared it",
+		"target", rt.iqn, "lun", l.LUN.LUN)
+	c.suspect = false
+	return true, nil
 }

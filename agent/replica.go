@@ -59,6 +59,11 @@ type replicaHost struct {
 	leaseValid func(gen uint64) bool
 	// clock drives the control loop and the volumes' timers.
 	clock replication.Clock
+	// suspect: this node's previous run ended uncleanly across a reboot;
+	// its write-back copies may have lost acknowledged writes (runstate.go).
+	suspect bool
+	// abort makes detach skip the flushes (Agent.Abort).
+	abort bool
 	// reconcile runs the node's reconciler on the current state (the
 	// loop calls it when a volume was deposed, see loop).
 	reconcile func()
@@ -87,6 +92,10 @@ type replicaCopy struct {
 	io sync.RWMutex
 	// resyncing is set while the control loop resyncs this volume's copies.
 	resyncing bool
+	// suspect: a write-back copy that may have lost acknowledged writes
+	// (a power loss); it is not served or trusted until compared
+	// (reconcile_repl.go, suspectCopy). Guarded by the reconciler.
+	suspect bool
 }
 
 func newReplicaHost(log *slog.Logger, self, dataDir string, ln net.Listener, resolve replication.Resolver, dial replication.DialFunc) *replicaHost {
@@ -148,7 +157,7 @@ func (h *replicaHost) attach(l cluster.DesiredLUN, open func() (Store, error)) (
 			s.Close()
 			return nil, err
 		}
-		c = &replicaCopy{id: l.ID, store: cs}
+		c = &replicaCopy{id: l.ID, store: cs, suspect: h.suspect && l.IOMode == cluster.IOModeWriteBack}
 		h.copies[l.ID] = c
 		h.mirror.AddLUN(replication.LUNID(l.ID), cs, l.Epoch)
 		h.log.Info("holding a copy", "lun_id", l.ID, "target", l.Target, "lun", l.LUN.LUN, "epoch", l.Epoch,
@@ -275,8 +284,10 @@ func (h *replicaHost) detach(id uint64, forget bool) error {
 			h.log.Warn("removing the copy marker", "lun_id", id, "err", err)
 		}
 	}
-	if err := c.store.Flush(); err != nil {
-		errs = append(errs, fmt.Errorf("flush copy of LUN %d: %w", id, err))
+	if !h.abort {
+		if err := c.store.Flush(); err != nil {
+			errs = append(errs, fmt.Errorf("flush copy of LUN %d: %w", id, err))
+		}
 	}
 	errs = append(errs, c.store.Close())
 	return errors.Join(errs...)

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -52,6 +51,8 @@ type node struct {
 	// ambiguous makes this node's applies of replication commands return
 	// an error after they committed.
 	ambiguous atomic.Bool
+	// boots counts the machine's boots: a power loss is a reboot.
+	boots atomic.Int64
 }
 
 // disk is a LUN's backing store on a node: survives restarts; a power loss
@@ -126,6 +127,7 @@ func (n *node) start(bootstrap bool, join string) error {
 			return created, nil
 		},
 		WriteHook: func(lunID, epoch uint64, off int64, data []byte) { s.ackedWrite(lunID, epoch, off, data) },
+		BootID:    func() string { return fmt.Sprintf("%s-boot-%d", n.id, n.boots.Load()) },
 	}
 	cfg := agent.Config{
 		NodeID: n.id, DataDir: n.dir, Bootstrap: bootstrap, Join: join,
@@ -210,22 +212,18 @@ func (n *node) stop(kill, powerLoss bool) {
 		return
 	}
 	net := n.s.net
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if kill || powerLoss {
 		net.Crash(n.id)
-		// The dead process writes nothing more: its goroutines are
-		// stopped below, and whatever they still try fails.
-		for _, d := range disks {
-			d.SetFault(func(string, int64, int64) error { return syscall.EIO })
-		}
+		a.Abort() // nothing flushed, no clean stop recorded
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		a.Shutdown(ctx)
 		cancel()
 	}
-	a.Shutdown(ctx)
 	net.Crash(n.id) // release its ports for the next start
-	for _, d := range disks {
-		d.SetFault(nil)
-		if powerLoss {
+	if powerLoss {
+		n.boots.Add(1)
+		for _, d := range disks {
 			d.Crash.Crash()
 		}
 	}
