@@ -25,6 +25,9 @@ type FSM struct {
 	state   *State
 	applied uint64 // index of the last applied entry
 	changed chan struct{}
+	// appliedCh is closed, and replaced, whenever applied grows
+	// (WaitApplied).
+	appliedCh chan struct{}
 
 	subMu   sync.Mutex
 	subs    map[int]chan struct{}
@@ -109,7 +112,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err == nil {
 		err = f.applyLocked(cmd)
 	}
-	f.applied = l.Index
+	f.setAppliedLocked(l.Index)
 	f.mu.Unlock()
 	f.notify(err == nil)
 	if err != nil {

@@ -456,6 +456,9 @@ func (n *Node) submit(ctx context.Context, op *Op) (uint64, error) {
 			idx, err = n.execute(ctx, op)
 		} else if _, addr := n.Leader(); addr != "" {
 			idx, err = n.forward(ctx, addr, op)
+			if err == nil && op.Kind == OpCommand {
+				n.waitForwarded(ctx, idx) // read your writes
+			}
 		} else {
 			err = errRetry
 		}
