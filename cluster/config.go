@@ -83,6 +83,9 @@ type Config struct {
 	// Reconciler, if set, is called with this node's desired state after
 	// every change; see Reconciler.
 	Reconciler Reconciler
+	// Preparer, if set, prepares this node's copy of a new LUN before the
+	// leader commits it; see Preparer. Nil: nothing is checked here.
+	Preparer Preparer
 }
 
 // DefaultConfig returns a Config with LAN timings and no addresses.

@@ -7,41 +7,64 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/hatgt/hatgt/config"
 )
 
-// ParseSize parses a byte size: a number with an optional binary suffix
-// K, M, G, T or P (also KiB, KB, ...; all powers of 1024) — "10G",
-// "512MiB", "4096".
+// ParseSize parses a byte size as the config file does (config.ParseSize):
+// a number with an optional suffix K, M, G, T or P, powers of 1024, also
+// written KiB, MiB, ... — "10G" and "10GiB" are both 10737418240 bytes.
+// "KB", "MB", "GB", "TB" and "PB" are refused with a message: elsewhere
+// they mean powers of 1000, so they say what to write instead of being
+// read either way.
 func ParseSize(s string) (uint64, error) {
 	t := strings.TrimSpace(s)
-	u := strings.ToUpper(t)
-	u = strings.TrimSuffix(strings.TrimSuffix(u, "IB"), "B")
-	shift := 0
-	if n := len(u); n > 0 {
-		switch u[n-1] {
-		case 'K':
-			shift = 10
-		case 'M':
-			shift = 20
-		case 'G':
-			shift = 30
-		case 'T':
-			shift = 40
-		case 'P':
-			shift = 50
+	if num, unit, ok := decimalUnit(t); ok {
+		bin := unit[:1] // "GB" -> "G"
+		return 0, fmt.Errorf("size %q: %s is ambiguous (powers of 1000 or of 1024?), and hatgt reads sizes in powers of 1024 as the config file does: write %s%s for %s %siB (%s bytes), or %s%s for %s×10^%d bytes",
+			s, unit, num, bin, num, bin, mulString(num, binaryShift(bin)), num, strings.Repeat("0", decimalExp(bin)), num, decimalExp(bin))
+	}
+	v, err := config.ParseSize(t)
+	if err != nil {
+		return 0, fmt.Errorf("bad size %q: %v (e.g. 512M, 10G, 1T; K/M/G/T/P are powers of 1024)", s, err)
+	}
+	return uint64(v), nil
+}
+
+// decimalUnit splits "10GB" into "10" and "GB" when s ends with one of the
+// units whose meaning (1000 or 1024) depends on who reads it.
+func decimalUnit(s string) (num, unit string, ok bool) {
+	if len(s) < 3 {
+		return "", "", false
+	}
+	u := strings.ToUpper(s[len(s)-2:])
+	if u[1] != 'B' || !strings.ContainsRune("KMGTP", rune(u[0])) {
+		return "", "", false
+	}
+	num = s[:len(s)-2]
+	for _, c := range num {
+		if c < '0' || c > '9' {
+			return "", "", false
 		}
-		if shift > 0 {
-			u = u[:n-1]
-		}
 	}
-	v, err := strconv.ParseUint(u, 10, 64)
-	if err != nil || v == 0 {
-		return 0, fmt.Errorf("bad size %q: want a positive number with an optional K, M, G, T or P suffix", s)
+	return num, u, true
+}
+
+func binaryShift(unit string) uint {
+	return 10 * uint(strings.Index("KMGTP", unit)+1)
+}
+
+func decimalExp(unit string) int {
+	return 3 * (strings.Index("KMGTP", unit) + 1)
+}
+
+// mulString is num << shift in decimal, or "too many" past 64 bits.
+func mulString(num string, shift uint) string {
+	v, err := strconv.ParseUint(num, 10, 64)
+	if err != nil || v > (^uint64(0))>>shift {
+		return "too many"
 	}
-	if v > (^uint64(0))>>shift {
-		return 0, fmt.Errorf("size %q too large", s)
-	}
-	return v << shift, nil
+	return strconv.FormatUint(v<<shift, 10)
 }
 
 // FormatSize writes n bytes with the largest binary unit that divides it.

@@ -411,7 +411,16 @@ func (f *FSM) lunCreate(l *LUN) error {
 	// first owner's.
 	n.InSync = slices.Clone(n.Placement)
 	n.Epoch = 1
-	s.LastLUNID++
+	if l.ID != 0 {
+		// Chosen by the leader (createLUN), so that the nodes could
+		// prepare the LUN's files, named by its ID, before this entry.
+		if l.ID <= s.LastLUNID {
+			return errf(ErrInvalid, "LUN ID %d is taken (the last is %d): create the LUN again", l.ID, s.LastLUNID)
+		}
+		s.LastLUNID = l.ID
+	} else {
+		s.LastLUNID++
+	}
 	n.ID = s.LastLUNID
 	t.LUNs[n.LUN] = n
 	return nil

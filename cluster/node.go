@@ -69,6 +69,7 @@ type Node struct {
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
 	shutdownCh chan struct{}
+	createMu   sync.Mutex // leader: one LUN create at a time (createLUN)
 }
 
 // raftRPCTimeout bounds every Raft RPC's dial and IO (see Start).
@@ -483,6 +484,9 @@ func (n *Node) execute(ctx context.Context, op *Op) (uint64, error) {
 		if op.Command == nil {
 			return 0, errf(ErrBadCommand, "command op without command")
 		}
+		if op.Command.Type == CmdLUNCreate {
+			return n.createLUN(ctx, *op.Command)
+		}
 		cmd, err := n.prepare(*op.Command)
 		if err != nil {
 			return 0, err
@@ -540,34 +544,24 @@ func (n *Node) addVoter(ctx context.Context, id, addr string) error {
 	return raftErr(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeLeft(ctx)).Error())
 }
 
-// prepare fills in what the leader decides before proposing: the placement
-// and owner of a new LUN.
+// prepare fills in what the leader decides before proposing a command
+// (a new LUN: createLUN) and checks what the state machine does not: a new
+// target's name is the config file's kind of name, stored lower case.
 func (n *Node) prepare(cmd Command) (Command, error) {
-	if cmd.Type != CmdLUNCreate {
+	if cmd.Type != CmdTargetCreate {
 		return cmd, nil
 	}
-	var p LUNCreate
+	var p TargetCreate
 	if err := decodePayload(cmd, &p); err != nil {
 		return cmd, err
 	}
-	if len(p.LUN.Placement) > 0 {
-		if p.LUN.Owner == "" {
-			p.LUN.Owner = p.LUN.Placement[0]
-		}
-		return NewCommand(CmdLUNCreate, p)
-	}
-	if p.LUN.Replicas == 0 {
-		p.LUN.Replicas = 1
-	}
 	n.fsm.mu.RLock()
-	pl, err := n.fsm.state.Place(p.LUN.Replicas)
+	err := checkTargetCreate(n.fsm.state, &p)
 	n.fsm.mu.RUnlock()
 	if err != nil {
 		return cmd, err
 	}
-	p.LUN.Placement = pl
-	p.LUN.Owner = pl[0]
-	return NewCommand(CmdLUNCreate, p)
+	return NewCommand(CmdTargetCreate, p)
 }
 
 func (n *Node) applyRaft(ctx context.Context, cmd Command) (uint64, error) {
