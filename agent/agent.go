@@ -119,6 +119,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 	rec.repl = a.repl
 
 	cc := cfg.clusterConfig()
+	// Before the leader commits a LUN with a copy here, this node creates
+	// and opens its backing store: a LUN it cannot hold is refused.
+	cc.Preparer = newPreparer(log.With("component", "prepare"), rec.ensure, rec.open)
 	// The replication side needs the node, and the node's first reconcile
 	// needs the replication side: the reconciler waits until it is wired.
 	ready := make(chan struct{})
