@@ -110,6 +110,14 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 		rec.ensure = deps.EnsureBacking
 	}
 	a.rec = rec
+	// Whether this node serves each copy placed here goes into the state
+	// (copy.report), for status. The node exists before rep runs.
+	rep := newReporter(log.With("component", "report"), cfg.NodeID, func() *cluster.State { return stateFn() },
+		func(ctx context.Context, cmd cluster.Command) error {
+			_, err := node.Apply(ctx, cmd)
+			return err
+		})
+	rec.report = rep.observe
 	a.repl = newReplicaHost(log.With("component", "replication"), cfg.NodeID, cfg.DataDir, replLn,
 		replicationResolver(func() *cluster.State { return stateFn() }), deps.Dial)
 	a.repl.resyncRate = cfg.ResyncRate
@@ -176,10 +184,16 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 		}
 	}
 	a.repl.start(a.errc)
-	close(ready)
 
 	actx, acancel := context.WithCancel(context.Background())
 	a.cancel = acancel
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		rep.run(actx)
+	}()
+	close(ready)
+
 	go func() {
 		defer close(a.apiDone)
 		api := cluster.NewAPI(node)

@@ -81,9 +81,15 @@ func FormatSize(n uint64) string {
 	return strconv.FormatUint(n, 10) + units[i] + "iB"
 }
 
-// WriteStatusTable writes s for people: the Raft summary, the nodes, then
-// the targets and their LUNs.
+// WriteStatusTable writes s for people: the Raft summary and a PROBLEM
+// line for each of s.Problems (LUNs no node serves, copies that failed),
+// the nodes, the targets and their LUNs, every copy with its state and
+// service, then the last error of each copy that had one.
 func WriteStatusTable(w io.Writer, s Status) error {
+	return writeStatusTable(w, s, time.Now())
+}
+
+func writeStatusTable(w io.Writer, s Status, now time.Time) error {
 	leader := s.Leader
 	if leader == "" {
 		leader = "(none)"
@@ -91,6 +97,9 @@ func WriteStatusTable(w io.Writer, s Status) error {
 	fmt.Fprintf(w, "node %s  leader %s  term %d  commit %d  applied %d\n", s.Node, leader, s.Term, s.CommitIndex, s.Applied)
 	if s.Problem != "" {
 		fmt.Fprintf(w, "%s\n", s.Problem)
+	}
+	for _, p := range s.Problems {
+		fmt.Fprintf(w, "PROBLEM: %s\n", p)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -111,33 +120,42 @@ func WriteStatusTable(w io.Writer, s Status) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TARGET\tLUN\tSIZE\tSECTOR\tIO\tTYPE\tOWNER\tPLACEMENT\tIN SYNC\tEPOCH")
+	fmt.Fprintln(tw, "TARGET\tLUN\tSIZE\tSECTOR\tIO\tTYPE\tOWNER\tPLACEMENT\tIN SYNC\tEPOCH\tSERVICE")
 	for _, t := range s.Targets {
-		fmt.Fprintf(tw, "%s\t\t\t\t\t\t\t\t\t\n", t.IQN)
+		fmt.Fprintf(tw, "%s\t\t\t\t\t\t\t\t\t\t\n", t.IQN)
 		for _, l := range t.LUNs {
-			fmt.Fprintf(tw, "\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", l.LUN.LUN, FormatSize(l.Size), l.SectorSize, l.IOMode,
-				l.Backing, dash(l.Owner), strings.Join(l.Placement, ","), strings.Join(l.InSync, ","), l.Epoch)
+			fmt.Fprintf(tw, "\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", l.LUN.LUN, FormatSize(l.Size), l.SectorSize, l.IOMode,
+				l.Backing, dash(l.Owner), strings.Join(l.Placement, ","), strings.Join(l.InSync, ","), l.Epoch, lunServiceWord(l.Service))
 		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	return writeCopies(w, s)
+	if err := writeCopies(w, s, now); err != nil {
+		return err
+	}
+	return writeLastErrors(w, s, now)
 }
 
-// writeCopies writes, for every LUN with more than one copy, each copy's
-// state and resync progress.
-func writeCopies(w io.Writer, s Status) error {
+// lunServiceWord is a LUN's service for the table: NOT SERVED stands out.
+func lunServiceWord(s string) string {
+	if s == ServiceNotServed {
+		return "NOT SERVED"
+	}
+	return dash(s)
+}
+
+// writeCopies writes every copy of every LUN: its state, whether its node
+// serves it (and since when), and for a LUN with more than one copy the
+// resync progress.
+func writeCopies(w io.Writer, s Status, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	header := false
 	for _, t := range s.Targets {
 		for _, l := range t.LUNs {
-			if len(l.Copies) < 2 {
-				continue
-			}
 			if !header {
 				fmt.Fprintln(w)
-				fmt.Fprintln(tw, "TARGET\tLUN\tCOPY\tSTATE\tRESYNC\tRATE\tETA\tLAST RESYNC COPIED")
+				fmt.Fprintln(tw, "TARGET\tLUN\tCOPY\tSTATE\tSERVICE\tSINCE\tRESYNC\tRATE\tETA\tLAST RESYNC COPIED")
 				header = true
 			}
 			for _, c := range l.Copies {
@@ -147,17 +165,58 @@ func writeCopies(w io.Writer, s Status) error {
 				}
 				// Rate and ETA are known once the resync reported a
 				// second time (its first report has copied nothing).
-				rate, eta := "-", "-"
+				resync, rate, eta, copied := "-", "-", "-", "-"
+				if len(l.Copies) > 1 {
+					resync, copied = fmt.Sprintf("%.0f%%", c.ResyncPercent), humanBytes(c.BytesCopied)
+				}
 				if c.State == CopyResyncing && c.RateBps > 0 {
 					rate = FormatRate(c.RateBps)
 					eta = (time.Duration(c.ETASeconds) * time.Second).String()
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%.0f%%\t%s\t%s\t%s\n", t.IQN, l.LUN.LUN, node, c.State, c.ResyncPercent,
-					rate, eta, humanBytes(c.BytesCopied))
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.IQN, l.LUN.LUN, node, c.State, dash(c.Service),
+					ago(c.ServiceSince, now), resync, rate, eta, copied)
 			}
 		}
 	}
 	return tw.Flush()
+}
+
+// writeLastErrors writes the last error of every copy that had one, when
+// it happened, and whether the copy still fails.
+func writeLastErrors(w io.Writer, s Status, now time.Time) error {
+	header := false
+	for _, t := range s.Targets {
+		for _, l := range t.LUNs {
+			for _, c := range l.Copies {
+				if c.LastError == "" {
+					continue
+				}
+				if !header {
+					fmt.Fprintln(w, "\nLAST ERRORS")
+					header = true
+				}
+				still := "since recovered"
+				if c.Service == ServiceFailed {
+					still = "still failing"
+				}
+				fmt.Fprintf(w, "%s LUN %d on %s, %s (%s, %s): %s\n", t.IQN, l.LUN.LUN, c.Node,
+					c.LastErrorAt.Local().Format("2006-01-02 15:04:05"), ago(c.LastErrorAt, now), still, c.LastError)
+			}
+		}
+	}
+	return nil
+}
+
+// ago writes how long before now t was, to the second ("-" for no time).
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t).Round(time.Second)
+	if d < 0 {
+		d = 0 // the reporting node's clock runs ahead of this one
+	}
+	return d.String() + " ago"
 }
 
 // FormatRate writes a byte rate for people: "95.4 MiB/s".

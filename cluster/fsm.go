@@ -188,6 +188,7 @@ func (f *FSM) applyLocked(cmd Command) error {
 			return errf(ErrUnknownNode, "no node %q", p.ID)
 		}
 		delete(s.Nodes, p.ID)
+		delete(s.Reports, p.ID)
 		for _, t := range s.Targets {
 			for _, l := range t.LUNs {
 				dropCopy(l, p.ID)
@@ -362,6 +363,12 @@ func (f *FSM) applyLocked(cmd Command) error {
 		}
 		c := p.CHAP
 		t.CHAP = &c
+	case CmdCopyReport:
+		var p CopiesReport
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		return s.applyCopiesReport(&p)
 	case CmdCHAPClear:
 		var p CHAPClear
 		if err := decodePayload(cmd, &p); err != nil {
@@ -511,6 +518,7 @@ func DecodeState(r io.Reader) (*State, error) {
 	if s.Targets == nil {
 		s.Targets = map[string]*Target{}
 	}
+	s.cleanReports()
 	// A hand-edited or damaged snapshot may hold nulls: drop them rather
 	// than fail later on a nil pointer.
 	for iqn, t := range s.Targets {

@@ -82,7 +82,7 @@ func TestCreateThatANodeCannotCarryOutLeavesNothing(t *testing.T) {
 	if p, _ := preps["n2"].get(); len(p) != 0 {
 		t.Errorf("n2, outside the placement, prepared %v", p)
 	}
-	c.waitConverged("the refused create left no LUN", func(s *State) bool { return len(s.Targets[iqnA].LUNs) == 0 })
+	c.waitConverged("the refused create left no LUN", func(s *State) bool { return s.Targets[iqnA] != nil && len(s.Targets[iqnA].LUNs) == 0 })
 
 	// A placement on a dead node is refused before anyone prepares.
 	lead := c.leader()
