@@ -26,7 +26,7 @@ func ParseSize(s string) (uint64, error) {
 	}
 	v, err := config.ParseSize(t)
 	if err != nil {
-		return 0, fmt.Errorf("bad size %q: %v (e.g. 512M, 10G, 1T; K/M/G/T/P are powers of 1024)", s, err)
+		return 0, fmt.Errorf("bad size %q: %v", s, err)
 	}
 	return uint64(v), nil
 }
