@@ -178,6 +178,9 @@ func (f *FSM) applyLocked(cmd Command) error {
 		default:
 			return errf(ErrInvalid, "health %q: want alive, dead or left", p.Health)
 		}
+		if n.Health != HealthAlive && p.Health == HealthAlive {
+			s.staleReports(p.ID) // back from the dead: what it served before is unknown
+		}
 		n.Health = p.Health
 	case CmdNodeRemove:
 		var p NodeRemove

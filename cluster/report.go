@@ -126,6 +126,16 @@ func (s *State) Report(id string, lunID uint64) *CopyReport {
 	return s.Reports[id][lunID]
 }
 
+// staleReports marks every report of node id as not known to hold any
+// more (its service empty, its last error kept): the node was recorded
+// dead, may have restarted, and reports again what holds now. Status
+// shows such a copy unknown meanwhile, not what it served before.
+func (s *State) staleReports(id string) {
+	for _, r := range s.Reports[id] {
+		r.Service, r.Since = "", 0
+	}
+}
+
 // cloneReports deep-copies the reports of s into c.
 func (s *State) cloneReports(c *State) {
 	if s.Reports == nil {

@@ -164,6 +164,21 @@ func TestStatusShowsWhetherCopiesServe(t *testing.T) {
 	if len(probs) != 2 || !strings.Contains(probs[1], "the copy of LUN 0 of "+iqnA+" on n2 failed: file too large") {
 		t.Errorf("problems = %q", probs)
 	}
+	// Back alive (restarted, maybe): what it served before no longer
+	// counts until it reports again; its last error stays.
+	if err := f.ApplyCommand(mustCmd(t, CmdNodeHealth, NodeHealth{ID: "n1", Health: HealthAlive})); err != nil {
+		t.Fatal(err)
+	}
+	ls = lunStatus(0)
+	if c := ls.Copies[0]; c.Service != ServiceUnknown || ls.Service != ServiceUnknown || c.LastError == "" {
+		t.Errorf("n1 back alive: LUN %q, copy %+v; want unknown, the last error kept", ls.Service, c.CopyService)
+	}
+	if err := f.ApplyCommand(report(t, "n1", rep(1, ServiceServing, later, "", 0))); err != nil {
+		t.Fatal(err)
+	}
+	if ls = lunStatus(0); ls.Service != ServiceServing {
+		t.Errorf("n1 reported again: LUN %q", ls.Service)
+	}
 }
 
 // TestStatusTableShowsProblemsServiceAndErrors: "hatgt status" puts a

@@ -36,7 +36,7 @@ func (s *State) copyService(l *LUN, id string) CopyService {
 	switch ni := s.Nodes[id]; {
 	case ni == nil || ni.Health != HealthAlive:
 		cs.Service = ServiceOffline
-	case r == nil:
+	case r == nil || r.Service == "":
 		cs.Service = ServiceUnknown
 	default:
 		cs.Service = r.Service
