@@ -79,7 +79,7 @@ func TestEnsureBackingSaysWhatToDo(t *testing.T) {
 		t.Errorf("blockio on a regular file: %v", err)
 	}
 	l = desiredFile(l.BackingPath, 1<<20) // an empty file of another size
-	if _, err := EnsureBacking(l); err == nil || !strings.Contains(err.Error(), "give --size 0") {
+	if _, err := EnsureBacking(l); err == nil || !strings.Contains(err.Error(), "--size 0 (the file's size)") {
 		t.Errorf("a file of another size: %v", err)
 	}
 }

@@ -41,8 +41,8 @@ func EnsureBacking(l cluster.DesiredLUN) (created bool, err error) {
 		if !st.Mode().IsRegular() || st.Size() == int64(l.LUN.Size) {
 			return false, nil
 		}
-		return false, fmt.Errorf("%s is %d bytes, not the LUN's %d: hatgt does not resize an existing LUN file; give --size %d (its size), or another --path",
-			l.BackingPath, st.Size(), l.LUN.Size, st.Size())
+		return false, fmt.Errorf("%s is %d bytes, not the LUN's %d: hatgt does not resize an existing LUN file: bring the file back to %d bytes, or create the LUN with --size %d (the file's size) or another --path",
+			l.BackingPath, st.Size(), l.LUN.Size, l.LUN.Size, st.Size())
 	}
 	if l.LUN.IOMode == cluster.IOModeReadOnly {
 		return false, fmt.Errorf("%s does not exist, and a read-only LUN is never created", l.BackingPath)
