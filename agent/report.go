@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -93,8 +94,12 @@ type reporter struct {
 	state  func() *cluster.State // nil until the node runs
 	apply  func(ctx context.Context, cmd cluster.Command) error
 
-	kick  chan struct{}
-	retry time.Duration // reportRetry; tests shorten it
+	kick     chan struct{}
+	retry    time.Duration // reportRetry; tests shorten it
+	interval time.Duration // reportInterval; tests shorten it
+	// oldLeaderWait is how long to wait after a leader refused copy.report
+	// as an unknown command.
+	oldLeaderWait time.Duration
 
 	mu       sync.Mutex
 	latest   map[uint64]copyOutcome // from the last Reconcile
@@ -104,7 +109,7 @@ type reporter struct {
 func newReporter(log *slog.Logger, nodeID string, state func() *cluster.State,
 	apply func(context.Context, cluster.Command) error) *reporter {
 	return &reporter{log: log, nodeID: nodeID, now: time.Now, state: state, apply: apply,
-		kick: make(chan struct{}, 1), retry: reportRetry, textSent: map[uint64]time.Time{}}
+		kick: make(chan struct{}, 1), retry: reportRetry, interval: reportInterval, oldLeaderWait: time.Minute, textSent: map[uint64]time.Time{}}
 }
 
 // observe takes the outcomes of one Reconcile (every copy placed here),
@@ -145,7 +150,7 @@ func (p *reporter) run(ctx context.Context) {
 		case <-p.kick:
 		case <-tick.C:
 		}
-		if wait := reportInterval - time.Since(last); !last.IsZero() && wait > 0 {
+		if wait := p.interval - time.Since(last); !last.IsZero() && wait > 0 {
 			select {
 			case <-ctx.Done():
 				return
@@ -166,6 +171,17 @@ func (p *reporter) run(ctx context.Context) {
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err = p.apply(actx, cmd)
 			cancel()
+		}
+		if errors.Is(err, cluster.ErrUnknownCommand) {
+			// A leader of an older version (a rolling upgrade): each
+			// try would be one more refused entry in the log.
+			p.log.Info("the cluster leader does not take copy reports (an older version?): status will not show this node's copies until it does; trying again in a minute")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(p.oldLeaderWait):
+			}
+			continue
 		}
 		if err != nil {
 			p.log.Debug("reporting copies failed; retrying", "err", err)

@@ -224,3 +224,46 @@ func TestReporterRunReportsAndRetries(t *testing.T) {
 		t.Errorf("%d reports committed, want 1", len(f.reports))
 	}
 }
+
+// TestReporterWaitsForAnOlderLeader: a leader that does not know
+// copy.report (a rolling upgrade) is not asked again at every retry, each
+// refusal being one more entry in the Raft log.
+func TestReporterWaitsForAnOlderLeader(t *testing.T) {
+	f := newReporterFixture(t)
+	f.rep.retry, f.rep.interval = time.Millisecond, time.Millisecond
+	f.rep.oldLeaderWait = time.Hour
+	var mu sync.Mutex
+	calls := 0
+	f.rep.apply = func(context.Context, cluster.Command) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		return &cluster.Error{Code: cluster.ErrUnknownCommand.Code, Message: "unknown command type \"copy.report\""}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.rep.run(ctx) }()
+	f.rep.observe(map[uint64]copyOutcome{1: {service: cluster.ServiceServing}})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := calls
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no report tried")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, s := range []string{cluster.ServiceFailed, cluster.ServiceStandby, cluster.ServiceServing} {
+		f.rep.observe(map[uint64]copyOutcome{1: {service: s, err: "x"}})
+		time.Sleep(20 * time.Millisecond) // room for retries, were they made
+	}
+	cancel()
+	<-done
+	if calls != 1 {
+		t.Errorf("%d reports tried against a leader that refused the first as unknown, want 1", calls)
+	}
+}
