@@ -43,8 +43,9 @@ type PrepareRequest struct {
 // or the proposal fails, the copies prepared are abandoned: a create that
 // fails leaves neither a LUN in the state nor a file on a node.
 //
-// Creates are serialized on the leader, so that the ID taken from the
-// state (the last ID plus one) is still free when the entry commits.
+// Creates are serialized on the leader, and each starts with a Raft
+// barrier (every committed entry applied here), so that the ID taken from
+// the state (the last ID plus one) is still free when the entry commits.
 func (n *Node) createLUN(ctx context.Context, cmd Command) (uint64, error) {
 	var p LUNCreate
 	if err := decodePayload(cmd, &p); err != nil {
@@ -52,6 +53,11 @@ func (n *Node) createLUN(ctx context.Context, cmd Command) (uint64, error) {
 	}
 	n.createMu.Lock()
 	defer n.createMu.Unlock()
+	// A new leader may not have applied every committed entry yet: wait
+	// until it has, so that the checks and the ID see the whole state.
+	if err := raftErr(n.raft.Barrier(timeLeft(ctx)).Error()); err != nil {
+		return 0, err
+	}
 	st := n.fsm.State()
 	l := &p.LUN
 	l.Target = st.resolveIQN(l.Target)
