@@ -127,6 +127,14 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 		rec.ensure = deps.EnsureBacking
 	}
 	a.rec = rec
+	// Whether this node serves each copy placed here goes into the state
+	// (copy.report), for status. The node exists before rep runs.
+	rep := newReporter(log.With("component", "report"), cfg.NodeID, func() *cluster.State { return stateFn() },
+		func(ctx context.Context, cmd cluster.Command) error {
+			_, err := node.Apply(ctx, cmd)
+			return err
+		})
+	rec.report = rep.observe
 	a.repl = newReplicaHost(log.With("component", "replication"), cfg.NodeID, cfg.DataDir, replLn,
 		replicationResolver(func() *cluster.State { return stateFn() }), deps.Dial)
 	a.repl.resyncRate = cfg.ResyncRate
@@ -140,6 +148,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 
 	cc := cfg.clusterConfig()
 	cc.Release = a.repl // a leave stops the owner volumes before the handover
+	// Before the leader commits a LUN with a copy here, this node creates
+	// and opens its backing store: a LUN it cannot hold is refused.
+	cc.Preparer = newPreparer(log.With("component", "prepare"), rec.ensure, rec.open)
 	// The replication side needs the node, and the node's first reconcile
 	// needs the replication side: the reconciler waits until it is wired.
 	ready := make(chan struct{})
@@ -194,10 +205,16 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 		}
 	}
 	a.repl.start(a.errc)
-	close(ready)
 
 	actx, acancel := context.WithCancel(context.Background())
 	a.cancel = acancel
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		rep.run(actx)
+	}()
+	close(ready)
+
 	go func() {
 		defer close(a.apiDone)
 		api := cluster.NewAPI(node)

@@ -26,6 +26,16 @@
 //     every volume when the node loses its owner lease; it is also the
 //     node's cluster.OwnerRelease (handover.go): a leave stops serving the
 //     LUNs it owns through it before it hands them over;
+//   - the preparer (prepare.go): the node's cluster.Preparer, which creates
+//     and opens the backing store of a LUN about to be created with a copy
+//     here (so that a LUN this node cannot hold is refused with the
+//     reason), and removes the file it created when the create is
+//     abandoned — never a file that was there before;
+//   - the reporter (report.go): what each reconcile found of every copy
+//     placed here (serving, standby, starting, or failed and why) goes into
+//     the state as copy.report entries, for status; only what differs from
+//     what the state holds, at most one report a second, and a new error
+//     text of a copy still failing at most every 30 s;
 //   - the iSCSI target (package target) on the node's portal.
 //
 // Deps replaces what a test must control: listeners, Raft's transport and

@@ -57,11 +57,16 @@ type reconciler struct {
 	// abort makes close skip the flushes (Agent.Abort).
 	abort bool
 
-	mu      sync.Mutex
-	targets map[string]*runTarget // by lower-case IQN
-	ensured map[string]uint64     // backing paths known to exist, with their size
-	copies  map[uint64]bool       // replicated LUN IDs placed here (this reconcile)
-	created map[string]bool       // backing files ensureOnce had to create
+	// report, if set, gets what each Reconcile found of every LUN copy
+	// placed here (reporter.observe), called with mu held.
+	report func(map[uint64]copyOutcome)
+
+	mu       sync.Mutex
+	outcomes map[uint64]copyOutcome // this Reconcile's, by LUN ID
+	targets  map[string]*runTarget  // by lower-case IQN
+	ensured  map[string]uint64      // backing paths known to exist, with their size
+	copies   map[uint64]bool        // replicated LUN IDs placed here (this reconcile)
+	created  map[string]bool        // backing files ensureOnce had to create
 }
 
 // runTarget is a target as this node runs it.
@@ -115,6 +120,7 @@ func (r *reconciler) Reconcile(ctx context.Context, d *cluster.Desired) error {
 	defer r.mu.Unlock()
 	var errs []error
 	r.copies = map[uint64]bool{}
+	r.outcomes = map[uint64]copyOutcome{}
 	var tpgt uint16
 	if len(d.Targets) > 0 {
 		var st *cluster.State
@@ -132,6 +138,11 @@ func (r *reconciler) Reconcile(ctx context.Context, d *cluster.Desired) error {
 		want[key] = true
 		if err := r.reconcileTarget(ctx, key, dt, tpgt); err != nil {
 			errs = append(errs, fmt.Errorf("target %s: %w", dt.IQN, err))
+			for _, l := range dt.LUNs { // the target itself failed
+				if _, seen := r.outcomes[l.ID]; !seen {
+					r.note(l, "", err)
+				}
+			}
 		}
 	}
 	for key, rt := range r.targets {
@@ -147,6 +158,9 @@ func (r *reconciler) Reconcile(ctx context.Context, d *cluster.Desired) error {
 		}
 	}
 	errs = append(errs, r.detachStale(false))
+	if r.report != nil {
+		r.report(r.outcomes)
+	}
 	return errors.Join(errs...)
 }
 
@@ -187,6 +201,7 @@ func (r *reconciler) reconcileTarget(ctx context.Context, key string, dt cluster
 	for _, l := range dt.LUNs {
 		if err := r.ensureOnce(l); err != nil {
 			errs = append(errs, fmt.Errorf("LUN %d: %w", l.LUN.LUN, err))
+			r.note(l, "", err)
 			continue
 		}
 		if r.replicated(l) {
@@ -194,17 +209,21 @@ func (r *reconciler) reconcileTarget(ctx context.Context, key string, dt cluster
 			// the owner, Standby elsewhere.
 			r.copies[l.ID] = true
 			owned[l.LUN.LUN] = true
-			if err := r.reconcileReplicated(ctx, rt, l); err != nil {
+			err := r.reconcileReplicated(ctx, rt, l)
+			if err != nil {
 				errs = append(errs, fmt.Errorf("LUN %d: %w", l.LUN.LUN, err))
 			}
+			r.note(l, replicatedService(rt, l), err)
 			continue
 		}
 		if !l.Owned {
+			r.note(l, cluster.ServiceStandby, nil) // its file is ready
 			continue
 		}
 		owned[l.LUN.LUN] = true
 		if cur := rt.luns[l.LUN.LUN]; cur != nil {
 			if sameLUN(cur.lun, l) && cur.c == nil {
+				r.note(l, cluster.ServiceServing, nil)
 				continue
 			}
 			r.log.Info("LUN changed, reopening it", "target", dt.IQN, "lun", l.LUN.LUN)
@@ -212,9 +231,11 @@ func (r *reconciler) reconcileTarget(ctx context.Context, key string, dt cluster
 				errs = append(errs, err)
 			}
 		}
-		if err := r.startLUN(rt, l); err != nil {
+		err := r.startLUN(rt, l)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("LUN %d: %w", l.LUN.LUN, err))
 		}
+		r.note(l, cluster.ServiceServing, err)
 	}
 	for n := range rt.luns {
 		if !owned[n] {

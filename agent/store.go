@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/hatgt/hatgt/blockstore"
 	"github.com/hatgt/hatgt/cluster"
@@ -48,8 +49,14 @@ func BackingSize(l cluster.DesiredLUN) int64 {
 // must exist already. It is the default Deps.EnsureBacking.
 func EnsureBacking(l cluster.DesiredLUN) (created bool, err error) {
 	if l.LUN.Backing == cluster.BackingBlock {
-		if _, err := os.Stat(l.BackingPath); err != nil {
+		st, err := os.Stat(l.BackingPath)
+		switch {
+		case os.IsNotExist(err):
+			return false, fmt.Errorf("no block device %s on this node: give --path a device that exists on every node of the LUN's placement (ls -l /dev/disk/by-id/)", l.BackingPath)
+		case err != nil:
 			return false, fmt.Errorf("block device: %w", err)
+		case st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0:
+			return false, fmt.Errorf("%s is not a block device (%v): a blockio LUN needs one; for a file use --type fileio", l.BackingPath, st.Mode().Type())
 		}
 		return false, nil
 	}
@@ -65,8 +72,9 @@ func EnsureBacking(l cluster.DesiredLUN) (created bool, err error) {
 			}
 			return false, s.Close()
 		}
-		return false, fmt.Errorf("%s is %d bytes, not %d (the LUN's %d%s): hatgt does not resize an existing LUN file",
-			l.BackingPath, st.Size(), want, l.LUN.Size, identityNote(l))
+		extra := want - int64(l.LUN.Size) // the identity block, if any
+		return false, fmt.Errorf("%s is %d bytes, not the LUN's %d%s: hatgt does not resize an existing LUN file: bring the file back to %d bytes, or create the LUN with --size %d (the file's size%s) or another --path",
+			l.BackingPath, st.Size(), l.LUN.Size, identityNote(l), want, max(st.Size()-extra, 0), lessNote(extra))
 	}
 	if l.LUN.IOMode == cluster.IOModeReadOnly {
 		return false, fmt.Errorf("%s does not exist, and a read-only LUN is never created", l.BackingPath)
@@ -76,9 +84,23 @@ func EnsureBacking(l cluster.DesiredLUN) (created bool, err error) {
 	}
 	s, err := blockstore.OpenFile(l.BackingPath, blockstore.Options{Size: want, Mode: blockstore.WriteBack, Create: true})
 	if err != nil {
-		return false, err
+		// The file did not exist: whatever the open left (an empty file
+		// whose sizing failed) goes, so that the next try reports this
+		// error again, not "0 bytes, not the LUN's size".
+		if rmErr := os.Remove(l.BackingPath); rmErr != nil && !os.IsNotExist(rmErr) {
+			return false, fmt.Errorf("%w (and removing the file it left failed: %v)", backingError(l, err), rmErr)
+		}
+		return false, backingError(l, err)
 	}
 	return true, s.Close()
+}
+
+// lessNote says a suggested size leaves out the identity block.
+func lessNote(extra int64) string {
+	if extra > 0 {
+		return fmt.Sprintf(" less %d for the copy's identity block", extra)
+	}
+	return ""
 }
 
 // identityNote names the identity block in a size message about l.
@@ -87,6 +109,18 @@ func identityNote(l cluster.DesiredLUN) string {
 		return fmt.Sprintf(" plus %d for the copy's identity block", replication.IdentitySize)
 	}
 	return ""
+}
+
+// backingError adds to a failure to create l's file what to do about it.
+func backingError(l cluster.DesiredLUN, err error) error {
+	switch {
+	case errors.Is(err, syscall.EFBIG):
+		return fmt.Errorf("%w: the file system of %s cannot hold a file of %s: choose a smaller --size, or a --path on a file system that can",
+			err, filepath.Dir(l.BackingPath), cluster.FormatSize(l.LUN.Size))
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w: hatgt on this node may not create files in %s: choose another --path, or give it the right", err, filepath.Dir(l.BackingPath))
+	}
+	return err
 }
 
 // OpenStore opens the backing store of a LUN placed on this node: its file

@@ -61,6 +61,8 @@ func (a *API) Handler(local bool) http.Handler {
 	mux.HandleFunc("POST /v1/join", a.mutate(a.join))
 	mux.HandleFunc("POST /v1/leave", a.mutate(a.leave))
 	mux.HandleFunc("POST /v1/internal/forward", a.mutate(a.forwarded))
+	mux.HandleFunc("POST /v1/internal/prepare", a.mutate(a.prepareLUN))
+	mux.HandleFunc("POST /v1/internal/abandon", a.mutate(a.abandonLUN))
 	if local {
 		return mux
 	}
@@ -200,7 +202,7 @@ func (a *API) createTarget(r *http.Request) (any, error) {
 }
 
 func (a *API) deleteTarget(r *http.Request) (any, error) {
-	return a.apply(r, CmdTargetDelete, TargetDelete{IQN: r.PathValue("iqn")})
+	return a.apply(r, CmdTargetDelete, TargetDelete{IQN: a.iqn(r)})
 }
 
 // LUNRequest is the body of POST /v1/targets/{iqn}/luns. Zero fields take
@@ -240,7 +242,7 @@ func (a *API) createLUN(r *http.Request) (any, error) {
 	if err := decodeBody(r, &q); err != nil {
 		return nil, err
 	}
-	return a.apply(r, CmdLUNCreate, LUNCreate{LUN: q.toLUN(r.PathValue("iqn"))})
+	return a.apply(r, CmdLUNCreate, LUNCreate{LUN: q.toLUN(a.iqn(r))})
 }
 
 func (a *API) deleteLUN(r *http.Request) (any, error) {
@@ -248,7 +250,7 @@ func (a *API) deleteLUN(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, errf(ErrInvalid, "bad LUN number %q", r.PathValue("lun"))
 	}
-	return a.apply(r, CmdLUNDelete, LUNDelete{IQN: r.PathValue("iqn"), LUN: n})
+	return a.apply(r, CmdLUNDelete, LUNDelete{IQN: a.iqn(r), LUN: n})
 }
 
 func (a *API) addACL(r *http.Request) (any, error) {
@@ -256,12 +258,18 @@ func (a *API) addACL(r *http.Request) (any, error) {
 	if err := decodeBody(r, &p); err != nil {
 		return nil, err
 	}
-	p.IQN = r.PathValue("iqn")
+	p.IQN = a.iqn(r)
+	ini, err := canonicalName("initiator", p.Initiator)
+	if err != nil {
+		return nil, err
+	}
+	p.Initiator = a.initiator(p.IQN, ini)
 	return a.apply(r, CmdACLAdd, p)
 }
 
 func (a *API) removeACL(r *http.Request) (any, error) {
-	return a.apply(r, CmdACLRemove, ACLChange{IQN: r.PathValue("iqn"), Initiator: r.PathValue("initiator")})
+	iqn := a.iqn(r)
+	return a.apply(r, CmdACLRemove, ACLChange{IQN: iqn, Initiator: a.initiator(iqn, r.PathValue("initiator"))})
 }
 
 func (a *API) setCHAP(r *http.Request) (any, error) {
@@ -269,11 +277,11 @@ func (a *API) setCHAP(r *http.Request) (any, error) {
 	if err := decodeBody(r, &c); err != nil {
 		return nil, err
 	}
-	return a.apply(r, CmdCHAPSet, CHAPSet{IQN: r.PathValue("iqn"), CHAP: c})
+	return a.apply(r, CmdCHAPSet, CHAPSet{IQN: a.iqn(r), CHAP: c})
 }
 
 func (a *API) clearCHAP(r *http.Request) (any, error) {
-	return a.apply(r, CmdCHAPClear, CHAPClear{IQN: r.PathValue("iqn")})
+	return a.apply(r, CmdCHAPClear, CHAPClear{IQN: a.iqn(r)})
 }
 
 func (a *API) addNode(r *http.Request) (any, error) {
@@ -362,6 +370,8 @@ func httpStatus(e *Error) int {
 		return http.StatusServiceUnavailable
 	case ErrInvalid.Code, ErrBadSize.Code, ErrBadCommand.Code, ErrUnknownCommand.Code, ErrUnsupportedVersion.Code:
 		return http.StatusBadRequest
+	case ErrBacking.Code:
+		return http.StatusUnprocessableEntity
 	}
 	return http.StatusInternalServerError
 }

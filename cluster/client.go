@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -83,6 +84,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
 			return eb.Error
 		}
+		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+			return fmt.Errorf("cluster: %s %s: HTTP %d: %w", method, path, resp.StatusCode, errNoEndpoint)
+		}
 		return fmt.Errorf("cluster: %s %s: HTTP %d", method, path, resp.StatusCode)
 	}
 	if out != nil {
@@ -92,6 +96,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	return nil
 }
+
+// errNoEndpoint is an answer without an API error from a node that has no
+// such endpoint (an older version).
+var errNoEndpoint = errors.New("no such endpoint on that node")
 
 // redactURLErr keeps url.Error's operation and cause; a URL never holds a
 // secret here, but the token must never be echoed, so headers are not.

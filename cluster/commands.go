@@ -27,6 +27,7 @@ const (
 	CmdACLRemove      = "acl.remove"
 	CmdCHAPSet        = "chap.set"
 	CmdCHAPClear      = "chap.clear"
+	CmdCopyReport     = "copy.report" // CopiesReport, report.go
 )
 
 // Command is the envelope of every Raft log entry: a type, the version of its

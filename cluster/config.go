@@ -87,6 +87,9 @@ type Config struct {
 	// node owns: a leave stops them before it hands them over (see
 	// OwnerRelease, Node.Leave).
 	Release OwnerRelease
+	// Preparer, if set, prepares this node's copy of a new LUN before the
+	// leader commits it; see Preparer. Nil: nothing is checked here.
+	Preparer Preparer
 }
 
 // DefaultConfig returns a Config with LAN timings and no addresses.

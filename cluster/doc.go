@@ -17,6 +17,33 @@
 // the command, and travel inside it. Snapshot writes the whole State as
 // JSON; Restore replaces the whole state.
 //
+// Rules that entries already in a log were not held to are checked by the
+// leader before it proposes, never by Apply (a replayed log must apply as
+// it did): a new target's name is the config file's kind of name
+// (config.CanonicalName), stored lower case, and refused when it differs
+// from an existing one only in case; the API finds a target or initiator
+// named in any case; a new LUN passes checkNewLUN (absolute, plain path;
+// size a sector multiple; sector 512 or 4096) and checkReplicas (1 to the
+// number of nodes, alive), and its path is not another LUN's on one of
+// the same nodes.
+//
+// A new LUN (createLUN, on the leader, one at a time) gets its ID from the
+// leader (the last ID plus one; Apply refuses an ID not past the last), so
+// that the nodes of its placement can prepare its copy before the entry
+// exists: each node's Preparer creates or opens the backing store, and
+// the LUN is proposed only when every node could. Otherwise the create
+// fails with ErrBacking, naming each node and its reason, and the nodes
+// that did prepare abandon their copy (remove the file they created): a
+// failed create leaves no LUN and no file.
+//
+// Every node reports whether it serves each copy placed on it
+// (copy.report, CopiesReport: serving, standby, starting or failed, the
+// last error, times from the reporting node's clock), on a change only;
+// State.Reports keeps the last report per node and LUN ID. A report drops
+// its node's records of LUNs no longer placed there; a node removed takes
+// its records along; a node recorded alive again after being dead has its
+// records marked stale (service unknown) until it reports anew.
+//
 // Invariants kept by Apply: a LUN's owner is in its placement and in its
 // in-sync set when the LUN is created; an owner change (lun.set_owner) only
 // picks a node of the in-sync set, is a compare-and-set on the epoch and
@@ -46,7 +73,11 @@
 // offline when its node is not recorded alive, else in-sync, resyncing
 // (a run of the current epoch not done), or out-of-sync, with the resync
 // percentage, the bytes the last resync copied, and rate and ETA while
-// resyncing.
+// resyncing; and its service (CopyService: what its node reported, offline
+// when the node is not alive, unknown before a report) with its last error.
+// A LUN's service is its owner's (serving, starting, unknown) or
+// not-served with the reason (LUNStatus.Problem); Status.Problems lists
+// every LUN not served and every copy that failed.
 //
 // # Changes go through the leader
 //
@@ -55,6 +86,10 @@
 // the admin token); the leader prepares and proposes it. When no leader is
 // reachable within Config.ApplyTimeout the caller gets ErrNoLeader,
 // "no cluster leader: quorum lost? N of M voters reachable", never a hang.
+// A forwarded command returns only once this node applied the entry the
+// leader answered with (FSM.WaitApplied, bounded by the same timeout; past
+// it only a warning is logged, the change standing): a read through the
+// node that made a change sees it.
 //
 // # Membership and health
 //
@@ -111,6 +146,8 @@
 //	POST   /v1/join                           {"peer": API address}: this node joins
 //	POST   /v1/leave                          LeaveOptions (or empty): this node hands its LUNs over, leaves and stops
 //	POST   /v1/internal/forward               Op: a follower's change, run by the leader
+//	POST   /v1/internal/prepare               PrepareRequest: prepare this node's copy of a new LUN
+//	POST   /v1/internal/abandon               PrepareRequest: undo that prepare
 //
 // Errors are {"error": {"code", "message"}} with the codes of the *Error
 // sentinels; Client turns them back into *Error.
@@ -125,6 +162,7 @@
 //	cfg.Token = token             // empty: keep the API on loopback
 //	cfg.Reconciler = myReconciler // keeps local targets/LUNs = desired state
 //	cfg.Release = myServingSide   // stops serving owned LUNs before a leave hands them over
+//	cfg.Preparer = myPreparer     // creates a new LUN's copy before its commit
 //	node, err := cluster.Start(ctx, cfg)
 //	if err := cluster.CheckExposure(cfg.APIAddr, cfg.Token); err != nil { ... }
 //	ln, _ := net.Listen("tcp", cfg.APIAddr)

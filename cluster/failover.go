@@ -330,6 +330,9 @@ func (w notifyFSM) Apply(l *raft.Log) any {
 
 func (w notifyFSM) Restore(rc io.ReadCloser) error {
 	err := w.FSM.Restore(rc)
+	if err == nil {
+		w.FSM.noteRestored(w.n.latestSnapshotIndex())
+	}
 	w.n.kickFailover()
 	return err
 }

@@ -8,7 +8,7 @@ import (
 )
 
 func TestParseSize(t *testing.T) {
-	good := map[string]uint64{"4096": 4096, "1K": 1024, "10M": 10 << 20, "10MiB": 10 << 20, "2g": 2 << 30, "1TB": 1 << 40, "3P": 3 << 50}
+	good := map[string]uint64{"4096": 4096, "1K": 1024, "10M": 10 << 20, "10MiB": 10 << 20, "2g": 2 << 30, "1TiB": 1 << 40, "3P": 3 << 50, "4096B": 4096}
 	for in, want := range good {
 		got, err := ParseSize(in)
 		if err != nil || got != want {
@@ -21,6 +21,24 @@ func TestParseSize(t *testing.T) {
 	for _, in := range []string{"", "0", "-1", "1.5G", "G", "12X", "99999999999P", "1KK"} {
 		if v, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) = %d, want error", in, v)
+		}
+	}
+	// GB, TB, ... mean powers of 1000 to many: refused, with both
+	// readings spelled out.
+	for in, want := range map[string][]string{
+		"1GB":  {"1G for 1 GiB (1073741824 bytes)", "1000000000 for 1×10^9 bytes"},
+		"10tb": {"10T for 10 TiB", "10000000000000 for 10×10^12 bytes"},
+		"4KB":  {"4K for 4 KiB (4096 bytes)", "4000 for"},
+	} {
+		v, err := ParseSize(in)
+		if err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", in, v)
+			continue
+		}
+		for _, w := range want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("ParseSize(%q): %q lacks %q", in, err, w)
+			}
 		}
 	}
 }

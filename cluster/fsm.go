@@ -26,6 +26,9 @@ type FSM struct {
 	state   *State
 	applied uint64 // index of the last applied entry
 	changed chan struct{}
+	// appliedCh is closed, and replaced, whenever applied grows
+	// (WaitApplied).
+	appliedCh chan struct{}
 
 	subMu   sync.Mutex
 	subs    map[int]chan struct{}
@@ -110,7 +113,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err == nil {
 		err = f.applyLocked(cmd)
 	}
-	f.applied = l.Index
+	f.setAppliedLocked(l.Index)
 	f.mu.Unlock()
 	f.notify(err == nil)
 	if err != nil {
@@ -176,6 +179,9 @@ func (f *FSM) applyLocked(cmd Command) error {
 		default:
 			return errf(ErrInvalid, "health %q: want alive, dead or left", p.Health)
 		}
+		if n.Health != HealthAlive && p.Health == HealthAlive {
+			s.staleReports(p.ID) // back from the dead: what it served before is unknown
+		}
 		n.Health = p.Health
 	case CmdNodeRemove:
 		var p NodeRemove
@@ -186,6 +192,7 @@ func (f *FSM) applyLocked(cmd Command) error {
 			return errf(ErrUnknownNode, "no node %q", p.ID)
 		}
 		delete(s.Nodes, p.ID)
+		delete(s.Reports, p.ID)
 		for _, t := range s.Targets {
 			for _, l := range t.LUNs {
 				dropCopy(l, p.ID)
@@ -395,6 +402,12 @@ func (f *FSM) applyLocked(cmd Command) error {
 		}
 		c := p.CHAP
 		t.CHAP = &c
+	case CmdCopyReport:
+		var p CopiesReport
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		return s.applyCopiesReport(&p)
 	case CmdCHAPClear:
 		var p CHAPClear
 		if err := decodePayload(cmd, &p); err != nil {
@@ -446,7 +459,16 @@ func (f *FSM) lunCreate(l *LUN) error {
 	n.InSync = slices.Clone(n.Placement)
 	n.Generations = nil
 	n.Epoch = 1
-	s.LastLUNID++
+	if l.ID != 0 {
+		// Chosen by the leader (createLUN), so that the nodes could
+		// prepare the LUN's files, named by its ID, before this entry.
+		if l.ID <= s.LastLUNID {
+			return errf(ErrInvalid, "LUN ID %d is taken (the last is %d): create the LUN again", l.ID, s.LastLUNID)
+		}
+		s.LastLUNID = l.ID
+	} else {
+		s.LastLUNID++
+	}
 	n.ID = s.LastLUNID
 	t.LUNs[n.LUN] = n
 	return nil
@@ -538,6 +560,7 @@ func DecodeState(r io.Reader) (*State, error) {
 	if s.Targets == nil {
 		s.Targets = map[string]*Target{}
 	}
+	s.cleanReports()
 	// A hand-edited or damaged snapshot may hold nulls: drop them rather
 	// than fail later on a nil pointer.
 	for iqn, t := range s.Targets {

@@ -114,16 +114,15 @@ func TestFSMCopyGenerations(t *testing.T) {
 func TestPrepareMarksReplicatedCopiesFresh(t *testing.T) {
 	f := NewFSM(nil)
 	applyAll(t, f, baseLog(t))
-	n := &Node{fsm: f}
 	for _, tc := range []struct {
 		l     LUN
 		fresh bool
 	}{{lun(0, "n1", "n2"), true}, {lun(1, "n1"), false}, {LUN{Target: iqnA, LUN: 2, Size: 1 << 20, SectorSize: 512, IOMode: "wb", Backing: "fileio", Replicas: 3}, true}} {
-		cmd, err := n.prepare(mustCmd(t, CmdLUNCreate, LUNCreate{LUN: tc.l}))
-		if err != nil {
+		l := tc.l
+		if err := f.State().completeNewLUN(&l); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.ApplyCommand(cmd); err != nil {
+		if err := f.ApplyCommand(mustCmd(t, CmdLUNCreate, LUNCreate{LUN: l})); err != nil {
 			t.Fatal(err)
 		}
 		if got := f.State().Targets[iqnA].LUNs[tc.l.LUN].FreshCopies; got != tc.fresh {

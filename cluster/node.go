@@ -76,6 +76,7 @@ type Node struct {
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
 	shutdownCh chan struct{}
+	createMu   sync.Mutex // leader: one LUN create at a time (createLUN)
 }
 
 // raftRPCTimeout bounds every Raft RPC's dial and IO (see Start).
@@ -470,6 +471,9 @@ func (n *Node) submit(ctx context.Context, op *Op) (uint64, error) {
 			idx, err = n.execute(ctx, op)
 		} else if _, addr := n.Leader(); addr != "" {
 			idx, err = n.forward(ctx, addr, op)
+			if err == nil && op.Kind == OpCommand {
+				n.waitForwarded(ctx, idx) // read your writes
+			}
 		} else {
 			err = errRetry
 		}
@@ -493,6 +497,9 @@ func (n *Node) execute(ctx context.Context, op *Op) (uint64, error) {
 	case OpCommand:
 		if op.Command == nil {
 			return 0, errf(ErrBadCommand, "command op without command")
+		}
+		if op.Command.Type == CmdLUNCreate {
+			return n.createLUN(ctx, *op.Command)
 		}
 		cmd, err := n.prepare(*op.Command)
 		if err != nil {
@@ -554,38 +561,24 @@ func (n *Node) addVoter(ctx context.Context, id, addr string) error {
 	return raftErr(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeLeft(ctx)).Error())
 }
 
-// prepare fills in what the leader decides before proposing: the placement
-// and owner of a new LUN, and that a replicated one's copies are fresh
-// (blank, their generations for the first owner to record). The state
-// machine takes FreshCopies from the command, so replaying a log written
-// before identities never marks an old LUN's copies fresh.
+// prepare fills in what the leader decides before proposing a command
+// (a new LUN: createLUN) and checks what the state machine does not: a new
+// target's name is the config file's kind of name, stored lower case.
 func (n *Node) prepare(cmd Command) (Command, error) {
-	if cmd.Type != CmdLUNCreate {
+	if cmd.Type != CmdTargetCreate {
 		return cmd, nil
 	}
-	var p LUNCreate
+	var p TargetCreate
 	if err := decodePayload(cmd, &p); err != nil {
 		return cmd, err
 	}
-	p.LUN.FreshCopies = p.LUN.Replicas > 1
-	if len(p.LUN.Placement) > 0 {
-		if p.LUN.Owner == "" {
-			p.LUN.Owner = p.LUN.Placement[0]
-		}
-		return NewCommand(CmdLUNCreate, p)
-	}
-	if p.LUN.Replicas == 0 {
-		p.LUN.Replicas = 1
-	}
 	n.fsm.mu.RLock()
-	pl, err := n.fsm.state.Place(p.LUN.Replicas)
+	err := checkTargetCreate(n.fsm.state, &p)
 	n.fsm.mu.RUnlock()
 	if err != nil {
 		return cmd, err
 	}
-	p.LUN.Placement = pl
-	p.LUN.Owner = pl[0]
-	return NewCommand(CmdLUNCreate, p)
+	return NewCommand(CmdTargetCreate, p)
 }
 
 func (n *Node) applyRaft(ctx context.Context, cmd Command) (uint64, error) {

@@ -79,16 +79,22 @@ func DesiredFor(s *State, id, dataDir string, index uint64) *Desired {
 		}
 		for _, l := range t.SortedLUNs() {
 			if slices.Contains(l.Placement, id) {
-				p := l.Path
-				if p == "" {
-					p = DefaultBackingPath(dataDir, t.IQN, l.LUN, l.ID)
-				}
-				dt.LUNs = append(dt.LUNs, DesiredLUN{LUN: *l.clone(), Owned: l.Owner == id, BackingPath: p})
+				dt.LUNs = append(dt.LUNs, DesiredLUNFor(l, id, dataDir))
 			}
 		}
 		d.Targets = append(d.Targets, dt)
 	}
 	return d
+}
+
+// DesiredLUNFor is LUN l as node id, whose data dir is dataDir, must hold
+// it.
+func DesiredLUNFor(l *LUN, id, dataDir string) DesiredLUN {
+	p := l.Path
+	if p == "" {
+		p = DefaultBackingPath(dataDir, l.Target, l.LUN, l.ID)
+	}
+	return DesiredLUN{LUN: *l.clone(), Owned: l.Owner == id, BackingPath: p}
 }
 
 // reconcileLoop calls r after every FSM change and every interval until ctx

@@ -136,6 +136,9 @@ type State struct {
 	// LastTag is the highest portal group tag given to a node (tags are
 	// never reused).
 	LastTag uint16 `json:"last_tag,omitempty"`
+	// Reports holds, per node and LUN ID, what the node last reported of
+	// its copy (copy.report): whether it serves it, and its last error.
+	Reports map[string]map[uint64]*CopyReport `json:"reports,omitempty"`
 }
 
 // NewState returns an empty state.
@@ -156,6 +159,7 @@ func (s *State) Clone() *State {
 	for iqn, t := range s.Targets {
 		c.Targets[iqn] = t.clone()
 	}
+	s.cloneReports(c)
 	return c
 }
 

@@ -22,6 +22,9 @@ type Status struct {
 	// Problem, when set, says why the cluster cannot take changes (no
 	// leader, and how many voters this node reaches).
 	Problem string `json:"problem,omitempty"`
+	// Problems lists every LUN that no node serves and every copy that
+	// failed, one sentence each.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // quorumProblem explains a missing leader from the nodes' view: how many
@@ -81,6 +84,11 @@ type TargetStatus struct {
 type LUNStatus struct {
 	LUN
 	Copies []CopyStatus `json:"copies"`
+	// Service is serving (its owner reports it serves it), starting,
+	// unknown (no report from its owner yet), or not-served: Problem then
+	// says why.
+	Service string `json:"service"`
+	Problem string `json:"problem,omitempty"`
 }
 
 // States of a LUN copy in CopyStatus.
@@ -106,6 +114,8 @@ type CopyStatus struct {
 	// RateBps and ETASeconds are set while resyncing.
 	RateBps    float64 `json:"rate_bps,omitempty"`
 	ETASeconds float64 `json:"eta_seconds,omitempty"`
+	// Whether the copy's node serves it, and its last error.
+	CopyService
 }
 
 // LUNStatus returns l with the status of its copies, one per placement
@@ -142,8 +152,10 @@ func (s *State) LUNStatus(l *LUN) LUNStatus {
 			cs.State = CopyOffline
 			cs.RateBps, cs.ETASeconds = 0, 0
 		}
+		cs.CopyService = s.copyService(l, id)
 		ls.Copies = append(ls.Copies, cs)
 	}
+	ls.Service, ls.Problem = lunService(l, ls.Copies)
 	return ls
 }
 
@@ -225,6 +237,7 @@ func (n *Node) Status() Status {
 		s.Targets = append(s.Targets, ts)
 	}
 	s.Problem = s.quorumProblem()
+	s.Problems = s.lunProblems()
 	return s
 }
 

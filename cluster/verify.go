@@ -66,7 +66,7 @@ func (a *API) verifyLUN(r *http.Request) (any, error) {
 	if vp == nil {
 		return nil, errf(ErrNotLUNOwner, "node %s does not run replication", a.node.cfg.NodeID)
 	}
-	return (*vp)(r.Context(), r.PathValue("iqn"), n, r.URL.Query().Get("repair") == "1")
+	return (*vp)(r.Context(), a.iqn(r), n, r.URL.Query().Get("repair") == "1")
 }
 
 // VerifyLUN asks the node (which must own the LUN) to verify its copies.

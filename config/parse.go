@@ -288,11 +288,10 @@ func (p *parser) target(args []string) {
 		p.cur = &Target{Line: p.line}
 		return
 	}
-	name := args[0]
-	if err := CheckName(name); err != nil {
-		p.errorf(p.line, "Target name %q: %v", name, err)
+	name, err := CanonicalName(args[0])
+	if err != nil {
+		p.errorf(p.line, "Target name %q: %v", args[0], err)
 	}
-	name = strings.ToLower(name)
 	for _, t := range p.cfg.Targets {
 		if t.Name == name {
 			p.errorf(p.line, "duplicate Target %s (first defined on line %d)", name, t.Line)
@@ -419,11 +418,12 @@ func (p *parser) initiatorAllow(args []string) {
 			p.errorf(p.line, "InitiatorAllow ALL is not needed: a target without InitiatorAllow lines accepts every initiator")
 			continue
 		}
-		if err := CheckName(n); err != nil {
-			p.errorf(p.line, "InitiatorAllow %q: %v", n, err)
+		given := n
+		n, err := CanonicalName(n)
+		if err != nil {
+			p.errorf(p.line, "InitiatorAllow %q: %v", given, err)
 			continue
 		}
-		n = strings.ToLower(n)
 		dup := false
 		for _, o := range p.cur.InitiatorAllow {
 			dup = dup || o == n

@@ -45,6 +45,16 @@ func CheckName(name string) error {
 	return nil
 }
 
+// CanonicalName checks name with CheckName and returns the form hatgt
+// stores and compares it in: lower case (iSCSI names are
+// case-insensitive, RFC 3722). The config file and the cluster's admin API
+// both name targets and initiators through it, so a name one takes the
+// other takes too, spelled the same. On error the lower-case form is
+// returned all the same, so that a parser can go on checking.
+func CanonicalName(name string) (string, error) {
+	return strings.ToLower(name), CheckName(name)
+}
+
 func checkIQN(name string) error {
 	const form = "want iqn.YYYY-MM.reversed.domain[:identifier], e.g. iqn.2026-11.com.example:disk1"
 	rest := name[len("iqn."):]

@@ -236,7 +236,7 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 	case "lun create":
 		q := cluster.LUNRequest{}
 		lun := fs.Int64("lun", -1, "LUN number")
-		size := fs.String("size", "", "size (bytes, or with K/M/G/T suffix)")
+		size := fs.String("size", "", "size: bytes, or with K, M, G, T or P (powers of 1024; GB, TB, ... are refused)")
 		sector := fs.Uint("sector", 512, "sector size: 512 or 4096")
 		fs.StringVar(&q.IOMode, "io-mode", "wb", "IO mode: wb, wt or ro")
 		fs.StringVar(&q.Backing, "type", "fileio", "backing type: fileio or blockio")
@@ -256,6 +256,14 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 			}
 			if *lun < 0 {
 				return errors.New("lun create: --lun N is required")
+			}
+			replicasSet := false
+			fs.Visit(func(f *flag.Flag) { replicasSet = replicasSet || f.Name == "replicas" })
+			if replicasSet && q.Replicas < 1 {
+				return fmt.Errorf("lun create: --replicas %d: want the number of copies, 1 up to the number of nodes (e.g. --replicas 2); leave it out for 1", q.Replicas)
+			}
+			if *size == "" {
+				return errors.New("lun create: --size SIZE is required, e.g. --size 10G (K/M/G/T/P are powers of 1024)")
 			}
 			n, err := cluster.ParseSize(*size)
 			if err != nil {

@@ -1,0 +1,41 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestFollowerReadsItsOwnWrites: a change made through a follower's API
+// returns only once that follower applied it, so a read through the same
+// follower right after sees it (as consul's default consistency does).
+// Twenty create/list pairs, each list must see its create.
+func TestFollowerReadsItsOwnWrites(t *testing.T) {
+	c := threeNodes(t)
+	f := c.follower()
+	cl := NewClient(f.cfg.APIAddr, testToken, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	missed := 0
+	for i := range 20 {
+		iqn := fmt.Sprintf("iqn.2026-11.io.hatgt:ryw-%d", i)
+		if err := cl.CreateTarget(ctx, iqn, ""); err != nil {
+			t.Fatalf("create %s through follower %s: %v", iqn, f.id, err)
+		}
+		st, err := cl.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, ts := range st.Targets {
+			found = found || ts.IQN == iqn
+		}
+		if !found {
+			missed++
+		}
+	}
+	if missed > 0 {
+		t.Errorf("a list through follower %s right after a create through it missed the new target %d times of 20", f.id, missed)
+	}
+}
