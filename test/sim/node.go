@@ -53,6 +53,9 @@ type node struct {
 	ambiguous atomic.Bool
 	// boots counts the machine's boots: a power loss is a reboot.
 	boots atomic.Int64
+	// dark: the machine is off (after a power loss) and cut from the
+	// network until it starts again.
+	dark bool
 }
 
 // disk is a LUN's backing store on a node: survives restarts; a power loss
@@ -81,6 +84,12 @@ func (n *node) addr(port int) string { return n.host.Addr(port) }
 // crash, kill or stop).
 func (n *node) start(bootstrap bool, join string) error {
 	s := n.s
+	n.mu.Lock()
+	if n.dark {
+		n.dark = false
+		s.net.Reconnect(n.id)
+	}
+	n.mu.Unlock()
 	var err error
 	fail := func(e error) error {
 		err = e
@@ -213,8 +222,19 @@ func (n *node) stop(kill, powerLoss bool) {
 	}
 	net := n.s.net
 	if kill || powerLoss {
+		// Dead at once: cut first, so that nothing the dying process's
+		// goroutines still do (a re-dial, a last Raft proposal) reaches
+		// anyone, as with kill -9 nothing would.
+		net.Isolate(n.id)
 		net.Crash(n.id)
 		a.Abort() // nothing flushed, no clean stop recorded
+		if !powerLoss {
+			net.Reconnect(n.id) // the kernel lives on and answers with resets
+		} else {
+			n.mu.Lock()
+			n.dark = true // a machine without power answers nothing
+			n.mu.Unlock()
+		}
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		a.Shutdown(ctx)
