@@ -9,7 +9,8 @@ import (
 // TestLayering checks that dependencies point down, as DESIGN.md and
 // STYLE.md require: scsi/ and blockstore/ use only the standard library and
 // golang.org/x/sys, scsi/ never sees target/ or blockstore/, config/ is
-// standard library only, and nothing below cluster/ imports hashicorp.
+// standard library only, nothing below cluster/ imports hashicorp, and
+// internal/logging (used by the binary and agent) needs only hclog.
 func TestLayering(t *testing.T) {
 	const mod = "github.com/hatgt/hatgt/"
 	tests := []struct {
@@ -30,10 +31,16 @@ func TestLayering(t *testing.T) {
 		// The node runtime sits on top of every layer but the binary.
 		{"agent", func(d string) bool {
 			switch strings.TrimPrefix(d, mod) {
-			case "cluster", "replication", "target", "scsi", "alua", "blockstore":
+			case "cluster", "replication", "target", "scsi", "alua", "blockstore", "internal/logging":
 				return true
 			}
 			return !strings.HasPrefix(d, mod)
+		}},
+		// One log format for the binary and agent: the standard library
+		// and hclog (the interface it implements) only.
+		{"internal/logging", func(d string) bool {
+			return strings.HasPrefix(d, "github.com/hashicorp/go-hclog") || strings.HasPrefix(d, "github.com/fatih/color") ||
+				strings.HasPrefix(d, "github.com/mattn/") || strings.HasPrefix(d, "golang.org/x/sys/")
 		}},
 	}
 	for _, tc := range tests {
