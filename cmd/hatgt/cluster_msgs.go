@@ -48,11 +48,16 @@ func (c *clusterCLI) join(ctx context.Context, cl *cluster.Client, peer string) 
 
 // lunCreated prints what "lun create" made: size, copies, and where the
 // LUN is served (its owner's portal, with a URL libiscsi tools and QEMU
-// take), from the node's status once it has applied the new LUN.
+// take), from the node's status once it has applied the new LUN and, for
+// a replicated one, once its owner claimed the LUN's first epoch of its
+// own (epoch 2; the owner opens the LUN as it applies it): so a qemu-img
+// run right after finds it served instead of "NOT READY, state
+// transition".
 func (c *clusterCLI) lunCreated(ctx context.Context, cl *cluster.Client, iqn string, lun uint64) {
 	var l *cluster.LUN
 	var st cluster.Status
-	for try := 0; l == nil && try < 20; try++ {
+	ready := func(l *cluster.LUN) bool { return l != nil && (len(l.Placement) < 2 || l.Epoch > 1) }
+	for try := 0; !ready(l) && try < 100; try++ { // at most about 10 s
 		if try > 0 {
 			select {
 			case <-ctx.Done():
@@ -83,8 +88,12 @@ func (c *clusterCLI) lunCreated(ctx context.Context, cl *cluster.Client, iqn str
 		c.done("created LUN %d of %s: %s, %s, owner %s", lun, l.Target, humanSize(int64(l.Size)), copies, l.Owner)
 		return
 	}
-	c.done("created LUN %d of %s: %s, %s, served by %s at iscsi://%s/%s/%d", lun, l.Target, humanSize(int64(l.Size)), copies, l.Owner,
-		connectAddr(portal), l.Target, lun)
+	opening := ""
+	if !ready(l) {
+		opening = " (once its owner opened it: hatgt status shows its epoch past 1)"
+	}
+	c.done("created LUN %d of %s: %s, %s, served by %s at iscsi://%s/%s/%d%s", lun, l.Target, humanSize(int64(l.Size)), copies, l.Owner,
+		connectAddr(portal), l.Target, lun, opening)
 }
 
 // statusLUN returns LUN lun of target iqn (any case) in st, or nil.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,14 +18,40 @@ import (
 // fakeAPI is an admin API answering the calls the CLI makes: changes
 // succeed, status holds one LUN owned by n2, and a join hangs until the
 // request goes away (a member that does not answer its joiner).
+// looks counts the status requests since the last LUN was created.
+var looks func() int
+
 func fakeAPI(t *testing.T) *httptest.Server {
 	t.Helper()
+	// The replicated LUN's owner claims its epoch on the third look at the
+	// status after a LUN was created.
+	var mu sync.Mutex
+	n := 0
+	epoch := func() uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		if n++; n < 3 {
+			return 1
+		}
+		return 2
+	}
+	looks = func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return n
+	}
 	mux := http.NewServeMux()
 	ok := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"ok":true}`))
 	}
-	for _, p := range []string{"POST /v1/targets", "DELETE /v1/targets/{iqn}", "POST /v1/targets/{iqn}/luns",
+	mux.HandleFunc("POST /v1/targets/{iqn}/luns", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n = 0
+		mu.Unlock()
+		ok(w, r)
+	})
+	for _, p := range []string{"POST /v1/targets", "DELETE /v1/targets/{iqn}",
 		"DELETE /v1/targets/{iqn}/luns/{lun}", "POST /v1/targets/{iqn}/acl", "DELETE /v1/targets/{iqn}/acl/{i}",
 		"PUT /v1/targets/{iqn}/chap", "DELETE /v1/targets/{iqn}/chap", "DELETE /v1/nodes/{id}", "POST /v1/leave"} {
 		mux.HandleFunc(p, ok)
@@ -36,7 +63,9 @@ func fakeAPI(t *testing.T) *httptest.Server {
 		st := cluster.Status{Node: "n1", Leader: "n1",
 			Nodes: []cluster.NodeStatus{{ID: "n1", ISCSIPortal: "127.0.0.11:3260"}, {ID: "n2", ISCSIPortal: "127.0.0.12:3260"}},
 			Targets: []cluster.TargetStatus{{IQN: "iqn.2026-11.io.hatgt:demo", LUNs: []cluster.LUNStatus{{LUN: cluster.LUN{
-				Target: "iqn.2026-11.io.hatgt:demo", LUN: 0, Size: 1 << 30, Owner: "n2", Placement: []string{"n2"}}}}}}}
+				Target: "iqn.2026-11.io.hatgt:demo", LUN: 0, Size: 1 << 30, Owner: "n2", Placement: []string{"n2"}, Epoch: 1}}}},
+				{IQN: "iqn.2026-11.io.hatgt:repl", LUNs: []cluster.LUNStatus{{LUN: cluster.LUN{
+					Target: "iqn.2026-11.io.hatgt:repl", LUN: 0, Size: 1 << 30, Owner: "n1", Placement: []string{"n1", "n2"}, Epoch: epoch()}}}}}}
 		json.NewEncoder(w).Encode(st)
 	})
 	mux.HandleFunc("POST /v1/join", func(w http.ResponseWriter, r *http.Request) {
@@ -70,6 +99,8 @@ func TestClusterChangesSayWhatTheyDid(t *testing.T) {
 		{[]string{"target", "create", iqn}, "created target " + iqn},
 		{[]string{"target", "delete", iqn}, "deleted target " + iqn},
 		{[]string{"lun", "create", iqn, "--lun", "0", "--size", "1G"}, "created LUN 0 of " + iqn + ": 1 GiB, 1 copy, served by n2 at iscsi://127.0.0.12:3260/" + iqn + "/0"},
+		{[]string{"lun", "create", "iqn.2026-11.io.hatgt:repl", "--lun", "0", "--size", "1G", "--replicas", "2"},
+			"created LUN 0 of iqn.2026-11.io.hatgt:repl: 1 GiB, 2 copies on n1,n2, served by n1 at iscsi://127.0.0.11:3260/iqn.2026-11.io.hatgt:repl/0\n"},
 		{[]string{"lun", "delete", iqn, "--lun", "0"}, "deleted LUN 0 of " + iqn},
 		{[]string{"acl", "add", iqn, "iqn.1993-08.org.debian:01:h1"}, "added iqn.1993-08.org.debian:01:h1 to the ACL of " + iqn},
 		{[]string{"acl", "remove", iqn, "iqn.1993-08.org.debian:01:h1"}, "removed iqn.1993-08.org.debian:01:h1 from the ACL of " + iqn},
@@ -79,11 +110,14 @@ func TestClusterChangesSayWhatTheyDid(t *testing.T) {
 		{[]string{"leave"}, "node n1 left the cluster"},
 	} {
 		out, err := runCLI(t, addr, tc.args...)
+		if len(tc.args) > 2 && tc.args[2] == "iqn.2026-11.io.hatgt:repl" && looks() < 3 {
+			t.Errorf("lun create of a replicated LUN returned before its owner claimed it (epoch 2)")
+		}
 		if err != nil {
 			t.Errorf("hatgt %s: %v", strings.Join(tc.args, " "), err)
 			continue
 		}
-		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], tc.want) {
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 || !strings.HasPrefix(out, tc.want) {
 			t.Errorf("hatgt %s printed:\n%s\nwant one line starting %q", strings.Join(tc.args, " "), out, tc.want)
 		}
 		if strings.Contains(out, "a-chap-secret") {
