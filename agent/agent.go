@@ -303,7 +303,8 @@ func (a *Agent) member() bool {
 }
 
 // joinLoop joins the cluster through peer, retrying until it succeeds or
-// ctx ends: the peer may be starting too.
+// ctx ends: the peer may be starting too. A refused admin token never
+// cures itself: that stops the node (Run returns the error).
 func (a *Agent) joinLoop(ctx context.Context, peer string) {
 	if a.member() {
 		a.log.Info("already a cluster member, not joining again", "peer", peer)
@@ -315,6 +316,13 @@ func (a *Agent) joinLoop(ctx context.Context, peer string) {
 		cancel()
 		if err == nil {
 			a.log.Info("joined the cluster", "peer", peer)
+			return
+		}
+		if errors.Is(err, cluster.ErrUnauthorized) {
+			select {
+			case a.errc <- fmt.Errorf("cannot join: %w", err):
+			case <-ctx.Done():
+			}
 			return
 		}
 		if attempt == 0 || attempt%10 == 0 {

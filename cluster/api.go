@@ -51,7 +51,7 @@ func (a *API) Handler(local bool) http.Handler {
 	mux.HandleFunc("DELETE /v1/targets/{iqn}", a.mutate(a.deleteTarget))
 	mux.HandleFunc("POST /v1/targets/{iqn}/luns", a.mutate(a.createLUN))
 	mux.HandleFunc("DELETE /v1/targets/{iqn}/luns/{lun}", a.mutate(a.deleteLUN))
-	mux.HandleFunc("POST /v1/targets/{iqn}/luns/{lun}/verify", a.mutate(a.verifyLUN))
+	mux.HandleFunc("POST /v1/targets/{iqn}/luns/{lun}/verify", a.verifyLUN)
 	mux.HandleFunc("POST /v1/targets/{iqn}/acl", a.mutate(a.addACL))
 	mux.HandleFunc("DELETE /v1/targets/{iqn}/acl/{initiator}", a.mutate(a.removeACL))
 	mux.HandleFunc("PUT /v1/targets/{iqn}/chap", a.mutate(a.setCHAP))

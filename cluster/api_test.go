@@ -291,7 +291,9 @@ func TestForwardWithMismatchedToken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// n2 cannot even ask to join: its token is not the cluster's.
-	if err := n2.JoinVia(ctx, n1.cfg.APIAddr); !errors.Is(err, ErrUnauthorized) {
+	// The error names the member that refused and what to fix.
+	if err := n2.JoinVia(ctx, n1.cfg.APIAddr); !errors.Is(err, ErrUnauthorized) ||
+		!strings.Contains(err.Error(), n1.cfg.APIAddr+" refused this node's admin token") || !strings.Contains(err.Error(), "HATGT_TOKEN") {
 		t.Fatalf("join with another token: %v", err)
 	}
 	// Admitted by hand (as if the tokens had matched at join time), its

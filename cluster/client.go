@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,15 +10,18 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // Client talks to a node's admin API. It is what the hatgt CLI uses and
 // what a follower uses to forward a change to the leader.
 type Client struct {
+	addr  string
 	base  string
 	token string
 	hc    *http.Client
@@ -27,7 +31,7 @@ type Client struct {
 // or "unix:/path/to/hatgt.sock". token may be empty. hc nil means a client
 // with a 30 s timeout.
 func NewClient(addr, token string, hc *http.Client) *Client {
-	c := &Client{token: token, hc: hc}
+	c := &Client{addr: addr, token: token, hc: hc}
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		c.base = "http://hatgt"
 		c.hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
@@ -50,19 +54,86 @@ func NewClient(addr, token string, hc *http.Client) *Client {
 }
 
 // do sends a request and decodes the answer into out (if not nil). An API
-// error comes back as *Error.
+// error comes back as *Error, no answer as *TransportError.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return &TransportError{Addr: c.Addr(), Method: method, Path: path, Sent: true, Err: err}
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return c.badAnswer(method, path, err)
+		}
+	}
+	return nil
+}
+
+// maxAnswer bounds an answer (or one line of a streamed one).
+const maxAnswer = 16 << 20
+
+// stream sends a request whose answer may be a stream of JSON lines
+// (application/x-ndjson): onLine gets each line. Any other answer is
+// read whole and given to onBody. An error of onLine ends the stream and
+// is returned.
+func (c *Client) stream(ctx context.Context, method, path string, in any, onLine, onBody func([]byte) error) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "application/x-ndjson" {
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+		if err != nil {
+			return &TransportError{Addr: c.Addr(), Method: method, Path: path, Sent: true, Err: err}
+		}
+		if err := onBody(b); err != nil {
+			return c.badAnswer(method, path, err)
+		}
+		return nil
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), maxAnswer)
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		if err := onLine(sc.Bytes()); err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				return err
+			}
+			return c.badAnswer(method, path, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return &TransportError{Addr: c.Addr(), Method: method, Path: path, Sent: true, Err: err}
+	}
+	return nil
+}
+
+// send sends a request and returns the answer when its status is 200 OK;
+// otherwise the API's *Error, or a *TransportError when no answer came.
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
+	var sent atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) { sent.Store(true) },
+	})
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -72,29 +143,60 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("cluster: %s %s: %w", method, path, redactURLErr(err))
+		return nil, &TransportError{Addr: c.Addr(), Method: method, Path: path, Sent: sent.Load(), Err: redactURLErr(err)}
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp, nil
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return fmt.Errorf("cluster: read answer: %w", err)
+		return nil, &TransportError{Addr: c.Addr(), Method: method, Path: path, Sent: true, Err: err}
 	}
-	if resp.StatusCode != http.StatusOK {
-		var eb errorBody
-		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
-			return eb.Error
-		}
-		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
-			return fmt.Errorf("cluster: %s %s: HTTP %d: %w", method, path, resp.StatusCode, errNoEndpoint)
-		}
-		return fmt.Errorf("cluster: %s %s: HTTP %d", method, path, resp.StatusCode)
+	var eb errorBody
+	if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
+		return nil, eb.Error
 	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("cluster: bad answer to %s %s: %w", method, path, err)
-		}
+	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+		return nil, fmt.Errorf("%s answered %s %s with HTTP %d: %w", c.Addr(), method, path, resp.StatusCode, errNoEndpoint)
 	}
-	return nil
+	return nil, fmt.Errorf("%s answered %s %s with HTTP %d: is it a hatgt node's admin API address (port 3270 by default)?",
+		c.Addr(), method, path, resp.StatusCode)
+}
+
+func (c *Client) badAnswer(method, path string, err error) error {
+	return fmt.Errorf("the hatgt admin API at %s sent a bad answer to %s %s (a different hatgt version?): %w", c.Addr(), method, path, err)
+}
+
+// Addr returns the address the client talks to, as given to NewClient.
+func (c *Client) Addr() string { return c.addr }
+
+// TransportError is a request that got no answer from the node at Addr:
+// it could not be reached, or (Sent) it took the request but did not
+// answer before the context or the client's timeout ended. Not an answer
+// of the API, which comes back as *Error.
+type TransportError struct {
+	Addr, Method, Path string
+	// Sent is true when the request was written: the node was reached,
+	// and may have acted on it.
+	Sent bool
+	Err  error
+}
+
+func (e *TransportError) Error() string {
+	if e.Sent {
+		return fmt.Sprintf("the hatgt admin API at %s took %s %s but did not answer: %v", e.Addr, e.Method, e.Path, e.Err)
+	}
+	return fmt.Sprintf("cannot reach the hatgt admin API at %s: %v", e.Addr, e.Err)
+}
+
+func (e *TransportError) Unwrap() error { return e.Err }
+
+// Timeout reports whether the request ran out of time (rather than being
+// refused or reset).
+func (e *TransportError) Timeout() bool {
+	var ne net.Error
+	return errors.Is(e.Err, context.DeadlineExceeded) || errors.As(e.Err, &ne) && ne.Timeout()
 }
 
 // errNoEndpoint is an answer without an API error from a node that has no

@@ -18,6 +18,14 @@ import (
 // report of a run, which always go through.
 const ProgressInterval = time.Second
 
+// progressSlack is how much sooner than ProgressInterval after the last
+// proposal a report still goes through. The owner reports once per
+// interval by its own clock, taken before it calls ReportProgress; the
+// time this one reads a moment later varies by milliseconds, so without
+// slack about every other report of a steady run fell just short of the
+// interval and was left out.
+const progressSlack = ProgressInterval / 20
+
 // Coordinator is the replication.Coordinator of a cluster node: views come
 // from this node's copy of the state machine, and in-sync changes and
 // resync progress are proposed through Node.Apply, which forwards them to
@@ -263,7 +271,7 @@ func (c *Coordinator) ReportProgress(ctx context.Context, lun replication.LUNID,
 	prev, had := c.reported[key]
 	newRun := !had || prev.epoch != epoch || !prev.started.Equal(p.Started) || prev.done
 	complete := p.RegionsTotal > 0 && p.RegionsDone >= p.RegionsTotal
-	if !newRun && !p.Done && !complete && now.Sub(prev.at) < ProgressInterval {
+	if !newRun && !p.Done && !complete && now.Sub(prev.at) < ProgressInterval-progressSlack {
 		c.mu.Unlock()
 		if l.Epoch > epoch {
 			return fmt.Errorf("%w: LUN %d on %s is at epoch %d, not %d", replication.ErrStaleView, l.LUN, iqn, l.Epoch, epoch)

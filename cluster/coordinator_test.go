@@ -67,6 +67,28 @@ func (fc *fsmCoordinator) proposals(typ string) int {
 	return n
 }
 
+// TestCoordinatorProgressCadence: an owner reporting once a second by its
+// own clock has every report proposed, although this node reads each a
+// little early or late (here 30 ms early each time): with the throttle at
+// exactly the interval, every other report was left out.
+func TestCoordinatorProgressCadence(t *testing.T) {
+	fc, id := newFSMCoordinator(t)
+	ctx := context.Background()
+	run := fc.clock
+	for i := int64(0); i < 5; i++ {
+		if i > 0 {
+			fc.advance(ProgressInterval - 30*time.Millisecond)
+		}
+		err := fc.ReportProgress(ctx, id, 1, "n2", replication.Progress{Node: "n2", RegionsTotal: 10, RegionsDone: i, BytesDone: i << 20, Started: run})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fc.proposals(CmdLUNSetProgress); got != int(i)+1 {
+			t.Fatalf("report %d: %d proposals, want %d (a steady once-a-second report left out)", i, got, i+1)
+		}
+	}
+}
+
 func TestCoordinatorProgressThrottle(t *testing.T) {
 	fc, id := newFSMCoordinator(t)
 	ctx := context.Background()

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -38,11 +39,15 @@ func (n *Node) AddNode(ctx context.Context, node NodeInfo) (JoinResult, error) {
 // in the peer's status, so that a node that cannot gossip with the cluster
 // (a different gossip key, a firewall) is refused before it becomes a Raft
 // voter; then the member adds it as a voter through the leader.
+//
+// Errors name the peer. A peer that refuses this node's admin token gives
+// an *Error matching ErrUnauthorized: that never cures itself, so the
+// caller should stop retrying.
 func (n *Node) JoinVia(ctx context.Context, peerAPI string) error {
 	c := NewClient(peerAPI, n.cfg.Token, n.hc)
 	st, err := c.Status(ctx)
 	if err != nil {
-		return fmt.Errorf("cluster: join via %s: %w", peerAPI, err)
+		return joinPeerError(peerAPI, err)
 	}
 	var addrs []string
 	for _, ns := range st.Nodes {
@@ -55,9 +60,28 @@ func (n *Node) JoinVia(ctx context.Context, peerAPI string) error {
 	}
 	res, err := c.AddNode(ctx, n.Info())
 	if err != nil {
-		return err
+		return joinPeerError(peerAPI, err)
 	}
 	return n.JoinGossip(res.GossipAddrs)
+}
+
+// joinPeerError says what went wrong asking the member at peer to let
+// this node join, and what to check.
+func joinPeerError(peer string, err error) error {
+	var te *TransportError
+	switch {
+	case errors.As(err, &te) && te.Sent:
+		return fmt.Errorf("the member at %s took the join request but did not answer: %v (is it a hatgt node's admin API address, port 3270 by default?)", peer, te.Err)
+	case errors.As(err, &te):
+		return fmt.Errorf("cannot reach the member at %s to join its cluster: %v (is it up, and is %s its admin API address, port 3270 by default?)", peer, te.Err, peer)
+	case errors.Is(err, ErrUnauthorized):
+		return errf(ErrUnauthorized, "the cluster at %s refused this node's admin token: a joining node needs the cluster's token (HATGT_TOKEN or --token-file, the same on every node)", peer)
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return errf(&Error{Code: e.Code}, "the member at %s refused the join: %s", peer, e.Message)
+	}
+	return fmt.Errorf("joining through %s: %w", peer, err)
 }
 
 // JoinGossip joins memberlist through the given gossip addresses.

@@ -65,6 +65,9 @@ func checkTargetCreate(s *State, p *TargetCreate) error {
 // iqn returns the request's {iqn} as the state spells it (resolveIQN), so
 // that a target is found whatever the case it is named in.
 func (a *API) iqn(r *http.Request) string {
+	if a.node == nil {
+		return r.PathValue("iqn")
+	}
 	f := a.node.fsm
 	f.mu.RLock()
 	defer f.mu.RUnlock()

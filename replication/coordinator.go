@@ -59,9 +59,14 @@ type Progress struct {
 	Node         NodeID
 	RegionsTotal int64 // dirty regions when the run started, plus any dirtied since
 	RegionsDone  int64
-	BytesCopied  int64
-	Started      time.Time
-	// Rate is bytes per second since Started; ETA extrapolates it.
+	// BytesDone is what the run got through: regions copied and regions
+	// compared (and found equal) alike. BytesCopied is the part sent.
+	BytesDone   int64
+	BytesCopied int64
+	Started     time.Time
+	// Rate is BytesDone per second since Started; ETA extrapolates it to
+	// the regions left. A compare resync copies little or nothing, and is
+	// still as far along as the regions it compared.
 	Rate float64
 	ETA  time.Duration
 	Done bool

@@ -19,9 +19,9 @@ import (
 // sent writes to some copies and not others before it died; none of them
 // was acknowledged, so the new owner's data is right, but the copies must
 // agree before another failover could expose the difference.
-func (v *Volume) Repair(ctx context.Context, node NodeID) (VerifyReport, error) {
+func (v *Volume) Repair(ctx context.Context, node NodeID, opts ...VerifyOption) (VerifyReport, error) {
 	rep := VerifyReport{Node: node}
-	if err := v.eachRegion(ctx, &rep, func(off, n int64) (bool, error) { return v.repairRegion(node, off, n) }); err != nil {
+	if err := v.eachRegion(ctx, &rep, opts, func(off, n int64) (bool, error) { return v.repairRegion(node, off, n) }); err != nil {
 		return rep, err
 	}
 	if len(rep.Divergent) > 0 {

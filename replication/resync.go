@@ -110,6 +110,7 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 			}
 			prog.BytesCopied += n
 		}
+		prog.BytesDone += n
 		prog.RegionsDone++
 		prog.RegionsTotal = max(prog.RegionsTotal, prog.RegionsDone+d.Count()-d.copiedCount())
 		if sinceFlush += n; sinceFlush >= v.resyncFlushEvery() {
@@ -367,9 +368,13 @@ func (v *Volume) abortResync(p *peer, conn Conn) {
 	}
 }
 
+// setProgress records prog (with its rate and ETA) and reports it to the
+// coordinator. The rate counts every region the run got through, compared
+// or copied: a compare resync (a write-back mirror that failed) may copy
+// nothing for most of its run, and its rate and ETA read 0 until the end.
 func (v *Volume) setProgress(ctx context.Context, epoch uint64, prog Progress) {
 	if el := v.clock.Now().Sub(prog.Started); el > 0 {
-		prog.Rate = float64(prog.BytesCopied) / el.Seconds()
+		prog.Rate = float64(prog.BytesDone) / el.Seconds()
 		if prog.Rate > 0 && prog.RegionsTotal > prog.RegionsDone {
 			left := float64((prog.RegionsTotal - prog.RegionsDone) * v.cfg.RegionSize)
 			prog.ETA = time.Duration(left / prog.Rate * float64(time.Second))

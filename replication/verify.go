@@ -10,8 +10,24 @@ import (
 type VerifyReport struct {
 	Node          NodeID
 	Regions       int64   // regions compared
+	RegionsTotal  int64   // regions of the volume: what a complete run compares
 	BytesCompared int64   // bytes hashed on each side
 	Divergent     []int64 // regions whose SHA-256 differs
+}
+
+// VerifyOption is an option of Verify and Repair.
+type VerifyOption func(*verifyOptions)
+
+type verifyOptions struct {
+	onRegion func(VerifyReport)
+}
+
+// OnRegion makes Verify or Repair call fn with the report so far after
+// each region, from the goroutine that runs the comparison: fn must return
+// quickly (a progress display throttles itself). The report's Divergent
+// slice is shared: fn must not keep or change it.
+func OnRegion(fn func(VerifyReport)) VerifyOption {
+	return func(o *verifyOptions) { o.onRegion = fn }
 }
 
 // Verify compares node's copy with the owner's, region by region, with
@@ -23,7 +39,7 @@ type VerifyReport struct {
 //
 // A divergent in-sync copy is a bug or silent corruption; what to do about
 // it (drop and ResyncRegions, or alarm) is the caller's choice.
-func (v *Volume) Verify(ctx context.Context, node NodeID) (VerifyReport, error) {
+func (v *Volume) Verify(ctx context.Context, node NodeID, opts ...VerifyOption) (VerifyReport, error) {
 	rep := VerifyReport{Node: node}
 	v.mu.Lock()
 	if err := v.servingLocked(); err != nil {
@@ -43,7 +59,7 @@ func (v *Volume) Verify(ctx context.Context, node NodeID) (VerifyReport, error) 
 		return rep, err
 	}
 	defer conn.Close()
-	err = v.eachRegion(ctx, &rep, func(off, n int64) (bool, error) {
+	err = v.eachRegion(ctx, &rep, opts, func(off, n int64) (bool, error) {
 		same, err := v.verifyRegion(conn, epoch, off, n)
 		if err != nil {
 			v.deposeIfStale(err)
@@ -85,8 +101,14 @@ func (v *Volume) verifyLocked(conn Conn, epoch uint64, off, n int64) (bool, erro
 // eachRegion calls check for every region of the volume in order, at most
 // ResyncRate bytes per second, and counts the regions into rep: Divergent
 // lists those for which check returned true. It stops at the first error.
-func (v *Volume) eachRegion(ctx context.Context, rep *VerifyReport, check func(off, n int64) (bool, error)) error {
+// An OnRegion option hears of each region done.
+func (v *Volume) eachRegion(ctx context.Context, rep *VerifyReport, opts []VerifyOption, check func(off, n int64) (bool, error)) error {
+	var o verifyOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	size, rs := v.store.Size(), v.cfg.RegionSize
+	rep.RegionsTotal = (size + rs - 1) / rs
 	for r := int64(0); r*rs < size; r++ {
 		if err := v.limit.wait(ctx, rs); err != nil {
 			return err
@@ -101,6 +123,9 @@ func (v *Volume) eachRegion(ctx context.Context, rep *VerifyReport, check func(o
 		rep.BytesCompared += n
 		if differs {
 			rep.Divergent = append(rep.Divergent, r)
+		}
+		if o.onRegion != nil {
+			o.onRegion(*rep)
 		}
 	}
 	return nil

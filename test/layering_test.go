@@ -9,7 +9,8 @@ import (
 // TestLayering checks that dependencies point down, as DESIGN.md and
 // STYLE.md require: scsi/ and blockstore/ use only the standard library and
 // golang.org/x/sys, scsi/ never sees target/ or blockstore/, config/ is
-// standard library only, and nothing below cluster/ imports hashicorp.
+// standard library only, nothing below cluster/ imports hashicorp, and
+// internal/logging (used by the binary and agent) needs only hclog.
 func TestLayering(t *testing.T) {
 	const mod = "github.com/hatgt/hatgt/"
 	tests := []struct {
@@ -33,10 +34,16 @@ func TestLayering(t *testing.T) {
 			// config: through cluster, which names targets by the
 			// config file's rule (config.CanonicalName, standard
 			// library only).
-			case "cluster", "replication", "target", "scsi", "alua", "blockstore", "config":
+			case "cluster", "replication", "target", "scsi", "alua", "blockstore", "config", "internal/logging":
 				return true
 			}
 			return !strings.HasPrefix(d, mod)
+		}},
+		// One log format for the binary and agent: the standard library
+		// and hclog (the interface it implements) only.
+		{"internal/logging", func(d string) bool {
+			return strings.HasPrefix(d, "github.com/hashicorp/go-hclog") || strings.HasPrefix(d, "github.com/fatih/color") ||
+				strings.HasPrefix(d, "github.com/mattn/") || strings.HasPrefix(d, "golang.org/x/sys/")
 		}},
 	}
 	for _, tc := range tests {

@@ -57,7 +57,7 @@ func clusterCommand(name string, args []string) (handled bool, err error) {
 	default:
 		return false, nil
 	}
-	return true, runClusterCommand(name, args, os.Stdin, os.Stdout, os.Getenv)
+	return true, runClusterCommand(name, args, os.Stdin, os.Stdout, os.Stderr, os.Getenv)
 }
 
 // clusterCLI is one invocation's connection settings and output.
@@ -69,10 +69,13 @@ type clusterCLI struct {
 	getenv    func(string) string
 	stdin     io.Reader
 	out       io.Writer
+	// errOut shows the progress of long commands (lun verify), so that
+	// out holds the result only.
+	errOut io.Writer
 }
 
-func runClusterCommand(name string, args []string, stdin io.Reader, stdout io.Writer, getenv func(string) string) error {
-	c := &clusterCLI{getenv: getenv, stdin: stdin, out: stdout}
+func runClusterCommand(name string, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
+	c := &clusterCLI{getenv: getenv, stdin: stdin, out: stdout, errOut: stderr}
 	sub := ""
 	switch name {
 	case "target", "lun", "acl", "chap", "node":
@@ -102,19 +105,29 @@ func runClusterCommand(name string, args []string, stdin io.Reader, stdout io.Wr
 	if err != nil {
 		return fmt.Errorf("%s: %v", fs.Name(), err)
 	}
-	cl, addr, err := c.client()
+	cl, _, err := c.client()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	err = run(ctx, cl, pos)
-	var apiErr *cluster.Error
-	if err != nil && !errors.As(err, &apiErr) && strings.HasPrefix(err.Error(), "cluster: ") {
-		// Transport trouble, not an answer: say which node we tried.
-		return fmt.Errorf("cannot reach the hatgt admin API at %s (set HATGT_ADDR or --addr): %w", addr, err)
+	return c.explain(run(ctx, cl, pos))
+}
+
+// explain adds to a failure without an answer what to check: the address
+// (for a node that could not be reached) or the time allowed (for one that
+// took the request and did not answer in time).
+func (c *clusterCLI) explain(err error) error {
+	var te *cluster.TransportError
+	switch {
+	case !errors.As(err, &te):
+		return err
+	case te.Sent && te.Timeout():
+		return fmt.Errorf("the node at %s took %s %s but did not answer within --timeout %s (the change may still be applied: check with hatgt status)", te.Addr, te.Method, te.Path, c.timeout)
+	case te.Sent:
+		return fmt.Errorf("the node at %s took %s %s but the connection ended without an answer: %v (check with hatgt status)", te.Addr, te.Method, te.Path, te.Err)
 	}
-	return err
+	return fmt.Errorf("cannot reach the hatgt admin API at %s: %v (is the node up? set HATGT_ADDR or --addr to a node's IP:3270)", te.Addr, te.Err)
 }
 
 func isHelp(s string) bool { return s == "-h" || s == "-help" || s == "--help" }
@@ -189,25 +202,46 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 		}), nil
 	case "join ":
 		return nargs(1, "join PEER-API-ADDR", func(ctx context.Context, cl *cluster.Client, a []string) error {
-			return cl.Join(ctx, a[0])
+			if err := c.join(ctx, cl, a[0]); err != nil {
+				return err
+			}
+			c.done("%s joined the cluster of %s", c.nodeName(cl), a[0])
+			return nil
 		}), nil
 	case "leave ":
 		force := fs.Bool("force", false, "leave although a LUN owned here has no other in-sync copy: it is left without an owner")
 		return nargs(0, "leave [--force]", func(ctx context.Context, cl *cluster.Client, _ []string) error {
-			return cl.Leave(ctx, cluster.LeaveOptions{Force: *force})
+			name := c.nodeName(cl)
+			if err := cl.Leave(ctx, cluster.LeaveOptions{Force: *force}); err != nil {
+				return err
+			}
+			c.done("%s handed its LUNs over, left the cluster and is stopping", name)
+			return nil
 		}), nil
 	case "node remove":
 		return nargs(1, "node remove ID", func(ctx context.Context, cl *cluster.Client, a []string) error {
-			return c.removeNode(ctx, cl, a[0])
+			if err := c.removeNode(ctx, cl, a[0]); err != nil {
+				return err
+			}
+			c.done("removed node %s from the cluster (its LUNs moved to in-sync copies, its copies were dropped)", a[0])
+			return nil
 		}), nil
 	case "target create":
 		alias := fs.String("alias", "", "target alias")
 		return nargs(1, "target create IQN [--alias A]", func(ctx context.Context, cl *cluster.Client, a []string) error {
-			return cl.CreateTarget(ctx, a[0], *alias)
+			if err := cl.CreateTarget(ctx, a[0], *alias); err != nil {
+				return err
+			}
+			c.done("created target %s (no LUNs yet: hatgt lun create %s --lun 0 --size SIZE)", a[0], a[0])
+			return nil
 		}), nil
 	case "target delete":
 		return nargs(1, "target delete IQN", func(ctx context.Context, cl *cluster.Client, a []string) error {
-			return cl.DeleteTarget(ctx, a[0])
+			if err := cl.DeleteTarget(ctx, a[0]); err != nil {
+				return err
+			}
+			c.done("deleted target %s", a[0])
+			return nil
 		}), nil
 	case "target list":
 		return nargs(0, "target list", func(ctx context.Context, cl *cluster.Client, _ []string) error {
@@ -273,7 +307,11 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 				return fmt.Errorf("lun create: bad --sector %d", *sector)
 			}
 			q.LUN, q.Size, q.SectorSize = uint64(*lun), n, uint32(*sector)
-			return cl.CreateLUN(ctx, a[0], q)
+			if err := cl.CreateLUN(ctx, a[0], q); err != nil {
+				return err
+			}
+			c.lunCreated(ctx, cl, a[0], q.LUN)
+			return nil
 		}), nil
 	case "lun verify":
 		lun := fs.Int64("lun", -1, "LUN number")
@@ -298,7 +336,11 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 			if len(a) != 1 || *lun < 0 {
 				return errors.New("usage: hatgt lun delete IQN --lun N")
 			}
-			return cl.DeleteLUN(ctx, a[0], uint64(*lun))
+			if err := cl.DeleteLUN(ctx, a[0], uint64(*lun)); err != nil {
+				return err
+			}
+			c.done("deleted LUN %d of %s (its backing files stay on the nodes)", *lun, a[0])
+			return nil
 		}, nil
 	case "lun list":
 		return func(ctx context.Context, cl *cluster.Client, a []string) error {
@@ -330,11 +372,19 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 		}, nil
 	case "acl add":
 		return nargs(2, "acl add IQN INITIATOR", func(ctx context.Context, cl *cluster.Client, a []string) error {
-			return cl.AddACL(ctx, a[0], a[1])
+			if err := cl.AddACL(ctx, a[0], a[1]); err != nil {
+				return err
+			}
+			c.done("added %s to the ACL of %s: only initiators in the ACL may log in to it", a[1], a[0])
+			return nil
 		}), nil
 	case "acl remove":
 		return nargs(2, "acl remove IQN INITIATOR", func(ctx context.Context, cl *cluster.Client, a []string) error {
-			return cl.RemoveACL(ctx, a[0], a[1])
+			if err := cl.RemoveACL(ctx, a[0], a[1]); err != nil {
+				return err
+			}
+			c.done("removed %s from the ACL of %s (sessions already logged in carry on; an empty ACL lets any initiator in)", a[1], a[0])
+			return nil
 		}), nil
 	case "acl list":
 		return nargs(1, "acl list IQN", func(ctx context.Context, cl *cluster.Client, a []string) error {
@@ -387,11 +437,23 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 					return fmt.Errorf("chap set: %w", err)
 				}
 			}
-			return cl.SetCHAP(ctx, a[0], ch)
+			if err := cl.SetCHAP(ctx, a[0], ch); err != nil {
+				return err
+			}
+			if ch.MutualUser != "" {
+				c.done("set CHAP on %s: initiators log in as %s, and the target answers as %s (mutual CHAP)", a[0], ch.User, ch.MutualUser)
+			} else {
+				c.done("set CHAP on %s: initiators log in as %s", a[0], ch.User)
+			}
+			return nil
 		}), nil
 	case "chap clear":
 		return nargs(1, "chap clear IQN", func(ctx context.Context, cl *cluster.Client, a []string) error {
-			return cl.ClearCHAP(ctx, a[0])
+			if err := cl.ClearCHAP(ctx, a[0]); err != nil {
+				return err
+			}
+			c.done("cleared CHAP on %s: logins need no authentication", a[0])
+			return nil
 		}), nil
 	}
 	return nil, fmt.Errorf("unknown command %q (run \"hatgt help %s\")", strings.TrimSpace(name+" "+sub), name)

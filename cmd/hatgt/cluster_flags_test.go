@@ -17,7 +17,7 @@ func TestLunCreateFlagChecks(t *testing.T) {
 		return ""
 	}
 	run := func(args string) error {
-		return runClusterCommand("lun", strings.Fields(args), strings.NewReader(""), &strings.Builder{}, env)
+		return runClusterCommand("lun", strings.Fields(args), strings.NewReader(""), &strings.Builder{}, &strings.Builder{}, env)
 	}
 	const iqn = "iqn.2026-11.io.example:disks"
 	for args, want := range map[string]string{

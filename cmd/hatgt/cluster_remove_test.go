@@ -49,7 +49,7 @@ func TestNodeRemoveWaitsOutOwnerLeaseAndLeaveForce(t *testing.T) {
 		return ""
 	}
 	var out bytes.Buffer
-	if err := runClusterCommand("node", []string{"remove", "n2"}, nil, &out, env); err != nil {
+	if err := runClusterCommand("node", []string{"remove", "n2"}, nil, &out, &out, env); err != nil {
 		t.Fatalf("node remove: %v", err)
 	}
 	if removes != 3 {
@@ -59,7 +59,7 @@ func TestNodeRemoveWaitsOutOwnerLeaseAndLeaveForce(t *testing.T) {
 		t.Errorf("output %q: want one line saying it waits for the owner lease", got)
 	}
 
-	if err := runClusterCommand("leave", []string{"--force"}, nil, &out, env); err != nil {
+	if err := runClusterCommand("leave", []string{"--force"}, nil, &out, &out, env); err != nil {
 		t.Fatalf("leave --force: %v", err)
 	}
 	var o cluster.LeaveOptions

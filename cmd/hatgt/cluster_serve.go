@@ -11,15 +11,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/internal/logging"
 )
 
 // Default ports of a cluster node, all on its --bind address.
@@ -69,6 +69,7 @@ type clusterServeFlags struct {
 	token     string
 	gossipKey []byte
 	logLevel  slog.Level
+	logFormat logging.Format
 	shutdown  time.Duration
 	// resyncRate caps resync, repair and verify traffic, bytes per second
 	// (0: unlimited).
@@ -79,18 +80,63 @@ func (f *clusterServeFlags) addr(port int) string {
 	return net.JoinHostPort(f.bind, strconv.Itoa(port))
 }
 
+// clusterModeFlags start cluster mode; singleNodeFlags belong to the
+// single-node modes (--dev, --config) only.
+var (
+	clusterModeFlags = []string{"node-id", "bind", "bootstrap", "join"}
+	singleNodeFlags  = []string{"dev", "config", "check", "iscsi-addr"}
+)
+
+// flagNames returns the names of the flags in args ("--a=b" gives "a"),
+// in order. A value of the previous flag that starts with "-" may count
+// as a flag: good enough to choose a mode, which the parser then checks.
+func flagNames(args []string) []string {
+	var names []string
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if strings.HasPrefix(a, "-") {
+			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
 // isClusterServe tells whether serve's arguments ask for cluster mode.
 func isClusterServe(args []string) bool {
-	for _, a := range args {
-		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if strings.HasPrefix(a, "-") {
-			switch name {
-			case "node-id", "bind", "bootstrap", "join":
-				return true
-			}
+	for _, name := range flagNames(args) {
+		if slices.Contains(clusterModeFlags, name) {
+			return true
 		}
 	}
 	return false
+}
+
+// checkServeMode refuses serve arguments that mix the single-node modes'
+// flags with cluster mode's: each parser would otherwise answer "flag
+// provided but not defined" for the other's.
+func checkServeMode(args []string) error {
+	var single, clus string
+	for _, name := range flagNames(args) {
+		if single == "" && slices.Contains(singleNodeFlags, name) {
+			single = name
+		}
+		if clus == "" && slices.Contains(clusterModeFlags, name) {
+			clus = name
+		}
+	}
+	if single == "" || clus == "" {
+		return nil
+	}
+	what := map[string]string{
+		"dev":        "--dev is single-node mode (one development target)",
+		"config":     "--config is single-node mode (the targets a config file describes)",
+		"check":      "--check checks a single-node config file",
+		"iscsi-addr": "--iscsi-addr is the portal of single-node mode (a cluster node's is --bind and --iscsi-port)",
+	}[single]
+	return fmt.Errorf("%s and cannot be combined with cluster flags such as --%s: a cluster node's targets and LUNs live in Raft (hatgt target, lun, acl, chap); drop one or the other (\"hatgt help serve\", \"hatgt serve --bind IP --help\")", what, clus)
 }
 
 func parseClusterServeFlags(args []string, getenv func(string) string, usageOut io.Writer) (*clusterServeFlags, error) {
@@ -114,9 +160,10 @@ func parseClusterServeFlags(args []string, getenv func(string) string, usageOut 
 	tokenFile := fs.String("token-file", "", "`file` holding the admin token (default $HATGT_TOKEN)")
 	gossipKey := fs.String("gossip-key", "", "gossip encryption `key`, base64 (default $HATGT_GOSSIP_KEY)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	format := fs.String("log-format", "text", "log `format` on stderr: text (key=value) or json (one object per line)")
 	resyncRate := fs.String("resync-rate", "100M", "the most resync, repair and verify may read per second, per LUN (e.g. 50M, 1G; 0: no limit)")
 	fs.DurationVar(&f.shutdown, "shutdown-timeout", 30*time.Second, "how long to wait for commands in flight when stopping")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, "hatgt serve --bind IP --help"); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -129,8 +176,12 @@ func parseClusterServeFlags(args []string, getenv func(string) string, usageOut 
 		}
 		f.resyncRate = int64(n)
 	}
-	if err := f.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+	var err error
+	if f.logLevel, err = logging.ParseLevel(*level); err != nil {
+		return nil, err
+	}
+	if f.logFormat, err = logging.ParseFormat(*format); err != nil {
+		return nil, err
 	}
 	switch {
 	case f.nodeID == "":
@@ -205,9 +256,16 @@ func serveClusterCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hatgt serve: %v\n", err)
 		return 2
 	}
+	// One format for every line the node logs: its own records, Raft's and
+	// the cluster package's (hclog), memberlist's and the standard
+	// library's (log lines).
+	log := logging.New(stderr, f.logFormat, f.logLevel).With("node", f.nodeID)
+	slog.SetDefault(log)
+	defer ignoreHangups(log, "a cluster node's configuration lives in Raft: change it with hatgt target, lun, acl and chap")()
+
 	apiAddr := f.addr(f.ports.api)
 	if err := cluster.CheckExposure(apiAddr, f.token); err != nil {
-		fmt.Fprintf(stderr, "hatgt: %v\n", err)
+		reportFailure(stderr, log, f.logFormat, err)
 		return 1
 	}
 	dataDir, err := filepath.Abs(f.dataDir)
@@ -215,10 +273,9 @@ func serveClusterCommand(args []string, stdout, stderr io.Writer) int {
 		err = os.MkdirAll(dataDir, 0o750)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "hatgt: data dir %s: %v\n", f.dataDir, unwrapPathError(err))
+		reportFailure(stderr, log, f.logFormat, fmt.Errorf("data dir %s: %v", f.dataDir, unwrapPathError(err)))
 		return 1
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.logLevel})).With("node", f.nodeID)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -227,7 +284,7 @@ func serveClusterCommand(args []string, stdout, stderr io.Writer) int {
 	// Retry a failed reconcile (a file that could not be created, a node
 	// not registered yet) soon.
 	cc.ReconcileInterval = 2 * time.Second
-	cc.Logger = hclog.New(&hclog.LoggerOptions{Name: "cluster", Level: hclogLevel(f.logLevel), Output: stderr})
+	cc.Logger = logging.HCLog(log, "cluster", "node", f.nodeID)
 	a, err := agent.New(ctx, agent.Config{
 		NodeID: f.nodeID, DataDir: dataDir, Bootstrap: f.bootstrap, Join: f.join,
 		ISCSIAddr: f.addr(f.ports.iscsi), APIAddr: apiAddr, RaftAddr: f.addr(f.ports.raft),
@@ -236,30 +293,19 @@ func serveClusterCommand(args []string, stdout, stderr io.Writer) int {
 		Cluster: cc, Logger: log,
 	}, agent.Deps{})
 	if err != nil {
-		fmt.Fprintf(stderr, "hatgt: %v\n", err)
+		reportFailure(stderr, log, f.logFormat, err)
 		return 1
 	}
 	printClusterBanner(stdout, f, a)
 	failed := a.Run(ctx, f.shutdown)
 	stop()
 	if failed != nil {
-		fmt.Fprintf(stderr, "hatgt: %v\n", failed)
+		// Run logged why; this is the last record, in the log's format.
+		log.Error("stopped after a failure", "err", failed)
 		return 1
 	}
 	log.Info("stopped")
 	return 0
-}
-
-func hclogLevel(l slog.Level) hclog.Level {
-	switch {
-	case l <= slog.LevelDebug:
-		return hclog.Debug
-	case l <= slog.LevelInfo:
-		return hclog.Info
-	case l <= slog.LevelWarn:
-		return hclog.Warn
-	}
-	return hclog.Error
 }
 
 func printClusterBanner(w io.Writer, f *clusterServeFlags, a *agent.Agent) {

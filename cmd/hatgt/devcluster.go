@@ -12,10 +12,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/internal/logging"
 )
 
 const devClusterUsage = `Usage:
@@ -26,7 +28,8 @@ addresses (127.0.0.11, 127.0.0.12, ...; Linux routes all of 127.0.0.0/8 to
 the loopback interface), each with the default ports and its data in
 DIR/nI (kept across runs: a second run finds the same cluster again). Node
 n1 bootstraps the cluster and the others join it. Each node logs to
-DIR/nI.log. Ctrl-C stops them all.
+DIR/nI.log (--log-format text or json). Ctrl-C stops them all; SIGHUP is
+ignored.
 
 Flags:
 `
@@ -57,12 +60,16 @@ func devClusterCommand(args []string, stdout, stderr io.Writer) int {
 	nodes := fs.Int("nodes", 0, "`number` of nodes to start (1-9)")
 	dataDir := fs.String("data-dir", filepath.Join(defaultDataDir, "cluster"), "`directory` holding each node's data dir and log")
 	firstIP := fs.String("first-ip", "127.0.0.11", "loopback `address` of the first node; the others follow it")
-	err := fs.Parse(args)
+	logFormat := fs.String("log-format", "text", "the nodes' log `format`: text (key=value) or json (one object per line)")
+	err := parseFlags(fs, args, "hatgt help dev")
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err == nil {
+		_, err = logging.ParseFormat(*logFormat)
 	}
 	ip := net.ParseIP(*firstIP).To4()
 	switch {
@@ -94,6 +101,12 @@ func devClusterCommand(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// A hangup (the terminal closed, an ssh session dropped) must not kill
+	// the cluster's parent and so, with it, the nodes: it is reported and
+	// ignored, like the nodes do.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	var ns []*devNode
 	defer func() { stopDevNodes(ns, stderr) }()
@@ -102,7 +115,7 @@ func devClusterCommand(args []string, stdout, stderr io.Writer) int {
 		n := &devNode{id: fmt.Sprintf("n%d", i+1), ip: nip, done: make(chan struct{})}
 		n.dir = filepath.Join(root, n.id)
 		n.log = filepath.Join(root, n.id+".log")
-		args := []string{"serve", "--node-id", n.id, "--bind", n.ip, "--data-dir", n.dir}
+		args := []string{"serve", "--node-id", n.id, "--bind", n.ip, "--data-dir", n.dir, "--log-format", *logFormat}
 		if i == 0 {
 			args = append(args, "--bootstrap")
 		} else {
@@ -120,7 +133,7 @@ func devClusterCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hatgt dev: %v (see the logs in %s)\n", err, root)
 		return 1
 	}
-	printDevCluster(stdout, ns, root)
+	printDevCluster(stdout, ns, root, cliName())
 
 	exited := make(chan *devNode, len(ns))
 	for _, n := range ns {
@@ -131,6 +144,8 @@ func devClusterCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	for {
 		select {
+		case <-hup:
+			fmt.Fprintln(stderr, "hatgt dev: SIGHUP ignored: the nodes keep running (stop them with Ctrl-C or SIGTERM)")
 		case <-ctx.Done():
 			fmt.Fprintln(stdout, "hatgt dev: stopping the cluster")
 			return 0
@@ -157,7 +172,10 @@ func (n *devNode) start(exe string, args []string) error {
 		return err
 	}
 	n.cmd = exec.Command(exe, args...)
-	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	// The log holds the node's stderr only, so that every line has the
+	// log format; its stdout is the start banner, which printDevCluster
+	// sums up for all nodes.
+	n.cmd.Stdout, n.cmd.Stderr = nil, logf
 	// Own process group: the terminal's Ctrl-C reaches only "hatgt dev",
 	// which then stops the nodes in order.
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -213,18 +231,46 @@ func waitDevCluster(ctx context.Context, ns []*devNode) error {
 	}
 }
 
-func printDevCluster(w io.Writer, ns []*devNode, root string) {
+// printDevCluster says how to reach the cluster, with commands that work
+// as written: cli is how to run this binary (cliName).
+func printDevCluster(w io.Writer, ns []*devNode, root, cli string) {
 	fmt.Fprintf(w, "hatgt dev: %d-node cluster is up\n", len(ns))
 	for _, n := range ns {
 		fmt.Fprintf(w, "  %s  portal %s:%d  api %s  log %s\n", n.id, n.ip, defaultISCSIPort, n.api(), n.log)
 	}
-	fmt.Fprintf(w, "try:\n")
+	const demo = "iqn.2026-11.io.hatgt:demo"
+	fmt.Fprintf(w, "try (in another shell):\n")
 	fmt.Fprintf(w, "  export HATGT_ADDR=%s\n", ns[0].api())
-	fmt.Fprintf(w, "  hatgt status\n")
-	fmt.Fprintf(w, "  hatgt target create iqn.2026-11.io.hatgt:demo\n")
-	fmt.Fprintf(w, "  hatgt lun create iqn.2026-11.io.hatgt:demo --lun 0 --size 1G\n")
-	fmt.Fprintf(w, "  iscsi-ls -s iscsi://%s:%d\n", ns[len(ns)-1].ip, defaultISCSIPort)
+	fmt.Fprintf(w, "  %s status\n", cli)
+	fmt.Fprintf(w, "  %s target create %s\n", cli, demo)
+	fmt.Fprintf(w, "  %s lun create %s --lun 0 --size 1G   # prints the LUN's iscsi:// URL\n", cli, demo)
+	// Discovery answers on every node's portal; a login (iscsi-ls -s,
+	// qemu-img) must go to the LUN's owner: libiscsi's tools test the
+	// unit and fail on a standby copy's portal.
+	fmt.Fprintf(w, "  iscsi-ls iscsi://%s:%d   # discovery: every node's portal answers\n", ns[0].ip, defaultISCSIPort)
+	fmt.Fprintf(w, "  # qemu-img info and iscsi-inq take the URL lun create printed (its owner's portal)\n")
 	fmt.Fprintf(w, "stop with Ctrl-C; the data stays in %s\n", root)
+}
+
+// cliName is how to run this binary in the commands a banner prints:
+// "hatgt" when that is on PATH and is this binary, "go run ./cmd/hatgt"
+// for a binary go run built, else its absolute path.
+func cliName() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "hatgt"
+	}
+	if p, err := exec.LookPath("hatgt"); err == nil {
+		a, errA := os.Stat(p)
+		b, errB := os.Stat(exe)
+		if errA == nil && errB == nil && os.SameFile(a, b) {
+			return "hatgt"
+		}
+	}
+	if strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		return "go run ./cmd/hatgt"
+	}
+	return exe
 }
 
 // stopDevNodes sends SIGTERM to every node still running and waits for

@@ -32,6 +32,14 @@ Cluster commands (they talk to a cluster node's admin API): status,
 target, lun, acl, chap, join, leave, node. See "hatgt help status".
 `
 
+const versionUsage = `Usage:
+  hatgt version      (or: hatgt --version)
+
+prints the version of this binary, the Go version and platform it was
+built with, and the commit it was built from when it was built from a git
+checkout.
+`
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -49,24 +57,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "dev":
 		return devClusterCommand(rest, stdout, stderr)
 	case "version", "--version":
+		if len(rest) > 0 && isHelp(rest[0]) {
+			fmt.Fprint(stdout, versionUsage)
+			return 0
+		}
 		fmt.Fprintln(stdout, versionString())
 		return 0
 	case "help", "-h", "-help", "--help":
-		if len(rest) > 0 && rest[0] == "serve" {
+		if len(rest) == 0 {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		switch rest[0] {
+		case "serve":
 			return serveCommand([]string{"--help"}, stdout, stderr)
-		}
-		if len(rest) > 0 && rest[0] == "dev" {
+		case "dev":
 			return devClusterCommand([]string{"--help"}, stdout, stderr)
+		case "version", "--version":
+			fmt.Fprint(stdout, versionUsage)
+			return 0
+		case "help":
+			fmt.Fprint(stdout, usage)
+			return 0
 		}
-		if len(rest) > 0 {
-			if ok, err := clusterCommand(rest[0], []string{"--help"}); ok {
-				return exitStatus(err, stderr)
-			}
-			fmt.Fprintf(stderr, "hatgt: no help for unknown command %q\n", rest[0])
-			return 2
+		if ok, err := clusterCommand(rest[0], []string{"--help"}); ok {
+			return exitStatus(err, stderr)
 		}
-		fmt.Fprint(stdout, usage)
-		return 0
+		fmt.Fprintf(stderr, "hatgt: no help for unknown command %q (commands: serve, dev, version, help, status, target, lun, acl, chap, join, leave, node)\n", rest[0])
+		return 2
 	default:
 		if ok, err := clusterCommand(name, rest); ok {
 			return exitStatus(err, stderr)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hatgt/hatgt/config"
+	"github.com/hatgt/hatgt/internal/logging"
 )
 
 const serveUsage = `Usage:
@@ -43,6 +45,7 @@ type serveFlags struct {
 	dataDir         string
 	iscsiAddr       string
 	logLevel        slog.Level
+	logFormat       logging.Format
 	shutdownTimeout time.Duration
 	check           bool
 }
@@ -60,16 +63,21 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.dataDir, "data-dir", defaultDataDir, "with --dev: `directory` holding dev/lun0.img")
 	fs.StringVar(&f.iscsiAddr, "iscsi-addr", "", "with --dev: iSCSI portal `host:port` (default "+config.DefaultPortal+"; port 0 picks a free one)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	format := fs.String("log-format", "text", "log `format` on stderr: text (key=value) or json (one object per line)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to wait for commands in flight when stopping")
 	fs.BoolVar(&f.check, "check", false, "with --config: check the file, print it as hatgt reads it, and exit")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, "hatgt help serve"); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if err := f.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+	var err error
+	if f.logLevel, err = logging.ParseLevel(*level); err != nil {
+		return nil, err
+	}
+	if f.logFormat, err = logging.ParseFormat(*format); err != nil {
+		return nil, err
 	}
 	switch {
 	case f.dev && f.configFile != "":
@@ -96,8 +104,11 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 			usageOut = stdout // asked for: not an error
 		}
 	}
+	if err := checkServeMode(args); err != nil {
+		fmt.Fprintf(stderr, "hatgt serve: %v\n", err)
+		return 2
+	}
 	if isClusterServe(args) {
-		defer ignoreHangups(stderr, "a cluster node's configuration lives in Raft: change it with hatgt target, lun, acl and chap")()
 		return serveClusterCommand(args, stdout, stderr)
 	}
 	f, err := parseServeFlags(args, usageOut)
@@ -108,7 +119,8 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hatgt serve: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.logLevel}))
+	log := logging.New(stderr, f.logFormat, f.logLevel)
+	slog.SetDefault(log) // the standard library's log package too
 	log.Debug("scheduler", "GOMAXPROCS", setProcs())
 
 	var cfg *config.Config
@@ -118,7 +130,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		cfg, err = config.ParseFile(f.configFile)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "hatgt: %v\n", err)
+		reportFailure(stderr, log, f.logFormat, err)
 		return 1
 	}
 	for _, w := range cfg.Warnings {
@@ -145,7 +157,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 
 	n, err := startNode(cfg, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "hatgt: %v\n", err)
+		reportFailure(stderr, log, f.logFormat, err)
 		return 1
 	}
 	printBanner(stdout, cfg, n, f.dev)
@@ -180,7 +192,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if failed != nil {
-		fmt.Fprintf(stderr, "hatgt: %v\n", failed)
+		reportFailure(stderr, log, f.logFormat, failed)
 		return 1
 	}
 	log.Info("stopped")
@@ -189,8 +201,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 
 // ignoreHangups keeps SIGHUP from killing the process, logging each one
 // with why it changes nothing; the returned function stops that.
-func ignoreHangups(stderr io.Writer, why string) (stop func()) {
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+func ignoreHangups(log *slog.Logger, why string) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -245,10 +256,16 @@ func maskSecrets(cfg *config.Config) *config.Config {
 // printBanner tells the user what is served and how to connect to it.
 func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
 	var b strings.Builder
-	portals := n.addrs()
+	var portals []string // addresses to connect to
 	fmt.Fprintf(&b, "hatgt %s is serving\n", version)
-	for _, p := range portals {
-		fmt.Fprintf(&b, "  portal  %s\n", p)
+	for i, actual := range n.addrs() {
+		configured := actual
+		if i < len(cfg.Portals) {
+			configured = cfg.Portals[i]
+		}
+		shown, connect := describePortal(configured, actual)
+		fmt.Fprintf(&b, "  portal  %s\n", shown)
+		portals = append(portals, connect)
 	}
 	for _, t := range cfg.Targets {
 		fmt.Fprintf(&b, "  target  %s\n", t.Name)
@@ -257,7 +274,7 @@ func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
 		}
 	}
 	if len(portals) > 0 && len(cfg.Targets) > 0 {
-		p := connectAddr(portals[0])
+		p := portals[0]
 		t := cfg.Targets[0]
 		fmt.Fprintf(&b, "connect with (from another machine, use its address instead of %s):\n", hostOf(p))
 		if len(cfg.DiscoveryUsers) > 0 {
@@ -288,6 +305,39 @@ func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
 	if f, ok := w.(*os.File); ok {
 		f.Sync()
 	}
+}
+
+// describePortal says what a portal listens on, from the address it was
+// configured with and the one its listener reports, and gives the address
+// a local client connects to. Go listens on a wildcard IPv4 address
+// ("0.0.0.0:3260") with a dual-stack socket where the system has IPv6,
+// which reports "[::]:3260" and takes IPv6 connections too: the banner
+// says so instead of printing an address nobody configured, and local
+// clients are shown the loopback of the family that was asked for.
+func describePortal(configured, actual string) (shown, connect string) {
+	chost, _, err := net.SplitHostPort(configured)
+	ahost, aport, aerr := net.SplitHostPort(actual)
+	if err != nil || aerr != nil {
+		return actual, connectAddr(actual)
+	}
+	cip, aip := net.ParseIP(chost), net.ParseIP(ahost)
+	wild := chost == "" || cip != nil && cip.IsUnspecified()
+	if !wild {
+		return actual, connectAddr(actual)
+	}
+	host := chost
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	shown = net.JoinHostPort(host, aport)
+	connect = connectAddr(shown)
+	switch {
+	case aip != nil && aip.To4() == nil: // an IPv6 (dual-stack) socket
+		shown += " (every IPv4 and IPv6 address of this machine)"
+	case aip != nil:
+		shown += " (every IPv4 address of this machine)"
+	}
+	return shown, connect
 }
 
 func describeLUN(l config.LUN, size int64) string {

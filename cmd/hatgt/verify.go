@@ -8,7 +8,12 @@ import (
 	"strings"
 
 	"github.com/hatgt/hatgt/cluster"
+	"github.com/hatgt/hatgt/replication"
 )
+
+// replicationRegionSize is the region size of verify (and of the resync
+// maps), for the sizes a progress line shows.
+var replicationRegionSize = replication.DefaultConfig().RegionSize
 
 // errCopiesDiffer makes "hatgt lun verify" exit 1 after printing what
 // differs.
@@ -54,9 +59,16 @@ func (c *clusterCLI) verifyLUN(ctx context.Context, cl *cluster.Client, iqn stri
 	if owner == "" {
 		return fmt.Errorf("lun verify: the owner %q of LUN %d has no admin API address in the cluster state", l.Owner, lun)
 	}
-	res, err := cluster.NewClient(owner, c.token, &http.Client{}).VerifyLUN(ctx, iqn, lun, repair)
+	// Progress goes to stderr while the owner reads the copies (about
+	// 10 s per GiB per copy at the default resync rate).
+	pp := newProgressPrinter(c.errOut)
+	rs := replicationRegionSize
+	res, err := cluster.NewClient(owner, c.token, &http.Client{}).VerifyLUNProgress(ctx, iqn, lun, repair, func(p cluster.VerifyProgress) {
+		pp.update(verifyProgressLine(p, rs))
+	})
+	pp.done()
 	if err != nil {
-		return fmt.Errorf("lun verify on the owner %s (%s): %w", l.Owner, owner, err)
+		return fmt.Errorf("lun verify on the owner %s (%s): %w", l.Owner, owner, c.explain(err))
 	}
 	printVerify(c, res)
 	if !res.Identical() {
