@@ -215,7 +215,7 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 			if err := cl.Leave(ctx, cluster.LeaveOptions{Force: *force}); err != nil {
 				return err
 			}
-			c.done("%s handed its LUNs over, left the cluster and is stopping", name)
+			c.done("%s left the cluster (after handing its LUNs over) and is stopping", name)
 			return nil
 		}), nil
 	case "node remove":
