@@ -9,88 +9,98 @@ import (
 // the connection the owner writes to it on, its dirty-region map, the
 // regions it took since its last flush, the drop or join being committed
 // for it, and the flags of its resync. Only its transitions (the methods
-// below) change it; a Volume calls them with v.mu held. A transition that
-// does not apply to the copy's phase (or to the connection or episode it
-// names) changes nothing and answers an error wrapping errRefused, never
-// a panic. TestCopyStateTransitions checks every (phase, event) pair.
+// below) change it; a Volume calls them with v.mu held, and does what they
+// ask of it (commit the episode one opened, log, depose). A transition
+// that does not apply to the copy's phase (or to the connection or
+// episode it names) changes nothing and answers an error wrapping
+// errRefused, never a panic. TestCopyStateTransitions checks every
+// (phase, event) pair; TestCopyStateOnlyTransitionsAssign that no other
+// file assigns these fields.
 //
-// Phases and transitions (the owner's side of DESIGN invariants 1, 3, 6
-// and 8 for one copy):
+// Phases and the transitions between them:
 //
-//	                      +----------------- listedInSync -----------------+
-//	                      v                                                |
-//	in-sync --fail--> dropping --dropCommitted--> out-of-sync --removed--> removed
-//	   ^                ^   ^      dropFailed      |  ^  ^   (no resync running)
-//	   |                |   |                      |  |  |
-//	   |                |   +-- listedInSync ------|--|--|----------+
-//	   |                |                          |  |  |          |
-//	   |       fail, joinUnknown      startResync  |  |  | fail     |
-//	   |                |       (resync claimed)   v  |  |          |
-//	joinCommitted    joining <--caughtUp------ resyncing ------------+
-//	   |                |                             |
-//	   +----------------+----------- joinRefused -----+--> out-of-sync
+//	               fail
+//	in-sync ---------------------> dropping
+//	   ^                           ^  |   ^
+//	   |             fail,         |  |   |
+//	   | joinCommitted joinUnknown |  |   | listedInSync (from resyncing too)
+//	   |                           |  |   |
+//	joining -----------------------+  |   |
+//	   |  ^             dropCommitted,|   |
+//	   |  |                dropFailed |   |
+//	   |  |                           v   |
+//	   +--|------ joinRefused ------> out-of-sync ------ removed ------> removed
+//	      |                           |   ^
+//	      |               startResync |   | fail
+//	      |                           v   |
+//	      +--------- caughtUp ------- resyncing
 //
-// (joinCommitted leads from joining to in-sync; joinRefused from joining
-// to out-of-sync. A copy that fails while joining waits in dropping for
-// the join's outcome: joinCommitted, joinRefused and joinUnknown then only
-// end the join episode, which the drop waits for.)
+// A copy that fails while joining waits in dropping for the join's
+// outcome: joinCommitted, joinRefused and joinUnknown then end the join
+// episode, which the drop waits for, and dropCommitted or dropFailed come
+// after. startResync needs claimResync first (a resync running), removed
+// needs none running.
 //
-//	event              from                      to           effects
-//	inSyncCopy         (Open: Raft lists it)     in-sync      -
-//	outOfSyncCopy      (Open, new replica)       out-of-sync  its map (persisted, or all dirty)
-//	connected          in-sync, no connection    in-sync      the connection Open greeted it on
-//	fail               in-sync                   dropping     drop opened (empty map made if none); its connection closed
-//	                   joining                   dropping     drop opened, committed after the join ends
-//	                   resyncing                 out-of-sync  unflushed regions join the map (compare)
-//	                   resyncing (earlier conn)  resyncing    -
-//	                   dropping, out-of-sync,    unchanged    -
-//	                   removed
-//	                   (lost: every phase)       unchanged    every region dirty, no compare
-//	listedInSync       out-of-sync, resyncing    dropping     connection closed, drop opened
-//	dropUnflushed      dropping                  dropping     unflushed regions join the map (compare)
-//	dropCommitted      dropping (its episode)    out-of-sync  drop closed
-//	dropFailed         dropping (its episode)    out-of-sync  drop closed with the error (the owner deposes)
-//	claimResync        out-of-sync, no resync    out-of-sync  resync running
-//	startResync        out-of-sync, resync       resyncing    its connection; unflushed emptied
-//	                   running
-//	caughtUp           resyncing on the conn,    joining      join opened
-//	                   map empty
-//	joinCommitted      joining                   in-sync      map dropped, no compare; join closed (may have committed)
-//	                   dropping (failed joining) dropping     join closed (may have committed: the drop is proposed)
-//	joinRefused        joining                   out-of-sync  join closed (refused: the drop is not proposed)
-//	                   dropping (failed joining) dropping     join closed (refused)
-//	joinUnknown        joining                   dropping     connection closed, drop opened; join closed (may have committed)
-//	                   dropping (failed joining) dropping     join closed (may have committed)
-//	releaseResync      resync running (any)      unchanged    no resync running
-//	removed            out-of-sync, no resync    removed      the map is handed back for removal
+//	event           from                         to           effects
+//	inSyncCopy      (Open: Raft lists it)        in-sync      -
+//	outOfSyncCopy   (Open; a new replica)        out-of-sync  its map (persisted, or all dirty)
+//	connected       in-sync, no connection       in-sync      the connection Open greeted it on
+//	fail            in-sync                      dropping     drop opened (an empty map made if none); its connection closed
+//	                joining                      dropping     drop opened, committed after the join ends
+//	                resyncing                    out-of-sync  unflushed regions join the map (compare)
+//	                resyncing (earlier conn)     resyncing    -
+//	                dropping, out-of-sync,       unchanged    -
+//	                removed
+//	                (lost: every phase)          unchanged    every region dirty, no compare
+//	listedInSync    out-of-sync, resyncing       dropping     connection closed, drop opened
+//	dropUnflushed   dropping                     dropping     unflushed regions join the map (compare)
+//	dropCommitted   dropping (its episode,       out-of-sync  drop closed
+//	                no join running)
+//	dropFailed      dropping (idem)              out-of-sync  drop closed with the error (the owner deposes)
+//	claimResync     out-of-sync, no resync       out-of-sync  resync running
+//	releaseResync   any, resync running          unchanged    no resync running
+//	startResync     out-of-sync, resync running  resyncing    its connection; unflushed emptied
+//	caughtUp        resyncing on the conn,       joining      join opened
+//	                map empty
+//	joinCommitted   joining                      in-sync      map dropped, no compare; join closed (may have committed)
+//	                dropping (failed joining)    dropping     join closed (may have committed: the drop is proposed)
+//	joinRefused     joining                      out-of-sync  join closed (refused: a drop waiting for it is not proposed)
+//	                dropping (failed joining)    dropping     join closed (refused)
+//	joinUnknown     joining                      dropping     connection closed, drop opened; join closed (may have committed)
+//	                dropping (failed joining)    dropping     join closed (may have committed)
+//	removed         out-of-sync, no resync       removed      its map handed back (the caller removes its file)
 //
-// Every other (phase, event) pair is refused. Besides the phase changes,
+// Every other (phase, event) pair is refused. Besides the phase changes:
 // routeWrite and flushStarted say what a write or a flush does with the
-// copy in each phase, and regionSame, regionSent, resyncFlush* record a
-// resync's progress in the map.
+// copy in each phase (flushFailed gives a failed flush's regions back);
+// regionSent, regionSame, resyncFlushStarted, resyncFlushFailed and
+// resyncFlushed record a resync's progress, only on its own connection;
+// wrongCopy and suspect mark every region of a copy greeted at Open or by
+// a resync's hello; gaveGeneration, repairWrite, hangUp and closeConn are
+// the rest.
 //
-// Invariants kept for the copy:
+// Invariants kept for the copy (DESIGN.md's numbers):
 //
-//   - (1, 3) While Raft may list the copy in sync (in-sync, joining,
+//   - 1, 3: while Raft may list the copy in sync (in-sync, joining,
 //     dropping), no write skips it without waiting: in-sync and joining
 //     copies are sent every write and waited for, and a dropping copy's
 //     writes mark its map and wait for the drop episode, which ends only
-//     through dropCommitted (after DropFromInSync committed, or was not
-//     needed because the join was refused, and the map is durable) or
-//     dropFailed (the owner stops serving). in-sync and joining leave only
-//     to dropping, except joining on joinRefused (nothing was committed;
+//     through dropCommitted (DropFromInSync committed, or was not needed
+//     because the join was refused, and the map is durable) or dropFailed
+//     (the owner stops serving). in-sync and joining leave only to
+//     dropping, except joining on joinRefused (nothing was committed, and
 //     the owner stops serving).
-//   - (6) A copy returns only through resyncing: caughtUp needs its map
+//   - 6: a copy returns only through resyncing: caughtUp needs its map
 //     empty on the resync's own connection, and only joinCommitted (the
 //     MarkInSync commit) makes it in-sync.
-//   - (8) A region the resync sent or found equal is marked copied, not
+//   - 8: a region the resync sent or found equal is marked copied, not
 //     clean, and cleared only by resyncFlushed on the same connection,
 //     after the flush; the regions a write-back copy took since its last
-//     flush join its map when it fails (fail from resyncing, dropUnflushed)
-//     and go back to the unflushed set when a flush of it fails.
-//   - The map exists whenever the copy is not in-sync or joining
-//     (out-of-sync and resyncing copies have one from their construction
-//     or their drop; joinCommitted is the only transition that drops it).
+//     flush join its map when it fails (fail from resyncing,
+//     dropUnflushed) and go back to the unflushed set when a flush of it
+//     fails.
+//   - The map exists whenever the copy is not in-sync or joining: from
+//     its construction or its drop; joinCommitted alone drops it.
 type copyState struct {
 	phase copyPhase
 	// conn is the connection the owner sends the copy's writes on (nil:
@@ -385,13 +395,14 @@ func (c *copyState) dropUnflushed() (*DirtyMap, uint64, error) {
 
 // dropCommitted: DropFromInSync committed (or was not needed) and the map
 // is durable: the copy is out of sync and ep, its drop episode, ends. From
-// dropping, with ep its episode.
+// dropping, with ep its episode, and no join running (the drop of a copy
+// that failed while joining ends after the join).
 func (c *copyState) dropCommitted(ep *episode) error { return c.endDrop("dropCommitted", ep, nil) }
 
 // dropFailed: the drop did not commit, or the map could not be persisted:
 // ep ends with err (the writes waiting for it fail and the owner stops
 // serving) and the copy is out of sync. From dropping, with ep its
-// episode.
+// episode, and no join running.
 func (c *copyState) dropFailed(ep *episode, err error) error {
 	if err == nil {
 		return c.refuse("dropFailed", "no error given")
@@ -405,6 +416,11 @@ func (c *copyState) endDrop(event string, ep *episode, err error) error {
 	}
 	if ep == nil || c.drop != ep {
 		return c.refuse(event, "not the copy's drop episode")
+	}
+	if c.join != nil {
+		// The drop of a copy that failed while joining waits for the
+		// join's outcome (Volume.runDrop), which ends the join first.
+		return c.refuse(event, "the join it waits for has not ended")
 	}
 	c.phase = phaseOutOfSync
 	c.drop = nil
@@ -504,22 +520,24 @@ func (c *copyState) resyncFlushStarted(conn Conn) (*DirtyMap, error) {
 // resyncFlushFailed: the resync's flush on conn failed; snap is what
 // resyncFlushStarted returned. Still resyncing on conn, snap goes back to
 // the unflushed set (the failure that follows merges it into the map);
-// else the copy failed meanwhile and its unflushed regions joined the map
-// already, so snap joins the map now and the next resync compares. Every
-// phase with a map; the phase does not change.
+// else the copy failed meanwhile (out-of-sync, or dropping when Raft
+// listed it) and its unflushed regions joined the map already, so snap
+// joins the map now and the next resync compares. From resyncing on conn,
+// out-of-sync or dropping; the phase does not change.
 func (c *copyState) resyncFlushFailed(conn Conn, snap *DirtyMap) error {
-	if snap == nil {
+	switch {
+	case c.resyncingOn(conn):
+		if snap != nil {
+			c.unflushed.Merge(snap)
+		}
 		return nil
+	case c.phase != phaseOutOfSync && c.phase != phaseDropping:
+		return c.refuse("resyncFlushFailed", "not resyncing on this connection, nor failed since")
 	}
-	if c.resyncingOn(conn) {
-		c.unflushed.Merge(snap)
-		return nil
+	if snap != nil {
+		c.dirty.Merge(snap)
+		c.compare = true
 	}
-	if c.dirty == nil {
-		return c.refuse("resyncFlushFailed", "the copy has no map")
-	}
-	c.dirty.Merge(snap)
-	c.compare = true
 	return nil
 }
 
@@ -631,11 +649,14 @@ func (c *copyState) removed() (*DirtyMap, error) {
 
 // wrongCopy: the copy is not the one the cluster recorded: every region
 // of its map (an empty one made if it has none) is marked dirty, and the
-// resync compares each region first when compare is set. Every phase but
-// removed; the phase does not change.
+// resync compares each region first when compare is set. From in-sync
+// (Open, deposed meanwhile), dropping (Open, after its failure) or
+// out-of-sync (a resync's hello, before it starts): a resyncing or joining
+// copy was greeted already, and marking a joining copy's map would be
+// lost when it joins. The phase does not change.
 func (c *copyState) wrongCopy(compare bool) error {
-	if c.phase == phaseRemoved {
-		return c.refuse("wrongCopy", "the copy was removed")
+	if c.phase != phaseInSync && c.phase != phaseDropping && c.phase != phaseOutOfSync {
+		return c.refuse("wrongCopy", "only a copy being greeted is checked")
 	}
 	if c.dirty == nil {
 		c.dirty = c.maps.fresh()
@@ -647,13 +668,18 @@ func (c *copyState) wrongCopy(compare bool) error {
 
 // suspect: the copy may hold writes a previous owner had in flight,
 // anywhere (Config.CheckOnOpen): every region of its map, if it has one,
-// is marked dirty, to be compared before it is copied. Every phase; the
-// phase does not change.
-func (c *copyState) suspect() {
+// is marked dirty, to be compared before it is copied. From in-sync,
+// dropping or out-of-sync (the phases of a copy at Open); the phase does
+// not change.
+func (c *copyState) suspect() error {
+	if c.phase != phaseInSync && c.phase != phaseDropping && c.phase != phaseOutOfSync {
+		return c.refuse("suspect", "only a copy at Open is suspected")
+	}
 	if c.dirty != nil {
 		c.dirty.SetAll()
 		c.compare = true
 	}
+	return nil
 }
 
 // gaveGeneration: the running resync's full copy gave the copy generation

@@ -272,7 +272,9 @@ func (v *Volume) Open(ctx context.Context) error {
 			if v.cfg.CheckOnOpen && !errors.Is(r.err, ErrCopyLost) {
 				// It may hold writes the previous owner had in flight,
 				// anywhere: compare every region when it comes back.
-				r.p.suspect()
+				if err := r.p.suspect(); err != nil {
+					v.logger.Error("replication: marking a copy to compare", "peer", string(r.p.node), "err", err)
+				}
 			}
 			v.mu.Unlock()
 		}
