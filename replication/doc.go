@@ -26,6 +26,23 @@
 //     and waits for that commit before it is acknowledged. If the commit
 //     fails the owner stops serving (ErrNotOwner).
 //
+// # A copy's state
+//
+// The owner's view of each other copy is one type, copyState
+// (copystate.go): its phase (in-sync, dropping, out-of-sync, resyncing,
+// joining, removed) with the connection the owner writes it on, its
+// dirty-region map, the regions it took since its last flush, the drop or
+// join being committed for it and its resync's flags. Only its named
+// transitions change it (fail, listedInSync, dropCommitted, dropFailed,
+// claimResync, startResync, caughtUp, joinCommitted, joinRefused,
+// joinUnknown, removed, ...), and a transition refuses a phase it does
+// not apply to. Its doc comment draws the state diagram, lists each
+// transition's from-phases, to-phase and effects (the episode it opens or
+// closes, what the dirty map gets) and states how it keeps invariants 1,
+// 3, 6 and 8 for one copy; TestCopyStateTransitions checks every
+// (phase, event) pair. The Volume does what a transition asks of it:
+// commit the drop or join it opened, log, depose.
+//
 // # Invariants kept here (numbers of DESIGN.md)
 //
 //  1. An acknowledged write is on every member of the in-sync set Raft

@@ -42,11 +42,15 @@ func (v *Volume) repairRegion(node NodeID, off, n int64) (bool, error) {
 		return false, err
 	}
 	p := v.peers[node]
-	if p == nil || p.state != peerInSync || p.conn == nil {
+	var conn Conn
+	if p != nil {
+		conn = p.inSyncConn()
+	}
+	if conn == nil {
 		v.mu.Unlock()
 		return false, fmt.Errorf("%w: %s is not an in-sync copy", ErrNotSyncing, node)
 	}
-	conn, epoch := p.conn, v.epoch
+	epoch := v.epoch
 	v.mu.Unlock()
 
 	res := v.send(conn, []*Message{{Type: MsgVerify, LUN: v.lun, Epoch: epoch, Offset: off, Length: uint64(n)}})
@@ -70,14 +74,11 @@ func (v *Volume) repairRegion(node NodeID, off, n int64) (bool, error) {
 		v.mu.Unlock()
 		return false, err
 	}
-	if p.state != peerInSync || p.conn != conn {
-		v.mu.Unlock()
-		return false, fmt.Errorf("%w: %s failed during repair", ErrPeerFailed, node)
-	}
 	// Not durable on the copy before its next flush: if it fails first,
 	// its cache may be gone, and the region joins its dirty map.
-	if p.unflushed != nil {
-		p.unflushed.Mark(off, n)
+	if err := p.repairWrite(conn, off, n); err != nil {
+		v.mu.Unlock()
+		return false, fmt.Errorf("%w: %s failed during repair", ErrPeerFailed, node)
 	}
 	var msgs []*Message
 	for pos := int64(0); pos < n; pos += int64(v.cfg.MaxMessage) {
@@ -100,7 +101,7 @@ func (v *Volume) RepairAll(ctx context.Context) ([]VerifyReport, error) {
 	var out []VerifyReport
 	var errs []error
 	for _, ps := range v.Peers() {
-		if ps.State != peerInSync.String() {
+		if ps.State != phaseInSync.String() {
 			continue
 		}
 		rep, err := v.Repair(ctx, ps.Node)

@@ -29,11 +29,10 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 		return err
 	}
 	p := v.peers[node]
-	if p == nil || p.state != peerOutOfSync || p.resyncing {
+	if p == nil || p.claimResync() != nil {
 		v.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrNotSyncing, node)
 	}
-	p.resyncing = true
 	epoch := v.epoch
 	d := p.dirty
 	v.mu.Unlock()
@@ -43,7 +42,9 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	defer func() {
 		d.ForgetCopied()
 		v.mu.Lock()
-		p.resyncing = false
+		if err := p.releaseResync(); err != nil {
+			v.logger.Error("replication: ending a resync", "peer", string(node), "err", err)
+		}
 		v.mu.Unlock()
 	}()
 
@@ -60,15 +61,15 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 		return err
 	}
 	v.mu.Lock()
-	if err := v.servingLocked(); err != nil || p.state != peerOutOfSync {
+	var compare bool
+	if err = v.servingLocked(); err == nil {
+		compare, err = p.startResync(conn)
+	}
+	if err != nil {
 		v.mu.Unlock()
 		conn.Close()
 		return fmt.Errorf("%w: %s changed state", ErrNotSyncing, node)
 	}
-	p.conn = conn
-	p.state = peerResyncing
-	p.unflushed = v.newUnflushed()
-	compare := p.compare
 	v.mu.Unlock()
 
 	prog := Progress{Node: node, RegionsTotal: d.Count(), Started: v.clock.Now()}
@@ -126,13 +127,11 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	}
 
 	v.mu.Lock()
-	if p.state != peerResyncing || p.conn != conn || d.Count() != 0 {
+	join, err := p.caughtUp(conn)
+	if err != nil {
 		v.mu.Unlock()
 		return fmt.Errorf("%w: %s failed or was dirtied during resync", ErrPeerFailed, node)
 	}
-	p.state = peerJoining
-	join := newEpisode()
-	p.join = join
 	v.mu.Unlock()
 
 	// The complete counts are recorded before the copy reads in sync, so
@@ -142,36 +141,29 @@ func (v *Volume) Resync(ctx context.Context, node NodeID) error {
 	err = v.coord.MarkInSync(ctx, v.lun, epoch, node, gen)
 
 	v.mu.Lock()
-	refused := errors.Is(err, ErrNotOwner)
-	join.mayHaveCommitted = !refused
+	var terr error
 	switch {
 	case err == nil:
-		if p.state == peerJoining {
-			p.state = peerInSync
-			p.dirty = nil
-			p.compare = false
-		}
-	case refused:
+		terr = p.joinCommitted(join)
+	case errors.Is(err, ErrNotOwner):
 		// The epoch moved on: nothing was committed, and this volume
 		// acknowledges nothing more.
 		v.deposeLocked(err)
-		if p.state == peerJoining {
-			p.state = peerOutOfSync
-		}
-	case p.state == peerJoining:
+		terr = p.joinRefused(join)
+	default:
 		// Unknown: the entry may have committed all the same, and Raft
 		// list the copy in sync. Writes stop going to it, so it leaves
 		// through a committed drop before one it misses is acknowledged
 		// (or the volume stops serving).
-		if p.conn != nil {
-			p.conn.Close()
-			p.conn = nil
+		var drop *episode
+		if drop, terr = p.joinUnknown(join); drop != nil {
+			v.runDropLocked(p, drop, nil, epoch, "marking the copy in sync had an unknown outcome")
 		}
-		v.startDropLocked(p, epoch, nil, "marking the copy in sync had an unknown outcome")
 	}
-	p.join = nil
-	close(join.done)
-	inSync := p.state == peerInSync
+	if terr != nil {
+		v.logger.Error("replication: ending a join", "peer", string(node), "err", terr)
+	}
+	inSync := p.phase == phaseInSync
 	v.mu.Unlock()
 
 	if err != nil {
@@ -206,42 +198,38 @@ func (v *Volume) resyncFlushEvery() int64 {
 	return resyncFlushBytes
 }
 
-// flushResync flushes resyncing copy p, then clears the regions of d the
-// resync copied (or found equal) before the flush and persists the map
-// (invariant 8: a dirty mark is cleared after the flush that made the
-// region durable). The flush also makes durable the writes the copy took
+// flushResync flushes resyncing copy p, then clears the regions of d (its
+// map) the resync copied (or found equal) before the flush and persists
+// the map (invariant 8: a dirty mark is cleared after the flush that made
+// the region durable). The flush also makes durable the writes the copy took
 // since its last flush (p.unflushed). On failure the copy returns to out
 // of sync with its copied regions still dirty.
 func (v *Volume) flushResync(p *peer, conn Conn, epoch uint64, d *DirtyMap) error {
 	v.mu.Lock()
-	if p.state != peerResyncing || p.conn != conn {
-		v.mu.Unlock()
+	snap, err := p.resyncFlushStarted(conn)
+	v.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
 	}
-	snap := p.unflushed
-	p.unflushed = v.newUnflushed()
-	v.mu.Unlock()
 	if res := <-v.send(conn, []*Message{{Type: MsgFlush, LUN: v.lun, Epoch: epoch}}); res.err != nil {
+		// Still resyncing: the snapshot goes back to the unflushed set,
+		// which the failure below merges into the map; else the copy
+		// failed meanwhile, its unflushed regions were merged already,
+		// and the snapshot joins the map now.
 		v.mu.Lock()
-		if snap != nil {
-			if p.state == peerResyncing && p.conn == conn {
-				p.unflushed.Merge(snap) // merged into the map by the failure below
-			} else {
-				d.Merge(snap) // the copy failed meanwhile: its unflushed regions were merged already
-				p.compare = true
-			}
+		if err := p.resyncFlushFailed(conn, snap); err != nil {
+			v.logger.Error("replication: a resync's flush failed", "peer", string(p.node), "err", err)
 		}
 		v.mu.Unlock()
 		v.peerFailed(p, conn, epoch, res.err, 0, 0)
 		return res.err
 	}
 	v.mu.Lock()
-	if p.state != peerResyncing || p.conn != conn {
-		v.mu.Unlock()
+	err = p.resyncFlushed(conn)
+	v.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
 	}
-	d.ClearCopied()
-	v.mu.Unlock()
 	if err := d.Flush(); err != nil {
 		// Lazy: a clear that does not reach the disk costs a copy later.
 		v.logger.Warn("replication: persisting the cleared dirty map failed", "peer", string(p.node), "err", err)
@@ -266,10 +254,9 @@ func (v *Volume) compareRegion(p *peer, conn Conn, epoch uint64, r int64) (bool,
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if p.state != peerResyncing || p.conn != conn {
+	if err := p.regionSame(conn, r); err != nil {
 		return false, fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
 	}
-	p.dirty.Copied(r)
 	return true, nil
 }
 
@@ -278,7 +265,7 @@ func (v *Volume) compareRegion(p *peer, conn Conn, epoch uint64, r int64) (bool,
 func (v *Volume) ResyncFull(ctx context.Context, node NodeID) error {
 	v.mu.Lock()
 	p := v.peers[node]
-	if p == nil || p.state != peerOutOfSync || p.resyncing {
+	if p == nil || !p.canResync() {
 		v.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrNotSyncing, node)
 	}
@@ -309,22 +296,14 @@ func (v *Volume) copyRegion(p *peer, conn Conn, epoch uint64, r int64) error {
 		v.mu.Unlock()
 		return err
 	}
-	if p.state != peerResyncing || p.conn != conn {
-		v.mu.Unlock()
-		return fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
-	}
 	// The range lock keeps writes off the region, so what was read is
 	// what the copy gets. Sequence numbers are assigned and sent under
 	// v.mu, so each connection carries them in increasing order. The
 	// mark comes before the send: a write to the region that fails on
 	// the copy after it marks the region again, which takes it away.
-	if brokenDirtyClear {
-		// Broken on purpose (see broken_dirtyclear.go): cleared for
-		// good before the copy made the region durable.
-		p.dirty.Clear(r)
-		p.dirty.Flush()
-	} else {
-		p.dirty.Copied(r)
+	if err := p.regionSent(conn, r); err != nil {
+		v.mu.Unlock()
+		return fmt.Errorf("%w: %s failed during resync", ErrPeerFailed, p.node)
 	}
 	var msgs []*Message
 	for pos := int64(0); pos < n; pos += int64(v.cfg.MaxMessage) {
@@ -363,7 +342,7 @@ func (v *Volume) peerFailed(p *peer, conn Conn, epoch uint64, err error, off, n 
 func (v *Volume) abortResync(p *peer, conn Conn) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if p.state == peerResyncing && p.conn == conn {
+	if p.resyncingOn(conn) {
 		v.failPeerLocked(p, conn, v.epoch, nil)
 	}
 }
@@ -405,7 +384,7 @@ func (v *Volume) ResyncAll(ctx context.Context) error {
 	v.mu.Lock()
 	var todo []NodeID
 	for _, n := range v.order {
-		if p := v.peers[n]; p.state == peerOutOfSync && !p.resyncing {
+		if v.peers[n].canResync() {
 			todo = append(todo, n)
 		}
 	}

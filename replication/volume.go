@@ -17,65 +17,11 @@ import (
 	"github.com/hatgt/hatgt/scsi"
 )
 
-// peerState is what the owner does with a copy on another node.
-type peerState int
-
-const (
-	// peerInSync: in Raft's in-sync set; every write waits for its ack; a
-	// failure is dropped through Raft before anything it missed is acked.
-	peerInSync peerState = iota
-	// peerDropping: failed; DropFromInSync is being committed. Writes
-	// mark the dirty map and wait for the commit.
-	peerDropping
-	// peerOutOfSync: not in the in-sync set, not connected: writes only
-	// mark the dirty map (durably) and do not wait for the copy.
-	peerOutOfSync
-	// peerResyncing: catching up from the dirty map; new writes go to it
-	// and wait for its ack, a failure returns it to out of sync.
-	peerResyncing
-	// peerJoining: caught up; MarkInSync is being committed. Treated as
-	// in sync, so that a failure now is dropped through Raft unless the
-	// join was refused. A MarkInSync that fails otherwise may have
-	// committed all the same: the copy is then dropped (peerDropping).
-	peerJoining
-)
-
-func (s peerState) String() string {
-	return [...]string{"in-sync", "dropping", "out-of-sync", "resyncing", "joining"}[s]
-}
-
-type episode struct {
-	done chan struct{}
-	err  error // drop: the commit failed
-	// join: MarkInSync may have committed: it returned nil, or an error
-	// that does not say it was refused (a timeout, a leader lost after
-	// the append). Only ErrNotOwner (the epoch moved on) says it was not.
-	mayHaveCommitted bool
-}
-
-func newEpisode() *episode { return &episode{done: make(chan struct{})} }
-
+// peer is the owner's view of one other copy: its node and its state,
+// which only copyState's transitions change (copystate.go).
 type peer struct {
-	node  NodeID
-	state peerState
-	conn  Conn
-	// dirty: regions the copy has not seen; nil while in sync or joining.
-	dirty *DirtyMap
-	// unflushed: regions written to the copy since its last completed
-	// flush (write-back only). A copy that fails may have lost them from
-	// its cache, so they join the dirty map.
-	unflushed *DirtyMap
-	drop      *episode
-	join      *episode
-	resyncing bool
-	// compare makes the resync compare each dirty region's digests and
-	// copy only the regions that differ (a copy that may diverge
-	// anywhere, but mostly is identical).
-	compare bool
-	// wroteGen is the generation this volume gave the copy when a full
-	// copy of it started (not recorded before the copy joins): a resync
-	// that finds it on the copy goes on from the dirty map.
-	wroteGen Generation
+	node NodeID
+	copyState
 }
 
 // Volume is the owner side of a replicated LUN: a scsi.Backend that writes
@@ -192,6 +138,11 @@ func (v *Volume) freshDirty(node NodeID) *DirtyMap {
 	return d
 }
 
+// copyMaps makes node's maps for its copyState.
+func (v *Volume) copyMaps(node NodeID) copyMaps {
+	return copyMaps{fresh: func() *DirtyMap { return v.freshDirty(node) }, unflushed: v.newUnflushed}
+}
+
 // Open reads the LUN's view, checks that this node owns its epoch, says
 // hello to every in-sync mirror (fencing older owners), loads the dirty
 // maps of the out-of-sync copies and starts watching the view. A mirror
@@ -228,12 +179,14 @@ func (v *Volume) Open(ctx context.Context) error {
 		if n == v.self {
 			continue
 		}
-		p := &peer{node: n, state: peerOutOfSync, unflushed: v.newUnflushed()}
-		if view.IsInSync(n) {
-			p.state = peerInSync
-		} else if p.dirty, err = v.openDirty(n); err != nil {
-			v.mu.Unlock()
-			return fmt.Errorf("replication: dirty map of %s: %w", n, err)
+		p := &peer{node: n, copyState: inSyncCopy(v.copyMaps(n))}
+		if !view.IsInSync(n) {
+			d, err := v.openDirty(n)
+			if err != nil {
+				v.mu.Unlock()
+				return fmt.Errorf("replication: dirty map of %s: %w", n, err)
+			}
+			p.copyState = outOfSyncCopy(d, v.copyMaps(n))
 		}
 		v.peers[n] = p
 		v.order = append(v.order, n)
@@ -255,7 +208,7 @@ func (v *Volume) Open(ctx context.Context) error {
 	results := make(chan dialed, len(v.order))
 	for _, n := range v.order {
 		p := v.peers[n]
-		if p.state != peerInSync {
+		if p.phase != phaseInSync {
 			continue
 		}
 		if v.cfg.Down != nil && v.cfg.Down(n) {
@@ -292,8 +245,12 @@ func (v *Volume) Open(ctx context.Context) error {
 		switch {
 		case r.err == nil:
 			v.mu.Lock()
-			r.p.conn = r.conn
+			cerr := r.p.connected(r.conn)
 			v.mu.Unlock()
+			if cerr != nil {
+				// Failed meanwhile: nothing is sent on the connection.
+				r.conn.Close()
+			}
 			if !r.sent.IsZero() {
 				record[r.p.node] = r.sent
 			}
@@ -312,11 +269,12 @@ func (v *Volume) Open(ctx context.Context) error {
 			v.logger.Warn("replication: in-sync mirror unreachable at open", "peer", string(r.p.node), "err", r.err)
 			v.mu.Lock()
 			v.failPeerLocked(r.p, nil, v.epoch, r.err)
-			if v.cfg.CheckOnOpen && r.p.dirty != nil && !errors.Is(r.err, ErrCopyLost) {
+			if v.cfg.CheckOnOpen && !errors.Is(r.err, ErrCopyLost) {
 				// It may hold writes the previous owner had in flight,
 				// anywhere: compare every region when it comes back.
-				r.p.dirty.SetAll()
-				r.p.compare = true
+				if err := r.p.suspect(); err != nil {
+					v.logger.Error("replication: marking a copy to compare", "peer", string(r.p.node), "err", err)
+				}
 			}
 			v.mu.Unlock()
 		}
@@ -441,14 +399,14 @@ func (v *Volume) followReplicas(view View) {
 		if err := d.Flush(); err != nil {
 			v.logger.Warn("replication: persisting the dirty map of a new copy failed", "peer", string(n), "err", err)
 		}
-		v.peers[n] = &peer{node: n, state: peerOutOfSync, dirty: d, unflushed: v.newUnflushed()}
+		v.peers[n] = &peer{node: n, copyState: outOfSyncCopy(d, v.copyMaps(n))}
 		v.order = append(v.order, n)
 		v.logger.Info("replication: new copy, it gets a full copy", "peer", string(n))
 	}
 	for _, n := range v.order {
 		p := v.peers[n]
 		switch {
-		case p.state == peerInSync && p.conn != nil && view.IsReplica(n) && !view.IsInSync(n):
+		case p.phase == phaseInSync && p.conn != nil && view.IsReplica(n) && !view.IsInSync(n):
 			// Raft says out of sync, the volume says in sync: someone
 			// else (the copy's own node, which found its copy lost)
 			// recorded it. The view may also just be older than the
@@ -456,7 +414,7 @@ func (v *Volume) followReplicas(view View) {
 			// copy-lost, and the usual failure path drops it with
 			// every region dirty.
 			go v.probe(p, p.conn, view.Epoch)
-		case (p.state == peerOutOfSync || p.state == peerResyncing) && view.IsInSync(n):
+		case (p.phase == phaseOutOfSync || p.phase == phaseResyncing) && view.IsInSync(n):
 			// Raft says in sync, the volume does not replicate to the
 			// copy: an in-sync change of unknown outcome (or someone
 			// else's) left Raft listing a copy that misses writes.
@@ -468,13 +426,14 @@ func (v *Volume) followReplicas(view View) {
 			continue
 		}
 		p := v.peers[n]
-		if p.state != peerOutOfSync || p.resyncing {
+		d, err := p.removed()
+		if err != nil {
 			continue // a copy the owner writes to leaves once out of sync
 		}
 		delete(v.peers, n)
 		v.order = slices.DeleteFunc(v.order, func(id NodeID) bool { return id == n })
-		if p.dirty != nil {
-			if err := p.dirty.Remove(); err != nil {
+		if d != nil {
+			if err := d.Remove(); err != nil {
 				v.logger.Warn("replication: removing the dirty map of a removed copy failed", "peer", string(n), "err", err)
 			}
 		}
@@ -495,14 +454,14 @@ func (v *Volume) dropListed(n NodeID, epoch uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	p := v.peers[n]
-	if p == nil || v.servingLocked() != nil || v.epoch != epoch || (p.state != peerOutOfSync && p.state != peerResyncing) {
+	if p == nil || v.servingLocked() != nil || v.epoch != epoch {
 		return
 	}
-	if p.conn != nil {
-		p.conn.Close()
-		p.conn = nil
+	drop, err := p.listedInSync()
+	if err != nil {
+		return // in sync, joining or dropping meanwhile
 	}
-	v.startDropLocked(p, epoch, nil, "Raft lists the copy in sync but the owner does not replicate to it")
+	v.runDropLocked(p, drop, nil, epoch, "Raft lists the copy in sync but the owner does not replicate to it")
 }
 
 // probe sends a flush to an in-sync copy on its connection and fails the
@@ -553,10 +512,7 @@ func (v *Volume) deposeLocked(err error) {
 	v.deposed = err
 	v.logger.Warn("replication: volume stops serving", "err", err)
 	for _, p := range v.peers {
-		if p.conn != nil {
-			p.conn.Close()
-			p.conn = nil
-		}
+		p.closeConn()
 	}
 }
 
@@ -668,82 +624,39 @@ func (v *Volume) sendOn(conn Conn, msgs []*Message, queue bool) <-chan sendResul
 // reached) with err (nil: unknown). It returns the episode a write that the
 // copy missed must wait for before it is acknowledged (nil when none). A
 // copy that answered ErrCopyLost gets every region marked: a full copy.
-// Callers hold v.mu.
+// What the failure does to the copy is copyState.fail's. Callers hold v.mu.
 func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64, err error) *episode {
-	defer func() {
-		if errors.Is(err, ErrCopyLost) && p.dirty != nil && p.dirty.Count() != p.dirty.Regions() {
-			p.dirty.SetAll()
-			p.compare = false
-			v.logger.Warn("replication: the copy was lost, it gets a full copy", "peer", string(p.node))
-		}
-	}()
-	// A failure reported by an earlier connection (its requests can
-	// finish late) says nothing about the current one. The write it
-	// belongs to still marks the copy's map; only a copy in sync must
-	// be dropped for it (it may have joined without this write).
-	earlier := conn != nil && p.conn != conn
-	if conn != nil && p.conn == conn {
-		p.conn.Close()
-		p.conn = nil
-	}
+	lost := errors.Is(err, ErrCopyLost)
 	if serr := v.servingLocked(); serr != nil && v.opened {
 		// Deposed or closed: the connections were cut on purpose, and
 		// nothing is acknowledged any more, so nothing is dropped.
-		ep := newEpisode()
-		ep.err = serr
-		close(ep.done)
-		return ep
+		p.hangUp(conn)
+		if lost && p.lose() {
+			v.logger.Warn("replication: the copy was lost, it gets a full copy", "peer", string(p.node))
+		}
+		return endedEpisode(serr)
 	}
-	switch p.state {
-	case peerInSync, peerJoining:
-		join := p.join
-		if p.state == peerInSync {
-			join = nil
-		}
-		v.startDropLocked(p, epoch, join, "mirror failed")
-	case peerResyncing:
-		if earlier {
-			break // the caller marks the region; the resync copies it
-		}
-		p.state = peerOutOfSync
-		v.mergeUnflushedLocked(p)
+	f := p.fail(conn, lost)
+	if f.drop != nil {
+		v.runDropLocked(p, f.drop, f.join, epoch, "mirror failed")
+	}
+	if f.leftResync {
 		v.logger.Warn("replication: mirror failed during resync", "peer", string(p.node))
 	}
-	if p.state == peerDropping {
-		return p.drop
+	if f.lost {
+		v.logger.Warn("replication: the copy was lost, it gets a full copy", "peer", string(p.node))
 	}
-	return nil
+	return f.wait
 }
 
-// mergeUnflushedLocked marks dirty the regions p took since its last
-// flush (its cache may be gone: a crash of its machine) and returns the
-// dirty map's generation. A process that died on a machine that stayed up
-// still has them (the kernel keeps its dirty pages), so the resync then
-// compares each region before it copies it: only what differs goes over
-// the wire (like DRBD's csums-alg). Callers hold v.mu.
-func (v *Volume) mergeUnflushedLocked(p *peer) uint64 {
-	if p.unflushed == nil || p.unflushed.Count() == 0 {
-		return 0
-	}
-	gen := p.dirty.Merge(p.unflushed)
-	p.unflushed = v.newUnflushed()
-	p.compare = true
-	return gen
-}
-
-// startDropLocked switches p to dropping and proposes its removal from
-// the in-sync set (once join, if not nil, ended): every write it misses
-// marks its dirty map and waits for that commit, and if the commit fails
-// the volume stops serving. why says what happened, for the log. Callers
-// hold v.mu.
-func (v *Volume) startDropLocked(p *peer, epoch uint64, join *episode, why string) {
-	if p.dirty == nil {
-		p.dirty = v.freshDirty(p.node)
-	}
-	p.state = peerDropping
-	p.drop = newEpisode()
+// runDropLocked proposes the removal of p, which a transition just
+// switched to dropping with episode ep, from the in-sync set (once join,
+// if not nil, ended): every write it misses marks its dirty map and waits
+// for that commit, and if the commit fails the volume stops serving. why
+// says what happened, for the log. Callers hold v.mu.
+func (v *Volume) runDropLocked(p *peer, ep, join *episode, epoch uint64, why string) {
 	v.logger.Warn("replication: "+why+", dropping it from the in-sync set", "peer", string(p.node), "epoch", epoch)
-	go v.runDrop(p, p.drop, epoch, join)
+	go v.runDrop(p, ep, epoch, join)
 }
 
 // runDrop commits the drop of p, then lets the writes it missed complete.
@@ -760,9 +673,11 @@ func (v *Volume) runDrop(p *peer, ep *episode, epoch uint64, join *episode) {
 		err = v.coord.DropFromInSync(context.Background(), v.lun, epoch, p.node)
 	}
 	v.mu.Lock()
-	gen := v.mergeUnflushedLocked(p)
-	d := p.dirty
+	d, gen, terr := p.dropUnflushed()
 	v.mu.Unlock()
+	if err == nil {
+		err = terr
+	}
 	if err == nil {
 		err = d.WaitDurable(gen)
 	}
@@ -773,16 +688,21 @@ func (v *Volume) runDrop(p *peer, ep *episode, epoch uint64, join *episode) {
 	}
 	v.mu.Lock()
 	if err != nil {
-		ep.err = fmt.Errorf("%w: dropping %s from the in-sync set: %w", ErrNotOwner, p.node, err)
+		err = fmt.Errorf("%w: dropping %s from the in-sync set: %w", ErrNotOwner, p.node, err)
+		terr = p.dropFailed(ep, err)
 	} else {
 		v.logger.Info("replication: mirror dropped from the in-sync set", "peer", string(p.node), "epoch", epoch)
+		terr = p.dropCommitted(ep)
 	}
-	p.state = peerOutOfSync
-	p.drop = nil
-	close(ep.done)
+	if terr != nil {
+		// Not the copy's drop any more (a bug): let the writes that
+		// wait for it go on all the same.
+		v.logger.Error("replication: ending a drop", "peer", string(p.node), "err", terr)
+		ep.end(err)
+	}
 	v.mu.Unlock()
 	if err != nil {
-		v.depose(ep.err)
+		v.depose(err)
 	}
 }
 
@@ -899,20 +819,18 @@ func (v *Volume) replicate(kind MsgType, p []byte, off, length int64, fua, local
 	)
 	for _, n := range v.order {
 		pr := v.peers[n]
-		switch pr.state {
-		case peerInSync, peerJoining, peerResyncing:
-			if pr.unflushed != nil && !fua {
-				pr.unflushed.Mark(off, length)
+		w := pr.routeWrite(off, length, fua)
+		if w.send {
+			sends = append(sends, sent{pr, v.sendQueued(w.conn, msgs)})
+			if w.conn != nil {
+				flush = append(flush, w.conn)
 			}
-			sends = append(sends, sent{pr, v.sendQueued(pr.conn, msgs)})
-			if pr.conn != nil {
-				flush = append(flush, pr.conn)
-			}
-		case peerDropping:
-			durables = append(durables, durable{pr.dirty, pr.dirty.Mark(off, length)})
-			waits = append(waits, pr.drop)
-		case peerOutOfSync:
-			durables = append(durables, durable{pr.dirty, pr.dirty.Mark(off, length)})
+		}
+		if w.marked != nil {
+			durables = append(durables, *w.marked)
+		}
+		if w.wait != nil {
+			waits = append(waits, w.wait)
 		}
 	}
 	v.mu.Unlock()
@@ -1014,13 +932,12 @@ func (v *Volume) Flush() error {
 	var waits []*episode
 	for _, n := range v.order {
 		pr := v.peers[n]
-		switch pr.state {
-		case peerInSync, peerJoining, peerResyncing:
-			snap := pr.unflushed
-			pr.unflushed = v.newUnflushed()
-			sends = append(sends, sent{pr, snap, v.send(pr.conn, []*Message{{Type: MsgFlush, LUN: v.lun, Epoch: epoch}})})
-		case peerDropping:
-			waits = append(waits, pr.drop)
+		f := pr.flushStarted()
+		if f.send {
+			sends = append(sends, sent{pr, f.snap, v.send(f.conn, []*Message{{Type: MsgFlush, LUN: v.lun, Epoch: epoch}})})
+		}
+		if f.wait != nil {
+			waits = append(waits, f.wait)
 		}
 	}
 	v.mu.Unlock()
@@ -1037,13 +954,7 @@ func (v *Volume) Flush() error {
 		}
 		v.mu.Lock()
 		// The copy may have lost what it cached since its last flush.
-		if s.snap != nil {
-			if s.p.unflushed != nil {
-				s.p.unflushed.Merge(s.snap)
-			} else if s.p.dirty != nil {
-				s.p.dirty.Merge(s.snap)
-			}
-		}
+		s.p.flushFailed(s.snap)
 		if ep := v.failPeerLocked(s.p, res.conn, epoch, res.err); ep != nil {
 			waits = append(waits, ep)
 		}
@@ -1088,10 +999,7 @@ func (v *Volume) Close() error {
 	cancel := v.cancelWatch
 	var maps []*DirtyMap
 	for _, p := range v.peers {
-		if p.conn != nil {
-			p.conn.Close()
-			p.conn = nil
-		}
+		p.closeConn()
 		if p.dirty != nil {
 			maps = append(maps, p.dirty)
 		}
@@ -1128,7 +1036,7 @@ func (v *Volume) Peers() []PeerStatus {
 	var out []PeerStatus
 	for _, n := range v.order {
 		p := v.peers[n]
-		st := PeerStatus{Node: n, State: p.state.String()}
+		st := PeerStatus{Node: n, State: p.phase.String()}
 		if p.dirty != nil {
 			st.DirtyRegions = p.dirty.Count()
 		}
@@ -1144,7 +1052,7 @@ func (v *Volume) InSync() []NodeID {
 	defer v.mu.Unlock()
 	out := []NodeID{v.self}
 	for _, n := range v.order {
-		if s := v.peers[n].state; s == peerInSync || s == peerJoining {
+		if v.peers[n].waitedFor() {
 			out = append(out, n)
 		}
 	}

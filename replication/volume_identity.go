@@ -109,11 +109,9 @@ func peerIdentity(view View, node NodeID, sent, got Generation) error {
 // recorded). The map is persisted by the drop that failPeerLocked
 // started, or by the caller. Callers hold v.mu.
 func (v *Volume) wrongCopyLocked(p *peer, want, got Generation) {
-	if p.dirty == nil {
-		p.dirty = v.freshDirty(p.node)
+	if err := p.wrongCopy(!got.IsZero() || want.IsZero()); err != nil {
+		v.logger.Error("replication: marking a wrong copy", "peer", string(p.node), "err", err)
 	}
-	p.dirty.SetAll()
-	p.compare = !got.IsZero() || want.IsZero()
 }
 
 // resyncHello greets p's copy for a resync in epoch and checks its
@@ -150,8 +148,12 @@ func (v *Volume) resyncHello(ctx context.Context, p *peer, epoch uint64) (Conn, 
 					ErrWrongCopy, ErrPeerFailed, p.node, gen, genName(got))
 			}
 			v.mu.Lock()
-			p.wroteGen = gen
+			err := p.gaveGeneration(gen)
 			v.mu.Unlock()
+			if err != nil {
+				conn.Close()
+				return nil, Generation{}, fmt.Errorf("%w: %s: %w", ErrNotSyncing, p.node, err)
+			}
 			return conn, gen, nil
 		}
 		// The view this node applied is at least as new as the
