@@ -262,6 +262,11 @@ func (a *Agent) Run(ctx context.Context, shutdownTimeout time.Duration) error {
 	return failed
 }
 
+// Repairing returns how many LUNs this node, their new owner, is still
+// comparing with their in-sync copies after a takeover (the copies may
+// differ where the previous owner had writes in flight until it is done).
+func (a *Agent) Repairing() int { return int(a.repl.repairs.Load()) }
+
 // Node returns the node's cluster member.
 func (a *Agent) Node() *cluster.Node { return a.node }
 

@@ -59,6 +59,8 @@ type replicaHost struct {
 	leaseValid func(gen uint64) bool
 	// clock drives the control loop and the volumes' timers.
 	clock replication.Clock
+	// repairs counts the takeover repairs running (Agent.Repairing).
+	repairs atomic.Int32
 	// suspect: this node's previous run ended uncleanly across a reboot;
 	// its write-back copies may have lost acknowledged writes (runstate.go).
 	suspect bool
@@ -486,8 +488,10 @@ func (h *replicaHost) resyncBack(ctx context.Context, st *cluster.State) {
 // owner had in flight when it stopped, acknowledged to nobody).
 func (h *replicaHost) repairAfterTakeover(v *replication.Volume, l cluster.DesiredLUN) {
 	h.wg.Add(1)
+	h.repairs.Add(1)
 	go func() {
 		defer h.wg.Done()
+		defer h.repairs.Add(-1)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go func() {

@@ -24,6 +24,9 @@ func (v *Volume) Repair(ctx context.Context, node NodeID, opts ...VerifyOption) 
 	if err := v.eachRegion(ctx, &rep, opts, func(off, n int64) (bool, error) { return v.repairRegion(node, off, n) }); err != nil {
 		return rep, err
 	}
+	v.mu.Lock()
+	delete(v.unchecked, node) // compared end to end: it may fail like any other copy now
+	v.mu.Unlock()
 	if len(rep.Divergent) > 0 {
 		v.logger.Warn("replication: repaired divergent regions of an in-sync copy", "peer", string(node), "count", len(rep.Divergent))
 	}

@@ -167,3 +167,48 @@ func TestOpenSkipsCopiesOnDownNodes(t *testing.T) {
 	}
 	c.identical("b", "a", "c")
 }
+
+// The old owner a dies with a write in flight that reached only c. The new
+// owner b opens with CheckOnOpen, but c fails before any Repair compared
+// it (found by the whole-cluster simulator: the restarted owner's repair
+// was cut short by its mirrors' crash). c must not come back in sync with
+// only the regions it missed since: its resync compares every region and
+// rewrites the one the old owner left different.
+func TestCopyThatFailsBeforeItsRepairIsComparedInFull(t *testing.T) {
+	c := newTestCluster(t, 1<<20, "a", "b", "c")
+	rs := testConfig().RegionSize
+	base := pattern(1, int(c.size))
+	for _, n := range c.nodes {
+		if _, err := c.stores[n].WriteAt(base, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// In flight at a's crash, acknowledged to nobody, on c only.
+	if _, err := c.stores["c"].WriteAt(pattern(2, 4096), 3*rs+100); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Unregister("a")
+	c.coord.NewEpoch(testLUN, "b")
+	cfg := testConfig()
+	cfg.CheckOnOpen = true
+	v := c.open("b", cfg, nil)
+	if !c.view().IsInSync("c") {
+		t.Fatal("c, reachable at open, is not in sync")
+	}
+	// c fails before the repair: a write (to region 0) finds it gone.
+	c.cut("b", "c")
+	if _, err := v.WriteAt(pattern(4, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if c.view().IsInSync("c") {
+		t.Fatal("c still in sync after it failed a write")
+	}
+	c.net.Heal("b", "c")
+	if err := v.Resync(context.Background(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	c.identical("b", "c")
+	if p, _ := v.Progress("c"); p.BytesCopied != 2*rs {
+		t.Fatalf("c's resync copied %d bytes, want the region it missed and the old owner's (%d)", p.BytesCopied, 2*rs)
+	}
+}

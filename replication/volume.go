@@ -52,6 +52,11 @@ type Volume struct {
 	order       []NodeID
 	cancelWatch func()
 	progress    map[NodeID]Progress
+	// unchecked are the in-sync copies Open greeted with CheckOnOpen: they
+	// may differ anywhere (the previous owner's writes in flight at its
+	// end) until a Repair compared them; one that fails before gets every
+	// region compared by its resync.
+	unchecked map[NodeID]bool
 	// gens are the copies' generations in the latest view (nil: the
 	// coordinator records no identities, and nothing is checked).
 	gens map[NodeID]Generation
@@ -246,6 +251,12 @@ func (v *Volume) Open(ctx context.Context) error {
 		case r.err == nil:
 			v.mu.Lock()
 			cerr := r.p.connected(r.conn)
+			if cerr == nil && v.cfg.CheckOnOpen {
+				if v.unchecked == nil {
+					v.unchecked = map[NodeID]bool{}
+				}
+				v.unchecked[r.p.node] = true
+			}
 			v.mu.Unlock()
 			if cerr != nil {
 				// Failed meanwhile: nothing is sent on the connection.
@@ -461,6 +472,7 @@ func (v *Volume) dropListed(n NodeID, epoch uint64) {
 	if err != nil {
 		return // in sync, joining or dropping meanwhile
 	}
+	v.suspectUncheckedLocked(p, false)
 	v.runDropLocked(p, drop, nil, epoch, "Raft lists the copy in sync but the owner does not replicate to it")
 }
 
@@ -637,6 +649,7 @@ func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64, err error) *ep
 		return endedEpisode(serr)
 	}
 	f := p.fail(conn, lost)
+	v.suspectUncheckedLocked(p, lost)
 	if f.drop != nil {
 		v.runDropLocked(p, f.drop, f.join, epoch, "mirror failed")
 	}
@@ -647,6 +660,25 @@ func (v *Volume) failPeerLocked(p *peer, conn Conn, epoch uint64, err error) *ep
 		v.logger.Warn("replication: the copy was lost, it gets a full copy", "peer", string(p.node))
 	}
 	return f.wait
+}
+
+// suspectUncheckedLocked marks every region of p to compare when p left
+// the in-sync set before a Repair compared it after a takeover (unchecked):
+// only the regions it missed since would be resynced, not those where the
+// previous owner's last writes made it differ. Callers hold v.mu.
+func (v *Volume) suspectUncheckedLocked(p *peer, lost bool) {
+	if !v.unchecked[p.node] {
+		return
+	}
+	delete(v.unchecked, p.node)
+	if lost {
+		return // a full copy anyway
+	}
+	if err := p.suspect(); err != nil {
+		v.logger.Error("replication: marking a copy to compare", "peer", string(p.node), "err", err)
+		return
+	}
+	v.logger.Info("replication: a copy left before the new owner compared it: its resync compares every region", "peer", string(p.node))
 }
 
 // runDropLocked proposes the removal of p, which a transition just

@@ -285,6 +285,11 @@ func (s *Sim) healthy() (bool, string) {
 	if t == nil {
 		return false, "no target"
 	}
+	for _, n := range s.nodes {
+		if a := n.agent(); a != nil && a.Repairing() > 0 {
+			return false, n.id + " still compares copies after a takeover"
+		}
+	}
 	for _, num := range s.luns {
 		lun := t.LUNs[num]
 		if lun == nil {
