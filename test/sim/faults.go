@@ -214,18 +214,25 @@ func (s *Sim) inject(st Step, rng *rand.Rand) (string, error) {
 		}
 	case FaultResyncPL:
 		// Stop the mirror while writes go on, bring it back, and cut
-		// its power while the owner resyncs it.
+		// its power as soon as the owner's resync wrote a region to it
+		// (in its cache, not flushed yet).
+		lun := s.luns[int(st.Target[len(st.Target)-1]-'0')]
 		n.stop(true, false)
 		time.Sleep(st.Hold)
+		before := n.regionWrites(lun)
+		// No SYNCHRONIZE CACHE from the workload until the power loss:
+		// it would make the resync's writes durable and hide what the
+		// resync itself must get right.
+		s.noFlush.Store(true)
+		defer s.noFlush.Store(false)
 		if err := n.start(false, ""); err != nil {
 			return desc, err
 		}
-		if err := s.waitFor("the copy resyncing", 20*time.Second, func() (bool, string) {
-			return s.resyncing(n.id), "not resyncing"
+		if err := s.waitFor("a resync writing to the copy", 20*time.Second, func() (bool, string) {
+			return n.regionWrites(lun) > before, "no region written"
 		}); err != nil {
-			return desc + " (the resync ended before the power loss)", nil
+			return desc + " (no resync wrote to the copy before the power loss)", nil
 		}
-		time.Sleep(time.Duration(50+rng.Intn(150)) * time.Millisecond)
 		n.stop(false, true)
 		time.Sleep(500 * time.Millisecond)
 		return desc, n.start(false, "")
@@ -305,6 +312,19 @@ func (s *Sim) resyncing(id string) bool {
 		}
 	}
 	return false
+}
+
+// regionWrites counts the resync writes the node's disk of LUN lun took.
+func (n *node) regionWrites(lun uint64) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var sum int64
+	for _, d := range n.disks {
+		if d.lun == lun {
+			sum += d.regionWrites.Load()
+		}
+	}
+	return sum
 }
 
 func (n *node) setDiskFault(f blockstore.Fault) {

@@ -64,9 +64,16 @@ type node struct {
 type disk struct {
 	*blockstore.Crash
 	writeThrough bool
+	// regionWrites counts writes of 64 KiB or more: a resync's (the
+	// workload writes 4 KiB blocks).
+	regionWrites atomic.Int64
+	lun          uint64 // the LUN number
 }
 
 func (d *disk) WriteAt(p []byte, off int64) (int, error) {
+	if len(p) >= 64<<10 {
+		d.regionWrites.Add(1)
+	}
 	if d.writeThrough {
 		return d.Crash.WriteAtFUA(p, off)
 	}
@@ -184,6 +191,7 @@ func (n *node) disk(l cluster.DesiredLUN) (d *disk, created bool) {
 		created = true
 	}
 	d.writeThrough = l.LUN.IOMode == cluster.IOModeWriteThrough
+	d.lun = l.LUN.LUN
 	return d, created
 }
 

@@ -98,9 +98,7 @@ func Run(cfg Config, dir string, seed int64, schedule []Step) *Result {
 	res.Report.Divergence = append(divergent, div...)
 	res.Report.Unhealed = report
 	res.Counts = s.Counts()
-	if res.Failed() {
-		res.Logs = s.logs.tail(256 << 10)
-	}
+	res.Logs = s.logs.tail(1 << 20)
 	res.Took = time.Since(start)
 	return res
 }

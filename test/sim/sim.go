@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hatgt/hatgt/cluster"
@@ -66,6 +67,8 @@ type Sim struct {
 	// stop them while it compares.
 	gate    sync.RWMutex
 	started time.Time
+	// noFlush: the workload sends no SYNCHRONIZE CACHE for a while.
+	noFlush atomic.Bool
 
 	mu     sync.Mutex
 	counts map[string]int

@@ -17,7 +17,7 @@ var (
 	flagSteps = flag.Int("sim.steps", 6, "faults per seed")
 	flagNodes = flag.Int("sim.nodes", 0, "nodes per cluster (default 3)")
 	flagSoak  = flag.Duration("sim.soak", 0, "TestSimSoak: run new seeds for this long")
-	flagLogs  = flag.Bool("sim.logs", false, "print the cluster's logs of a failed run")
+	flagLogs  = flag.Bool("sim.logs", false, "print the cluster's logs (the last MiB) of every run")
 )
 
 // ciSeeds are the seeds CI runs on every change, with their cluster size.
@@ -85,10 +85,10 @@ func runSeedOn(t *testing.T, nodes int, seed int64, schedule []Step) *Result {
 	}
 	totals.Unlock()
 	t.Logf("%s(took %v)", res.Describe(), res.Took.Round(time.Second))
+	if *flagLogs {
+		t.Logf("cluster logs (tail):\n%s", res.Logs)
+	}
 	if res.Failed() {
-		if *flagLogs {
-			t.Logf("cluster logs (tail):\n%s", res.Logs)
-		}
 		t.Errorf("seed %d failed (see above; -sim.logs prints the cluster's logs)", seed)
 	}
 	return res

@@ -161,6 +161,9 @@ func (c *client) write() {
 }
 
 func (c *client) flush() {
+	if c.s.noFlush.Load() {
+		return // a stretch without flushes (FaultResyncPL)
+	}
 	c.s.gate.RLock()
 	defer c.s.gate.RUnlock()
 	op := c.s.hist.invoke(Op{Client: c.name, Kind: OpFlush, LUN: c.lun})
