@@ -754,11 +754,18 @@ func (c *copyState) flushStarted() copyFlush {
 
 // flushFailed: a flush of the copy failed; snap is what flushStarted
 // returned: the copy may have lost those regions from its cache, so they
-// go back to its unflushed set (or, without one, to its map). Every
+// go back to its unflushed set while it is written to (in-sync, joining,
+// resyncing), else to its map: a copy that failed meanwhile had its
+// unflushed set merged already, and its next resync would empty it. Every
 // phase; the phase does not change.
 func (c *copyState) flushFailed(snap *DirtyMap) {
 	switch {
 	case snap == nil:
+	case c.phase != phaseInSync && c.phase != phaseJoining && c.phase != phaseResyncing && c.dirty != nil:
+		// Failed meanwhile (another request's failure already merged
+		// the unflushed set into the map, and a resync empties it):
+		// straight into the map (invariant 8).
+		c.dirty.Merge(snap)
 	case c.unflushed != nil:
 		c.unflushed.Merge(snap)
 	case c.dirty != nil:

@@ -455,14 +455,16 @@ var csTransitions = []struct {
 	{"flushFailed", map[string]string{
 		"in-sync":              "in-sync: unflushed-marked",
 		"in-sync, unconnected": "in-sync: unflushed-marked",
-		"dropping":             "dropping: unflushed-marked",
-		"dropping, joining":    "dropping: unflushed-marked",
-		"out-of-sync":          "out-of-sync: unflushed-marked",
-		"out-of-sync, claimed": "out-of-sync: unflushed-marked",
+		// A copy that failed meanwhile: into its map, not into an
+		// unflushed set its next resync empties (invariant 8).
+		"dropping":             "dropping: dirty-marked",
+		"dropping, joining":    "dropping: dirty-marked",
+		"out-of-sync":          "out-of-sync: dirty-marked",
+		"out-of-sync, claimed": "out-of-sync: dirty-marked",
 		"resyncing":            "resyncing: unflushed-marked",
 		"resyncing, map empty": "resyncing: unflushed-marked",
 		"joining":              "joining: unflushed-marked",
-		"removed":              "removed: unflushed-marked",
+		"removed":              "removed: dirty-marked",
 	}},
 	{"repairWrite", map[string]string{
 		"in-sync": "in-sync: unflushed-marked",
