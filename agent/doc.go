@@ -1,7 +1,9 @@
-// Package agent is a running hatgt cluster node: what "hatgt serve
-// --node-id ID --bind IP" runs, built from its dependencies so that several
-// nodes can run in one test process (the models are consul's agent/ and
-// nomad's client/).
+// Package agent is a running hatgt node: a cluster node (what "hatgt serve
+// --node-id ID --bind IP" runs: New, Run), built from its dependencies so
+// that several nodes can run in one test process (the models are consul's
+// agent/ and nomad's client/); and a single node serving a config file
+// ("serve --dev", "serve --config": StartSingle, ReloadFile on SIGHUP;
+// single.go, single_reload.go).
 //
 //	a, err := agent.New(ctx, cfg, agent.Deps{}) // production dependencies
 //	err = a.Run(ctx, 30*time.Second)            // until ctx ends or the node leaves

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/cluster"
 )
 
@@ -85,14 +86,14 @@ func (c *clusterCLI) lunCreated(ctx context.Context, cl *cluster.Client, iqn str
 		}
 	}
 	if portal == "" {
-		c.done("created LUN %d of %s: %s, %s, owner %s", lun, l.Target, humanSize(int64(l.Size)), copies, l.Owner)
+		c.done("created LUN %d of %s: %s, %s, owner %s", lun, l.Target, agent.FormatBytes(int64(l.Size)), copies, l.Owner)
 		return
 	}
 	opening := ""
 	if !ready(l) {
 		opening = " (once its owner opened it: hatgt status shows its epoch past 1)"
 	}
-	c.done("created LUN %d of %s: %s, %s, served by %s at iscsi://%s/%s/%d%s", lun, l.Target, humanSize(int64(l.Size)), copies, l.Owner,
+	c.done("created LUN %d of %s: %s, %s, served by %s at iscsi://%s/%s/%d%s", lun, l.Target, agent.FormatBytes(int64(l.Size)), copies, l.Owner,
 		connectAddr(portal), l.Target, lun, opening)
 }
 

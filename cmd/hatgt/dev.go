@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/config"
 )
 
@@ -18,8 +19,6 @@ const (
 	// otherwise: relative to the working directory, so that a first try
 	// leaves nothing in unexpected places and is easy to delete.
 	defaultDataDir = "hatgt-data"
-	// devConfigName is the File of the configuration devConfig makes.
-	devConfigName = "--dev"
 )
 
 // devConfig is the configuration "hatgt serve --dev" serves, as if read
@@ -43,7 +42,7 @@ func devConfig(dataDir, addr string) (*config.Config, error) {
 		return nil, fmt.Errorf("--iscsi-addr %q: want HOST:PORT, e.g. 127.0.0.1:3260", addr)
 	}
 	return &config.Config{
-		File:    devConfigName,
+		File:    agent.DevConfigName,
 		Portals: []string{addr},
 		Targets: []config.Target{{
 			Name:  devTargetName,

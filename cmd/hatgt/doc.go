@@ -6,8 +6,7 @@
 //	                                  cluster management over the admin API
 //
 // main parses flags, runs the CLI and wires the packages together; it owns
-// nothing else. A cluster node's runtime is package agent (agent.New, Run);
-// the single-node "serve --dev" / "serve --config" runtime still lives in
-// node.go until it joins agent too. Every error a user can cause
+// nothing else. The running node is package agent: agent.New and Run for a
+// cluster node, agent.StartSingle for "serve --dev" / "serve --config". Every error a user can cause
 // ends in one line that says what to fix and a non-zero exit status.
 package main

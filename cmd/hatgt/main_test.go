@@ -105,13 +105,14 @@ func TestRunCommands(t *testing.T) {
 	}
 }
 
-func TestHumanSize(t *testing.T) {
-	for n, want := range map[int64]string{512: "512 B", 1 << 30: "1 GiB", 3 << 29: "1.5 GiB", 10 << 40: "10 TiB"} {
-		if got := humanSize(n); got != want {
-			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
-		}
-	}
+// fakeServed is a running node as the banner sees it.
+type fakeServed struct {
+	addrs []string
+	size  int64
 }
+
+func (f fakeServed) Addrs() []string              { return f.addrs }
+func (f fakeServed) LUNSize(string, uint64) int64 { return f.size }
 
 func TestBannerNeverPrintsSecrets(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -119,7 +120,7 @@ func TestBannerNeverPrintsSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	n := &node{listeners: []net.Listener{l}, sizes: map[lunKey]int64{{"iqn.2026-11.io.x:y", 0}: 1 << 30}}
+	n := fakeServed{addrs: []string{l.Addr().String()}, size: 1 << 30}
 	cfg := &config.Config{Targets: []config.Target{{
 		Name:          "iqn.2026-11.io.x:y",
 		IncomingUsers: []config.User{{Name: "alice", Secret: "very-secret-123"}},

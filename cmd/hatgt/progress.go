@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/cluster"
 )
 
@@ -80,5 +81,5 @@ func verifyProgressLine(p cluster.VerifyProgress, regionSize int64) string {
 		differ = fmt.Sprintf(", %d regions differ", p.Divergent)
 	}
 	return fmt.Sprintf("lun verify: %3.0f%%  copy %d of %d (%s)  %s of %s compared  %s  %s%s",
-		p.Percent(), p.Copy, p.Copies, p.Node, humanSize(p.BytesCompared), humanSize(p.RegionsTotal*regionSize), rate, eta, differ)
+		p.Percent(), p.Copy, p.Copies, p.Node, agent.FormatBytes(p.BytesCompared), agent.FormatBytes(p.RegionsTotal*regionSize), rate, eta, differ)
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/config"
 	"github.com/hatgt/hatgt/internal/logging"
 )
@@ -155,14 +156,14 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	n, err := startNode(cfg, log)
+	n, err := agent.StartSingle(cfg, log)
 	if err != nil {
 		reportFailure(stderr, log, f.logFormat, err)
 		return 1
 	}
 	printBanner(stdout, cfg, n, f.dev)
 
-	serveErr := n.serve()
+	serveErr := n.Serve()
 	var failed error
 	for running := true; running; {
 		select {
@@ -178,14 +179,14 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 				log.Info("SIGHUP ignored: --dev has no configuration file to reload")
 				continue
 			}
-			n.reloadFile(f.configFile)
+			n.ReloadFile(f.configFile)
 		}
 	}
 	stop() // a second signal now kills the process the default way
 
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
-	if err := n.shutdown(sctx); err != nil {
+	if err := n.Shutdown(sctx); err != nil {
 		log.Error("shutdown", "err", err)
 		if failed == nil {
 			failed = err
@@ -254,11 +255,17 @@ func maskSecrets(cfg *config.Config) *config.Config {
 }
 
 // printBanner tells the user what is served and how to connect to it.
-func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
+// served is what the banner asks of the running node (an *agent.Single).
+type served interface {
+	Addrs() []string
+	LUNSize(target string, lun uint64) int64
+}
+
+func printBanner(w io.Writer, cfg *config.Config, n served, dev bool) {
 	var b strings.Builder
 	var portals []string // addresses to connect to
 	fmt.Fprintf(&b, "hatgt %s is serving\n", version)
-	for i, actual := range n.addrs() {
+	for i, actual := range n.Addrs() {
 		configured := actual
 		if i < len(cfg.Portals) {
 			configured = cfg.Portals[i]
@@ -270,7 +277,7 @@ func printBanner(w io.Writer, cfg *config.Config, n *node, dev bool) {
 	for _, t := range cfg.Targets {
 		fmt.Fprintf(&b, "  target  %s\n", t.Name)
 		for _, l := range t.LUNs {
-			fmt.Fprintf(&b, "  lun %-4d%s\n", l.Number, describeLUN(l, n.lunSize(t.Name, l.Number)))
+			fmt.Fprintf(&b, "  lun %-4d%s\n", l.Number, describeLUN(l, n.LUNSize(t.Name, l.Number)))
 		}
 	}
 	if len(portals) > 0 && len(cfg.Targets) > 0 {
@@ -342,22 +349,9 @@ func describePortal(configured, actual string) (shown, connect string) {
 
 func describeLUN(l config.LUN, size int64) string {
 	mode := map[config.IOMode]string{config.WriteBack: "write-back", config.WriteThrough: "write-through", config.ReadOnly: "read-only"}[l.IOMode]
-	s := fmt.Sprintf("%s, %s, %d-byte sectors", humanSize(size), mode, l.Sector)
+	s := fmt.Sprintf("%s, %s, %d-byte sectors", agent.FormatBytes(size), mode, l.Sector)
 	if l.Thin {
 		s += ", thin"
 	}
 	return fmt.Sprintf("%s (%s %s)", s, l.Type, l.Path)
-}
-
-func humanSize(n int64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
-	f, i := float64(n), 0
-	for f >= 1024 && i < len(units)-1 {
-		f /= 1024
-		i++
-	}
-	if f == float64(int64(f)) {
-		return fmt.Sprintf("%d %s", int64(f), units[i])
-	}
-	return fmt.Sprintf("%.1f %s", f, units[i])
 }

@@ -89,7 +89,7 @@ func TestBannerPortalIsTheTruth(t *testing.T) {
 	}
 	defer l.Close()
 	_, port, _ := net.SplitHostPort(l.Addr().String())
-	n := &node{listeners: []net.Listener{l}, sizes: map[lunKey]int64{{devTargetName, 0}: 1 << 30}}
+	n := fakeServed{addrs: []string{l.Addr().String()}, size: 1 << 30}
 	cfg := &config.Config{Portals: []string{"0.0.0.0:0"}, Targets: []config.Target{{Name: devTargetName,
 		LUNs: []config.LUN{{Number: 0, Path: "/x.img", Type: config.FileIO, Sector: 512, IOMode: config.WriteBack}}}}}
 	var b bytes.Buffer

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/cluster"
 	"github.com/hatgt/hatgt/replication"
 )
@@ -82,7 +83,7 @@ func (c *clusterCLI) verifyLUN(ctx context.Context, cl *cluster.Client, iqn stri
 
 func printVerify(c *clusterCLI, r *cluster.VerifyResult) {
 	rs := r.RegionSize
-	fmt.Fprintf(c.out, "LUN %d of %s: owner %s, epoch %d, regions of %s\n", r.LUN, r.Target, r.Owner, r.Epoch, humanSize(rs))
+	fmt.Fprintf(c.out, "LUN %d of %s: owner %s, epoch %d, regions of %s\n", r.LUN, r.Target, r.Owner, r.Epoch, agent.FormatBytes(rs))
 	for _, cp := range r.Copies {
 		switch {
 		case cp.Error != "":

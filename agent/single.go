@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -12,22 +12,20 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/blockstore"
 	"github.com/hatgt/hatgt/config"
 	"github.com/hatgt/hatgt/scsi"
 	"github.com/hatgt/hatgt/target"
 )
 
-// store is what a node opens for each LUN: a blockstore backend.
-type store interface {
-	scsi.Backend
-	Close() error
-}
+// DevConfigName is the File of the configuration "serve --dev" serves:
+// its LUN's messages then speak of the dev LUN and --data-dir.
+const DevConfigName = "--dev"
 
-// node is a running single-node hatgt: one iSCSI server, its portals and
-// the stores under its LUNs.
-type node struct {
+// Single is a running single-node hatgt ("serve --dev", "serve --config"):
+// one iSCSI server, its portals and the stores under its LUNs, as a config
+// file describes them; SIGHUP reloads it (ReloadFile).
+type Single struct {
 	log       *slog.Logger
 	srv       *target.Server
 	listeners []net.Listener
@@ -45,7 +43,7 @@ type openStore struct {
 	key  lunKey
 	name string // "target/lun" for messages
 	path string
-	s    store
+	s    Store
 	ro   bool
 }
 
@@ -54,14 +52,14 @@ type lunKey struct {
 	lun    uint64
 }
 
-// startNode listens on the portals of cfg and opens every LUN. On error
+// StartSingle listens on the portals of cfg and opens every LUN. On error
 // nothing is left open.
-func startNode(cfg *config.Config, log *slog.Logger) (_ *node, err error) {
+func StartSingle(cfg *config.Config, log *slog.Logger) (_ *Single, err error) {
 	srv, err := target.NewServer(target.ServerConfig{Logger: log.With("component", "target"), DiscoveryCHAP: discoveryCHAP(cfg)})
 	if err != nil {
 		return nil, err
 	}
-	n := &node{log: log, srv: srv, sizes: map[lunKey]int64{}, dev: cfg.File == devConfigName, cfg: cfg, devices: map[string]*scsi.Device{}}
+	n := &Single{log: log, srv: srv, sizes: map[lunKey]int64{}, dev: cfg.File == DevConfigName, cfg: cfg, devices: map[string]*scsi.Device{}}
 	defer func() {
 		if err != nil {
 			n.closeAll()
@@ -72,7 +70,7 @@ func startNode(cfg *config.Config, log *slog.Logger) (_ *node, err error) {
 	for _, p := range cfg.Portals {
 		l, err := net.Listen("tcp", p)
 		if err != nil {
-			return nil, fmt.Errorf("portal %s: %w", p, listenError(err))
+			return nil, fmt.Errorf("portal %s: %w", p, ListenError(err))
 		}
 		n.listeners = append(n.listeners, l)
 	}
@@ -184,26 +182,13 @@ func addrOf(a net.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-// listenError shortens the usual listen failures to what to do about them.
-func listenError(err error) error {
-	switch {
-	case errors.Is(err, syscall.EADDRINUSE):
-		return errors.New("address already in use (another hatgt, tgtd or iscsitarget running? pick another port)")
-	case errors.Is(err, syscall.EACCES):
-		return errors.New("permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)")
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return errors.New("no such address on this machine")
-	}
-	return err
-}
-
-func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
+func (n *Single) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 	mode, err := blockstore.ParseMode(string(l.IOMode))
 	if err != nil {
 		return nil, err
 	}
 	opts := blockstore.Options{Mode: mode, Logger: n.log}
-	var s store
+	var s Store
 	switch l.Type {
 	case config.BlockIO:
 		s, err = blockstore.OpenBlockDevice(l.Path, opts)
@@ -224,12 +209,12 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 		n.closeStore(key)
 		return nil, fmt.Errorf("%s: %d bytes is smaller than one %d-byte sector", l.Path, s.Size(), l.Sector)
 	}
-	serial, naa := agent.LUNIdentity(targetName, l.Number)
+	serial, naa := LUNIdentity(targetName, l.Number)
 	if l.SerialNumber != "" {
 		serial = l.SerialNumber
 	}
 	if l.ScsiID != "" {
-		naa = agent.ScsiIDDesignator(l.ScsiID)
+		naa = ScsiIDDesignator(l.ScsiID)
 	}
 	// Persistent reservations with APTPL survive a restart in a file
 	// beside a fileio LUN's image; a blockio LUN has nowhere of its own
@@ -263,7 +248,7 @@ func (n *node) openLUN(targetName string, l config.LUN) (*scsi.LU, error) {
 
 // closeStore flushes (unless read-only) and closes the store of key and
 // forgets it; it reports what failed.
-func (n *node) closeStore(key lunKey) error {
+func (n *Single) closeStore(key lunKey) error {
 	for i, st := range n.stores {
 		if st.key != key {
 			continue
@@ -287,7 +272,7 @@ func (n *node) closeStore(key lunKey) error {
 // warnIfOvercommitted warns when a sparse file could grow beyond the free
 // space of its filesystem: writes would then fail with SPACE ALLOCATION
 // FAILED.
-func (n *node) warnIfOvercommitted(path string, s store) {
+func (n *Single) warnIfOvercommitted(path string, s Store) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(path, &st); err != nil {
 		return
@@ -299,7 +284,7 @@ func (n *node) warnIfOvercommitted(path string, s store) {
 	}
 	if need := s.Size() - allocated; need > free {
 		n.log.Warn("LUN is larger than the free space of its filesystem: writes will fail once it is full",
-			"path", path, "size", humanSize(s.Size()), "allocated", humanSize(allocated), "free", humanSize(free))
+			"path", path, "size", FormatBytes(s.Size()), "allocated", FormatBytes(allocated), "free", FormatBytes(free))
 	}
 }
 
@@ -343,13 +328,13 @@ func missingError(l config.LUN) error {
 	return fmt.Errorf("%s does not exist (with Type=fileio, give Size= to create it)", l.Path)
 }
 
-func (n *node) lunSize(targetName string, lun uint64) int64 {
+func (n *Single) LUNSize(targetName string, lun uint64) int64 {
 	return n.sizes[lunKey{targetName, lun}]
 }
 
 // addrs returns the addresses the node listens on (with the real port when
 // port 0 was asked for).
-func (n *node) addrs() []string {
+func (n *Single) Addrs() []string {
 	out := make([]string, len(n.listeners))
 	for i, l := range n.listeners {
 		out[i] = l.Addr().String()
@@ -359,7 +344,7 @@ func (n *node) addrs() []string {
 
 // serve accepts connections on every portal. The channel receives the first
 // error of a portal that stopped on its own (not by shutdown).
-func (n *node) serve() <-chan error {
+func (n *Single) Serve() <-chan error {
 	errc := make(chan error, len(n.listeners))
 	for _, l := range n.listeners {
 		n.log.Info("serving", "portal", l.Addr().String())
@@ -375,7 +360,7 @@ func (n *node) serve() <-chan error {
 // shutdown drains the server (commands in flight finish until ctx is done),
 // then flushes and closes every store. It reports the first failure, but
 // always flushes and closes everything it can.
-func (n *node) shutdown(ctx context.Context) error {
+func (n *Single) Shutdown(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var first error
@@ -390,12 +375,12 @@ func (n *node) shutdown(ctx context.Context) error {
 		if !st.ro {
 			if err := st.s.Flush(); err != nil {
 				n.log.Error("flush failed: recent writes may be lost", "lun", st.name, "err", err)
-				first = cmpOr(first, fmt.Errorf("flush %s: %w", st.name, err))
+				first = cmp(first, fmt.Errorf("flush %s: %w", st.name, err))
 			}
 		}
 		if err := st.s.Close(); err != nil {
 			n.log.Error("close failed", "lun", st.name, "err", err)
-			first = cmpOr(first, fmt.Errorf("close %s: %w", st.name, err))
+			first = cmp(first, fmt.Errorf("close %s: %w", st.name, err))
 		}
 	}
 	n.stores = nil
@@ -403,7 +388,7 @@ func (n *node) shutdown(ctx context.Context) error {
 }
 
 // closeAll releases everything after a failed start.
-func (n *node) closeAll() {
+func (n *Single) closeAll() {
 	for _, l := range n.listeners {
 		l.Close()
 	}
@@ -411,11 +396,4 @@ func (n *node) closeAll() {
 		st.s.Close()
 	}
 	n.listeners, n.stores = nil, nil
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }

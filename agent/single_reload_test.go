@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 type reloadEnv struct {
 	t   *testing.T
 	dir string
-	n   *node
+	n   *Single
 }
 
 func (e *reloadEnv) parse(text string) *config.Config {
@@ -33,7 +33,7 @@ func (e *reloadEnv) parse(text string) *config.Config {
 
 func newReloadEnv(t *testing.T, text string) *reloadEnv {
 	e := &reloadEnv{t: t, dir: t.TempDir()}
-	n, err := startNode(e.parse(text), slog.New(slog.DiscardHandler))
+	n, err := StartSingle(e.parse(text), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func newReloadEnv(t *testing.T, text string) *reloadEnv {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		n.shutdown(ctx)
+		n.Shutdown(ctx)
 	})
 	return e
 }

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hatgt/hatgt/agent"
 	"github.com/hatgt/hatgt/config"
 	"github.com/hatgt/hatgt/scsi"
 )
@@ -32,7 +31,7 @@ func TestMissingFileErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			n := &node{log: slog.New(slog.DiscardHandler), sizes: map[lunKey]int64{}}
+			n := &Single{log: slog.New(slog.DiscardHandler), sizes: map[lunKey]int64{}}
 			_, err := n.openLUN("iqn.2026-11.io.x:y", tc.lun)
 			if err == nil {
 				n.closeAll()
@@ -57,7 +56,7 @@ func TestScsiIDSetsDesignator(t *testing.T) {
 	dir := t.TempDir()
 	naaOf := func(target string, l config.LUN) []byte {
 		t.Helper()
-		n := &node{log: slog.New(slog.DiscardHandler), sizes: map[lunKey]int64{}}
+		n := &Single{log: slog.New(slog.DiscardHandler), sizes: map[lunKey]int64{}}
 		lu, err := n.openLUN(target, l)
 		if err != nil {
 			t.Fatal(err)
@@ -84,17 +83,17 @@ func TestScsiIDSetsDesignator(t *testing.T) {
 	lun := func(name, id string) config.LUN {
 		return config.LUN{Path: filepath.Join(dir, name), Type: config.FileIO, Size: 1 << 20, Sector: 512, IOMode: config.WriteThrough, ScsiID: id}
 	}
-	want := agent.ScsiIDDesignator("xyz")
+	want := ScsiIDDesignator("xyz")
 	a := naaOf("iqn.2026-11.io.x:a", lun("a.img", "xyz"))
 	b := naaOf("iqn.2026-11.io.x:b", lun("b.img", "xyz"))
 	c := naaOf("iqn.2026-11.io.x:a", lun("c.img", ""))
 	if !bytes.Equal(a, want[:]) || !bytes.Equal(b, want[:]) {
 		t.Errorf("NAA with ScsiId=xyz: %x and %x, want %x", a, b, want)
 	}
-	if _, derived := agent.LUNIdentity("iqn.2026-11.io.x:a", 0); !bytes.Equal(c, derived[:]) {
+	if _, derived := LUNIdentity("iqn.2026-11.io.x:a", 0); !bytes.Equal(c, derived[:]) {
 		t.Errorf("NAA without ScsiId: %x, want %x", c, derived)
 	}
-	if other := agent.ScsiIDDesignator("xyz2"); other == want || other[0]>>4 != 6 {
+	if other := ScsiIDDesignator("xyz2"); other == want || other[0]>>4 != 6 {
 		t.Errorf("designator of another ScsiId: %x", other)
 	}
 }

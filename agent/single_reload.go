@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"errors"
@@ -28,7 +28,7 @@ import (
 // reloadFile reads the configuration file at path and applies it. Every
 // outcome is logged: the file's errors (the running configuration then
 // stays), its warnings, what changed.
-func (n *node) reloadFile(path string) {
+func (n *Single) ReloadFile(path string) {
 	n.log.Info("SIGHUP: reloading the configuration", "file", path)
 	cfg, err := config.ParseFile(path)
 	if err != nil {
@@ -64,7 +64,7 @@ type newLUN struct {
 }
 
 // reload applies cfg to the running node (see the top of this file).
-func (n *node) reload(cfg *config.Config) error {
+func (n *Single) reload(cfg *config.Config) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	old := n.cfg
@@ -196,7 +196,7 @@ func (n *node) reload(cfg *config.Config) error {
 }
 
 // pathOpen reports whether a running LUN has path open, and which.
-func (n *node) pathOpen(path string) (string, bool) {
+func (n *Single) pathOpen(path string) (string, bool) {
 	for _, st := range n.stores {
 		if filepath.Clean(st.path) == filepath.Clean(path) {
 			return st.name, true

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/hatgt/hatgt/config"
 	"github.com/hatgt/hatgt/scsi"
 )
 
@@ -13,13 +14,9 @@ import (
 // store: a registration made with APTPL=1 is there again after the LUN is
 // closed and opened anew (as after a restart of hatgt).
 func TestAPTPLSurvivesRestart(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "data")
-	cfg, err := devConfig(dir, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := cfg.Targets[0].LUNs[0]
-	l.Size = 1 << 20
+	const devTargetName = "iqn.2026-11.io.hatgt:dev"
+	l := config.LUN{Number: 0, Path: filepath.Join(t.TempDir(), "lun0.img"), Type: config.FileIO,
+		Size: 1 << 20, Sector: 512, IOMode: config.WriteBack, Thin: true}
 	nexus := &scsi.Nexus{InitiatorName: "iqn.2026-11.test:a", InitiatorPort: "iqn.2026-11.test:a,i,0x000000000001",
 		TargetName: devTargetName, TargetPort: devTargetName + ",t,0x0001", RelativeTargetPort: 1, TargetPortGroup: 1}
 	exec := func(d *scsi.Device, cdb, data []byte) *scsi.Response {
@@ -32,8 +29,8 @@ func TestAPTPLSurvivesRestart(t *testing.T) {
 		t.Fatal("unit attention does not clear")
 		return nil
 	}
-	open := func() (*node, *scsi.Device) {
-		n := &node{log: slog.New(slog.DiscardHandler), sizes: map[lunKey]int64{}}
+	open := func() (*Single, *scsi.Device) {
+		n := &Single{log: slog.New(slog.DiscardHandler), sizes: map[lunKey]int64{}}
 		lu, err := n.openLUN(devTargetName, l)
 		if err != nil {
 			t.Fatal(err)
