@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # kernel-failover.sh - owner FAILOVER of a replicated LUN as the REAL Linux
 # initiator (open-iscsi + iscsi_tcp, dm-multipath, scsi_dh_alua) sees it, in a
-# throwaway qemu VM (../shared/tools/kernel-initiator).
+# throwaway qemu VM (the repository's harness, test/vm/run-vm.sh).
 #
 # NOT part of CI or test/run-all.sh: the VM is software-emulated (TCG); a run
 # takes a few minutes. Run it by hand, as root (run-vm.sh needs a network
-# namespace):
+# namespace); the host packages it needs are in test/vm/README.md (it says
+# what is missing), its guest is built on first use and cached:
 #
 #   bash test/kernel-failover.sh
 #
@@ -41,7 +42,7 @@
 # timeline of the owner after the kill) stay in the directory printed at the
 # start (KI_OUT=DIR to choose it).
 #
-# Env: KI_TOOL (kernel-initiator tool dir), KI_OUT, KI_REV, KI_VM_TIMEOUT
+# Env: KI_OUT, KI_REV, KI_VM_TIMEOUT
 # (seconds, default 600), HATGT_LOG_LEVEL (default info), KF_BASES,
 # KF_PREFIX (node IDs PREFIX1..3, default kf), KF_HATGT=BINARY (test a hatgt
 # built elsewhere, e.g. with a fix), KF_RESCAN=1 (workaround: the guest
@@ -65,7 +66,6 @@
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-KI=${KI_TOOL:-$ROOT/../shared/tools/kernel-initiator}
 OUT=${KI_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/kf-failover.XXXXXX")}
 VM_TIMEOUT=${KI_VM_TIMEOUT:-600}
 LOG_LEVEL=${HATGT_LOG_LEVEL:-info}
@@ -109,7 +109,7 @@ command -v python3 >/dev/null || { echo "kernel-failover.sh: needs python3 (read
 ki_build "${KF_HATGT:-}" # KF_HATGT: a hatgt built elsewhere (e.g. with a fix under test)
 H=$OUT/kfnode # not "hatgt": others' `pkill -f hatgt` must not meet our nodes
 mv "$OUT/hatgt" "$H"
-"$KI/run-vm.sh" --build-only >"$OUT/vm-build.log" 2>&1 || { bad vm-build "$(tail -5 "$OUT/vm-build.log")"; finish; exit 1; }
+"$RUNVM" --build-only >"$OUT/vm-build.log" 2>&1 || { bad vm-build "$(tail -5 "$OUT/vm-build.log")"; finish; exit 1; }
 
 # --- cluster ---------------------------------------------------------------
 base() { case $1 in $N1) echo "$B1";; $N2) echo "$B2";; $N3) echo "$B3";; esac; }
@@ -455,7 +455,7 @@ rm -rf "$share"; mkdir -p "$share"
 watch_guest "$share" & WATCH_PID=$!
 echo "--- VM: 127.0.0.1:${B1}60 ($N1) 127.0.0.1:${B2}60 ($N2) (console: $OUT/console.log)"
 t0=$SECONDS rc=0
-"$KI/run-vm.sh" -q -o "$OUT/console.log" -t "$VM_TIMEOUT" -s "$share" -e KI_TARGET=$IQN ${KF_RESCAN:+-e KF_RESCAN=1} \
+"$RUNVM" -q -o "$OUT/console.log" -t "$VM_TIMEOUT" -s "$share" -e KI_TARGET=$IQN ${KF_RESCAN:+-e KF_RESCAN=1} \
   -p "127.0.0.1:${B1}60" -p "127.0.0.1:${B2}60" "$OUT/guest.sh" >"$OUT/run.log" 2>&1 || rc=$?
 kill "$WATCH_PID" 2>/dev/null; wait "$WATCH_PID" 2>/dev/null; WATCH_PID=
 tr -d '\r' <"$OUT/console.log" >"$OUT/console.txt"

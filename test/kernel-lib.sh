@@ -1,6 +1,9 @@
 # kernel-lib.sh - what test/kernel-initiator.sh and test/kernel-failover.sh
 # share: check counters, preflight, building hatgt, and the guest's check
-# functions. Sourced (not run) by both; they set ROOT, KI and OUT first.
+# functions. Sourced (not run) by both; they set ROOT and OUT first. The VM
+# harness is the repository's own test/vm/run-vm.sh (test/vm/README.md).
+
+RUNVM=$ROOT/test/vm/run-vm.sh
 
 pass=0 fail=0
 failed_names=()
@@ -15,10 +18,11 @@ finish() {
   [ "$fail" -eq 0 ]
 }
 
-# ki_preflight NAME: exit 2 unless root and run-vm.sh is there.
+# ki_preflight NAME: exit 2 unless root and the host has what run-vm.sh
+# needs (its message names the missing Debian packages).
 ki_preflight() {
-  if [ "$(id -u)" != 0 ]; then echo "$1: run as root (run-vm.sh needs it)" >&2; exit 2; fi
-  [ -x "$KI/run-vm.sh" ] || { echo "$1: no $KI/run-vm.sh (set KI_TOOL)" >&2; exit 2; }
+  if [ "$(id -u)" != 0 ]; then echo "$1: run as root (test/vm/run-vm.sh needs it)" >&2; exit 2; fi
+  "$RUNVM" --check >/dev/null || { echo "$1: test/vm/run-vm.sh cannot run here (above)" >&2; exit 2; }
   export PATH=$PATH:/usr/local/go/bin
   echo "logs in $OUT"
 }
