@@ -30,6 +30,11 @@
 #   --check       check the host packages and root, then exit
 #   --install-deps  apt-get install the missing host packages, then exit
 #
+#   Env: HATGT_VM_CACHE (cache directory, default ~/.cache/hatgt-vm);
+#   HATGT_VM_NET=host (diagnosis only: no namespace, no relays; the guest
+#   reaches every port of this host and beyond, and a portal that is down
+#   refuses connections as on a real network; one -p per port).
+#
 #   Exit status: the guest script's; 124 the VM hit -t; 125 the VM ended
 #   without reporting a status (kernel panic, qemu error); 2 usage, setup or
 #   missing-package error.
@@ -43,7 +48,8 @@
 # (guest/lib.sh): ki_log, ki_set NAME VALUE (node option for later logins),
 # ki_targets PORTAL, ki_login IQN PORTAL, ki_login_all [IQN],
 # ki_logout_all, ki_iscsi_disks, ki_wait_disks N [SECS],
-# ki_multipath_start [SECS]. Tools: iscsiadm iscsid multipath multipathd
+# ki_multipath_start [SECS], ki_request NAME [TEXT] (a request file in
+# /ki/share for the host: use it, not `: >/ki/share/NAME`, see lib.sh). Tools: iscsiadm iscsid multipath multipathd
 # dmsetup kpartx udevadm, every sg3-utils program (sg_inq, sg_rtpg, sg_raw,
 # sg_persist, sg_reset, ...), busybox (dd, cmp, blkdiscard, nc, ...).
 # Discovery answers carry the target's own portal addresses (127.0.0.1:...),
@@ -154,6 +160,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+NET=${HATGT_VM_NET:-isolated}
+[ "$NET" = isolated ] || [ "$NET" = host ] || die "HATGT_VM_NET=$NET: isolated (default) or host"
 GUEST_PORTALS=()
 declare -A TAKEN=()
 : >"$RUN/relays"
@@ -167,6 +175,10 @@ for hp in "${PORTALS[@]}"; do
 	if [ -n "${TAKEN[$gp]:-}" ]; then gp=40000; while [ -n "${TAKEN[$gp]:-}" ]; do gp=$((gp + 1)); done; fi
 	TAKEN[$gp]=1
 	GUEST_PORTALS+=("10.0.2.2:$gp")
+	if [ "$NET" = host ]; then # slirp connects to the host's 127.0.0.1:PORT itself
+		[ "$h" = 127.0.0.1 ] && [ "$gp" = "$port" ] || die "-p $hp: HATGT_VM_NET=host takes 127.0.0.1 portals, each port once"
+		continue
+	fi
 	# host side: unix socket -> the portal; a connection per guest connection
 	setsid socat "UNIX-LISTEN:$RUN/p$i.sock,fork,unlink-early" "TCP:$h:$port,nodelay" </dev/null >>"$RUN/relay.log" 2>&1 &
 	HOST_RELAYS+=($!)
@@ -201,9 +213,10 @@ STATUS=$RUN/status
 : >"$STATUS"
 log "booting ($MEM MiB, $CPUS vCPU, TCG; portals: ${GUEST_PORTALS[*]:-none}), console: $OUT"
 T0=$(date +%s.%N)
+LAUNCH=(unshare -n -- "$HERE/in-netns.sh" "$RUN/relays")
+[ "$NET" = isolated ] || { LAUNCH=(); log "HATGT_VM_NET=host: the guest can reach any port of this host"; }
 # KVM is not used: a stock kernel barely boots on this host's kvm_pvm.
-unshare -n -- "$HERE/in-netns.sh" "$RUN/relays" \
-	qemu-system-x86_64 -accel tcg -cpu max -smp "$CPUS" -m "$MEM" \
+"${LAUNCH[@]}" qemu-system-x86_64 -accel tcg -cpu max -smp "$CPUS" -m "$MEM" \
 	-nodefaults -no-user-config -display none -no-reboot \
 	-kernel "$GUEST/vmlinuz" -initrd "$RUN/initrd" -append "$APPEND" \
 	-serial "file:$OUT" -serial "file:$STATUS" \

@@ -10,7 +10,8 @@
 #    two portals 127.0.0.1:P1 and :P2 (free ports in 6000-6999), checks with
 #    `ss -ltnp` that this tgtd got both ports, and a socat on a third port
 #    P3 that the guest must NOT reach;
-# 3. VM "initiator" (selftest/initiator.sh, -p P1 -p P2): -e and -s work,
+# 3. VM "initiator" (selftest/initiator.sh, -p P1 -p P2): -e and -s work
+#    (200 ki_request files, each deleted by the host as it appears),
 #    modules, iscsid and udevd are up, P3 is refused while a portal is
 #    reached, SendTargets through both portals, login through both, one
 #    dm-multipath map over two paths, 32 MiB written and read back through
@@ -36,8 +37,9 @@ ok() { pass=$((pass + 1)); echo "PASS $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 finish() { echo "logs: $WORK"; echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; }
 
-TGTD_PID= CTRL= GUARD_PID=
+TGTD_PID= CTRL= GUARD_PID= TAKER_PID=
 cleanup() {
+	[ -n "$TAKER_PID" ] && kill "$TAKER_PID" 2>/dev/null
 	[ -n "$GUARD_PID" ] && kill -- "-$GUARD_PID" 2>/dev/null
 	if [ -n "$TGTD_PID" ]; then
 		tgtadm -C "$CTRL" --op delete --mode system --force >/dev/null 2>&1
@@ -121,8 +123,17 @@ vm() { # NAME WANT_STATUS run-vm.sh-ARGS...
 # 3. initiator against tgtd
 token=t$RANDOM$RANDOM
 mkdir -p "$WORK/share"
+# the host side of the guest's 200 ki_request calls: take each one at once
+( cd "$WORK/share" && while :; do
+	for f in req-*; do [ -e "$f" ] && rm -f "$f" && echo "$f"; done
+	sleep 0.01
+done >"$WORK/requests.txt" ) &
+TAKER_PID=$!
 vm initiator 7 -t 600 -s "$WORK/share" -e ST_TOKEN=$token -e ST_IQN=$IQN -e ST_FORBIDDEN=$P3 \
 	-p "127.0.0.1:$P1" -p "127.0.0.1:$P2" "$HERE/selftest/initiator.sh"
+kill "$TAKER_PID"; wait "$TAKER_PID" 2>/dev/null; TAKER_PID=
+n=$(sort -u "$WORK/requests.txt" | wc -l)
+[ "$n" = 200 ] && ok "initiator: the host took all 200 requests (ki_request)" || bad initiator-requests "the host took $n of 200 requests"
 [ "$(cat "$WORK/share/from-guest" 2>/dev/null)" = "$token" ] && ok "initiator: the guest's file reached the host (-s)" ||
 	bad initiator-share "no $WORK/share/from-guest with $token"
 grep -q 'iSCSI' "$WORK/initiator.log.dmesg" 2>/dev/null && ok "initiator: guest dmesg saved ($(wc -l <"$WORK/initiator.log.dmesg") lines)" ||

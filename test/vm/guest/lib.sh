@@ -89,3 +89,14 @@ EOF
 	multipath -ll
 	[ -n "$(multipath -l -v1 2>/dev/null)" ]
 }
+
+# ki_request NAME [TEXT]: leave the file NAME (holding TEXT) in /ki/share for
+# the host, which acts on it and deletes it. Status 0 once it is there.
+# Written under another name, then renamed: qemu's 9p server stats a file
+# right after creating it, so a host that deletes NAME the moment it appears
+# can make a plain `: >/ki/share/NAME` fail with ENOENT although the host got
+# the request (and in sh a failed redirection of `:` ends the script).
+ki_request() {
+	local tmp="/ki/share/.ki-request.$$.$1"
+	echo "${2:-}" >"$tmp" && mv -f "$tmp" "/ki/share/$1"
+}

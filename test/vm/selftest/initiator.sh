@@ -19,6 +19,8 @@ ck modules "lsmod | grep -q '^iscsi_tcp ' && lsmod | grep -q '^dm_multipath ' &&
 ck iscsid-running "pidof iscsid"
 ck udevd-running "udevadm control --ping"
 ck share-write "echo '$ST_TOKEN' >/ki/share/from-guest"
+# requests to a host that deletes each one as soon as it appears
+ck share-requests "i=0; while [ \$i -lt 200 ]; do ki_request req-\$i || exit 1; i=\$((i + 1)); done"
 # the guest reaches only the -p portals: a host port not given is refused
 # (and nc itself works: it reaches a portal)
 first=${KI_PORTALS%% *}
