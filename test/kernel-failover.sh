@@ -278,7 +278,7 @@ multipathd show paths
 
 # --- the owner dies ---
 ki_log "asking the host to kill -9 n1 (the owner)"
-: >$S/kill-request
+ki_request kill-request
 ck_fatal host-killed-n1 "wait_file $S/killed 60"
 t0=$(now)
 trace & TRACE=$!
@@ -303,7 +303,7 @@ kill $TRACE $RESCAN 2>/dev/null; wait $TRACE $RESCAN 2>/dev/null
 if [ ! -e /tmp/fo-read.rc ] || [ ! -e /tmp/fo-write.rc ]; then
   echo "KI_CHECK FAIL failover-io: read $(test -e /tmp/fo-read.rc && echo done || echo STUCK), write $(test -e /tmp/fo-write.rc && echo done || echo STUCK) 180 s after the kill"
   ps | grep -E ' dd ' | grep -v grep; cat /sys/block/$D2/device/access_state; sg_rtpg -d /dev/$D2; multipath -ll; dmsetup status; dmesg | tail -60
-  : >$S/owner-check-request; wait_file $S/owner-check 60; cat $S/owner-check
+  ki_request owner-check-request; wait_file $S/owner-check 60; cat $S/owner-check
   exit 21
 fi
 tr=$(cat /tmp/fo-read.t 2>/dev/null); tw=$(cat /tmp/fo-write.t 2>/dev/null)
@@ -321,7 +321,7 @@ ki_log "failover as the initiator saw it: first IO completed $first s after the 
 i=0; while [ "$(astate $D2)" != active/optimized ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
 ck n2-active-optimized "astate $D2; test \"\$(astate $D2)\" = active/optimized"
 ck rtpg-n2-after "sg_rtpg -d /dev/$D2 | tee /dev/stderr | grep -q 'active/optimized'"
-: >$S/owner-check-request
+ki_request owner-check-request
 ck owner-n2-higher-epoch "wait_file $S/owner-check 90 && cat $S/owner-check && grep -q '^PASS' $S/owner-check"
 multipath -ll; multipathd show paths
 ck mp-read-64M-after "dd if=$M of=/tmp/back bs=1M count=64 iflag=direct && cmp /tmp/pattern /tmp/back"
@@ -329,7 +329,7 @@ ck mp-write-after "dd if=/tmp/pattern of=$M bs=1M count=16 seek=160 oflag=direct
 
 # --- the old owner comes back ---
 ki_log "asking the host to restart n1"
-: >$S/restart-request
+ki_request restart-request
 ck n1-back-in-sync "wait_file $S/restarted 200 && cat $S/restarted && grep -q '^PASS' $S/restarted"
 logged_in() { iscsiadm -m session -r $1 -P 1 2>/dev/null | grep -q 'Connection State: LOGGED IN'; }
 i=0; while ! logged_in $SID1 && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
@@ -424,7 +424,7 @@ scan_dmesg() { # DMESG_FILE
   read -r _ d2 h2 < <(grep '^n2 ' "$OUT/share/paths" 2>/dev/null)
   local pat='sense|unsupported|not supported|conn error|connection[0-9:]* error|timed out|timing out|i/o error|critical|call trace|warning|rejected|abort|reset|failed|failing|illegal|invalid|unaligned|recovery|mismatch|disabl|ignor|unable|bogus|incorrect|inconsistent|exceed|truncat|out of range|offline|beyond end|not a multiple'
   local benign='Power-on or device reset occurred|fail to add MMCONFIG|Fast TSC calibration failed|Mode Sense:|Write cache:|iommu:|CONFIG_IMA_DISABLE_HTABLE'
-  sed -n '/iSCSI transport class/,$p' "$f" | grep -i -E "$pat" | grep -v -E "$benign" >"$OUT/dmesg-all-complaints.txt"
+  ki_known_kernel_noise "$f" | sed -n '/iSCSI transport class/,$p' | grep -i -E "$pat" | grep -v -E "$benign" >"$OUT/dmesg-all-complaints.txt"
   # the dead path: its connection drops, its session times out, its I/O fails
   local dead='^$'
   [ -n "$d1" ] && dead="\\b$d1\\b|\\[$d1\\]|session$s1\\b|connection$s1:|sd $h1:"

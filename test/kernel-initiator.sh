@@ -230,7 +230,7 @@ ck state-running "cat /sys/block/$d/device/state; grep -qx running /sys/block/$d
 if [ -d /ki/share ] && [ -n "${KI_RESTART:-}" ]; then
   echo 3 > /sys/block/$d/device/timeout
   ki_log "asking the host to freeze hatgt for 8 s"
-  echo 8 >/ki/share/stall-request
+  ki_request stall-request 8
   i=0; while [ ! -e /ki/share/stalled ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
   ck stall-read "readback $d 0 16 /tmp/r && head -c 16777216 /tmp/pattern | cmp - /tmp/r"
   i=0; while [ ! -e /ki/share/resumed ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
@@ -243,7 +243,7 @@ fi
 # hatgt crash + restart: the session must recover (same ISID, TSIH 0 login)
 if [ -d /ki/share ] && [ -n "${KI_RESTART:-}" ]; then
   ki_log "asking the host to kill -9 and restart hatgt"
-  : >/ki/share/restart-request
+  ki_request restart-request
   i=0; while [ ! -e /ki/share/restarted ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
   ck host-restarted test -e /ki/share/restarted
   # the initiator reconnects on its own (iscsid: same ISID, TSIH 0); log what it sees
@@ -265,7 +265,7 @@ udevadm settle -t 30 2>/dev/null; sync
 # and exits; the initiator logs out, reconnects once hatgt is back
 if [ -d /ki/share ] && [ -n "${KI_RESTART:-}" ]; then
   ki_log "asking the host to stop hatgt with SIGTERM and start it again"
-  : >/ki/share/term-request
+  ki_request term-request
   i=0; while [ ! -e /ki/share/termed ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done
   ck term-restarted "test -e /ki/share/termed && echo hatgt took \$(cat /ki/share/term-seconds) s to stop"
   i=0
@@ -354,7 +354,7 @@ ck mp-read-after-reinstate "dd if=$m of=/tmp/back bs=1M count=16 skip=100 iflag=
 # before the I/O gives up, and the data must be intact
 if [ -d /ki/share ] && [ -n "${KI_RESTART:-}" ]; then
   ki_log "kill -9 + restart of hatgt during a read through $m"
-  (sleep 1; : >/ki/share/restart-request) &
+  (sleep 1; ki_request restart-request) &
   ck mp-read-across-crash "dd if=$m of=/tmp/back bs=1M count=64 iflag=direct && cmp /tmp/pattern /tmp/back"
   wait
   i=0; while [ ! -e /ki/share/restarted ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
@@ -424,7 +424,7 @@ scan_dmesg() { # NAME DMESG_FILE
     benign="$benign|hostbyte=DID_TIME_OUT|CDB: Read\\(10\\)|op 0x0:\\(READ\\) flags 0x80700|async page read"
   fi
   # only what follows the boot (from the iSCSI transport's load on)
-  sed -n '/iSCSI transport class/,$p' "$2" | grep -i -E "$pat" | grep -v -E "$benign" >"$OUT/$1-dmesg-complaints.txt"
+  ki_known_kernel_noise "$2" | sed -n '/iSCSI transport class/,$p' | grep -i -E "$pat" | grep -v -E "$benign" >"$OUT/$1-dmesg-complaints.txt"
   if [ -s "$OUT/$1-dmesg-complaints.txt" ]; then
     bad "$1-dmesg" "kernel complained ($(wc -l <"$OUT/$1-dmesg-complaints.txt") lines, $OUT/$1-dmesg-complaints.txt):"
     sed 's/^/    /' "$OUT/$1-dmesg-complaints.txt" | head -40

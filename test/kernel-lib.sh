@@ -64,3 +64,32 @@ ck_fatal() { # like ck, but exit the script on failure
 }
 EOF
 }
+
+# ki_known_kernel_noise DMESG: print DMESG without the guest-kernel warnings
+# that are about the kernel's own structure, not about the target; a NOTE
+# on stderr names each one dropped. The dmesg scans then stay strict about
+# every other warning. Known so far:
+# - the guest's Debian 6.1 kernel (6.1.0-57, 6.1.192) can warn once, when an
+#   iSCSI session is torn down, that the iscsi_ctrl workqueue
+#   (WQ_MEM_RECLAIM) flushes runtime-PM work queued on pm_wq, which is not
+#   (check_flush_dependency in __iscsi_unbind_session -> scsi_remove_target
+#   -> device_del -> pm_runtime_remove): a rule between two kernel
+#   workqueues, hit when runtime-PM work for the SCSI target device is
+#   pending at its removal (seen once in kernel-failover.sh's final logout).
+ki_known_kernel_noise() {
+  awk '
+    /-+\[ cut here \]-+/ { inblk = 1; buf = $0 "\n"; next }
+    inblk {
+      buf = buf $0 "\n"
+      if ($0 ~ /---\[ end trace/) {
+        inblk = 0
+        if (buf ~ /iscsi_ctrl[^ ]*__iscsi_unbind_session.* is flushing !WQ_MEM_RECLAIM pm:pm_runtime_work/)
+          print "NOTE dropped a known guest-kernel warning (iscsi_ctrl flushing pm_runtime_work at session teardown: test/kernel-lib.sh)" > "/dev/stderr"
+        else
+          printf "%s", buf
+      }
+      next
+    }
+    { print }
+    END { if (inblk) printf "%s", buf }' "$1"
+}
