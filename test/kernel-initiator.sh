@@ -413,6 +413,9 @@ scan_dmesg() { # NAME DMESG_FILE
   # both runs kill hatgt once: the connection drops (1020 = ISCSI_ERR_TCP_CONN_CLOSE),
   # and a reconnect that reaches the relay before hatgt listens again drops too
   benign="$benign|detected conn error \\(1020\\)"
+  # ... and a command in flight on a connection at that moment (a path
+  # checker's TEST UNIT READY, which nothing retries) fails with it
+  benign="$benign|FAILED Result: hostbyte=DID_TRANSPORT_DISRUPTED"
   # ... and freezes it for 8 s with a 3 s command timeout: aborts, resets and
   # ping timeouts are expected there (they are listed as "expected" below)
   local stall='timing out command|abort|ping timeout|conn error \(1011\)|device reset|target reset|Device offlined|session recovery'
