@@ -69,7 +69,7 @@ log() { echo "run-vm.sh: $*" >&2; }
 # command -> Debian package. Not installed by .ci/run: these VM tests are not
 # part of CI. (apt-get, dpkg-deb, unshare, flock, setsid, ip and ss come with
 # every Debian system: apt, dpkg, util-linux, iproute2.)
-HOST_CMDS=(qemu-system-x86_64:qemu-system-x86 socat:socat cpio:cpio
+HOST_CMDS=(qemu-system-x86_64:qemu-system-x86 socat:socat cpio:cpio python3:python3
 	gzip:gzip apt-get:apt dpkg-deb:dpkg unshare:util-linux flock:util-linux
 	ip:iproute2)
 HOST_FILES=(/usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring)
@@ -86,8 +86,9 @@ check_host() {
 	[ -z "$m" ] || die "missing host packages: ${m% }. Install them with
     apt-get install --no-install-recommends ${m% }
   or: test/vm/run-vm.sh --install-deps
-  (the VM tests need qemu-system-x86, socat, cpio and debian-archive-keyring;
-  CI does not install them: these tests are not part of CI)"
+  (the VM tests need qemu-system-x86, socat, cpio, python3 and
+  debian-archive-keyring; CI does not install them: these tests are not
+  part of CI)"
 }
 
 # --- the cached guest ----------------------------------------------------------
@@ -182,7 +183,7 @@ for hp in "${PORTALS[@]}"; do
 	# host side: unix socket -> the portal; a connection per guest connection
 	setsid socat "UNIX-LISTEN:$RUN/p$i.sock,fork,unlink-early" "TCP:$h:$port,nodelay" </dev/null >>"$RUN/relay.log" 2>&1 &
 	HOST_RELAYS+=($!)
-	echo "$gp $RUN/p$i.sock" >>"$RUN/relays"
+	echo "$gp $RUN/p$i.sock $h $port" >>"$RUN/relays"
 	i=$((i + 1))
 done
 
@@ -213,7 +214,7 @@ STATUS=$RUN/status
 : >"$STATUS"
 log "booting ($MEM MiB, $CPUS vCPU, TCG; portals: ${GUEST_PORTALS[*]:-none}), console: $OUT"
 T0=$(date +%s.%N)
-LAUNCH=(unshare -n -- "$HERE/in-netns.sh" "$RUN/relays")
+LAUNCH=(unshare -n -- "$HERE/in-netns.sh" $$ "$RUN/relays")
 [ "$NET" = isolated ] || { LAUNCH=(); log "HATGT_VM_NET=host: the guest can reach any port of this host"; }
 # KVM is not used: a stock kernel barely boots on this host's kvm_pvm.
 "${LAUNCH[@]}" qemu-system-x86_64 -accel tcg -cpu max -smp "$CPUS" -m "$MEM" \

@@ -10,10 +10,12 @@
 #    two portals 127.0.0.1:P1 and :P2 (free ports in 6000-6999), checks with
 #    `ss -ltnp` that this tgtd got both ports, and a socat on a third port
 #    P3 that the guest must NOT reach;
-# 3. VM "initiator" (selftest/initiator.sh, -p P1 -p P2): -e and -s work
-#    (200 ki_request files, each deleted by the host as it appears),
+# 3. VM "initiator" (selftest/initiator.sh, -p P1 -p P2 -p P4): -e and -s
+#    work (200 ki_request files, each deleted by the host as it appears),
 #    modules, iscsid and udevd are up, P3 is refused while a portal is
-#    reached, SendTargets through both portals, login through both, one
+#    reached; P4, a portal nothing listens on, is refused (not accepted and
+#    closed), reached once the host listens there, refused again once it
+#    stops; SendTargets through both portals, login through both, one
 #    dm-multipath map over two paths, 32 MiB written and read back through
 #    it, I/O on one path when the other is offline, logout; the guest exits
 #    7 and run-vm.sh must exit 7; the guest's dmesg must be saved;
@@ -75,7 +77,8 @@ free_port() { # a free port in 6000-6999 not among $*
 	done
 	return 1
 }
-P1=$(free_port) P2=$(free_port "$P1") P3=$(free_port "$P1" "$P2") || { bad ports "no free ports"; finish; exit 1; }
+P1=$(free_port) P2=$(free_port "$P1") P3=$(free_port "$P1" "$P2") P4=$(free_port "$P1" "$P2" "$P3") ||
+	{ bad ports "no free ports"; finish; exit 1; }
 for _ in $(seq 100); do
 	CTRL=$((100 + RANDOM % 900))
 	[ -e "/var/run/tgtd/socket.$CTRL" ] || [ -e "/var/run/tgtd/socket.$CTRL.lock" ] || break
@@ -123,14 +126,24 @@ vm() { # NAME WANT_STATUS run-vm.sh-ARGS...
 # 3. initiator against tgtd
 token=t$RANDOM$RANDOM
 mkdir -p "$WORK/share"
-# the host side of the guest's 200 ki_request calls: take each one at once
-( cd "$WORK/share" && while :; do
+# the host side of the guest's requests: 200 ki_request calls, taken at
+# once; opening and closing a listener on P4, a portal that starts down
+( cd "$WORK/share" && down_pid= && trap '[ -n "$down_pid" ] && kill -- "-$down_pid" 2>/dev/null; exit 0' TERM && while :; do
 	for f in req-*; do [ -e "$f" ] && rm -f "$f" && echo "$f"; done
+	if [ -e open-down-portal ]; then
+		rm -f open-down-portal
+		setsid socat "TCP-LISTEN:$P4,bind=127.0.0.1,fork,reuseaddr" SYSTEM:"echo portal-up" </dev/null >/dev/null 2>&1 &
+		down_pid=$!
+	fi
+	if [ -e close-down-portal ]; then
+		rm -f close-down-portal
+		kill -- "-$down_pid"
+	fi
 	sleep 0.01
 done >"$WORK/requests.txt" ) &
 TAKER_PID=$!
 vm initiator 7 -t 600 -s "$WORK/share" -e ST_TOKEN=$token -e ST_IQN=$IQN -e ST_FORBIDDEN=$P3 \
-	-p "127.0.0.1:$P1" -p "127.0.0.1:$P2" "$HERE/selftest/initiator.sh"
+	-p "127.0.0.1:$P1" -p "127.0.0.1:$P2" -p "127.0.0.1:$P4" "$HERE/selftest/initiator.sh"
 kill "$TAKER_PID"; wait "$TAKER_PID" 2>/dev/null; TAKER_PID=
 n=$(sort -u "$WORK/requests.txt" | wc -l)
 [ "$n" = 200 ] && ok "initiator: the host took all 200 requests (ki_request)" || bad initiator-requests "the host took $n of 200 requests"

@@ -57,8 +57,11 @@ ki_log "swap: default -> standby, b -> active/optimized"
 echo 2 >$D/alua/default_tg_pt_gp/alua_access_state
 echo 0 >$D/alua/b/alua_access_state
 dd if=/dev/zero of=$m bs=1M count=8 oflag=direct 2>&1 | tail -1
-sleep 6
-ck standby-path-ghost "multipath -ll | tee /dev/stderr | grep -q 'active ghost running'"
+# multipathd regroups on its next path check (polling_interval 2): wait
+ghost() { multipath -ll >/tmp/mp 2>&1; grep -q 'active ghost running' /tmp/mp; }
+i=0
+while ! ghost && [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done
+ck standby-path-ghost "cat /tmp/mp; grep -q 'active ghost running' /tmp/mp"
 dd if=/dev/urandom of=/tmp/pattern bs=1M count=32 2>/dev/null
 ck io-after-swap "dd if=/tmp/pattern of=$m bs=1M count=32 oflag=direct && dd if=$m of=/tmp/back bs=1M count=32 iflag=direct && cmp /tmp/pattern /tmp/back"
 multipath -F >/dev/null 2>&1

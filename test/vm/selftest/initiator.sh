@@ -1,7 +1,9 @@
 # Guest script of test/vm/selftest.sh: the initiator side of the harness
 # against the host's tgtd on two portals (the same LUN behind both).
 #   run-vm.sh -s SHARE -e ST_TOKEN=T -e ST_IQN=IQN -e ST_FORBIDDEN=PORT \
-#     -p 127.0.0.1:P1 -p 127.0.0.1:P2 selftest/initiator.sh
+#     -p 127.0.0.1:P1 -p 127.0.0.1:P2 -p 127.0.0.1:P4 selftest/initiator.sh
+# (P4: a portal nothing listens on until the guest asks the host, with the
+# request file open-down-portal, and again after close-down-portal)
 # Prints "KI_CHECK PASS|FAIL name"; exits 7 (the host checks that the status
 # comes through), 20 when a check the rest depends on failed.
 ck() { # NAME SHELL-CODE: eval in a subshell, report, return its status
@@ -26,6 +28,22 @@ ck share-requests "i=0; while [ \$i -lt 200 ]; do ki_request req-\$i || exit 1; 
 first=${KI_PORTALS%% *}
 ck nc-reaches-portal "echo | nc -w 2 ${first%:*} ${first#*:}"
 ck forbidden-port-unreachable "echo x | nc -w 5 10.0.2.2 $ST_FORBIDDEN >/tmp/nc.out; rc=\$?; cat /tmp/nc.out; test \$rc -ne 0 && ! grep -q forbidden /tmp/nc.out"
+# the third portal starts down: refused (RST), not accepted and closed
+down=$(echo $KI_PORTALS | cut -d' ' -f3)
+KI_PORTALS=$(echo $KI_PORTALS | cut -d' ' -f1-2)
+ck down-portal-refused "echo | nc -w 3 ${down%:*} ${down#*:}; test \$? -ne 0"
+reach() { # PORTAL SECS: wait until it answers portal-up
+	local i=0
+	while [ $i -lt $(($2 * 2)) ]; do
+		echo | nc -w 2 ${1%:*} ${1#*:} 2>/dev/null | grep -q portal-up && return 0
+		sleep 0.5; i=$((i + 1))
+	done
+	return 1
+}
+ki_request open-down-portal
+ck down-portal-comes-up "reach $down 30"
+ki_request close-down-portal
+ck down-portal-refused-again "i=0; while echo | nc -w 2 ${down%:*} ${down#*:} >/dev/null 2>&1 && [ \$i -lt 60 ]; do sleep 0.5; i=\$((i + 1)); done; ! echo | nc -w 2 ${down%:*} ${down#*:}"
 for p in $KI_PORTALS; do
 	ck "discovery-$p" "ki_targets $p | tee /dev/stderr | grep -qx '$ST_IQN'"
 done
