@@ -337,7 +337,7 @@ N1D=
 if logged_in $SID1; then
   ki_log "n1's session came back by itself"; N1D=$D1
 else
-  echo "KI_NOTE iscsid did not bring n1's session back by itself within 30 s of its copy being in sync ($(iscsiadm -m session -r $SID1 -P 1 2>&1 | grep -E 'State' | tr -s '\t\n ' '  ')); logged out and in again (run-vm.sh's relays accept and close while a portal is down: see test/kernel-initiator.sh, Restart)"
+  echo "KI_NOTE iscsid did not bring n1's session back by itself within 30 s of its copy being in sync ($(iscsiadm -m session -r $SID1 -P 1 2>&1 | grep -E 'State' | tr -s '\t\n ' '  ')); logged out and in again (test/vm's relays refuse connections while a portal is down, as a real network does: test/vm/README.md, Network)"
   iscsiadm -m session -r $SID1 -u
   ck n1-relogin iscsiadm -m node -T "$KI_TARGET" -p "$P1" --login
   i=0; while [ -z "$(pathmap | awk -v p=$P1 '$1 == p {print $2}')" ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done

@@ -46,11 +46,11 @@
 #      errors, timeouts, "unsupported", I/O errors, call traces) and hatgt's
 #      log for ERROR lines; each scan is one check.
 #
-# Restart: while hatgt is down, the relays of test/vm/run-vm.sh still ACCEPT the
-# guest's TCP connection and then close it (no RST as on a real network);
-# open-iscsi 2.1.8's iscsid was seen to give up reconnecting after that (session
-# stuck in REOPEN until replacement_timeout), so the restart is immediate by
-# default. A failure with KI_RESTART_DELAY>0 is not necessarily hatgt's fault.
+# Restart: while hatgt is down, the relays of test/vm/run-vm.sh refuse the
+# guest's connections (RST), as a real network does (test/vm/README.md,
+# Network). (Relays that accepted and closed them instead made open-iscsi
+# 2.1.8's iscsid give up reconnecting: session stuck in REOPEN.) The restart
+# is immediate by default; KI_RESTART_DELAY=S keeps hatgt down S seconds.
 #
 # Output: one line per check, then "N passed, N failed"; exit status 0 only
 # when nothing failed. Logs (hatgt log, VM consoles, guest dmesg) stay in the
@@ -411,7 +411,7 @@ scan_dmesg() { # NAME DMESG_FILE
   # offline path in the multipath run, the conn error of the hatgt restart
   local benign='Power-on or device reset occurred|fail to add MMCONFIG|Fast TSC calibration failed|Failing path|Reinstating path|rejecting I/O to offline device|Mode Sense:|Write cache:|iommu:|sg_reset|CONFIG_IMA_DISABLE_HTABLE'
   # both runs kill hatgt once: the connection drops (1020 = ISCSI_ERR_TCP_CONN_CLOSE),
-  # and a reconnect that reaches the relay before hatgt listens again drops too
+  # and a reconnect that the relay accepted in the moment hatgt died drops too
   benign="$benign|detected conn error \\(1020\\)"
   # ... and a command in flight on a connection at that moment (a path
   # checker's TEST UNIT READY, which nothing retries) fails with it
