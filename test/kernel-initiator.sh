@@ -17,7 +17,7 @@
 # host packages of the repository's VM harness test/vm/run-vm.sh
 # (qemu-system-x86, socat, cpio, debian-archive-keyring: it says what is
 # missing; `test/vm/run-vm.sh --install-deps` installs them). Its guest, a
-# Debian bookworm kernel + initramfs, is built on first use (~2-3 min, apt)
+# Debian bookworm kernel + initramfs, is built on first use (0.5-2.5 min, apt)
 # and cached in ~/.cache/hatgt-vm (test/vm/README.md).
 #
 # What it does:

@@ -28,7 +28,7 @@
 # nothing failed. Logs in the directory printed at the start. Stops its
 # tgtd (by PID: tgtd ignores SIGTERM while it has targets, so
 # `tgtadm --op delete --mode system --force` first, kill -9 if need be).
-# ~2-4 minutes (and the guest's first build, 1-3 minutes).
+# ~2-3 minutes (and the guest's first build, 0.5-2.5 minutes).
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RUNVM=$HERE/run-vm.sh
