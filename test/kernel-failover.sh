@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # kernel-failover.sh - owner FAILOVER of a replicated LUN as the REAL Linux
 # initiator (open-iscsi + iscsi_tcp, dm-multipath, scsi_dh_alua) sees it, in a
-# throwaway qemu VM (../shared/tools/kernel-initiator).
+# throwaway qemu VM (the repository's harness, test/vm/run-vm.sh).
 #
 # NOT part of CI or test/run-all.sh: the VM is software-emulated (TCG); a run
 # takes a few minutes. Run it by hand, as root (run-vm.sh needs a network
-# namespace):
+# namespace); the host packages it needs are in test/vm/README.md (it says
+# what is missing), its guest is built on first use and cached:
 #
 #   bash test/kernel-failover.sh
 #
@@ -41,7 +42,7 @@
 # timeline of the owner after the kill) stay in the directory printed at the
 # start (KI_OUT=DIR to choose it).
 #
-# Env: KI_TOOL (kernel-initiator tool dir), KI_OUT, KI_REV, KI_VM_TIMEOUT
+# Env: KI_OUT, KI_REV, KI_VM_TIMEOUT
 # (seconds, default 600), HATGT_LOG_LEVEL (default info), KF_BASES,
 # KF_PREFIX (node IDs PREFIX1..3, default kf), KF_HATGT=BINARY (test a hatgt
 # built elsewhere, e.g. with a fix), KF_RESCAN=1 (workaround: the guest
@@ -65,7 +66,6 @@
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-KI=${KI_TOOL:-$ROOT/../shared/tools/kernel-initiator}
 OUT=${KI_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/kf-failover.XXXXXX")}
 VM_TIMEOUT=${KI_VM_TIMEOUT:-600}
 LOG_LEVEL=${HATGT_LOG_LEVEL:-info}
@@ -109,7 +109,7 @@ command -v python3 >/dev/null || { echo "kernel-failover.sh: needs python3 (read
 ki_build "${KF_HATGT:-}" # KF_HATGT: a hatgt built elsewhere (e.g. with a fix under test)
 H=$OUT/kfnode # not "hatgt": others' `pkill -f hatgt` must not meet our nodes
 mv "$OUT/hatgt" "$H"
-"$KI/run-vm.sh" --build-only >"$OUT/vm-build.log" 2>&1 || { bad vm-build "$(tail -5 "$OUT/vm-build.log")"; finish; exit 1; }
+"$RUNVM" --build-only >"$OUT/vm-build.log" 2>&1 || { bad vm-build "$(tail -5 "$OUT/vm-build.log")"; finish; exit 1; }
 
 # --- cluster ---------------------------------------------------------------
 base() { case $1 in $N1) echo "$B1";; $N2) echo "$B2";; $N3) echo "$B3";; esac; }
@@ -278,7 +278,7 @@ multipathd show paths
 
 # --- the owner dies ---
 ki_log "asking the host to kill -9 n1 (the owner)"
-: >$S/kill-request
+ki_request kill-request
 ck_fatal host-killed-n1 "wait_file $S/killed 60"
 t0=$(now)
 trace & TRACE=$!
@@ -303,7 +303,7 @@ kill $TRACE $RESCAN 2>/dev/null; wait $TRACE $RESCAN 2>/dev/null
 if [ ! -e /tmp/fo-read.rc ] || [ ! -e /tmp/fo-write.rc ]; then
   echo "KI_CHECK FAIL failover-io: read $(test -e /tmp/fo-read.rc && echo done || echo STUCK), write $(test -e /tmp/fo-write.rc && echo done || echo STUCK) 180 s after the kill"
   ps | grep -E ' dd ' | grep -v grep; cat /sys/block/$D2/device/access_state; sg_rtpg -d /dev/$D2; multipath -ll; dmsetup status; dmesg | tail -60
-  : >$S/owner-check-request; wait_file $S/owner-check 60; cat $S/owner-check
+  ki_request owner-check-request; wait_file $S/owner-check 60; cat $S/owner-check
   exit 21
 fi
 tr=$(cat /tmp/fo-read.t 2>/dev/null); tw=$(cat /tmp/fo-write.t 2>/dev/null)
@@ -321,7 +321,7 @@ ki_log "failover as the initiator saw it: first IO completed $first s after the 
 i=0; while [ "$(astate $D2)" != active/optimized ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
 ck n2-active-optimized "astate $D2; test \"\$(astate $D2)\" = active/optimized"
 ck rtpg-n2-after "sg_rtpg -d /dev/$D2 | tee /dev/stderr | grep -q 'active/optimized'"
-: >$S/owner-check-request
+ki_request owner-check-request
 ck owner-n2-higher-epoch "wait_file $S/owner-check 90 && cat $S/owner-check && grep -q '^PASS' $S/owner-check"
 multipath -ll; multipathd show paths
 ck mp-read-64M-after "dd if=$M of=/tmp/back bs=1M count=64 iflag=direct && cmp /tmp/pattern /tmp/back"
@@ -329,7 +329,7 @@ ck mp-write-after "dd if=/tmp/pattern of=$M bs=1M count=16 seek=160 oflag=direct
 
 # --- the old owner comes back ---
 ki_log "asking the host to restart n1"
-: >$S/restart-request
+ki_request restart-request
 ck n1-back-in-sync "wait_file $S/restarted 200 && cat $S/restarted && grep -q '^PASS' $S/restarted"
 logged_in() { iscsiadm -m session -r $1 -P 1 2>/dev/null | grep -q 'Connection State: LOGGED IN'; }
 i=0; while ! logged_in $SID1 && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
@@ -337,7 +337,7 @@ N1D=
 if logged_in $SID1; then
   ki_log "n1's session came back by itself"; N1D=$D1
 else
-  echo "KI_NOTE iscsid did not bring n1's session back by itself within 30 s of its copy being in sync ($(iscsiadm -m session -r $SID1 -P 1 2>&1 | grep -E 'State' | tr -s '\t\n ' '  ')); logged out and in again (run-vm.sh's relays accept and close while a portal is down: see test/kernel-initiator.sh, Restart)"
+  echo "KI_NOTE iscsid did not bring n1's session back by itself within 30 s of its copy being in sync ($(iscsiadm -m session -r $SID1 -P 1 2>&1 | grep -E 'State' | tr -s '\t\n ' '  ')); logged out and in again (test/vm's relays refuse connections while a portal is down, as a real network does: test/vm/README.md, Network)"
   iscsiadm -m session -r $SID1 -u
   ck n1-relogin iscsiadm -m node -T "$KI_TARGET" -p "$P1" --login
   i=0; while [ -z "$(pathmap | awk -v p=$P1 '$1 == p {print $2}')" ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
@@ -424,7 +424,7 @@ scan_dmesg() { # DMESG_FILE
   read -r _ d2 h2 < <(grep '^n2 ' "$OUT/share/paths" 2>/dev/null)
   local pat='sense|unsupported|not supported|conn error|connection[0-9:]* error|timed out|timing out|i/o error|critical|call trace|warning|rejected|abort|reset|failed|failing|illegal|invalid|unaligned|recovery|mismatch|disabl|ignor|unable|bogus|incorrect|inconsistent|exceed|truncat|out of range|offline|beyond end|not a multiple'
   local benign='Power-on or device reset occurred|fail to add MMCONFIG|Fast TSC calibration failed|Mode Sense:|Write cache:|iommu:|CONFIG_IMA_DISABLE_HTABLE'
-  sed -n '/iSCSI transport class/,$p' "$f" | grep -i -E "$pat" | grep -v -E "$benign" >"$OUT/dmesg-all-complaints.txt"
+  ki_known_kernel_noise "$f" | sed -n '/iSCSI transport class/,$p' | grep -i -E "$pat" | grep -v -E "$benign" >"$OUT/dmesg-all-complaints.txt"
   # the dead path: its connection drops, its session times out, its I/O fails
   local dead='^$'
   [ -n "$d1" ] && dead="\\b$d1\\b|\\[$d1\\]|session$s1\\b|connection$s1:|sd $h1:"
@@ -455,7 +455,7 @@ rm -rf "$share"; mkdir -p "$share"
 watch_guest "$share" & WATCH_PID=$!
 echo "--- VM: 127.0.0.1:${B1}60 ($N1) 127.0.0.1:${B2}60 ($N2) (console: $OUT/console.log)"
 t0=$SECONDS rc=0
-"$KI/run-vm.sh" -q -o "$OUT/console.log" -t "$VM_TIMEOUT" -s "$share" -e KI_TARGET=$IQN ${KF_RESCAN:+-e KF_RESCAN=1} \
+"$RUNVM" -q -o "$OUT/console.log" -t "$VM_TIMEOUT" -s "$share" -e KI_TARGET=$IQN ${KF_RESCAN:+-e KF_RESCAN=1} \
   -p "127.0.0.1:${B1}60" -p "127.0.0.1:${B2}60" "$OUT/guest.sh" >"$OUT/run.log" 2>&1 || rc=$?
 kill "$WATCH_PID" 2>/dev/null; wait "$WATCH_PID" 2>/dev/null; WATCH_PID=
 tr -d '\r' <"$OUT/console.log" >"$OUT/console.txt"
