@@ -77,3 +77,15 @@ func (n *Node) latestSnapshotIndex() uint64 {
 	}
 	return metas[0].Index
 }
+
+// CatchUp returns once this node has applied everything the leader had
+// committed when it was asked: a decision taken on this node's state
+// after it (a leave's handover) sees every change made before, through
+// any node.
+func (n *Node) CatchUp(ctx context.Context) error {
+	idx, err := n.submit(ctx, &Op{Kind: OpBarrier})
+	if err != nil {
+		return err
+	}
+	return n.fsm.WaitApplied(ctx, idx)
+}

@@ -62,6 +62,13 @@ func (n *Node) Leave(ctx context.Context, opts LeaveOptions) error {
 		}
 	}
 	if len(n.voters()) > 1 {
+		// Decide on the whole state: a LUN created here a moment ago
+		// (committed, not applied here yet) must count.
+		if err := n.CatchUp(ctx); errors.Is(err, ErrBadCommand) {
+			n.log.Warn("the leader cannot say what it committed (an older version): leaving on this node's state", "error", err)
+		} else if err != nil {
+			return fmt.Errorf("cluster: leave: catching up with the leader: %w", err)
+		}
 		if err := n.leaveRaft(ctx, opts.Force); err != nil {
 			return err
 		}

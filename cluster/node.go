@@ -451,6 +451,10 @@ const (
 	OpJoin    = "join"   // add Node as a voter and register it
 	OpRemove  = "remove" // remove NodeID (dead) from Raft and the state
 	OpLeave   = "leave"  // remove NodeID, which asked to leave
+	// OpBarrier asks the leader for the index of everything committed so
+	// far (after a Raft barrier): a node that waits until it applied it
+	// decides on the whole state (CatchUp).
+	OpBarrier = "barrier"
 )
 
 // OpResult is the leader's answer to an Op.
@@ -471,7 +475,7 @@ func (n *Node) submit(ctx context.Context, op *Op) (uint64, error) {
 			idx, err = n.execute(ctx, op)
 		} else if _, addr := n.Leader(); addr != "" {
 			idx, err = n.forward(ctx, addr, op)
-			if err == nil && op.Kind == OpCommand {
+			if err == nil && (op.Kind == OpCommand || op.Kind == OpBarrier) {
 				n.waitForwarded(ctx, idx) // read your writes
 			}
 		} else {
@@ -494,6 +498,13 @@ func (n *Node) submit(ctx context.Context, op *Op) (uint64, error) {
 // have (lost leadership, not leader) become errRetry.
 func (n *Node) execute(ctx context.Context, op *Op) (uint64, error) {
 	switch op.Kind {
+	case OpBarrier:
+		if err := raftErr(n.raft.Barrier(timeLeft(ctx)).Error()); err != nil {
+			return 0, err
+		}
+		// The state machine's index (of the last command), not Raft's:
+		// barriers and configuration entries never reach a state machine.
+		return n.fsm.AppliedIndex(), nil
 	case OpCommand:
 		if op.Command == nil {
 			return 0, errf(ErrBadCommand, "command op without command")

@@ -39,3 +39,27 @@ func TestFollowerReadsItsOwnWrites(t *testing.T) {
 		t.Errorf("a list through follower %s right after a create through it missed the new target %d times of 20", f.id, missed)
 	}
 }
+
+// CatchUp on a follower returns once it applied everything the leader had
+// committed: a change made through the leader a moment before is in the
+// follower's state after it (what a leave decides on).
+func TestCatchUpSeesChangesMadeElsewhere(t *testing.T) {
+	c := threeNodes(t)
+	l := c.leader()
+	f := c.follower()
+	for i := 0; i < 20; i++ {
+		iqn := fmt.Sprintf("iqn.2026-01.org.hatgt:catchup%d", i)
+		if err := c.apply(l, CmdTargetCreate, TargetCreate{IQN: iqn}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := f.CatchUp(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.FSM().State().Targets[iqn] == nil {
+			t.Fatalf("after CatchUp the follower's state lacks %s, created through the leader before", iqn)
+		}
+	}
+}

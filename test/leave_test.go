@@ -84,7 +84,10 @@ func TestLeaveOwnerHandsOverWithoutOverlap(t *testing.T) {
 	defer stopWorkers()
 	c.waitFor("writes acknowledged through "+a.id, time.Minute, func() (bool, string) {
 		n := wa.acked()
-		return n >= 5, fmt.Sprintf("%d", n)
+		wa.mu.Lock()
+		last := wa.lastOut
+		wa.mu.Unlock()
+		return n >= 5, fmt.Sprintf("%d; the last failed run said: %s", n, last)
 	})
 
 	left := time.Now()
@@ -159,9 +162,10 @@ type leaveWorker struct {
 	url        string
 	own, other int64
 
-	mu   sync.Mutex
-	runs []leaveRun
-	next byte
+	mu      sync.Mutex
+	runs    []leaveRun
+	next    byte
+	lastOut string // qemu-io's output of the last run that wrote nothing
 }
 
 var readLineRe = regexp.MustCompile(`(?m)^[0-9a-f]{8}:  ([0-9a-f]{2}) `)
@@ -199,6 +203,9 @@ func (w *leaveWorker) run(stop <-chan struct{}) {
 			w.next = v // a write that failed may still have reached a copy
 		}
 		w.runs = append(w.runs, r)
+		if !r.wrote {
+			w.lastOut = s
+		}
 		w.mu.Unlock()
 		if !r.wrote {
 			time.Sleep(20 * time.Millisecond) // a standby path, or the handover
