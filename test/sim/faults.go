@@ -29,6 +29,7 @@ const (
 	FaultAmbiguous = "ambiguous-raft" // a node's replication commands commit but report errors
 	FaultRestart   = "rolling-restart"
 	FaultResyncPL  = "power-loss-in-resync" // power loss of a mirror while it is being resynced
+	FaultCutKill   = "cut-then-kill"        // the owner's outgoing traffic stops, then it dies with it held
 	FaultLeave     = "leave"                // the owner leaves the cluster; it rejoins as a new machine
 	FaultRemove    = "remove"               // the owner dies and is removed; it rejoins as a new machine
 )
@@ -57,7 +58,7 @@ func Schedule(seed int64, n int, kinds []string) []Step {
 		switch st.Kind {
 		case FaultMinority, FaultPause:
 			st.Target = fmt.Sprintf("owner%d", rng.Intn(2))
-		case FaultLeave, FaultRemove:
+		case FaultLeave, FaultRemove, FaultCutKill:
 			st.Target = fmt.Sprintf("owner%d", rng.Intn(2))
 		case FaultBlankDisk, FaultResyncPL:
 			st.Target = fmt.Sprintf("mirror%d", rng.Intn(2))
@@ -71,7 +72,7 @@ func Schedule(seed int64, n int, kinds []string) []Step {
 
 // AllFaults is every kind a random schedule draws from.
 var AllFaults = []string{FaultPowerLoss, FaultKill, FaultPause, FaultIsolate, FaultOneWay, FaultMinority,
-	FaultEIO, FaultENOSPC, FaultBlankDisk, FaultAmbiguous, FaultRestart, FaultResyncPL, FaultLeave, FaultRemove}
+	FaultEIO, FaultENOSPC, FaultBlankDisk, FaultAmbiguous, FaultRestart, FaultResyncPL, FaultLeave, FaultRemove, FaultCutKill}
 
 // resolve picks the node a step hits, from the current state.
 func (s *Sim) resolve(target string, rng *rand.Rand) *node {
@@ -235,6 +236,21 @@ func (s *Sim) inject(st Step, rng *rand.Rand) (string, error) {
 		}
 		n.stop(false, true)
 		time.Sleep(500 * time.Millisecond)
+		return desc, n.start(false, "")
+	case FaultCutKill:
+		// What the owner sends (its writes to the mirrors among it) is
+		// held, as on a link that just died; then the owner dies with it
+		// unsent: a write it acknowledged must have reached its mirrors
+		// before.
+		for _, o := range s.nodes {
+			if o != n {
+				s.net.CutOneWay(n.id, o.id)
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+		n.stop(true, false)
+		s.net.HealAll()
+		time.Sleep(st.Hold)
 		return desc, n.start(false, "")
 	case FaultLeave:
 		a := n.agent()
