@@ -258,25 +258,32 @@ func sameAddrs(a, b NodeInfo) bool {
 	return a == b
 }
 
-// rejoinGossip joins memberlist through the gossip addresses the state
-// machine knows, until this node sees another member (restart of a node
-// whose peers are recorded in the Raft state).
+// rejoinGossip joins memberlist through the gossip addresses of the
+// members the state machine knows that memberlist does not see alive:
+// after a restart (alone in memberlist), and after a partition healed.
+// memberlist forgets the members it declared dead, and two groups that
+// each still see a member of their own (a five-node cluster split two
+// against three) never probe each other again by themselves. A node that
+// is really down costs a failed join now and then (every few probe
+// intervals, in the background of this loop).
 func (n *Node) rejoinGossip(ctx context.Context) {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.GossipProbeInterval)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if n.ml.NumMembers() > 1 {
+		alone := n.ml.NumMembers() <= 1
+		if !alone && tick%5 != 0 {
 			continue
 		}
+		alive := n.gossipAlive()
 		var addrs []string
 		for _, ni := range n.fsm.State().SortedNodes() {
-			if ni.ID != n.cfg.NodeID && ni.GossipAddr != "" && ni.Health != HealthLeft {
+			if ni.ID != n.cfg.NodeID && ni.GossipAddr != "" && ni.Health != HealthLeft && (alone || !alive[ni.ID]) {
 				addrs = append(addrs, ni.GossipAddr)
 			}
 		}

@@ -136,8 +136,10 @@ var scenarios = map[string][]Step{
 	"pause-owner": {{FaultPause, "owner0", 3 * time.Second}, {FaultPause, "owner1", 3 * time.Second}},
 	// The owner dies with writes in flight: an owner that acknowledged
 	// before its mirrors answered loses them (hatgt_broken_ackearly).
-	"crash-owner": {{FaultPowerLoss, "owner0", time.Second}, {FaultCutKill, "owner0", time.Second},
-		{FaultKill, "owner0", time.Second}, {FaultCutKill, "owner1", time.Second}},
+	// (down for 3 s: a mirror takes over; a node back before the
+	// failover would give its own copy back to the mirrors.)
+	"crash-owner": {{FaultPowerLoss, "owner0", time.Second}, {FaultCutKill, "owner0", 3 * time.Second},
+		{FaultKill, "owner0", time.Second}, {FaultCutKill, "owner1", 3 * time.Second}},
 	// A write-back mirror loses power while it is resynced: a dirty bit
 	// cleared before the copy was durable leaves it incomplete but in
 	// sync (hatgt_broken_dirtyclear).
