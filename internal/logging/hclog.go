@@ -74,6 +74,18 @@ func (g *hcLogger) Log(level hclog.Level, msg string, args ...any) {
 	_ = g.h.Handle(context.Background(), r)
 }
 
+// bareKey makes an attribute key a bare word in both formats: raft logs
+// some keys with spaces ("backoff time"), which the text format would quote
+// (key=value readers, our own test among them, stop there).
+func bareKey(k string) string {
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == '=' || r == '"' {
+			return '_'
+		}
+		return r
+	}, k)
+}
+
 // reserved are the keys every record has already.
 var reserved = map[string]bool{slog.TimeKey: true, slog.LevelKey: true, slog.MessageKey: true, ComponentKey: true}
 
@@ -95,6 +107,7 @@ func (g *hcLogger) attrs(args []any, seen map[string]bool) []slog.Attr {
 			}
 			key, val = k, args[i+1]
 		}
+		key = bareKey(key)
 		val = printable(val)
 		if cv, ok := g.carried[key]; ok && fmt.Sprint(cv) == fmt.Sprint(val) {
 			continue

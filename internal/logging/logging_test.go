@@ -149,3 +149,15 @@ func TestParseFormatAndLevel(t *testing.T) {
 		t.Error("loud accepted")
 	}
 }
+
+// raft logs keys with spaces ("backoff time"): they come out bare, so a
+// text line stays key=value words.
+func TestHCLogKeysAreBareWords(t *testing.T) {
+	var b strings.Builder
+	l := slog.New(slog.NewTextHandler(&b, nil))
+	HCLog(l, "raft").Error("failed to heartbeat to", "peer", "x", "backoff time", "10ms", `a"b=c`, 1)
+	out := b.String()
+	if !strings.Contains(out, "backoff_time=10ms") || strings.Contains(out, `"backoff time"`) || !strings.Contains(out, "a_b_c=1") {
+		t.Errorf("keys not bare words: %s", out)
+	}
+}
