@@ -239,7 +239,7 @@ func (w *chaosWriter) ownerPortal() string {
 		cmd.Env = append(cmd.Env, "HATGT_ADDR="+p.api())
 		out, err := cmd.Output()
 		cancel()
-		if err != nil {
+		if err != nil && !statusHasProblems(err) {
 			continue
 		}
 		var st replStatus

@@ -249,7 +249,10 @@ func statusShowsAFailedCopy(t *testing.T, c *testCluster, iqn string) {
 	if l.Service != cluster.ServiceNotServed || !strings.Contains(l.Copies[0].LastError, want) || l.Copies[0].LastErrorAt.IsZero() {
 		t.Errorf("LUN 9: service %s, copy %+v", l.Service, l.Copies[0].CopyService)
 	}
-	out := lead.hatgt("status")
+	out, err := lead.tryHatgt("status")
+	if !statusHasProblems(err) {
+		t.Errorf("hatgt status showing a LUN no node serves: %v, want exit status 3", err)
+	}
 	for _, w := range []string{"PROBLEM: LUN 9 of " + iqn + " is served by no node: its owner " + victim.id + " cannot serve it", "NOT SERVED", "LAST ERRORS", "still failing"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("hatgt status lacks %q:\n%s", w, out)
@@ -270,6 +273,7 @@ func statusShowsAFailedCopy(t *testing.T, c *testCluster, iqn string) {
 	if l := lunStatus(lead.statusJSON(), iqn, 9); !strings.Contains(l.Copies[0].LastError, want) {
 		t.Errorf("the last error went with the recovery: %+v", l.Copies[0].CopyService)
 	}
+	// hatgt fails the test unless status exits 0: nothing is wrong now.
 	if out := lead.hatgt("status"); !strings.Contains(out, "since recovered") {
 		t.Errorf("hatgt status after the recovery does not show the last error as recovered:\n%s", out)
 	}

@@ -35,7 +35,9 @@ sleep 5
 cli() { HATGT_ADDR=$1:3270 timeout 10 $B "${@:2}"; }
 status() { # field of "hatgt status --json" through any alive node
   for n in n1 n2 n3; do
-    out=$(cli $(ipof $n) status --json 2>/dev/null) && { echo "$out"; return; }
+    out=$(cli $(ipof $n) status --json 2>/dev/null); rc=$?
+    # 3: the cluster has problems (a LUN not served during the failover)
+    [ $rc = 0 ] || [ $rc = 3 ] && { echo "$out"; return; }
   done
 }
 leader() { status | python3 -c 'import sys,json; print(json.load(sys.stdin).get("leader") or "")'; }

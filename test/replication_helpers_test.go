@@ -110,7 +110,7 @@ func (l *replLUN) allInSync() (ok bool, why string) {
 // Unlike statusJSON it returns errors, for use inside waitFor.
 func replStatusOf(p *clusterProc) (replStatus, error) {
 	var st replStatus
-	out, err := p.tryHatgt("status", "--json")
+	out, err := p.statusCLI("--json")
 	if err != nil {
 		return st, fmt.Errorf("hatgt status --json via %s: %v: %s", p.id, err, strings.TrimSpace(out))
 	}

@@ -24,7 +24,8 @@ const clusterUsage = `Cluster commands talk to a node's admin API: HATGT_ADDR (h
 unix:/DATA/hatgt.sock; default 127.0.0.1:3270) picks the node, HATGT_TOKEN
 or --token-file gives the admin token that changes need.
 
-  hatgt status [--json]
+  hatgt status [--json]        exit 0 when healthy, 3 when it shows a problem (no
+                               leader, a LUN no node serves, a failed copy)
   hatgt target create IQN [--alias A] | delete IQN | list
   hatgt lun create IQN --lun N --size SIZE [--sector 512|4096] [--io-mode wb|wt|ro]
                        [--type fileio|blockio] [--path P] [--replicas N]
@@ -196,9 +197,14 @@ func (c *clusterCLI) command(fs *flag.FlagSet, name, sub string) (clusterRun, er
 				return err
 			}
 			if *asJSON {
-				return c.printJSON(s)
+				err = c.printJSON(s)
+			} else {
+				err = cluster.WriteStatusTable(c.out, s)
 			}
-			return cluster.WriteStatusTable(c.out, s)
+			if err == nil && (s.Problem != "" || len(s.Problems) > 0) {
+				err = errStatusProblems
+			}
+			return err
 		}), nil
 	case "join ":
 		return nargs(1, "join PEER-API-ADDR", func(ctx context.Context, cl *cluster.Client, a []string) error {

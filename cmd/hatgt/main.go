@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -45,7 +46,8 @@ func main() {
 }
 
 // run executes one command line and returns the process exit status: 0 on
-// success, 1 when the command failed, 2 for a usage error.
+// success, 1 when the command failed, 2 for a usage error, 3 when status
+// shows a problem.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -94,7 +96,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// errStatusProblems is status's answer when what it printed shows a
+// problem: exit status 3, nothing more on stderr (the output says it), so
+// a monitoring script can tell a sick cluster (3) from an unreachable
+// node or a bad command line (1, 2).
+var errStatusProblems = errors.New("the cluster has problems")
+
+const exitProblems = 3
+
 func exitStatus(err error, stderr io.Writer) int {
+	if errors.Is(err, errStatusProblems) {
+		return exitProblems
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "hatgt:", err)
 		return 1
