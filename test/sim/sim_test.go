@@ -21,10 +21,13 @@ var (
 )
 
 // ciSeeds are the seeds CI runs on every change, with their cluster size.
+// Together their schedules draw every fault kind (TestCISeedsDrawEveryFault):
+// seeds 1-4 alone never isolated a node, filled a disk or restarted the
+// cluster; 5 and 6 do.
 var ciSeeds = []struct {
 	seed  int64
 	nodes int
-}{{1, 3}, {2, 3}, {3, 3}, {4, 5}}
+}{{1, 3}, {2, 3}, {3, 3}, {5, 3}, {4, 5}, {6, 5}}
 
 // totals adds up the runs of this test binary for the summary line.
 var totals struct {
@@ -104,6 +107,22 @@ func TestSim(t *testing.T) {
 		t.Run(fmt.Sprintf("%d-nodes%d", c.seed, c.nodes), func(t *testing.T) {
 			runSeedOn(t, c.nodes, c.seed, Schedule(c.seed, *flagSteps, AllFaults))
 		})
+	}
+}
+
+// TestCISeedsDrawEveryFault keeps CI's seeds honest: a fault kind no
+// CI schedule draws is a fault CI never injects.
+func TestCISeedsDrawEveryFault(t *testing.T) {
+	drawn := map[string]bool{}
+	for _, c := range ciSeeds {
+		for _, st := range Schedule(c.seed, *flagSteps, AllFaults) {
+			drawn[st.Kind] = true
+		}
+	}
+	for _, k := range AllFaults {
+		if !drawn[k] {
+			t.Errorf("no CI seed's schedule of %d steps draws %q: pick seeds that do", *flagSteps, k)
+		}
 	}
 }
 
