@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hatgt/hatgt/config"
+	"github.com/hatgt/hatgt/scsi"
 )
 
 // reloadEnv is a node started from a config text; its files live in dir.
@@ -76,6 +77,20 @@ const (
 func TestReloadAddsAndRemoves(t *testing.T) {
 	e := newReloadEnv(t, "Target "+tA+"\nLun 0 Path=DIR/a0.img,Size=1M\nLun 1 Path=DIR/a1.img,Size=1M\n")
 	e.expect(map[string][]uint64{tA: {0, 1}}, "a0.img", "a1.img")
+	nexus := &scsi.Nexus{InitiatorName: "iqn.2026-11.io.x:host", InitiatorPort: "iqn.2026-11.io.x:host,i,0x000000000001",
+		TargetName: tA, TargetPort: tA + ",t,0x0001", RelativeTargetPort: 1, TargetPortGroup: 1}
+	tur := func() (status scsi.Status, asc uint16) {
+		r := e.n.devices[tA].Execute(context.Background(), &scsi.Command{Nexus: nexus, CDB: make([]byte, 6)})
+		if len(r.Sense) >= 14 {
+			asc = uint16(r.Sense[12])<<8 | uint16(r.Sense[13])
+		}
+		return r.Status, asc
+	}
+	for i := 0; i < 4; i++ { // the power-on unit attention
+		if st, _ := tur(); st == scsi.StatusGood {
+			break
+		}
+	}
 
 	// A new target, a LUN added to and one removed from a running target.
 	err := e.n.reload(e.parse("Target " + tA + "\nLun 0 Path=DIR/a0.img,Size=1M\nLun 2 Path=DIR/a2.img,Size=1M\n" +
@@ -86,6 +101,10 @@ func TestReloadAddsAndRemoves(t *testing.T) {
 	e.expect(map[string][]uint64{tA: {0, 2}, tB: {0}}, "a0.img", "a2.img", "b0.img")
 	if len(e.n.cfg.Targets) != 2 || len(e.n.cfg.Targets[1].IncomingUsers) != 1 {
 		t.Errorf("running config %+v", e.n.cfg.Targets)
+	}
+	// The host's session on LUN 0 is told, so that it rescans.
+	if st, asc := tur(); st != scsi.StatusCheckCondition || asc != 0x3f0e {
+		t.Errorf("LUN 0 after the reload changed the LUNs: status %v ASC %#04x, want CHECK CONDITION REPORTED LUNS DATA HAS CHANGED (0x3f0e)", st, asc)
 	}
 
 	// A target removed: its files are closed (and can be opened again).

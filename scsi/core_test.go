@@ -2,6 +2,7 @@ package scsi
 
 import (
 	"bytes"
+	"context"
 	"testing"
 )
 
@@ -283,4 +284,34 @@ func TestDescriptorSenseFormat(t *testing.T) {
 	if !bytes.Equal(b, want) {
 		t.Fatalf("descriptor sense\n got %x\nwant %x", b, want)
 	}
+}
+
+// A LUN added to or removed from a running device raises REPORTED LUNS
+// DATA HAS CHANGED on the nexuses of the other LUs (what makes Linux
+// rescan); REPORT LUNS clears it, and the LU itself is not told.
+func TestLUNInventoryChangeRaisesUnitAttention(t *testing.T) {
+	d, _, _ := testDevice(t, 64, LUConfig{})
+	n, quiet := testNexus(0), testNexus(1)
+	clearUA(d, n)
+	tur := func(n *Nexus) *Response { return run(d, n, make([]byte, 6), nil, 0) }
+	lu1, err := NewLU(newMemBackend(64*512), LUConfig{BlockSize: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddLU(1, lu1); err != nil {
+		t.Fatal(err)
+	}
+	wantSense(t, tur(n), KeyUnitAttention, ASCReportedLUNsDataChanged)
+	wantGood(t, tur(n))
+	// A nexus LUN 0 had not seen gets its power-on UA only, once.
+	wantSense(t, tur(quiet), KeyUnitAttention, ASCPowerOnReset)
+	wantGood(t, tur(quiet))
+
+	d.RemoveLU(1)
+	r := d.Execute(context.Background(), &Command{Nexus: n, CDB: []byte{opReportLUNs, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}, DataInLen: 256})
+	wantGood(t, r)
+	wantGood(t, tur(n)) // REPORT LUNS cleared it
+	wantSense(t, tur(quiet), KeyUnitAttention, ASCReportedLUNsDataChanged)
+	d.RemoveLU(7) // absent: nobody is told
+	wantGood(t, tur(quiet))
 }

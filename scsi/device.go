@@ -35,7 +35,10 @@ func NewDevice(cfg DeviceConfig) *Device {
 }
 
 // AddLU exposes lu as lun (0..16383: peripheral or flat space addressing,
-// as REPORT LUNS encodes it).
+// as REPORT LUNS encodes it). Every I_T nexus of the device's other LUs
+// gets REPORTED LUNS DATA HAS CHANGED (SPC-4 6.33, SAM-5 5.14): Linux
+// rescans the target when it sees it, so a LUN added to a running target
+// appears without a manual rescan.
 func (d *Device) AddLU(lun uint64, lu *LU) error {
 	if _, ok := encodeLUN(lun); !ok {
 		return fmt.Errorf("scsi: LUN %d out of range 0..16383", lun)
@@ -44,19 +47,47 @@ func (d *Device) AddLU(lun uint64, lu *LU) error {
 		return fmt.Errorf("scsi: LUN %d: nil LU", lun)
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if _, ok := d.lus[lun]; ok {
+		d.mu.Unlock()
 		return fmt.Errorf("scsi: LUN %d already exists", lun)
 	}
 	d.lus[lun] = lu
+	others := d.othersLocked(lu)
+	d.mu.Unlock()
+	lunsChanged(others)
 	return nil
 }
 
-// RemoveLU stops exposing lun.
+// RemoveLU stops exposing lun; the nexuses of the LUs left get REPORTED
+// LUNS DATA HAS CHANGED.
 func (d *Device) RemoveLU(lun uint64) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	lu, ok := d.lus[lun]
 	delete(d.lus, lun)
+	var others []*LU
+	if ok {
+		others = d.othersLocked(lu)
+	}
+	d.mu.Unlock()
+	lunsChanged(others)
+}
+
+// othersLocked returns the device's LUs other than lu (d.mu held).
+func (d *Device) othersLocked(lu *LU) []*LU {
+	var out []*LU
+	for _, o := range d.lus {
+		if o != lu {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// lunsChanged tells every nexus of lus that the LUN inventory changed.
+func lunsChanged(lus []*LU) {
+	for _, lu := range lus {
+		lu.addUAAll("", ASCReportedLUNsDataChanged)
+	}
 }
 
 // LUNs returns the exposed LUNs in ascending order.
