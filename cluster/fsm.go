@@ -33,6 +33,11 @@ type FSM struct {
 	subMu   sync.Mutex
 	subs    map[int]chan struct{}
 	nextSub int
+
+	resvHooks reservationHooks
+	// resvApplied is the change the command being applied made to a
+	// LUN's reservations, for the hooks (set and taken under mu).
+	resvApplied *ReservationsChange
 }
 
 // NewFSM returns an FSM with an empty state.
@@ -113,6 +118,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err == nil {
 		err = f.applyLocked(cmd)
 	}
+	// The hooks run before the index counts as applied: whoever waits
+	// for it (WaitApplied) finds them run.
+	f.takeReservationsApplied()
 	f.setAppliedLocked(l.Index)
 	f.mu.Unlock()
 	f.notify(err == nil)
@@ -129,6 +137,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 func (f *FSM) ApplyCommand(cmd Command) error {
 	f.mu.Lock()
 	err := f.applyLocked(cmd)
+	f.takeReservationsApplied()
 	f.mu.Unlock()
 	f.notify(err == nil)
 	return err
@@ -402,6 +411,16 @@ func (f *FSM) applyLocked(cmd Command) error {
 		}
 		c := p.CHAP
 		t.CHAP = &c
+	case CmdLUNSetReservations:
+		var p LUNSetReservations
+		if err := decodePayload(cmd, &p); err != nil {
+			return err
+		}
+		c, err := s.applySetReservations(&p)
+		if err != nil {
+			return err
+		}
+		f.resvApplied = c
 	case CmdCopyReport:
 		var p CopiesReport
 		if err := decodePayload(cmd, &p); err != nil {

@@ -350,6 +350,8 @@ func fullLog(t *testing.T) []Command {
 		mustCmd(t, CmdLUNSetOwner, LUNSetOwner{IQN: iqnA, LUN: 3, Owner: "n3", Epoch: 1}),
 		mustCmd(t, CmdLUNSetProgress, LUNSetProgress{IQN: iqnA, LUN: 0, Epoch: 1, Node: "n2",
 			RegionsTotal: 10, RegionsDone: 4, BytesCopied: 4 << 20, RateBps: 1.5e6, ETAMillis: 4000}),
+		mustCmd(t, CmdLUNSetReservations, LUNSetReservations{IQN: iqnA, LUN: 0, ID: 1, Origin: "n2/1",
+			State: json.RawMessage(`{"generation":1,"registrations":[{"initiator":"iqn.1994-05.com.redhat:host1","key":10}]}`)}),
 	)
 }
 
@@ -375,6 +377,9 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 	if p := g.State().Targets[iqnA].LUNs[0].Resync["n2"]; p == nil || *p != (ResyncProgress{Epoch: 1, RegionsTotal: 10, RegionsDone: 4, BytesCopied: 4 << 20, RateBps: 1.5e6, ETAMillis: 4000}) {
 		t.Errorf("resync progress lost in round trip: %+v", p)
+	}
+	if l := g.State().Targets[iqnA].LUNs[0]; l.ReservationsVersion != 1 || !strings.Contains(string(l.Reservations), `"key":10`) {
+		t.Errorf("reservations lost in round trip: version %d, %s", l.ReservationsVersion, l.Reservations)
 	}
 	if err := g.Restore(io.NopCloser(strings.NewReader(`{"format":42}`))); err == nil {
 		t.Error("Restore accepted an unknown format")

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"maps"
 	"slices"
 	"sort"
@@ -111,6 +112,11 @@ type LUN struct {
 	// owner names every copy without comparing it. lun.set_generations
 	// clears it.
 	FreshCopies bool `json:"fresh_copies,omitempty"`
+	// Reservations is the LUN's persistent reservation state as the SCSI
+	// layer encodes it (a JSON object; empty: none), ReservationsVersion
+	// the number of lun.set_reservations applied to it (reservations.go).
+	Reservations        json.RawMessage `json:"reservations,omitempty"`
+	ReservationsVersion uint64          `json:"reservations_version,omitempty"`
 }
 
 // ResyncProgress is the last reported state of one resync run of a copy.
@@ -182,6 +188,7 @@ func (l *LUN) clone() *LUN {
 	c.Placement = slices.Clone(l.Placement)
 	c.InSync = slices.Clone(l.InSync)
 	c.Generations = maps.Clone(l.Generations)
+	c.Reservations = slices.Clone(l.Reservations)
 	if l.Resync != nil {
 		c.Resync = make(map[string]*ResyncProgress, len(l.Resync))
 		for id, p := range l.Resync {
