@@ -50,6 +50,16 @@ type ReservationWatcher interface {
 	Watch(fn func(*PRState))
 }
 
+// ReservationSyncer is an optional ReservationStore capability for a store
+// shared by several nodes whose Load may lag behind the latest commit:
+// Sync returns once Load shows every change committed before it was
+// called. PERSISTENT RESERVE IN calls it first (it is rare; the gate,
+// on every command, does not). Its error is returned as is, like
+// Update's.
+type ReservationSyncer interface {
+	Sync() error
+}
+
 // PortGroupState reports the asymmetric logical unit access (ALUA) state
 // of the target port groups serving one LU (SPC-4 5.15). The device
 // server calls AccessState on every command (it must be cheap, safe for

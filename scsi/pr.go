@@ -139,6 +139,19 @@ func (s *prState) note(n *Nexus) (string, prNexusID) {
 	return k, id
 }
 
+// loadSynced is load for PERSISTENT RESERVE IN: a store shared by several
+// nodes first catches up with every change committed before the command
+// (ReservationSyncer), so that what one node committed is read through
+// any other.
+func (s *prState) loadSynced() (*PRState, error) {
+	if sy, ok := s.store.(ReservationSyncer); ok {
+		if err := sy.Sync(); err != nil {
+			return nil, err
+		}
+	}
+	return s.load()
+}
+
 // load returns the current PR state.
 func (s *prState) load() (*PRState, error) {
 	st, err := s.store.Load()
@@ -258,7 +271,7 @@ func prInFinish(t *task, b []byte) error {
 
 // prInReadKeys answers READ KEYS (SPC-4 6.15.2): every registered key.
 func prInReadKeys(t *task) error {
-	st, err := t.lu.pr.load()
+	st, err := t.lu.pr.loadSynced()
 	if err != nil {
 		return err
 	}
@@ -288,7 +301,7 @@ func (st *PRState) holderKey() uint64 {
 
 // prInReadReservation answers READ RESERVATION (SPC-4 6.15.3).
 func prInReadReservation(t *task) error {
-	st, err := t.lu.pr.load()
+	st, err := t.lu.pr.loadSynced()
 	if err != nil {
 		return err
 	}
@@ -309,7 +322,7 @@ const prTypeMask = 0x80 | 0x40 | 0x20 | 0x08 | 0x02 | 0x0001<<8 // WR_EX_AR EX_A
 // CRH (SPC-2 RESERVE/RELEASE follow 5.13.3), SIP_C, ATP_C, PTPL_C when the
 // store persists, TMV with ALLOW COMMANDS 001b, PTPL_A, and every type.
 func prInReportCapabilities(t *task) error {
-	st, err := t.lu.pr.load()
+	st, err := t.lu.pr.loadSynced()
 	if err != nil {
 		return err
 	}
@@ -332,7 +345,7 @@ func prInReportCapabilities(t *task) error {
 // prInReadFullStatus answers READ FULL STATUS (SPC-4 6.15.5): one
 // descriptor per registration, with its TransportID.
 func prInReadFullStatus(t *task) error {
-	st, err := t.lu.pr.load()
+	st, err := t.lu.pr.loadSynced()
 	if err != nil {
 		return err
 	}
