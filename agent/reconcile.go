@@ -56,6 +56,9 @@ type reconciler struct {
 	repl *replicaHost
 	// abort makes close skip the flushes (Agent.Abort).
 	abort bool
+	// resv, once the node runs, keeps every LU's persistent reservations
+	// in Raft; nil keeps them in memory (tests without a node).
+	resv reservationsNode
 
 	// report, if set, gets what each Reconcile found of every LUN copy
 	// placed here (reporter.observe), called with mu held.
@@ -97,6 +100,8 @@ type runLUN struct {
 	// Volume and standby, and the LU's port groups.
 	sw     *switchBackend
 	groups *alua.Groups
+	// resv is the LU's cluster-wide reservation store (nil: in memory).
+	resv *clusterReservations
 }
 
 func newReconciler(log *slog.Logger, srv targetServer, nodeID string, state func() *cluster.State) *reconciler {
@@ -317,7 +322,16 @@ func (r *reconciler) exposeLUN(rt *runTarget, l cluster.DesiredLUN, s Store, c *
 // Active/Optimized group) and returns the run LUN.
 func (r *reconciler) exposeLUNWith(rt *runTarget, l cluster.DesiredLUN, s Store, c *replicaCopy, groups scsi.PortGroupState) (*runLUN, error) {
 	serial, naa := LUNIdentity(rt.iqn, l.LUN.LUN)
+	// Persistent reservations live in Raft, the same on every node
+	// (nil: in memory, tests without a node).
+	var resv *clusterReservations
+	var store scsi.ReservationStore
+	if r.resv != nil && l.ID != 0 {
+		resv = newClusterReservations(r.resv, r.log.With("target", rt.iqn, "lun", l.LUN.LUN), r.nodeID, rt.iqn, l.LUN.LUN, l.ID)
+		store = resv
+	}
 	lu, err := scsi.NewLU(s, scsi.LUConfig{
+		Reservations: store,
 		PortGroups:   groups,
 		BlockSize:    l.LUN.SectorSize,
 		ReadOnly:     l.LUN.IOMode == cluster.IOModeReadOnly,
@@ -331,10 +345,13 @@ func (r *reconciler) exposeLUNWith(rt *runTarget, l cluster.DesiredLUN, s Store,
 		err = rt.dev.AddLU(l.LUN.LUN, lu)
 	}
 	if err != nil {
+		if resv != nil {
+			resv.Close()
+		}
 		s.Close()
 		return nil, err
 	}
-	rl := &runLUN{lun: l, s: s, c: c, lu: lu}
+	rl := &runLUN{lun: l, s: s, c: c, lu: lu, resv: resv}
 	rt.luns[l.LUN.LUN] = rl
 	r.log.Info("serving LUN", "target", rt.iqn, "lun", l.LUN.LUN, "path", l.BackingPath,
 		"size", cluster.FormatSize(l.LUN.Size), "epoch", l.LUN.Epoch)
@@ -349,6 +366,9 @@ func (r *reconciler) stopLUN(rt *runTarget, n uint64) error {
 	}
 	rt.dev.RemoveLU(n)
 	delete(rt.luns, n)
+	if rl.resv != nil {
+		rl.resv.Close()
+	}
 	return closeStore(rl, fmt.Sprintf("%s/%d", rt.iqn, n), !r.abort)
 }
 
