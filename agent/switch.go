@@ -114,6 +114,19 @@ func (b *switchBackend) Unmap(off, length int64) error {
 	return err
 }
 
+// MappedExtent implements scsi.ExtentMapper (GET LBA STATUS, and the
+// deallocation a SANITIZE BLOCK ERASE or an UNMAP leaves) from the
+// owner's copy.
+func (b *switchBackend) MappedExtent(off int64) (bool, int64, error) {
+	b.c.io.RLock()
+	defer b.c.io.RUnlock()
+	v, err := b.serving()
+	if err != nil {
+		return false, 0, err
+	}
+	return v.MappedExtent(off)
+}
+
 // wrote reports an acknowledged write to Deps.WriteHook.
 func (b *switchBackend) wrote(v *replication.Volume, err error, off int64, p []byte) {
 	if err == nil && b.h.writeHook != nil {

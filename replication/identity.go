@@ -243,6 +243,32 @@ func (c *CopyStore) errBeyondData(off, n int64) error {
 	return fmt.Errorf("%w: %d bytes at %d of LUN %d's %d", ErrOutOfRange, n, off, c.lun, c.size)
 }
 
+// MappedExtent reports the provisioning of the data at off (GET LBA
+// STATUS) as the backing store does, within the data; a backing store
+// that cannot tell reports everything mapped.
+func (c *CopyStore) MappedExtent(off int64) (bool, int64, error) {
+	if !c.inData(off, 1) {
+		return false, 0, c.errBeyondData(off, 1)
+	}
+	return mappedExtent(c.raw, off, c.size)
+}
+
+// mappedExtent asks s (of the given data size) about off; a store that
+// cannot tell has everything mapped.
+func mappedExtent(s Store, off, size int64) (bool, int64, error) {
+	em, ok := s.(interface {
+		MappedExtent(off int64) (bool, int64, error)
+	})
+	if !ok {
+		return true, size - off, nil
+	}
+	mapped, n, err := em.MappedExtent(off)
+	if err != nil {
+		return false, 0, err
+	}
+	return mapped, min(n, size-off), nil
+}
+
 // ReadAt reads the LUN's data.
 func (c *CopyStore) ReadAt(p []byte, off int64) (int, error) {
 	if !c.inData(off, int64(len(p))) {

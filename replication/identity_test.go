@@ -50,6 +50,14 @@ func TestCopyStoreIdentity(t *testing.T) {
 	if gen, err := ReadIdentity(raw, 7, size); gen != g || err != nil {
 		t.Fatalf("the unmap of the whole LUN touched the block: %v, %v", gen, err)
 	}
+	// GET LBA STATUS sees the data only: all of it deallocated, though
+	// the identity block after it is written.
+	if mapped, n, err := cs.MappedExtent(0); mapped || n != size || err != nil {
+		t.Fatalf("after the unmap of the whole LUN: mapped %v for %d bytes (%v), want unmapped for %d", mapped, n, err, size)
+	}
+	if _, _, err := cs.MappedExtent(size); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("extent of the block: %v", err)
+	}
 	for name, check := range map[string]func() (Generation, error){
 		"another LUN":   func() (Generation, error) { return ReadIdentity(raw, 8, size) },
 		"another size":  func() (Generation, error) { return ReadIdentity(blockstore.NewMemory(2*size+IdentitySize), 7, size) },

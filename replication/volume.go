@@ -749,6 +749,15 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 	return v.store.ReadAt(p, off)
 }
 
+// MappedExtent reports the provisioning of the owner's copy at off (GET
+// LBA STATUS): an Unmap deallocated the range on every in-sync copy.
+func (v *Volume) MappedExtent(off int64) (bool, int64, error) {
+	if err := v.serving(); err != nil {
+		return false, 0, err
+	}
+	return mappedExtent(v.store, off, v.store.Size())
+}
+
 // WriteAt writes p at off on every in-sync copy (IO mode write-back:
 // into the copies' caches; write-through: durable).
 func (v *Volume) WriteAt(p []byte, off int64) (int, error) {

@@ -375,6 +375,13 @@ func TestUnmapAndLargeWrite(t *testing.T) {
 	if got := c.read("b", 64<<10, 128<<10); !bytes.Equal(got, make([]byte, 128<<10)) {
 		t.Fatal("unmapped range does not read zeros on the mirror")
 	}
+	// GET LBA STATUS through the owner's Volume sees the deallocation.
+	if mapped, n, err := v.MappedExtent(64 << 10); mapped || n < 128<<10 || err != nil {
+		t.Fatalf("the unmapped range: mapped %v for %d bytes (%v)", mapped, n, err)
+	}
+	if mapped, _, err := v.MappedExtent(4096); !mapped || err != nil {
+		t.Fatalf("a written block: mapped %v (%v)", mapped, err)
+	}
 	if _, err := v.WriteAt(big, 1<<20-4096); !errors.Is(err, ErrOutOfRange) {
 		t.Fatalf("write past the end: %v", err)
 	}
