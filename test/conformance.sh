@@ -22,6 +22,8 @@
 #   HATGT_CU_RO_TESTS     -t list for the read-only run (default: the write-protect
 #                         tests: ALL.ReadOnly and ALL.Write1{0,2,6}.WriteProtect)
 #   HATGT_CU_LOG_DIR      where logs go (default: a temp dir, kept on failure)
+#   HATGT_CU_CLUSTER      1 (default): also run the suite against a LUN with three
+#                         copies on a three-node cluster on 127.0.77.1-3; 0: skip
 #   HATGT_CU_TIMEOUT      seconds before a hung iscsi-test-cu run is killed and
 #                         counted as incomplete, i.e. failed (default 900)
 set -euo pipefail
@@ -40,13 +42,16 @@ work="$(mktemp -d /tmp/hatgt-conformance.XXXXXX)"
 logdir="${HATGT_CU_LOG_DIR:-$work}"
 mkdir -p "$logdir"
 pid=""
+cluster_pids=()
 cleanup() {
 	local rc=$?
-	if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	fi
-	rm -rf "$work/data" "$work/ro.img" "$work/hatgt" "$work/cucount"
+	for p in "$pid" "${cluster_pids[@]}"; do
+		if [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; then
+			kill -TERM "$p" 2>/dev/null || true
+			wait "$p" 2>/dev/null || true
+		fi
+	done
+	rm -rf "$work/data" "$work/ro.img" "$work/hatgt" "$work/cucount" "$work/cluster"
 	if [[ $rc -eq 0 && -z "${HATGT_CU_LOG_DIR:-}" ]]; then
 		rm -rf "$work"
 	else
@@ -170,6 +175,72 @@ fi
 if [[ "$passed" -lt 1 ]]; then
 	echo "conformance: FAIL: no write-protect test passed" >&2
 	status=1
+fi
+
+# 3. Cluster: three nodes on 127.0.77.1-3, a LUN with a copy on each; the
+# whole suite against its owner, so every write is replicated to two
+# mirrors and every persistent reservation goes through Raft.
+if [[ "${HATGT_CU_CLUSTER:-1}" == 1 ]]; then
+	cl="$work/cluster"
+	mkdir -p "$cl"
+	head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$cl/token"
+	export HATGT_ADDR=127.0.77.1:3270 HATGT_TOKEN
+	HATGT_TOKEN="$(cat "$cl/token")"
+	for i in 1 2 3; do
+		start_args=(--join 127.0.77.1:3270)
+		[[ $i -eq 1 ]] && start_args=(--bootstrap)
+		"$work/hatgt" serve --node-id "n$i" --bind "127.0.77.$i" --data-dir "$cl/n$i" \
+			--token-file "$cl/token" "${start_args[@]}" >"$logdir/hatgt-cluster-n$i.log" 2>&1 &
+		cluster_pids+=($!)
+		# the first node leads before the others join it
+		[[ $i -eq 1 ]] && for _ in $(seq 1 100); do
+			"$work/hatgt" status >/dev/null 2>&1 && break
+			sleep 0.1
+		done
+	done
+	cl_iqn=iqn.2026-11.io.hatgt:cluster
+	created=""
+	for _ in $(seq 1 300); do
+		alive="$("$work/hatgt" status --json 2>/dev/null | grep -c '"alive": true' || true)"
+		if [[ "$alive" -ge 3 ]]; then
+			"$work/hatgt" target create "$cl_iqn" >/dev/null &&
+				created="$("$work/hatgt" lun create "$cl_iqn" --lun 0 --size 1G --replicas 3)"
+			break
+		fi
+		sleep 0.1
+	done
+	url="$(sed -nE 's/.* at (iscsi:[^ ]*).*/\1/p' <<<"$created")"
+	if [[ -z "$url" ]]; then
+		echo "conformance: FAIL: the cluster did not form or refused the LUN (logs: $logdir/hatgt-cluster-n*.log): $created" >&2
+		status=1
+	else
+		for _ in $(seq 1 300); do # every copy in sync: status exits 0
+			"$work/hatgt" status >/dev/null 2>&1 && break
+			sleep 0.1
+		done
+		echo "conformance: iscsi-test-cu (cluster: 3 copies) against $url"
+		rc=0
+		timeout --kill-after=30 "$cu_timeout" stdbuf -o0 -e0 iscsi-test-cu "${args[@]}" "$url" >"$logdir/cu-cluster.log" 2>&1 || rc=$?
+		if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+			echo "conformance: iscsi-test-cu (cluster) did not finish within ${cu_timeout}s; killed" >&2
+		fi
+		summarize "$logdir/cu-cluster.log"
+		if [[ "$failed" -ne 0 ]]; then
+			echo "conformance: FAIL: $failed tests failed (cluster run)" >&2
+			status=1
+		fi
+		if [[ "$passed" -lt "$min" ]]; then
+			echo "conformance: FAIL: $passed tests passed in the cluster run, fewer than HATGT_CU_MIN_PASSED=$min" >&2
+			status=1
+		fi
+	fi
+	for p in "${cluster_pids[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in "${cluster_pids[@]}"; do
+		wait "$p" || { echo "conformance: a cluster node exited $? after SIGTERM" >&2; status=1; }
+	done
+	cluster_pids=()
 fi
 
 exit $status
