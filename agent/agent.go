@@ -180,7 +180,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.node = node
-	rec.resv = node
+	if !brokenResvLocal {
+		rec.resv = node
+	}
 	coord := cluster.NewCoordinator(node)
 	a.repl.coord = coord
 	// The mirror takes a newer epoch only once this node applied it:

@@ -33,17 +33,18 @@ type Report struct {
 	NoEpoch                                []string // acknowledged writes no owner reported (the write hook)
 	Divergence                             []string // copies not identical after healing (filled by the harness)
 	Unhealed                               []string // faults the cluster did not heal from (filled by the harness)
+	Reservations                           []string // persistent reservations not as made (filled by the harness)
 }
 
 // Failed reports whether any invariant broke.
 func (r *Report) Failed() bool {
-	return len(r.Lost)+len(r.Stale)+len(r.Garbage)+len(r.TwoEpochs)+len(r.NoEpoch)+len(r.Divergence)+len(r.Unhealed) > 0
+	return len(r.Lost)+len(r.Stale)+len(r.Garbage)+len(r.TwoEpochs)+len(r.NoEpoch)+len(r.Divergence)+len(r.Unhealed)+len(r.Reservations) > 0
 }
 
 // Summary is one line of counts.
 func (r *Report) Summary() string {
-	return fmt.Sprintf("writes acknowledged %d/%d, reads %d/%d, lost %d, stale reads %d, garbage %d, two epochs %d, divergent copies %d, unhealed %d",
-		r.AckedWrites, r.Writes, r.AckedReads, r.Reads, len(r.Lost), len(r.Stale), len(r.Garbage), len(r.TwoEpochs), len(r.Divergence), len(r.Unhealed))
+	return fmt.Sprintf("writes acknowledged %d/%d, reads %d/%d, lost %d, stale reads %d, garbage %d, two epochs %d, divergent copies %d, unhealed %d, reservations lost %d",
+		r.AckedWrites, r.Writes, r.AckedReads, r.Reads, len(r.Lost), len(r.Stale), len(r.Garbage), len(r.TwoEpochs), len(r.Divergence), len(r.Unhealed), len(r.Reservations))
 }
 
 // Problems lists every violation (at most max of each kind).
@@ -53,7 +54,7 @@ func (r *Report) Problems(max int) []string {
 		what string
 		l    []string
 	}{{"lost", r.Lost}, {"stale read", r.Stale}, {"garbage", r.Garbage}, {"two epochs", r.TwoEpochs},
-		{"no epoch", r.NoEpoch}, {"divergent", r.Divergence}, {"unhealed", r.Unhealed}} {
+		{"no epoch", r.NoEpoch}, {"divergent", r.Divergence}, {"unhealed", r.Unhealed}, {"reservation", r.Reservations}} {
 		for i, s := range g.l {
 			if i == max {
 				out = append(out, fmt.Sprintf("%s: ... %d more", g.what, len(g.l)-max))

@@ -63,10 +63,16 @@ func Run(cfg Config, dir string, seed int64, schedule []Step) *Result {
 		return res
 	}
 	defer s.Close()
+	if err := s.reserve(); err != nil {
+		res.Err = err
+		res.Took = time.Since(start)
+		res.Logs = s.logs.tail(256 << 10)
+		return res
+	}
 	stop := make(chan struct{})
 	written, wait := s.runWorkload(seed, stop)
 	rng := rand.New(rand.NewSource(seed ^ 0x5eed))
-	var report, divergent []string
+	var report, divergent, resv []string
 	time.Sleep(time.Second) // writes before the first fault
 	for _, st := range schedule {
 		desc, err := s.inject(st, rng)
@@ -81,6 +87,9 @@ func Run(cfg Config, dir string, seed int64, schedule []Step) *Result {
 		}
 		for _, d := range s.compareCopies() {
 			divergent = append(divergent, fmt.Sprintf("after %s: %s", desc, d))
+		}
+		for _, p := range s.checkReservations() {
+			resv = append(resv, fmt.Sprintf("after %s: %s", desc, p))
 		}
 		time.Sleep(500 * time.Millisecond) // writes on the healed cluster
 	}
@@ -97,6 +106,7 @@ func Run(cfg Config, dir string, seed int64, schedule []Step) *Result {
 	res.Report = Check(ops, epochs, final, s.modes)
 	res.Report.Divergence = append(divergent, div...)
 	res.Report.Unhealed = report
+	res.Report.Reservations = resv
 	res.Counts = s.Counts()
 	res.Logs = s.logs.tail(1 << 20)
 	res.Took = time.Since(start)

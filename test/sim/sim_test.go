@@ -38,6 +38,7 @@ var totals struct {
 	lost    int
 	stale   int
 	diverge int
+	resv    int
 }
 
 func TestMain(m *testing.M) {
@@ -45,8 +46,8 @@ func TestMain(m *testing.M) {
 	totals.faults = map[string]int{}
 	code := m.Run()
 	if totals.seeds > 0 {
-		line := fmt.Sprintf("sim: faults injected: %s; writes acknowledged %d, lost %d, stale reads %d, divergent copies %d; seeds run %d",
-			FormatCounts(totals.faults), totals.acked, totals.lost, totals.stale, totals.diverge, totals.seeds)
+		line := fmt.Sprintf("sim: faults injected: %s; writes acknowledged %d, lost %d, stale reads %d, divergent copies %d, reservations lost %d; seeds run %d",
+			FormatCounts(totals.faults), totals.acked, totals.lost, totals.stale, totals.diverge, totals.resv, totals.seeds)
 		fmt.Println(line)
 		if p := os.Getenv("HATGT_SIM_SUMMARY"); p != "" {
 			os.WriteFile(p, []byte(line+"\n"), 0o644)
@@ -85,6 +86,7 @@ func runSeedOn(t *testing.T, nodes int, seed int64, schedule []Step) *Result {
 		totals.lost += len(r.Lost)
 		totals.stale += len(r.Stale)
 		totals.diverge += len(r.Divergence)
+		totals.resv += len(r.Reservations)
 	}
 	totals.Unlock()
 	t.Logf("%s(took %v)", res.Describe(), res.Took.Round(time.Second))
@@ -192,6 +194,9 @@ func TestSimCatchesBrokenBuilds(t *testing.T) {
 		// never got: lost on the new owner, or read back older.
 		{"hatgt_broken_ackearly", "crash-owner", []string{"lost", "stale read"}},
 		{"hatgt_broken_dirtyclear", "resync-power-loss", []string{"divergent", "lost"}},
+		// Reservations each node keeps for itself: a new owner knows
+		// none, a standby reads no keys.
+		{"hatgt_broken_resvlocal", "crash-owner", []string{"reservation"}},
 	} {
 		t.Run(tc.tag, func(t *testing.T) {
 			cmd := exec.Command("go", "test", "-count=1", "-tags", tc.tag, "-run", "TestSimScenario/"+tc.scenario+"$", "-v", ".")

@@ -210,7 +210,7 @@ func (s *Sim) runWorkload(seed int64, stop <-chan struct{}) (written map[blockKe
 			written[blockKey{lun, b}] = true
 		}
 		for w := 0; w < s.cfg.Writers; w++ {
-			c := &client{s: s, name: fmt.Sprintf("w%d.%d", lun, w), lun: lun, next: map[uint64]uint64{},
+			c := &client{s: s, name: writerName(lun, w), lun: lun, next: map[uint64]uint64{},
 				rng: rand.New(rand.NewSource(seed + int64(lun*100+w))), path: w % len(s.nodes)}
 			for i, b := range all {
 				if i%s.cfg.Writers == w {
