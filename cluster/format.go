@@ -84,7 +84,8 @@ func FormatSize(n uint64) string {
 // WriteStatusTable writes s for people: the Raft summary and a PROBLEM
 // line for each of s.Problems (LUNs no node serves, copies that failed),
 // the nodes, the targets and their LUNs, every copy with its state and
-// service, then the last error of each copy that had one.
+// service, the persistent reservations, then the last error of each copy
+// that had one.
 func WriteStatusTable(w io.Writer, s Status) error {
 	return writeStatusTable(w, s, time.Now())
 }
@@ -134,6 +135,7 @@ func writeStatusTable(w io.Writer, s Status, now time.Time) error {
 	if err := writeCopies(w, s, now); err != nil {
 		return err
 	}
+	writeReservations(w, s)
 	return writeLastErrors(w, s, now)
 }
 

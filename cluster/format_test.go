@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -78,6 +79,22 @@ func TestWriteStatusTable(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(out, "PERSISTENT RESERVATIONS") {
+		t.Errorf("a LUN without registrations shows reservations:\n%s", out)
+	}
+
+	// A reserved LUN: who holds it, of what type, how many registrations.
+	s.Targets[0].LUNs[0].Reservations = json.RawMessage(`{"generation":3,"registrations":[{"initiator":"iqn.1994-05.com.redhat:h1","key":10},` +
+		`{"initiator":"iqn.1994-05.com.redhat:h2","key":11}],"reservation":{"holder":{"initiator":"iqn.1994-05.com.redhat:h1"},"type":5}}`)
+	b.Reset()
+	if err := WriteStatusTable(&b, s); err != nil {
+		t.Fatal(err)
+	}
+	want := "PERSISTENT RESERVATIONS\n" + iqnA + " LUN 3: Write Exclusive, Registrants Only, held by iqn.1994-05.com.redhat:h1; 2 registrations (generation 3)\n"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("table lacks\n%s\nin:\n%s", want, b.String())
+	}
+	s.Targets[0].LUNs[0].Reservations = nil
 
 	// A resync that has not reported a rate yet shows no rate and no
 	// ETA (not "0 B/s", "0s": done in no time).

@@ -3,6 +3,8 @@ package cluster
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"slices"
 	"sync"
 )
@@ -124,5 +126,73 @@ func (f *FSM) takeReservationsApplied() {
 	defer h.mu.Unlock()
 	for _, fn := range h.hooks {
 		fn(*c)
+	}
+}
+
+// reservationsSummary is what status shows of a LUN's reservation state:
+// the fields of the SCSI layer's encoding it needs.
+type reservationsSummary struct {
+	Generation    uint32 `json:"generation"`
+	Registrations []struct {
+		Initiator string `json:"initiator"`
+		Key       uint64 `json:"key"`
+	} `json:"registrations"`
+	Reservation *struct {
+		Holder struct {
+			Initiator string `json:"initiator"`
+		} `json:"holder"`
+		Type int `json:"type"`
+	} `json:"reservation"`
+}
+
+// reservationTypeNames are SPC-4's persistent reservation types.
+var reservationTypeNames = map[int]string{
+	1: "Write Exclusive", 3: "Exclusive Access",
+	5: "Write Exclusive, Registrants Only", 6: "Exclusive Access, Registrants Only",
+	7: "Write Exclusive, All Registrants", 8: "Exclusive Access, All Registrants",
+}
+
+// describeReservations says in one line who holds l's reservation and how
+// many registrations it has; "" for none.
+func describeReservations(l *LUN) string {
+	if len(l.Reservations) == 0 {
+		return ""
+	}
+	var r reservationsSummary
+	if err := json.Unmarshal(l.Reservations, &r); err != nil {
+		return "unreadable: " + err.Error()
+	}
+	if len(r.Registrations) == 0 && r.Reservation == nil {
+		return ""
+	}
+	regs := fmt.Sprintf("%d registrations", len(r.Registrations))
+	if len(r.Registrations) == 1 {
+		regs = "1 registration"
+	}
+	if r.Reservation == nil {
+		return fmt.Sprintf("not reserved; %s (generation %d)", regs, r.Generation)
+	}
+	name := reservationTypeNames[r.Reservation.Type]
+	if name == "" {
+		name = fmt.Sprintf("type %d", r.Reservation.Type)
+	}
+	return fmt.Sprintf("%s, held by %s; %s (generation %d)", name, r.Reservation.Holder.Initiator, regs, r.Generation)
+}
+
+// writeReservations writes a line for each LUN with registrations.
+func writeReservations(w io.Writer, s Status) {
+	header := false
+	for _, t := range s.Targets {
+		for _, l := range t.LUNs {
+			d := describeReservations(&l.LUN)
+			if d == "" {
+				continue
+			}
+			if !header {
+				fmt.Fprintln(w, "\nPERSISTENT RESERVATIONS")
+				header = true
+			}
+			fmt.Fprintf(w, "%s LUN %d: %s\n", t.IQN, l.LUN.LUN, d)
+		}
 	}
 }
