@@ -24,6 +24,8 @@ type reservationsNode interface {
 	// CatchUp returns once this node applied everything the leader had
 	// committed when it was called.
 	CatchUp(ctx context.Context) error
+	// WaitAppliedOn returns once node id says it applied entry idx.
+	WaitAppliedOn(ctx context.Context, id string, idx uint64) error
 	FSM() *cluster.FSM
 }
 
@@ -52,6 +54,7 @@ const maxReservationsRetries = 16
 type clusterReservations struct {
 	node    reservationsNode
 	log     *slog.Logger
+	self    string // this node's ID
 	iqn     string
 	lun, id uint64
 	origin  string // this store's proposals are origin/N
@@ -85,7 +88,7 @@ func newClusterReservations(node reservationsNode, log *slog.Logger, nodeID, iqn
 	var nonce [4]byte
 	_, _ = rand.Read(nonce[:])
 	s := &clusterReservations{
-		node: node, log: log, iqn: iqn, lun: lun, id: id,
+		node: node, log: log, self: nodeID, iqn: iqn, lun: lun, id: id,
 		origin:  nodeID + "/" + hex.EncodeToString(nonce[:]),
 		timeout: reservationsTimeout,
 		own:     map[string]bool{},
@@ -145,8 +148,14 @@ func (s *clusterReservations) applied(c cluster.ReservationsChange) {
 		s.own[c.Origin] = true // its Update delivers its events
 		return
 	}
-	st, err := decodeReservations(c.State)
-	if err != nil || s.watcher == nil {
+	if st, err := decodeReservations(c.State); err == nil {
+		s.enqueueLocked(st)
+	}
+}
+
+// enqueueLocked queues st for the watcher (s.mu held).
+func (s *clusterReservations) enqueueLocked(st *scsi.PRState) {
+	if s.watcher == nil {
 		return
 	}
 	s.queue = append(s.queue, st)
@@ -235,7 +244,13 @@ func (s *clusterReservations) Update(fn func(*scsi.PRState) error) error {
 		switch {
 		case seen:
 			// Committed, and current here (whatever Apply answered: a
-			// timeout after the commit is a success).
+			// timeout after the commit is a success). The owner, which
+			// checks every command against it, must have it too.
+			if err := s.ownerApplied(ctx, idx); err != nil {
+				s.log.Warn("persistent reservation change committed, but the LUN's owner did not confirm it applied it", "target", s.iqn, "lun", s.lun, "err", err)
+				s.deliverLater(next)
+				return errReservationsUnavailable
+			}
 			return nil
 		case errors.Is(err, cluster.ErrStaleReservations) && attempt < maxReservationsRetries:
 			// Another node's change came first: compute ours again
@@ -253,6 +268,49 @@ func (s *clusterReservations) Update(fn func(*scsi.PRState) error) error {
 		s.log.Warn("persistent reservation change not committed", "target", s.iqn, "lun", s.lun, "err", err)
 		return errReservationsUnavailable
 	}
+}
+
+// ownerApplied returns once the LUN's owner applied entry idx (which this
+// node applied): at once on the owner, or when the owner says so, or when
+// the LUN has another owner since (its takeover is a later entry: it
+// applied idx before it serves).
+func (s *clusterReservations) ownerApplied(ctx context.Context, idx uint64) error {
+	owner, epoch := s.owner()
+	if owner == "" || owner == s.self {
+		return nil
+	}
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := s.node.WaitAppliedOn(wctx, owner, idx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if now, e := s.owner(); now != owner || e != epoch {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// owner returns the LUN's owner and epoch in this node's state.
+func (s *clusterReservations) owner() (string, uint64) {
+	if t := s.node.FSM().State().Targets[s.iqn]; t != nil {
+		if l := t.LUNs[s.lun]; l != nil && l.ID == s.id {
+			return l.Owner, l.Epoch
+		}
+	}
+	return "", 0
+}
+
+// deliverLater hands st, a state this store committed but whose Update
+// fails, to the watcher: the LU delivers its events as another node's.
+func (s *clusterReservations) deliverLater(st *scsi.PRState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.enqueueLocked(st)
 }
 
 // Sync implements scsi.ReservationSyncer: PERSISTENT RESERVE IN through

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -62,6 +63,9 @@ type resvNode struct {
 	drop    bool
 	after   error
 	applies int
+	// ownerApplied answers WaitAppliedOn (nil: the owner applied it).
+	ownerApplied func(ctx context.Context, id string, idx uint64) error
+	asked        []string
 }
 
 func (n *resvNode) Apply(_ context.Context, cmd cluster.Command) (uint64, error) {
@@ -81,7 +85,15 @@ func (n *resvNode) Apply(_ context.Context, cmd cluster.Command) (uint64, error)
 }
 
 func (n *resvNode) CatchUp(context.Context) error { return nil }
-func (n *resvNode) FSM() *cluster.FSM             { return n.c.fsm }
+
+func (n *resvNode) WaitAppliedOn(ctx context.Context, id string, idx uint64) error {
+	n.asked = append(n.asked, id)
+	if n.ownerApplied != nil {
+		return n.ownerApplied(ctx, id, idx)
+	}
+	return nil
+}
+func (n *resvNode) FSM() *cluster.FSM { return n.c.fsm }
 
 // lu is a node's LU of the LUN over its cluster-wide store.
 func (c *resvCluster) lu(n *resvNode, nodeID string) (*scsi.LU, *clusterReservations) {
@@ -268,4 +280,64 @@ func TestReservationsLoadedByANewLU(t *testing.T) {
 	if r := exec(t, lu3, hostC, []byte{0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0}, nil, 512); r.Status != scsi.StatusReservationConflict {
 		t.Fatalf("a READ by another host on the new LU: status %v sense %x", r.Status, r.Sense)
 	}
+}
+
+// A change through a node that does not own the LUN completes only once
+// the owner, which checks every command against the reservations, says it
+// applied it, or once another node owns the LUN; without either the
+// initiator gets NOT READY, and the change's unit attentions still reach
+// this node's nexuses.
+func TestReservationChangeWaitsForTheOwner(t *testing.T) {
+	c := newResvCluster(t)
+	c.apply(cluster.CmdNodeRegister, cluster.NodeRegister{Node: cluster.NodeInfo{ID: "n2", APIAddr: "127.0.0.2:1", RaftAddr: "127.0.0.2:2", GossipAddr: "127.0.0.2:3", ISCSIPortal: "127.0.0.2:4"}})
+	c.apply(cluster.CmdLUNDelete, cluster.LUNDelete{IQN: resvIQN, LUN: 0})
+	c.apply(cluster.CmdLUNCreate, cluster.LUNCreate{LUN: cluster.LUN{Target: resvIQN, LUN: 0, Size: 1 << 20, SectorSize: 512,
+		IOMode: "wb", Backing: "fileio", Replicas: 2, Placement: []string{"n1", "n2"}, Owner: "n1", InSync: []string{"n1", "n2"}}})
+	c.id = c.fsm.State().Targets[resvIQN].LUNs[0].ID
+	n2 := &resvNode{c: c}
+	lu2, s2 := c.lu(n2, "n2")
+	s2.timeout = 500 * time.Millisecond
+	hostB, hostC := resvNexus("b", 2), resvNexus("c", 2)
+
+	cdb, data := prOut(0x00, 0, 0, 0xb)
+	untilGood(t, lu2, hostB, cdb, data, 0)
+	cdb, data = prOut(0x00, 0, 0, 0xc)
+	untilGood(t, lu2, hostC, cdb, data, 0)
+	if len(n2.asked) != 2 || n2.asked[0] != "n1" {
+		t.Fatalf("n2 asked %v whether the owner applied its changes, want n1 twice", n2.asked)
+	}
+
+	// The owner does not answer: NOT READY, though the change committed,
+	// and C, preempted, hears of it on n2.
+	n2.ownerApplied = func(ctx context.Context, id string, idx uint64) error {
+		time.Sleep(10 * time.Millisecond)
+		return errors.New("no answer")
+	}
+	cdb, data = prOut(0x04, 0x05, 0xb, 0xc) // PREEMPT C's registration
+	r := exec(t, lu2, hostB, cdb, data, 0)
+	if key, asc := senseASC(r); r.Status != scsi.StatusCheckCondition || key != 2 || asc != 0x040a {
+		t.Fatalf("a PREEMPT the owner never confirmed: status %v sense %x, want NOT READY 04/0A", r.Status, r.Sense)
+	}
+	if keys := readKeys(t, lu2, hostB); len(keys) != 1 || keys[0] != 0xb {
+		t.Fatalf("keys after the unconfirmed PREEMPT: %x (it committed)", keys)
+	}
+	var asc uint16
+	for i := 0; i < 1000 && asc != 0x2a05; i++ {
+		_, asc = senseASC(exec(t, lu2, hostC, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+	}
+	if asc != 0x2a05 {
+		t.Fatalf("host C on n2 never heard it was preempted: last ASC %#04x", asc)
+	}
+
+	// The owner changes while n2 waits: the new owner applied the change
+	// before it took over.
+	n2.ownerApplied = func(ctx context.Context, id string, idx uint64) error {
+		l := c.fsm.State().Targets[resvIQN].LUNs[0]
+		if l.Owner == "n1" {
+			c.apply(cluster.CmdLUNSetOwner, cluster.LUNSetOwner{IQN: resvIQN, LUN: 0, Owner: "n2", Epoch: l.Epoch})
+		}
+		return errors.New("no answer")
+	}
+	cdb, data = prOut(0x00, 0, 0, 0xc)
+	untilGood(t, lu2, hostC, cdb, data, 0)
 }

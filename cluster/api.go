@@ -46,6 +46,7 @@ func (a *API) Handler(local bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", a.status)
 	mux.HandleFunc("GET /v1/ping", a.ping)
+	mux.HandleFunc("GET /v1/internal/applied", a.applied)
 	mux.HandleFunc("GET /v1/targets", a.listTargets)
 	mux.HandleFunc("POST /v1/targets", a.mutate(a.createTarget))
 	mux.HandleFunc("DELETE /v1/targets/{iqn}", a.mutate(a.deleteTarget))

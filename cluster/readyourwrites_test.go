@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -61,5 +62,41 @@ func TestCatchUpSeesChangesMadeElsewhere(t *testing.T) {
 		if f.FSM().State().Targets[iqn] == nil {
 			t.Fatalf("after CatchUp the follower's state lacks %s, created through the leader before", iqn)
 		}
+	}
+}
+
+// WaitAppliedOn asks another node, through its API, to say when it
+// applied an entry: at once for one it applied, not before it applied it
+// (an entry far ahead times out), and never for a node not in the state.
+func TestWaitAppliedOn(t *testing.T) {
+	c := threeNodes(t)
+	l := c.leader()
+	f := c.follower()
+	cmd, err := NewCommand(CmdTargetCreate, TargetCreate{IQN: "iqn.2026-01.org.hatgt:applied-on"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	idx, err := l.Apply(ctx, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitAppliedOn(ctx, f.id, idx); err != nil {
+		t.Fatalf("leader asking follower %s about entry %d: %v", f.id, idx, err)
+	}
+	if got := f.FSM().AppliedIndex(); got < idx {
+		t.Fatalf("follower %s said it applied %d, but has applied %d", f.id, idx, got)
+	}
+	if err := f.WaitAppliedOn(ctx, l.id, idx); err != nil {
+		t.Fatalf("follower asking the leader: %v", err)
+	}
+	short, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel2()
+	if err := l.WaitAppliedOn(short, f.id, idx+1000); err == nil {
+		t.Fatal("a node said it applied an entry that does not exist yet")
+	}
+	if err := l.WaitAppliedOn(ctx, "nobody", idx); !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("asking a node not in the state: %v", err)
 	}
 }
