@@ -116,6 +116,31 @@ summarize() {
 }
 
 status=0
+cu_timeout="${HATGT_CU_TIMEOUT:-900}"
+
+# run_cu NAME LOG ARGS...: runs iscsi-test-cu ARGS into LOG, killed after
+# HATGT_CU_TIMEOUT seconds (summarize then finds the log incomplete).
+run_cu() {
+	local name="$1" log="$2" rc=0
+	shift 2
+	timeout --kill-after=30 "$cu_timeout" stdbuf -o0 -e0 iscsi-test-cu "$@" >"$log" 2>&1 || rc=$?
+	if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+		echo "conformance: iscsi-test-cu ($name) did not finish within ${cu_timeout}s; killed" >&2
+	fi
+}
+
+# judge NAME MIN: fails the script when the run summarize just counted had
+# a failure or fewer than MIN passed.
+judge() {
+	if [[ "$failed" -ne 0 ]]; then
+		echo "conformance: FAIL: $failed tests failed ($1 run)" >&2
+		status=1
+	fi
+	if [[ "$passed" -lt "$2" ]]; then
+		echo "conformance: FAIL: $passed tests passed in the $1 run, fewer than $2" >&2
+		status=1
+	fi
+}
 
 # 1. Read-write: the dev target.
 start_hatgt "$logdir/hatgt-rw" --dev --data-dir "$work/data" --iscsi-addr 127.0.0.1:0
@@ -123,32 +148,16 @@ url="iscsi://$portal/iqn.2026-11.io.hatgt:dev/0"
 echo "conformance: iscsi-test-cu against $url"
 args=(-d -S -v)
 [[ -n "${HATGT_CU_TESTS:-}" ]] && args+=(-t "$HATGT_CU_TESTS")
-rc=0
-cu_timeout="${HATGT_CU_TIMEOUT:-900}"
-timeout --kill-after=30 "$cu_timeout" stdbuf -o0 -e0 iscsi-test-cu "${args[@]}" "$url" >"$logdir/cu-rw.log" 2>&1 || rc=$?
-if [[ ${rc:-0} -eq 124 || ${rc:-0} -eq 137 ]]; then
-	echo "conformance: iscsi-test-cu did not finish within ${cu_timeout}s; killed" >&2
-fi
+run_cu read-write "$logdir/cu-rw.log" "${args[@]}" "$url"
 # 1b. The multipath tests, over two sessions to the same LU.
 echo "conformance: iscsi-test-cu (multipath) against $url twice"
-mp_rc=0
-timeout --kill-after=30 "$cu_timeout" stdbuf -o0 -e0 iscsi-test-cu -d -S -v -t "${HATGT_CU_MP_TESTS:-ALL.MultipathIO}" "$url" "$url" >"$logdir/cu-mp.log" 2>&1 || mp_rc=$?
+run_cu multipath "$logdir/cu-mp.log" -d -S -v -t "${HATGT_CU_MP_TESTS:-ALL.MultipathIO}" "$url" "$url"
 stop_hatgt || status=1
-summarize "$logdir/cu-rw.log"
 min="${HATGT_CU_MIN_PASSED:-560}"
-if [[ "$failed" -ne 0 ]]; then
-	echo "conformance: FAIL: $failed tests failed (read-write run)" >&2
-	status=1
-fi
-if [[ "$passed" -lt "$min" ]]; then
-	echo "conformance: FAIL: $passed tests passed, fewer than HATGT_CU_MIN_PASSED=$min" >&2
-	status=1
-fi
+summarize "$logdir/cu-rw.log"
+judge read-write "$min"
 summarize "$logdir/cu-mp.log"
-if [[ "$failed" -ne 0 || "$passed" -lt 4 ]]; then
-	echo "conformance: FAIL: multipath run: $failed failed, $passed passed (want the 4 MultipathIO tests passed)" >&2
-	status=1
-fi
+judge multipath 4 # the four MultipathIO tests
 
 # 2. Read-only: a config file with IOMode=ro over an existing image.
 ro_tests="ALL.ReadOnly,ALL.Write10.WriteProtect,ALL.Write12.WriteProtect,ALL.Write16.WriteProtect,ALL.Sanitize.Readonly"
@@ -161,21 +170,10 @@ EOF
 start_hatgt "$logdir/hatgt-ro" --config "$work/ro.conf"
 url="iscsi://$portal/iqn.2026-11.io.hatgt:ro/0"
 echo "conformance: iscsi-test-cu (write protect) against $url"
-rc=0
-timeout --kill-after=30 "$cu_timeout" stdbuf -o0 -e0 iscsi-test-cu -d -S -v -t "${HATGT_CU_RO_TESTS:-$ro_tests}" "$url" >"$logdir/cu-ro.log" 2>&1 || rc=$?
-if [[ $rc -eq 124 || $rc -eq 137 ]]; then
-	echo "conformance: iscsi-test-cu (read-only) did not finish within ${cu_timeout}s; killed" >&2
-fi
+run_cu read-only "$logdir/cu-ro.log" -d -S -v -t "${HATGT_CU_RO_TESTS:-$ro_tests}" "$url"
 stop_hatgt || status=1
 summarize "$logdir/cu-ro.log"
-if [[ "$failed" -ne 0 ]]; then
-	echo "conformance: FAIL: $failed tests failed (read-only run)" >&2
-	status=1
-fi
-if [[ "$passed" -lt 1 ]]; then
-	echo "conformance: FAIL: no write-protect test passed" >&2
-	status=1
-fi
+judge read-only 1
 
 # 3. Cluster: three nodes on 127.0.77.1-3, a LUN with a copy on each; the
 # whole suite against its owner, so every write is replicated to two
@@ -219,20 +217,9 @@ if [[ "${HATGT_CU_CLUSTER:-1}" == 1 ]]; then
 			sleep 0.1
 		done
 		echo "conformance: iscsi-test-cu (cluster: 3 copies) against $url"
-		rc=0
-		timeout --kill-after=30 "$cu_timeout" stdbuf -o0 -e0 iscsi-test-cu "${args[@]}" "$url" >"$logdir/cu-cluster.log" 2>&1 || rc=$?
-		if [[ $rc -eq 124 || $rc -eq 137 ]]; then
-			echo "conformance: iscsi-test-cu (cluster) did not finish within ${cu_timeout}s; killed" >&2
-		fi
+		run_cu cluster "$logdir/cu-cluster.log" "${args[@]}" "$url"
 		summarize "$logdir/cu-cluster.log"
-		if [[ "$failed" -ne 0 ]]; then
-			echo "conformance: FAIL: $failed tests failed (cluster run)" >&2
-			status=1
-		fi
-		if [[ "$passed" -lt "$min" ]]; then
-			echo "conformance: FAIL: $passed tests passed in the cluster run, fewer than HATGT_CU_MIN_PASSED=$min" >&2
-			status=1
-		fi
+		judge cluster "$min"
 	fi
 	for p in "${cluster_pids[@]}"; do
 		kill -TERM "$p" 2>/dev/null || true
