@@ -104,18 +104,12 @@ type reporter struct {
 	mu       sync.Mutex
 	latest   map[uint64]copyOutcome // from the last Reconcile
 	textSent map[uint64]time.Time   // when a copy's error text was last reported
-	// reported holds the copies this process reported at least once: the
-	// first outcome after a start is reported even when the state holds
-	// the same service, from before the node went down (its SINCE is then
-	// the restart, not when the copy first got there).
-	reported map[uint64]bool
 }
 
 func newReporter(log *slog.Logger, nodeID string, state func() *cluster.State,
 	apply func(context.Context, cluster.Command) error) *reporter {
 	return &reporter{log: log, nodeID: nodeID, now: time.Now, state: state, apply: apply,
-		kick: make(chan struct{}, 1), retry: reportRetry, interval: reportInterval, oldLeaderWait: time.Minute, textSent: map[uint64]time.Time{},
-		reported: map[uint64]bool{}}
+		kick: make(chan struct{}, 1), retry: reportRetry, interval: reportInterval, oldLeaderWait: time.Minute, textSent: map[uint64]time.Time{}}
 }
 
 // observe takes the outcomes of one Reconcile (every copy placed here),
@@ -235,7 +229,7 @@ func (p *reporter) pending(st *cluster.State) *cluster.CopiesReport {
 			e.LastError, e.LastErrorAt = o.err, o.errAt.UnixMilli()
 		}
 		switch {
-		case cur == nil || cur.Service != o.service || !p.reported[id]:
+		case cur == nil || cur.Service != o.service:
 		case cur.LastError != e.LastError:
 			// Still failing, with another text: not at every retry.
 			if t, ok := p.textSent[id]; ok && now.Sub(t) < errorTextInterval {
@@ -268,7 +262,6 @@ func (p *reporter) sent(rep *cluster.CopiesReport) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, e := range rep.Copies {
-		p.reported[e.ID] = true
 		if e.LastError != "" {
 			p.textSent[e.ID] = now
 		}

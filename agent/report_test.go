@@ -167,34 +167,6 @@ func TestReporterReportsOnlyChanges(t *testing.T) {
 	}
 }
 
-// A node that restarts reports each copy once, though the state holds the
-// same service from before it went down: SINCE is when it came back, not
-// when the copy first got there (status showed "standby since 6m" for a
-// node up for seconds). After that first report, only changes.
-func TestReporterReportsEachCopyOnceAfterAStart(t *testing.T) {
-	f := newReporterFixture(t)
-	standby := map[uint64]copyOutcome{1: {service: cluster.ServiceStandby}}
-	if rep := f.step(standby); rep == nil {
-		t.Fatal("first outcome not reported")
-	}
-	before := f.fsm.State().Report("n1", 1).Since
-	// The process restarts ten minutes later: a new reporter.
-	f.now = f.now.Add(10 * time.Minute)
-	old := f.rep
-	f.rep = newReporter(slog.New(slog.DiscardHandler), "n1", f.fsm.State, old.apply)
-	f.rep.now = func() time.Time { return f.now }
-	if rep := f.step(standby); rep == nil || len(rep.Copies) != 1 {
-		t.Fatalf("after a restart, the copy in the same service: report %+v, want one", rep)
-	}
-	if got := f.fsm.State().Report("n1", 1).Since; got != f.now.UnixMilli() || got == before {
-		t.Fatalf("since %d after the restart, want %d (the restart), not %d", got, f.now.UnixMilli(), before)
-	}
-	f.now = f.now.Add(2 * time.Second)
-	if rep := f.step(standby); rep != nil {
-		t.Fatalf("reported again without a change: %+v", rep)
-	}
-}
-
 // TestReporterDropsRecordsOfLUNsGone: a record the state holds of a LUN
 // no longer placed here is dropped by a report, even with nothing new.
 func TestReporterDropsRecordsOfLUNsGone(t *testing.T) {
