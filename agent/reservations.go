@@ -97,12 +97,20 @@ func newClusterReservations(node reservationsNode, log *slog.Logger, nodeID, iqn
 	s.unhook = node.FSM().OnReservations(s.applied)
 	// Read after hooking: a change committed in between is seen by the
 	// hook, here, or both (install keeps the newest).
-	if t := node.FSM().State().Targets[iqn]; t != nil {
-		if l := t.LUNs[lun]; l != nil && l.ID == id {
-			s.install(l.ReservationsVersion, l.Reservations)
-		}
+	if l := s.record(); l != nil {
+		s.install(l.ReservationsVersion, l.Reservations)
 	}
 	return s
+}
+
+// record returns the LUN as this node's state holds it (a copy), or nil
+// when it is gone or another LUN has its number.
+func (s *clusterReservations) record() *cluster.LUN {
+	iqn, l, ok := s.node.FSM().LUNByID(s.id)
+	if !ok || iqn != s.iqn || l.LUN != s.lun {
+		return nil
+	}
+	return l
 }
 
 // Close stops hearing of changes; changes already heard are still
@@ -297,10 +305,8 @@ func (s *clusterReservations) ownerApplied(ctx context.Context, idx uint64) erro
 
 // owner returns the LUN's owner and epoch in this node's state.
 func (s *clusterReservations) owner() (string, uint64) {
-	if t := s.node.FSM().State().Targets[s.iqn]; t != nil {
-		if l := t.LUNs[s.lun]; l != nil && l.ID == s.id {
-			return l.Owner, l.Epoch
-		}
+	if l := s.record(); l != nil {
+		return l.Owner, l.Epoch
 	}
 	return "", 0
 }

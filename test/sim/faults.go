@@ -56,9 +56,7 @@ func Schedule(seed int64, n int, kinds []string) []Step {
 		st := Step{Kind: kinds[rng.Intn(len(kinds))], Target: targets[rng.Intn(len(targets))],
 			Hold: time.Duration(1500+rng.Intn(2000)) * time.Millisecond}
 		switch st.Kind {
-		case FaultMinority, FaultPause:
-			st.Target = fmt.Sprintf("owner%d", rng.Intn(2))
-		case FaultLeave, FaultRemove, FaultCutKill:
+		case FaultMinority, FaultPause, FaultLeave, FaultRemove, FaultCutKill:
 			st.Target = fmt.Sprintf("owner%d", rng.Intn(2))
 		case FaultBlankDisk, FaultResyncPL:
 			st.Target = fmt.Sprintf("mirror%d", rng.Intn(2))
