@@ -110,7 +110,7 @@ func (s *Sim) checkReservations() []string {
 			if n.agent() == nil {
 				continue
 			}
-			r, err := s.resvExecute(n, lun, "resv-check", []byte{0x5e, 0x00, 0, 0, 0, 0, 0, 1, 0, 0}, nil, 256)
+			keys, r, err := s.readKeys(n, lun, "resv-check")
 			if err != nil || r.Status == scsi.StatusCheckCondition && isAbsent(r) {
 				continue // the node does not expose the LUN (a new machine without a copy)
 			}
@@ -118,11 +118,6 @@ func (s *Sim) checkReservations() []string {
 				out = append(out, fmt.Sprintf("LUN %d: READ KEYS through %s: status %v sense %x", lun, n.id, r.Status, r.Sense))
 				continue
 			}
-			var keys []uint64
-			for i := 8; i+8 <= min(len(r.Data), 8+int(binary.BigEndian.Uint32(r.Data[4:]))); i += 8 {
-				keys = append(keys, binary.BigEndian.Uint64(r.Data[i:]))
-			}
-			slices.Sort(keys)
 			if !slices.Equal(keys, want) {
 				out = append(out, fmt.Sprintf("LUN %d: keys through %s are %x, want %x", lun, n.id, keys, want))
 			}
@@ -149,6 +144,21 @@ func (s *Sim) checkReservations() []string {
 		}
 	}
 	return out
+}
+
+// readKeys sends PERSISTENT RESERVE IN, READ KEYS through n as client and
+// returns the registered keys, sorted, with the response.
+func (s *Sim) readKeys(n *node, lun int, client string) ([]uint64, *scsi.Response, error) {
+	r, err := s.resvExecute(n, lun, client, []byte{0x5e, 0x00, 0, 0, 0, 0, 0, 1, 0, 0}, nil, 256)
+	if err != nil || r.Status != scsi.StatusGood || len(r.Data) < 8 {
+		return nil, r, err
+	}
+	var keys []uint64
+	for i := 8; i+8 <= min(len(r.Data), 8+int(binary.BigEndian.Uint32(r.Data[4:]))); i += 8 {
+		keys = append(keys, binary.BigEndian.Uint64(r.Data[i:]))
+	}
+	slices.Sort(keys)
+	return keys, r, nil
 }
 
 // isAbsent reports a LOGICAL UNIT NOT SUPPORTED answer.
