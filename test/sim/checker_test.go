@@ -166,3 +166,30 @@ func TestBlockFormat(t *testing.T) {
 		t.Error("half of v7 and half of v8 decoded")
 	}
 }
+
+// A difference the cluster resolves by itself (a dropped copy resynced)
+// is no divergence; one that lasts is, and so is a cluster that does not
+// heal.
+func TestSettle(t *testing.T) {
+	healthy := func() error { return nil }
+	calls := 0
+	transient := func() []string {
+		calls++
+		if calls < 3 {
+			return []string{"n3 differs"}
+		}
+		return nil
+	}
+	if d := settle(time.Minute, healthy, transient); len(d) != 0 || calls != 3 {
+		t.Errorf("a difference gone at the third compare: got %v after %d compares", d, calls)
+	}
+	lasting := func() []string { return []string{"n3 differs"} }
+	if d := settle(600*time.Millisecond, healthy, lasting); len(d) != 1 || d[0] != "n3 differs" {
+		t.Errorf("a lasting difference: got %v", d)
+	}
+	sick := func() error { return errors.New("no leader") }
+	d := settle(time.Minute, sick, func() []string { return nil })
+	if len(d) != 1 || !strings.Contains(d[0], "no leader") {
+		t.Errorf("an unhealed cluster: got %v", d)
+	}
+}

@@ -114,6 +114,7 @@ func (s *Sim) inject(st Step, rng *rand.Rand) (string, error) {
 	n := s.resolve(st.Target, rng)
 	s.count(st.Kind)
 	desc := fmt.Sprintf("%s on %s", st.Kind, n.id)
+	s.logs.mark("injecting %s", desc)
 	switch st.Kind {
 	case FaultPowerLoss, FaultKill:
 		n.stop(st.Kind == FaultKill, st.Kind == FaultPowerLoss)
@@ -203,6 +204,7 @@ func (s *Sim) inject(st Step, rng *rand.Rand) (string, error) {
 	case FaultRestart:
 		desc = st.Kind
 		for _, o := range s.nodes {
+			s.logs.mark("restarting %s", o.id)
 			o.stop(false, false)
 			if err := o.start(false, ""); err != nil {
 				return desc, err

@@ -126,3 +126,22 @@ func (h *History) snapshot() ([]Op, map[writeKey]uint64) {
 	}
 	return ops, ep
 }
+
+// writesOf describes the writes of versions lo..hi of a block, for a
+// divergence report: which node took each and how it ended.
+func (h *History) writesOf(lun int, block, lo, hi uint64) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, o := range h.ops {
+		if o.Kind != OpWrite || o.LUN != lun || o.Block != block || o.Version < lo || o.Version > hi {
+			continue
+		}
+		d := o.String()
+		if e, ok := h.epochs[writeKey{lun, block, o.Version}]; ok {
+			d += fmt.Sprintf(" (acknowledged in epoch %d)", e)
+		}
+		out = append(out, fmt.Sprintf("%s [%s..%s]", d, o.Invoke.Format("15:04:05.000"), o.Done.Format("15:04:05.000")))
+	}
+	return out
+}

@@ -85,6 +85,7 @@ func Run(cfg Config, dir string, seed int64, schedule []Step) *Result {
 			report = append(report, fmt.Sprintf("after %s: %v", desc, err))
 			break
 		}
+		s.logs.mark("healed after %s", desc)
 		for _, d := range s.compareCopies() {
 			divergent = append(divergent, fmt.Sprintf("after %s: %s", desc, d))
 		}
@@ -99,7 +100,7 @@ func Run(cfg Config, dir string, seed int64, schedule []Step) *Result {
 		report = append(report, fmt.Sprintf("at the end: %v", err))
 	}
 	ops, epochs := s.hist.snapshot()
-	final, div, err := s.finalState(written)
+	final, div, err := s.settledState(written)
 	if err != nil && res.Err == nil {
 		res.Err = err
 	}

@@ -90,6 +90,12 @@ func (l *logSink) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
+// mark writes a line of the simulator's own into the logs, so a failure's
+// logs show when each fault began and ended.
+func (l *logSink) mark(format string, args ...any) {
+	fmt.Fprintf(l, "time=%s sim: %s\n", time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), fmt.Sprintf(format, args...))
+}
+
 func (l *logSink) tail(n int) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -345,22 +351,73 @@ func (s *Sim) ackedWrite(lunID, epoch uint64, off int64, data []byte) {
 	}
 }
 
-// compareCopies stops the writers and compares every LUN's copies (the
-// cluster is healed: all in sync), returning the differences.
+// compareCopies stops the writers and compares every LUN's copies, which
+// the cluster, healed, lists all in sync; it returns the differences.
 func (s *Sim) compareCopies() []string {
 	s.gate.Lock()
 	defer s.gate.Unlock()
-	_, divergent, err := s.finalState(nil)
+	_, divergent, err := s.settledState(nil)
 	if err != nil {
 		return []string{err.Error()}
 	}
 	return divergent
 }
 
+// settleFor is how long a difference between in-sync copies must last, the
+// cluster healthy and no write sent, to count as a divergence.
+const settleFor = 10 * time.Second
+
+// settledState is finalState once the copies settled. A healed cluster
+// lists every copy in sync, but the list trails the owner: a mirror that
+// failed stays listed until its drop commits (a new leader may be elected
+// first), and a write the owner has not acknowledged yet (waiting for
+// that commit, its client gone after OpTimeout) is on the owner's copy and
+// not on that mirror's. So a difference counts only when it lasts: the
+// cluster healthy again and nothing written, for settleFor. An in-sync
+// copy that differs stays so (nothing rewrites it with no writes); a
+// dropped one is resynced and listed again, equal.
+func (s *Sim) settledState(blocks map[blockKey]bool) (map[blockKey]Final, []string, error) {
+	var final map[blockKey]Final
+	var err error
+	divergent := settle(settleFor, func() error { return s.waitHealed(s.cfg.HealTimeout) }, func() []string {
+		var d []string
+		final, d, err = s.finalState(blocks)
+		if err != nil {
+			return nil
+		}
+		if len(d) > 0 {
+			s.logs.mark("copies differ, waiting for them to settle: %s", strings.Join(d, "; "))
+		}
+		return d
+	})
+	return final, divergent, err
+}
+
+// settle calls compare until it finds no difference, healthy (which waits
+// for the cluster to heal) returning nil before each call, or until limit
+// passed since the first; it returns the last differences. When the
+// cluster does not heal it compares once more and says so.
+func settle(limit time.Duration, healthy func() error, compare func() []string) []string {
+	deadline := time.Now().Add(limit)
+	for {
+		if err := healthy(); err != nil {
+			return append(compare(), "copies compared on an unhealed cluster: "+err.Error())
+		}
+		d := compare()
+		if len(d) == 0 || !time.Now().Before(deadline) {
+			return d
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 // finalState reads every block the workload wrote from each LUN's
 // owner's disk, after checking that all copies are identical.
 func (s *Sim) finalState(blocks map[blockKey]bool) (map[blockKey]Final, []string, error) {
 	st := s.state()
+	if l := s.leader(); l != nil {
+		st = l.agent().Node().FSM().State() // what was committed last
+	}
 	if st == nil {
 		return nil, nil, fmt.Errorf("no node runs")
 	}
@@ -398,7 +455,7 @@ func (s *Sim) finalState(blocks map[blockKey]bool) (map[blockKey]Final, []string
 			got := make([]byte, s.cfg.LUNSize)
 			d.ReadAt(got, 0)
 			if !bytes.Equal(ref, got) {
-				divergent = append(divergent, fmt.Sprintf("LUN %d: %s's copy differs from the owner %s's (%s)", num, ids[i], ids[owner], firstDiff(ref, got)))
+				divergent = append(divergent, fmt.Sprintf("LUN %d: %s's copy differs from the owner %s's (%s)", num, ids[i], ids[owner], s.diffBlocks(ref, got, idx)))
 			}
 		}
 		for k := range blocks {
@@ -412,13 +469,46 @@ func (s *Sim) finalState(blocks map[blockKey]bool) (map[blockKey]Final, []string
 	return final, divergent, nil
 }
 
-func firstDiff(a, b []byte) string {
-	for i := range a {
-		if a[i] != b[i] {
-			return fmt.Sprintf("first at byte %d, block %d", i, i/BlockSize)
+// diffBlocks describes how copy b differs from the owner's a: how many
+// blocks, and the versions each side holds in the first few.
+func (s *Sim) diffBlocks(a, b []byte, idx int) string {
+	lun := uint32(idx)
+	var n int
+	var first, writes []string
+	for off := 0; off+BlockSize <= len(a); off += BlockSize {
+		x, y := a[off:off+BlockSize], b[off:off+BlockSize]
+		if bytes.Equal(x, y) {
+			continue
+		}
+		n++
+		if len(first) < 4 {
+			blk := uint64(off / BlockSize)
+			first = append(first, fmt.Sprintf("block %d: owner %s, copy %s", blk, blockVersion(x, lun, blk), blockVersion(y, lun, blk)))
+			if len(writes) == 0 {
+				vx, _, ex := decodeBlock(x, lun, blk)
+				vy, _, ey := decodeBlock(y, lun, blk)
+				if ex == nil && ey == nil {
+					writes = s.hist.writesOf(idx, blk, min(vx, vy), max(vx, vy)+1)
+				}
+			}
 		}
 	}
-	return "equal"
+	out := fmt.Sprintf("%d blocks differ; %s", n, strings.Join(first, "; "))
+	if len(writes) > 4 {
+		writes = append([]string{"..."}, writes[len(writes)-4:]...)
+	}
+	if len(writes) > 0 {
+		out += "; the first block's writes: " + strings.Join(writes, "; ")
+	}
+	return out
+}
+
+func blockVersion(b []byte, lun uint32, block uint64) string {
+	v, _, err := decodeBlock(b, lun, block)
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("v%d", v)
 }
 
 // Counts returns the fault counters.
