@@ -85,8 +85,11 @@ const (
 // node and reports only what differs — on a change, at most one report per
 // reportInterval, and a mere change of error text at most every
 // errorTextInterval — so a copy that fails the same way at every retry
-// writes nothing to the Raft log. A node that is down reports nothing;
-// status shows its copies offline from its health.
+// writes nothing to the Raft log. A record from before this process
+// started differs too (its Since is the previous run's): each copy is
+// reported once after a restart, until the state holds this run's. A node
+// that is down reports nothing; status shows its copies offline from its
+// health.
 type reporter struct {
 	log    *slog.Logger
 	nodeID string
@@ -101,6 +104,10 @@ type reporter struct {
 	// as an unknown command.
 	oldLeaderWait time.Duration
 
+	// started is when this process's reporter began: a record of an
+	// older Since is its previous run's.
+	started time.Time
+
 	mu       sync.Mutex
 	latest   map[uint64]copyOutcome // from the last Reconcile
 	textSent map[uint64]time.Time   // when a copy's error text was last reported
@@ -108,7 +115,7 @@ type reporter struct {
 
 func newReporter(log *slog.Logger, nodeID string, state func() *cluster.State,
 	apply func(context.Context, cluster.Command) error) *reporter {
-	return &reporter{log: log, nodeID: nodeID, now: time.Now, state: state, apply: apply,
+	return &reporter{log: log, nodeID: nodeID, now: time.Now, started: time.Now(), state: state, apply: apply,
 		kick: make(chan struct{}, 1), retry: reportRetry, interval: reportInterval, oldLeaderWait: time.Minute, textSent: map[uint64]time.Time{}}
 }
 
@@ -236,6 +243,11 @@ func (p *reporter) pending(st *cluster.State) *cluster.CopiesReport {
 				continue
 			}
 			e.Since = cur.Since
+		case cur.Since < p.started.UnixMilli():
+			// The same service as before this process started (a
+			// standby copy before and after a restart): it holds
+			// since this start, not since the previous run's. The
+			// state's own record ends it, whatever an apply answered.
 		default:
 			continue // the state holds it already
 		}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -101,6 +102,7 @@ func newReporterFixture(t *testing.T) *reporterFixture {
 		return f.fsm.ApplyCommand(cmd)
 	})
 	f.rep.now = func() time.Time { return f.now }
+	f.rep.started = f.now
 	return f
 }
 
@@ -164,6 +166,51 @@ func TestReporterReportsOnlyChanges(t *testing.T) {
 	// A LUN not placed here (ID 2 is on n3) is never reported.
 	if rep := f.step(map[uint64]copyOutcome{1: {service: cluster.ServiceServing}, 2: {service: cluster.ServiceServing}}); rep != nil {
 		t.Errorf("reported %+v", rep)
+	}
+}
+
+// TestReporterRestartReportsSince: a node restarted reports a copy whose
+// service did not change once, so its SINCE is the restart (status showed
+// "standby since 6m" on a node up for seconds); then, the state holding
+// this run's record, nothing more — even when the apply of that report
+// answered an error (an ambiguous commit): the state decides, not the
+// answer.
+func TestReporterRestartReportsSince(t *testing.T) {
+	f := newReporterFixture(t)
+	standby := map[uint64]copyOutcome{1: {service: cluster.ServiceStandby}}
+	if rep := f.step(standby); rep == nil {
+		t.Fatal("first outcome not reported")
+	}
+	before := f.fsm.State().Report("n1", 1).Since
+	// The process restarts ten minutes later, the copy standby again.
+	f.now = f.now.Add(10 * time.Minute)
+	old := f.rep
+	f.rep = newReporter(slog.New(slog.DiscardHandler), "n1", f.fsm.State, func(ctx context.Context, cmd cluster.Command) error {
+		if err := old.apply(ctx, cmd); err != nil {
+			return err
+		}
+		return errors.New("leadership lost (the entry committed all the same)")
+	})
+	f.rep.now = func() time.Time { return f.now }
+	f.rep.started = f.now
+	f.rep.observe(standby)
+	rep := f.rep.pending(f.fsm.State())
+	if rep == nil || len(rep.Copies) != 1 || rep.Copies[0].Since != f.now.UnixMilli() {
+		t.Fatalf("after a restart: report %+v, want the copy standby since the restart (the state says since %d)", rep, before)
+	}
+	cmd, _ := cluster.NewCommand(cluster.CmdCopyReport, rep)
+	if err := f.rep.apply(context.Background(), cmd); err == nil {
+		t.Fatal("the ambiguous apply answered no error")
+	}
+	if got := f.fsm.State().Report("n1", 1).Since; got != f.now.UnixMilli() {
+		t.Fatalf("the state holds since %d, want %d", got, f.now.UnixMilli())
+	}
+	for range 3 {
+		f.now = f.now.Add(5 * time.Second)
+		f.rep.observe(standby)
+		if rep := f.rep.pending(f.fsm.State()); rep != nil {
+			t.Fatalf("reported again once the state held this run's record: %+v", rep)
+		}
 	}
 }
 
