@@ -238,6 +238,10 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	d := DefaultConfig()
+	if d.LeaderLeaseTimeout < d.HeartbeatTimeout {
+		t.Errorf("DefaultConfig: a leader steps down after %v without a quorum, before a follower would call an election (%v): a stall of the leader alone makes a leaderless gap and ends its owner lease",
+			d.LeaderLeaseTimeout, d.HeartbeatTimeout)
+	}
 	d.NodeID, d.DataDir, d.RaftAddr, d.GossipAddr, d.APIAddr = "a", "/x", "10.0.0.1:1", "0.0.0.0:2", "10.0.0.1:3"
 	if err := d.Validate(); err != nil {
 		t.Errorf("DefaultConfig with addresses: %v", err)

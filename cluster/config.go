@@ -95,9 +95,17 @@ type Config struct {
 // DefaultConfig returns a Config with LAN timings and no addresses.
 func DefaultConfig() Config {
 	return Config{
-		HeartbeatTimeout:    500 * time.Millisecond,
-		ElectionTimeout:     500 * time.Millisecond,
-		LeaderLeaseTimeout:  250 * time.Millisecond,
+		HeartbeatTimeout: 500 * time.Millisecond,
+		ElectionTimeout:  500 * time.Millisecond,
+		// A leader steps down only when a follower would call an
+		// election anyway: earlier, a stall of its own process (a CPU
+		// starved by IO, a GC, steal time) makes a leaderless gap no
+		// one needed, and a leader that owns LUNs loses its owner lease
+		// in it. 250 ms did that in CI: an owner-leader stalled ~300
+		// ms, stepped down, was elected again 0.9 s later, and its LUN
+		// answered "transitioning" meanwhile. The lease argument
+		// (lease.go) needs only LeaderLeaseTimeout <= ElectionTimeout.
+		LeaderLeaseTimeout:  500 * time.Millisecond,
 		CommitTimeout:       50 * time.Millisecond,
 		OwnerLease:          time.Second,
 		SnapshotThreshold:   8192,
