@@ -219,6 +219,13 @@ if [[ "${HATGT_CU_CLUSTER:-1}" == 1 ]]; then
 		echo "conformance: iscsi-test-cu (cluster: 3 copies) against $url"
 		run_cu cluster "$logdir/cu-cluster.log" "${args[@]}" "$url"
 		summarize "$logdir/cu-cluster.log"
+		# A new epoch during the run (a node that stalled past its lease,
+		# a failover) answers "transitioning" for a moment, which the
+		# suite, with one path and no retries, counts as failures: say so.
+		epochs="$(cat "$logdir"/hatgt-cluster-n*.log | grep -c 'msg="owning replicated LUN"' || true)"
+		if [[ "$epochs" -gt 1 ]]; then
+			echo "conformance: the cluster LUN was opened in $epochs epochs during the run (an owner lease that ended, a failover): see $logdir/hatgt-cluster-n*.log" >&2
+		fi
 		judge cluster "$min"
 	fi
 	for p in "${cluster_pids[@]}"; do
