@@ -32,10 +32,14 @@ const (
 	maxUnmapLBACount        = 0x400000 // blocks per UNMAP descriptor range total
 	maxUnmapDescriptorCount = 256
 	// maxWriteSameBytes bounds the work of one WRITE SAME (MAXIMUM WRITE
-	// SAME LENGTH is this in blocks): 4 GiB, so zeroing a whole small LU
-	// (NUMBER OF LOGICAL BLOCKS 0) is one command, and no command runs
-	// for minutes.
-	maxWriteSameBytes = 4 << 30
+	// SAME LENGTH is this in blocks): 64 MiB, about LIO's 0xFFFF blocks.
+	// Initiators split zeroing to it (Linux's write_same_max_bytes). It
+	// was 4 GiB, so that NUMBER OF LOGICAL BLOCKS 0 zeroed a whole small
+	// LU in one command; on a replicated LUN that command wrote 1 GiB to
+	// three copies at once, held its range for seconds and filled the
+	// page cache with gigabytes to write back, behind which the Raft log's
+	// fsync waited until the owner's lease ran out (CI, twice).
+	maxWriteSameBytes = 64 << 20
 	// writeSameNonZero is the WSNZ bit of the Block Limits page. With it
 	// clear, NUMBER OF LOGICAL BLOCKS 0 means "to the end of the LU".
 	writeSameNonZero = false

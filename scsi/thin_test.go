@@ -3,6 +3,7 @@ package scsi
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -284,6 +285,29 @@ func TestWriteSameErrors(t *testing.T) {
 				t.Fatal("a refused WRITE SAME changed the medium")
 			}
 		})
+	}
+}
+
+// TestWriteSameWorkIsBounded: one WRITE SAME writes at most 64 MiB, so
+// NUMBER OF LOGICAL BLOCKS 0 ("to the end") on a larger LU is refused
+// with INVALID FIELD IN CDB (SBC-3 5.42) and writes nothing, while the
+// same from near the end is done.
+func TestWriteSameWorkIsBounded(t *testing.T) {
+	if maxWriteSameBytes > 64<<20 {
+		t.Fatalf("one WRITE SAME may write %d MiB: more than 64 MiB holds its range for seconds and floods the page cache of every copy", maxWriteSameBytes>>20)
+	}
+	blocks := int64(maxWriteSameBytes/512 + 8)
+	d, lu, mb, n := readyDevice(t, blocks, LUConfig{Thin: true})
+	if got := lu.maxWriteSameBlocks(); got != maxWriteSameBytes/512 {
+		t.Fatalf("MAXIMUM WRITE SAME LENGTH %d blocks, want %d", got, maxWriteSameBytes/512)
+	}
+	expectSense(t, run(d, n, ws16CDB(0, 0, 0), fill(512, 'w'), 0), KeyIllegalRequest, ASCInvalidFieldInCDB)
+	if slices.Contains(mb.mapped, true) {
+		t.Fatal("a refused WRITE SAME wrote")
+	}
+	expectGood(t, run(d, n, ws16CDB(0, uint64(blocks-8), 0), fill(512, 'w'), 0))
+	if !bytes.Equal(mb.bytesAt((blocks-8)*512, 8*512), fill(8*512, 'w')) {
+		t.Fatal("WRITE SAME of the last 8 blocks (NUMBER OF LOGICAL BLOCKS 0) not written")
 	}
 }
 
