@@ -164,3 +164,48 @@ func stateOwnedBy(owner string, l cluster.DesiredLUN) *cluster.State {
 	s.Targets[testIQN].LUNs[ll.LUN] = &ll
 	return s
 }
+
+// A claim whose apply answered an error but committed (a leader lost
+// after the append, an apply timeout) is this node's epoch: the next
+// reconcile, which that very commit triggers, opens the volume in it
+// instead of claiming one more epoch. Claiming again looped for as long as
+// applies answered errors: each claim's commit triggered the next.
+func TestAmbiguousClaimIsTakenNotRepeated(t *testing.T) {
+	s := &gatedStore{Memory: blockstore.NewMemory(1 << 20), arrived: make(chan struct{}), release: make(chan struct{})}
+	close(s.release) // nothing held
+	h, c, _, l, claims := ownedSolo(t, s)
+	h.closeVolume(c)
+	c.claimed = 0 // a deposed volume: the reconciler claims a new epoch
+	h.propose = func(_ context.Context, _ string, _ uint64, _ string, epoch uint64) error {
+		*claims = append(*claims, epoch)
+		return errors.New("leadership lost while committing the command (it committed all the same)")
+	}
+	if err := h.open(context.Background(), c, l); err == nil || errors.Is(err, errClaimed) {
+		t.Fatalf("open with a claim that answered an error: %v, want that error", err)
+	}
+	// The state shows the claim committed: epoch 3, owner n1.
+	l.Epoch = 3
+	h.coord = soloCoord{epoch: 3}
+	if err := h.open(context.Background(), c, l); err != nil {
+		t.Fatalf("open in the epoch the ambiguous claim committed: %v", err)
+	}
+	if len(*claims) != 1 {
+		t.Errorf("claims %v: want one (epoch 2 -> 3), not a new claim at every reconcile", *claims)
+	}
+	if v := c.volume(); v == nil || v.Epoch() != 3 {
+		t.Fatalf("volume %v: want one open in epoch 3", v)
+	}
+	// A claim that answered an error and did not commit is made again.
+	h.closeVolume(c)
+	c.claimed = 0
+	if err := h.open(context.Background(), c, l); err == nil {
+		t.Fatal("open with a failing claim succeeded")
+	}
+	l.Epoch, l.Owner = 4, "n2" // another node's epoch: nothing to take
+	if err := h.open(context.Background(), c, l); err == nil {
+		t.Fatal("opened a volume in another node's epoch")
+	}
+	if len(*claims) != 3 {
+		t.Errorf("claims %v: want 3", *claims)
+	}
+}

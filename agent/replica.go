@@ -85,6 +85,10 @@ type replicaCopy struct {
 	// store the node opened.
 	store   *replication.CopyStore
 	claimed uint64 // the epoch this node claimed for its next Volume
+	// attempted is the epoch of a claim whose proposal answered an
+	// error: it may have committed (open takes it when the state shows
+	// it with this node as owner).
+	attempted uint64
 	// vol is the owner Volume while this node serves the LUN, with the
 	// lease generation it was opened under; the LU's switchBackend reads
 	// it on every command.
@@ -203,13 +207,22 @@ func (h *replicaHost) open(ctx context.Context, c *replicaCopy, l cluster.Desire
 	if !ok {
 		return errors.New("no owner lease (cut off from the Raft leader): not serving as owner")
 	}
+	if c.claimed != l.Epoch && c.attempted == l.Epoch && l.Owner == h.self {
+		// A claim whose apply answered an error committed all the
+		// same: the epoch is this node's, no volume was opened in it.
+		// Claiming again would bump the epoch at every reconcile that
+		// the commit itself triggers, for as long as applies answer
+		// errors (100000 entries in one simulator run).
+		c.claimed, c.attempted = l.Epoch, 0
+	}
 	if c.claimed != l.Epoch {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		if err := h.propose(cctx, l.Target, l.LUN.LUN, h.self, l.Epoch); err != nil {
+			c.attempted = l.Epoch + 1 // maybe committed
 			return fmt.Errorf("claim epoch %d: %w", l.Epoch+1, err)
 		}
-		c.claimed = l.Epoch + 1
+		c.claimed, c.attempted = l.Epoch+1, 0
 		return errClaimed
 	}
 	cfg := h.volumeConfig
