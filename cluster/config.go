@@ -98,13 +98,14 @@ func DefaultConfig() Config {
 		HeartbeatTimeout: 500 * time.Millisecond,
 		ElectionTimeout:  500 * time.Millisecond,
 		// A leader steps down only when a follower would call an
-		// election anyway: earlier, a stall of its own process (a CPU
-		// starved by IO, a GC, steal time) makes a leaderless gap no
-		// one needed, and a leader that owns LUNs loses its owner lease
-		// in it. 250 ms did that in CI: an owner-leader stalled ~300
-		// ms, stepped down, was elected again 0.9 s later, and its LUN
-		// answered "transitioning" meanwhile. The lease argument
-		// (lease.go) needs only LeaderLeaseTimeout <= ElectionTimeout.
+		// election anyway: earlier, a stall of the leader alone (a
+		// starved CPU, a Raft fsync behind a writeback flood) makes a
+		// leaderless gap no one needed, and a leader that owns LUNs
+		// loses its owner lease in it. 250 ms did that in CI: an
+		// owner-leader missed its quorum for 292 ms, stepped down, was
+		// elected again 0.9 s later, and its LUN answered
+		// "transitioning" meanwhile. The lease argument (lease.go)
+		// needs only LeaderLeaseTimeout <= ElectionTimeout.
 		LeaderLeaseTimeout:  500 * time.Millisecond,
 		CommitTimeout:       50 * time.Millisecond,
 		OwnerLease:          time.Second,

@@ -483,13 +483,11 @@ func (s *Sim) diffBlocks(a, b []byte, idx int) string {
 		n++
 		if len(first) < 4 {
 			blk := uint64(off / BlockSize)
-			first = append(first, fmt.Sprintf("block %d: owner %s, copy %s", blk, blockVersion(x, lun, blk), blockVersion(y, lun, blk)))
-			if len(writes) == 0 {
-				vx, _, ex := decodeBlock(x, lun, blk)
-				vy, _, ey := decodeBlock(y, lun, blk)
-				if ex == nil && ey == nil {
-					writes = s.hist.writesOf(idx, blk, min(vx, vy), max(vx, vy)+1)
-				}
+			vx, _, ex := decodeBlock(x, lun, blk)
+			vy, _, ey := decodeBlock(y, lun, blk)
+			first = append(first, fmt.Sprintf("block %d: owner %s, copy %s", blk, versionText(vx, ex), versionText(vy, ey)))
+			if len(writes) == 0 && ex == nil && ey == nil {
+				writes = s.hist.writesOf(idx, blk, min(vx, vy), max(vx, vy)+1)
 			}
 		}
 	}
@@ -503,8 +501,8 @@ func (s *Sim) diffBlocks(a, b []byte, idx int) string {
 	return out
 }
 
-func blockVersion(b []byte, lun uint32, block uint64) string {
-	v, _, err := decodeBlock(b, lun, block)
+// versionText is what decodeBlock found: a version, or why none.
+func versionText(v uint64, err error) string {
 	if err != nil {
 		return err.Error()
 	}
